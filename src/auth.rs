@@ -1,0 +1,188 @@
+//! Who is calling: an HS256 JWT shared with the app, from
+//! `Authorization: Bearer <jwt>` or the `billing_session` cookie.
+//!
+//! `sub` (the app's user id) and `exp` are required, `email` optional. Only
+//! HS256 is accepted: `none`, RS256 and every other algorithm, a bad signature,
+//! an expired token and a missing `sub` all answer 401. Reads `AUTH_JWT_SECRET`.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+pub const SESSION_COOKIE: &str = "billing_session";
+const MAX_USER_ID_LEN: usize = 255;
+
+/// The app's user id (`sub`): non-empty, at most 255 characters, no control
+/// characters, so it is safe in a database key, a log line and Stripe metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("user id is empty".into());
+        }
+        if s.chars().count() > MAX_USER_ID_LEN {
+            return Err(format!(
+                "user id is longer than {MAX_USER_ID_LEN} characters"
+            ));
+        }
+        if s.chars().any(char::is_control) {
+            return Err("user id contains control characters".into());
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// How the credentials arrived; cookie-authenticated writes need CSRF checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    Bearer,
+    Cookie,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthenticatedUser {
+    pub id: UserId,
+    pub email: Option<String>,
+    pub source: CredentialSource,
+}
+
+/// Verifies tokens; built once at start-up and shared as `web::Data`.
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl JwtVerifier {
+    pub fn new(secret: &SecretString) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        Self {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<(UserId, Option<String>), ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    ApiError::unauthorized("token_expired", "session expired, sign in again")
+                }
+                _ => ApiError::unauthorized("invalid_token", "invalid session token"),
+            },
+        )?;
+        let id = UserId::parse(&data.claims.sub)
+            .map_err(|reason| ApiError::unauthorized("invalid_token", reason))?;
+        let email = data.claims.email.filter(|e| !e.trim().is_empty());
+        Ok((id, email))
+    }
+}
+
+/// Signs a session token: used by the `token` command for curl examples and
+/// by tests. The app that embeds this service signs its own.
+pub fn issue_token(secret: &SecretString, claims: &Claims) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+    .expect("HS256 signing with an in-memory key cannot fail")
+}
+
+fn credentials(req: &HttpRequest) -> Result<(String, CredentialSource), ApiError> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("invalid_token", "invalid Authorization header"))?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::unauthorized(
+                "invalid_token",
+                "the Authorization header must be `Bearer <token>`",
+            ));
+        }
+        return Ok((token.trim().to_string(), CredentialSource::Bearer));
+    }
+    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+        return Ok((cookie.value().to_string(), CredentialSource::Cookie));
+    }
+    Err(ApiError::unauthorized(
+        "unauthenticated",
+        "sign in required: send a Bearer token or the billing_session cookie",
+    ))
+}
+
+impl FromRequest for AuthenticatedUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready((|| {
+            let verifier = req
+                .app_data::<web::Data<JwtVerifier>>()
+                .ok_or_else(|| ApiError::internal("JwtVerifier is not registered"))?;
+            let (token, source) = credentials(req)?;
+            let (id, email) = verifier.verify(&token)?;
+            Ok(AuthenticatedUser { id, email, source })
+        })())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_id_must_not_be_empty() {
+        assert!(UserId::parse("").is_err());
+    }
+
+    #[test]
+    fn a_user_id_must_not_contain_control_characters() {
+        assert!(UserId::parse("user\n1").is_err());
+    }
+
+    #[test]
+    fn a_user_id_of_256_characters_is_too_long() {
+        assert!(UserId::parse(&"a".repeat(255)).is_ok());
+        assert!(UserId::parse(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let claims = Claims {
+            sub: "u1".into(),
+            exp: chrono::Utc::now().timestamp() + 60,
+            email: None,
+        };
+        let token = issue_token(&SecretString::from("secret-a"), &claims);
+        let verifier = JwtVerifier::new(&SecretString::from("secret-b"));
+        assert_eq!(verifier.verify(&token).unwrap_err().code(), "invalid_token");
+        let verifier = JwtVerifier::new(&SecretString::from("secret-a"));
+        assert_eq!(verifier.verify(&token).unwrap().0.as_str(), "u1");
+    }
+}

@@ -1,0 +1,262 @@
+//! Postgres: creating the database when missing, embedded migrations, the r2d2
+//! pool, and [`run`], the one way handlers reach a connection (on actix's
+//! blocking thread pool, never on an async worker).
+//!
+//! Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_CONNECT_TIMEOUT_SECS`
+//! and `DATABASE_STATEMENT_TIMEOUT_MS`. Query functions live in the submodules;
+//! they take `&mut PgConnection` and return `QueryResult<T>`.
+
+pub mod schema;
+pub mod users;
+
+use std::time::Duration;
+
+use actix_web::web;
+use anyhow::Context;
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use secrecy::ExposeSecret;
+
+use crate::config::DatabaseSettings;
+use crate::error::ApiError;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// A database failure as handlers see it.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had in time: Postgres down or the pool saturated.
+    #[error("no database connection available: {0}")]
+    Unavailable(String),
+    #[error("database query failed: {0}")]
+    Query(#[from] DieselError),
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        let unavailable = match &err {
+            DbError::Unavailable(_) => true,
+            DbError::Query(DieselError::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+                ) || info.message().contains("statement timeout")
+                    || info.message().contains("lock timeout")
+            }
+            DbError::Query(DieselError::BrokenTransactionManager) => true,
+            DbError::Query(_) => false,
+        };
+        if unavailable {
+            ApiError::service_unavailable(
+                "database_unavailable",
+                "the database is unavailable, please retry shortly",
+            )
+            .with_cause(err)
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}
+
+/// Runs `f` with a pooled connection on the blocking thread pool.
+pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    web::block(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        f(&mut conn).map_err(DbError::from)
+    })
+    .await
+    .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))?
+}
+
+/// Runs `f` in one transaction on a pooled connection (blocking thread pool).
+pub async fn transaction<T, F>(pool: &PgPool, f: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+    T: Send + 'static,
+{
+    run(pool, move |conn| conn.transaction(f)).await
+}
+
+/// A transaction that stays open across `.await`s, for work that must hold a
+/// row lock while calling Stripe. The connection moves between the async task
+/// and the blocking pool; it never blocks an async worker.
+///
+/// Dropped without [`OpenTransaction::commit`] (an error, a cancelled request),
+/// the connection goes back to the pool with its transaction open, r2d2 sees
+/// it as broken and closes it, and Postgres rolls the transaction back.
+pub struct OpenTransaction {
+    conn: Option<PgPooled>,
+}
+
+impl OpenTransaction {
+    pub async fn begin(pool: &PgPool) -> Result<Self, DbError> {
+        let pool = pool.clone();
+        let conn = web::block(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            AnsiTransactionManager::begin_transaction(&mut *conn)?;
+            Ok::<_, DbError>(conn)
+        })
+        .await
+        .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))??;
+        Ok(Self { conn: Some(conn) })
+    }
+
+    /// Runs `f` inside the open transaction.
+    pub async fn run<T, F>(&mut self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut conn = self
+            .conn
+            .take()
+            .ok_or_else(|| DbError::Unavailable("transaction already finished".into()))?;
+        let (conn, result) = web::block(move || {
+            let result = f(&mut conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))?;
+        self.conn = Some(conn);
+        Ok(result?)
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        self.run(|conn| AnsiTransactionManager::commit_transaction(conn))
+            .await
+    }
+
+    pub async fn rollback(mut self) -> Result<(), DbError> {
+        self.run(|conn| AnsiTransactionManager::rollback_transaction(conn))
+            .await
+    }
+}
+
+/// Sets the per-connection statement timeout, so a stuck query answers an
+/// error instead of holding a pooled connection forever.
+#[derive(Debug)]
+struct SessionSettings {
+    statement_timeout: Duration,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        diesel::sql_query(format!(
+            "SET statement_timeout = {}",
+            self.statement_timeout.as_millis()
+        ))
+        .execute(conn)
+        .map(|_| ())
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let manager = ConnectionManager::<PgConnection>::new(settings.url.expose_secret());
+    Pool::builder()
+        .max_size(settings.pool_size)
+        .min_idle(Some(settings.pool_size.min(2)))
+        .connection_timeout(settings.connect_timeout)
+        .connection_customizer(Box::new(SessionSettings {
+            statement_timeout: settings.statement_timeout,
+        }))
+        .build(manager)
+        .with_context(|| {
+            format!(
+                "cannot open a connection pool to Postgres at {}",
+                settings.display_target()
+            )
+        })
+}
+
+/// Connects to `DATABASE_URL`, creating the database first when the server
+/// says it does not exist, then applies pending migrations. Blocking.
+pub fn prepare_database(settings: &DatabaseSettings) -> anyhow::Result<()> {
+    let mut conn = connect_creating_if_missing(settings)?;
+    run_migrations(&mut conn)
+}
+
+pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<()> {
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("Failed to run migrations")?;
+    for migration in applied {
+        log::info!("applied migration {migration}");
+    }
+    Ok(())
+}
+
+fn connect_creating_if_missing(settings: &DatabaseSettings) -> anyhow::Result<PgConnection> {
+    let url = with_connect_timeout(settings.url.expose_secret(), settings.connect_timeout);
+    let target = settings.display_target();
+    match PgConnection::establish(&url) {
+        Ok(conn) => Ok(conn),
+        Err(err) if err.to_string().contains("does not exist") => {
+            let mut parsed = url::Url::parse(&url).context("DATABASE_URL is not a URL")?;
+            let name = parsed.path().trim_start_matches('/').to_string();
+            anyhow::ensure!(!name.is_empty(), "DATABASE_URL names no database");
+            parsed.set_path("/postgres");
+            let mut admin = PgConnection::establish(parsed.as_str()).with_context(|| {
+                format!("cannot reach Postgres at {target} to create the database")
+            })?;
+            diesel::sql_query(format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")))
+                .execute(&mut admin)
+                .or_else(|e| match e {
+                    // Another instance created it first.
+                    DieselError::DatabaseError(DatabaseErrorKind::Unknown, ref info)
+                        if info.message().contains("already exists") =>
+                    {
+                        Ok(0)
+                    }
+                    other => Err(other),
+                })
+                .with_context(|| format!("cannot create database {name}"))?;
+            log::info!("created database {name}");
+            PgConnection::establish(&url)
+                .with_context(|| format!("cannot connect to Postgres at {target}"))
+        }
+        Err(err) => Err(anyhow::anyhow!(
+            "cannot connect to Postgres at {target}: {}",
+            err.to_string().trim()
+        )),
+    }
+}
+
+/// libpq waits for the OS's TCP timeout by default; bound it so an unreachable
+/// server is reported promptly.
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.query_pairs().any(|(k, _)| k == "connect_timeout") => {
+            parsed
+                .query_pairs_mut()
+                .append_pair("connect_timeout", &timeout.as_secs().max(1).to_string());
+            parsed.into()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Readiness: can a pooled connection run a query right now?
+pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
+    run(pool, |conn| {
+        diesel::sql_query("SELECT 1").execute(conn).map(|_| ())
+    })
+    .await
+}

@@ -1,0 +1,43 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    stripe_events (id) {
+        id -> Text,
+        #[sql_name = "type"]
+        type_ -> Text,
+        stripe_created_at -> Timestamptz,
+        received_at -> Timestamptz,
+        outcome -> Text,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> Text,
+        customer_id -> Text,
+        user_id -> Nullable<Text>,
+        status -> Text,
+        price_id -> Nullable<Text>,
+        product_id -> Nullable<Text>,
+        current_period_end -> Nullable<Timestamptz>,
+        cancel_at_period_end -> Bool,
+        last_event_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        email -> Nullable<Text>,
+        stripe_customer_id -> Nullable<Text>,
+        paid -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(subscriptions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(stripe_events, subscriptions, users,);

@@ -1,0 +1,11 @@
+//! Stripe Customer Portal service: portal sessions for signed-in users, signed
+//! webhook sync of subscriptions into Postgres, and the Billing Settings page.
+
+pub mod auth;
+pub mod billing;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod stripe;

@@ -1,0 +1,273 @@
+//! The Stripe API as this service uses it: create a customer, create a
+//! Customer Portal session. Wraps async-stripe's client and turns its errors
+//! into [`StripeFailure`], a small set the handlers can act on ("No such
+//! customer" is recoverable, "portal not configured" needs a dashboard fix,
+//! the rest is a 502/503 with a clear code).
+//!
+//! Reads `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_TIMEOUT_SECS` and
+//! `STRIPE_PORTAL_CONFIGURATION`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ::stripe::{
+    ApiErrorsCode, Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest as _,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::BillingPortalSessionLocale;
+use stripe_core::customer::CreateCustomer;
+
+use crate::error::ApiError;
+
+/// What went wrong talking to Stripe, in the terms the service acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeFailure {
+    /// The customer id we hold no longer exists in Stripe (deleted in the
+    /// dashboard, or a test-mode reset).
+    #[error("no such customer")]
+    NoSuchCustomer,
+    /// No default portal configuration saved in the Stripe dashboard.
+    #[error("customer portal not configured: {0}")]
+    PortalNotConfigured(String),
+    #[error("rate limited by Stripe")]
+    RateLimited,
+    #[error("Stripe did not answer within the client timeout")]
+    Timeout,
+    #[error("cannot reach Stripe: {0}")]
+    Unreachable(String),
+    #[error("Stripe answered {status} {kind}/{code}: {message}")]
+    Api {
+        status: u16,
+        kind: String,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from Stripe: {0}")]
+    InvalidResponse(String),
+}
+
+impl From<StripeError> for StripeFailure {
+    fn from(err: StripeError) -> Self {
+        match err {
+            StripeError::Stripe(api, status) => {
+                let message = api.message.clone().unwrap_or_default();
+                let code = api.code.as_ref().map(|c| c.as_str().to_string());
+                let missing_customer = matches!(api.code, Some(ApiErrorsCode::ResourceMissing))
+                    && (api.param.as_deref() == Some("customer")
+                        || message.starts_with("No such customer"));
+                if missing_customer || message.starts_with("No such customer") {
+                    StripeFailure::NoSuchCustomer
+                } else if message.contains("default configuration has not been created")
+                    || message.contains("customer portal settings")
+                {
+                    StripeFailure::PortalNotConfigured(message)
+                } else if status == 429 {
+                    StripeFailure::RateLimited
+                } else {
+                    StripeFailure::Api {
+                        status,
+                        kind: api.type_.as_str().to_string(),
+                        code: code.unwrap_or_default(),
+                        message,
+                    }
+                }
+            }
+            StripeError::Timeout => StripeFailure::Timeout,
+            StripeError::ClientError(msg) => StripeFailure::Unreachable(msg),
+            StripeError::JSONDeserialize(msg) | StripeError::ConfigError(msg) => {
+                StripeFailure::InvalidResponse(msg)
+            }
+        }
+    }
+}
+
+impl From<StripeFailure> for ApiError {
+    fn from(failure: StripeFailure) -> Self {
+        let err = match &failure {
+            StripeFailure::PortalNotConfigured(_) => ApiError::bad_gateway(
+                "portal_not_configured",
+                "The Stripe Customer Portal is not configured for this account: open the Stripe \
+                 Dashboard, Settings > Billing > Customer portal, and save the settings (in the \
+                 same test or live mode as STRIPE_SECRET_KEY), or set STRIPE_PORTAL_CONFIGURATION.",
+            ),
+            StripeFailure::RateLimited => ApiError::service_unavailable(
+                "stripe_rate_limited",
+                "Stripe is rate limiting requests, please retry in a few seconds",
+            ),
+            StripeFailure::Timeout => ApiError::bad_gateway(
+                "stripe_timeout",
+                "Stripe did not answer in time, please retry",
+            ),
+            StripeFailure::Unreachable(_) => ApiError::bad_gateway(
+                "stripe_unreachable",
+                "Stripe cannot be reached right now, please retry",
+            ),
+            StripeFailure::NoSuchCustomer
+            | StripeFailure::Api { .. }
+            | StripeFailure::InvalidResponse(_) => ApiError::bad_gateway(
+                "stripe_error",
+                "Stripe could not process the request, please retry",
+            ),
+        };
+        err.with_cause(failure)
+    }
+}
+
+/// The Stripe client, built once at start-up and shared by every worker.
+#[derive(Clone)]
+pub struct StripeGateway {
+    client: Client,
+    portal_configuration: Option<String>,
+}
+
+impl std::fmt::Debug for StripeGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeGateway").finish_non_exhaustive()
+    }
+}
+
+impl StripeGateway {
+    pub fn new(
+        secret_key: &SecretString,
+        api_base: Option<&str>,
+        timeout: Duration,
+        portal_configuration: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut builder = ClientBuilder::new(secret_key.expose_secret())
+            .timeout(timeout)
+            .app_info(
+                "billing-portal",
+                Some(env!("CARGO_PKG_VERSION").to_string()),
+                None,
+            );
+        if let Some(base) = api_base {
+            // async-stripe appends `v1/...` to the base verbatim.
+            let base = if base.ends_with('/') {
+                base.to_string()
+            } else {
+                format!("{base}/")
+            };
+            builder = builder.url(base);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("invalid Stripe client configuration: {e}"))?;
+        Ok(Self {
+            client,
+            portal_configuration,
+        })
+    }
+
+    /// Creates the customer for `user_id`. The idempotency key is derived from
+    /// the user id and the customer being replaced (if any), so a retry after a
+    /// lost answer or a failed commit returns the same customer instead of a
+    /// second one, while a replacement for a deleted customer gets a new key.
+    pub async fn create_customer(
+        &self,
+        user_id: &str,
+        email: Option<&str>,
+        replacing: Option<&str>,
+    ) -> Result<String, StripeFailure> {
+        let mut request = CreateCustomer::new().metadata(HashMap::from([(
+            "user_id".to_string(),
+            user_id.to_string(),
+        )]));
+        if let Some(email) = email {
+            request = request.email(email);
+        }
+        let key = ::stripe::IdempotencyKey::new(customer_idempotency_key(user_id, replacing))
+            .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
+        let customer = request
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await?;
+        Ok(customer.id.to_string())
+    }
+
+    /// Creates a portal session for `customer_id` and returns its URL.
+    pub async fn create_portal_session(
+        &self,
+        customer_id: &str,
+        return_url: &str,
+        locale: Option<&Locale>,
+    ) -> Result<String, StripeFailure> {
+        let mut request = CreateBillingPortalSession::new()
+            .customer(customer_id)
+            .return_url(return_url);
+        if let Some(configuration) = &self.portal_configuration {
+            request = request.configuration(configuration);
+        }
+        if let Some(locale) = locale {
+            request = request.locale(locale.0.clone());
+        }
+        let session = request.send(&self.client).await?;
+        Ok(session.url)
+    }
+}
+
+/// `customer-<sha256(user id, replaced customer)>`: stable for one user and one
+/// generation of customer, at most 73 ASCII characters whatever the user id.
+pub fn customer_idempotency_key(user_id: &str, replacing: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(user_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(replacing.unwrap_or("").as_bytes());
+    format!("customer-{}", hex::encode(hasher.finalize()))
+}
+
+/// A portal locale Stripe knows (`fr`, `pt-BR`, `auto`…).
+#[derive(Debug, Clone)]
+pub struct Locale(BillingPortalSessionLocale);
+
+impl Locale {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let locale: BillingPortalSessionLocale = s.parse().unwrap_or_else(|e| match e {});
+        match locale {
+            BillingPortalSessionLocale::Unknown(_) => Err(format!(
+                "`{s}` is not a locale the Stripe Customer Portal supports (e.g. `fr`, `de`, `pt-BR`, `auto`)"
+            )),
+            known => Ok(Self(known)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_customer_idempotency_key_is_stable_per_user() {
+        assert_eq!(
+            customer_idempotency_key("u1", None),
+            customer_idempotency_key("u1", None)
+        );
+        assert_ne!(
+            customer_idempotency_key("u1", None),
+            customer_idempotency_key("u2", None)
+        );
+    }
+
+    #[test]
+    fn a_replacement_customer_gets_a_new_idempotency_key() {
+        assert_ne!(
+            customer_idempotency_key("u1", None),
+            customer_idempotency_key("u1", Some("cus_old"))
+        );
+    }
+
+    #[test]
+    fn the_idempotency_key_fits_stripes_limit_for_any_user_id() {
+        let key = customer_idempotency_key(&"é".repeat(255), None);
+        assert!(key.len() <= 255 && key.is_ascii());
+    }
+
+    #[test]
+    fn known_locales_parse_and_unknown_ones_are_refused() {
+        assert!(Locale::parse("fr").is_ok());
+        assert!(Locale::parse("pt-BR").is_ok());
+        assert!(Locale::parse("xx-nope").is_err());
+    }
+}

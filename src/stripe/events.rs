@@ -1,0 +1,793 @@
+//! Lenient parsing of verified Stripe webhook bodies and subscription objects.
+//!
+//! Owns the mapping from Stripe's JSON to the few fields the service acts on: the event
+//! envelope (`id`, `type`, `created`), subscriptions, deleted customers and completed Checkout
+//! sessions. Everything else is ignored.
+//!
+//! Stripe delivers webhooks in the API version of the account (or endpoint), so the same event
+//! arrives in different shapes: current versions put `current_period_end` on each subscription
+//! item and give items a `price`; older ones put it on the subscription and give items a `plan`.
+//! A strict typed model (such as async-stripe's `Event`) rejects one shape or the other, so this
+//! module deserializes into small private structs with every field optional, ignores unknown
+//! fields, accepts unknown enum values, and only then checks for what it really needs.
+//!
+//! Parsing is two passes over the bytes, without building a `serde_json::Value`: the first reads
+//! the envelope and skips `data.object` (checking only that it is an object), the second runs
+//! only for the handled types and reads `data.object` straight into the struct for that type.
+//! Unhandled types therefore never have their object parsed. This module reads no settings.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::billing::status::SubscriptionStatus;
+
+/// A verified Stripe event, reduced to what the service uses.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub type_: String,
+    /// Stripe's creation time (unix seconds); orders events applied to the same subscription.
+    pub created: i64,
+    pub kind: EventKind,
+}
+
+/// What an event means to the service.
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// `customer.subscription.{created,updated,deleted,paused,resumed}`.
+    Subscription(SubscriptionObject),
+    /// `customer.deleted`.
+    CustomerDeleted { customer_id: String },
+    /// `checkout.session.completed`.
+    CheckoutCompleted(CheckoutSessionObject),
+    /// Any other type (including other `customer.subscription.*` types); its object is not read.
+    Ignored,
+}
+
+/// The subscription fields the service stores, from either API shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionObject {
+    pub id: String,
+    pub customer_id: String,
+    pub status: SubscriptionStatus,
+    /// `items.data[0].price.id`, else `items.data[0].plan.id`, else top-level `plan.id`.
+    pub price_id: Option<String>,
+    /// The `product` of the same sources, in the same order (an id or an expanded object).
+    pub product_id: Option<String>,
+    /// Top-level `current_period_end` (older API versions), else the latest of the items'.
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub cancel_at: Option<i64>,
+    /// `metadata.user_id` when present and non-empty.
+    pub metadata_user_id: Option<String>,
+}
+
+/// The Checkout session fields used to link a customer to an app user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckoutSessionObject {
+    pub id: String,
+    pub customer_id: Option<String>,
+    pub client_reference_id: Option<String>,
+    pub subscription_id: Option<String>,
+}
+
+/// Why a body could not be turned into an [`Event`] or [`SubscriptionObject`].
+#[derive(Debug, thiserror::Error)]
+pub enum EventParseError {
+    #[error("payload is not valid JSON")]
+    NotJson,
+    #[error("payload is not a Stripe event: {0}")]
+    NotAnEvent(String),
+}
+
+/// Parse a verified webhook body.
+pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
+    let head: EnvelopeHead = from_json(body, "event")?;
+
+    let kind = match head.type_.as_str() {
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed" => {
+            let envelope: Envelope<SubscriptionWire> = from_json(body, &head.type_)?;
+            EventKind::Subscription(envelope.data.object.into_domain()?)
+        }
+        "customer.deleted" => {
+            let envelope: Envelope<CustomerWire> = from_json(body, &head.type_)?;
+            let customer_id = non_empty(envelope.data.object.id)
+                .ok_or_else(|| missing("customer object", &["id"]))?;
+            EventKind::CustomerDeleted { customer_id }
+        }
+        "checkout.session.completed" => {
+            let envelope: Envelope<CheckoutWire> = from_json(body, &head.type_)?;
+            EventKind::CheckoutCompleted(envelope.data.object.into_domain()?)
+        }
+        _ => EventKind::Ignored,
+    };
+
+    Ok(Event {
+        id: head.id,
+        type_: head.type_,
+        created: head.created,
+        kind,
+    })
+}
+
+/// Parse a bare subscription object (as returned by `GET /v1/subscriptions/{id}` or an element
+/// of a list) with the same lenient rules as webhook payloads.
+pub fn parse_subscription(value: &[u8]) -> Result<SubscriptionObject, EventParseError> {
+    from_json::<SubscriptionWire>(value, "subscription object")?.into_domain()
+}
+
+/// Deserialize a top-level JSON object, telling "not JSON" apart from "JSON of the wrong shape".
+fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, EventParseError> {
+    // serde's derived structs also accept a JSON array (fields by position); a Stripe payload is
+    // always an object, so anything else is refused before it can be misread.
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(if is_json(body) {
+            EventParseError::NotAnEvent(format!("{what}: expected a JSON object"))
+        } else {
+            EventParseError::NotJson
+        });
+    }
+
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        // A data error is reported where it happens, which may be before a syntax error further
+        // on; only call it "not an event" if the whole body is valid JSON.
+        serde_json::error::Category::Data if is_json(body) => {
+            EventParseError::NotAnEvent(format!("{what}: {e}"))
+        }
+        _ => EventParseError::NotJson,
+    })
+}
+
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<IgnoredAny>(body).is_ok()
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+fn missing(what: &str, fields: &[&str]) -> EventParseError {
+    let names: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+    EventParseError::NotAnEvent(format!("{what} is missing {}", names.join(", ")))
+}
+
+// ---- wire shapes (private; every field optional, unknown fields ignored) ----
+
+/// First pass: the envelope, with `data.object` only checked to be an object.
+#[derive(Deserialize)]
+#[serde(expecting = "a Stripe event object")]
+struct EnvelopeHead {
+    id: String,
+    #[serde(rename = "type")]
+    type_: String,
+    created: i64,
+    /// Never read: deserializing it is what requires `data.object` to be present and an object.
+    #[serde(rename = "data")]
+    _data: EnvelopeData<AnyObject>,
+}
+
+/// Second pass: the envelope again, reading only `data.object` as `T`.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: EnvelopeData<T>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeData<T> {
+    object: T,
+}
+
+/// Any JSON object, skipped without being stored.
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AnyObjectVisitor;
+
+        impl<'de> Visitor<'de> for AnyObjectVisitor {
+            type Value = AnyObject;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+
+        deserializer.deserialize_map(AnyObjectVisitor)
+    }
+}
+
+/// Stripe's "expandable" references: either an id string, or the expanded object carrying
+/// `id`. `null`, and an expanded object without `id`, give `None`.
+fn expandable_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct ExpandableVisitor;
+
+    impl<'de> Visitor<'de> for ExpandableVisitor {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an id string or an object with an `id`")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // Read only `id`; the rest of the expanded object (a whole customer, say) is skipped
+            // rather than buffered, which an untagged enum would do.
+            let mut id = None;
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::Id => id = map.next_value::<Option<String>>()?,
+                    Key::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(id)
+        }
+    }
+
+    deserializer.deserialize_any(ExpandableVisitor)
+}
+
+/// A map key that is either `id` or something to skip, matched without allocating.
+enum Key {
+    Id,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(if v == "id" { Key::Id } else { Key::Other })
+            }
+        }
+
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct SubscriptionWire {
+    id: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    customer: Option<String>,
+    status: Option<SubscriptionStatus>,
+    items: Option<ItemList>,
+    /// Very old API versions: the single plan on the subscription itself.
+    plan: Option<PriceWire>,
+    /// Older API versions only; current ones have it per item.
+    current_period_end: Option<i64>,
+    cancel_at_period_end: Option<bool>,
+    cancel_at: Option<i64>,
+    metadata: Option<MetadataWire>,
+}
+
+#[derive(Deserialize)]
+struct ItemList {
+    data: Option<Vec<ItemWire>>,
+}
+
+#[derive(Deserialize)]
+struct ItemWire {
+    price: Option<PriceWire>,
+    plan: Option<PriceWire>,
+    current_period_end: Option<i64>,
+}
+
+/// A `price` or a `plan`: for our purposes they carry the same two fields.
+#[derive(Deserialize)]
+struct PriceWire {
+    id: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    product: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MetadataWire {
+    user_id: Option<String>,
+}
+
+impl SubscriptionWire {
+    fn into_domain(self) -> Result<SubscriptionObject, EventParseError> {
+        let (id, customer_id, status) =
+            match (non_empty(self.id), non_empty(self.customer), self.status) {
+                (Some(id), Some(customer), Some(status)) => (id, customer, status),
+                (id, customer, status) => {
+                    let absent = [
+                        ("id", id.is_none()),
+                        ("customer", customer.is_none()),
+                        ("status", status.is_none()),
+                    ];
+                    let names: Vec<&str> = absent
+                        .iter()
+                        .filter(|(_, is_absent)| *is_absent)
+                        .map(|(name, _)| *name)
+                        .collect();
+                    return Err(missing("subscription object", &names));
+                }
+            };
+
+        let items = self.items.and_then(|list| list.data).unwrap_or_default();
+        // An item-level period end exists per item; the subscription is paid up to the latest.
+        let items_period_end = items
+            .iter()
+            .filter_map(|item| item.current_period_end)
+            .max();
+        let (item_price, item_plan) = items
+            .into_iter()
+            .next()
+            .map(|item| (item.price, item.plan))
+            .unwrap_or_default();
+
+        let mut price_id = None;
+        let mut product_id = None;
+        for source in [item_price, item_plan, self.plan].into_iter().flatten() {
+            price_id = price_id.or(non_empty(source.id));
+            product_id = product_id.or(non_empty(source.product));
+        }
+
+        Ok(SubscriptionObject {
+            id,
+            customer_id,
+            status,
+            price_id,
+            product_id,
+            current_period_end: self.current_period_end.or(items_period_end),
+            cancel_at_period_end: self.cancel_at_period_end.unwrap_or(false),
+            cancel_at: self.cancel_at,
+            metadata_user_id: non_empty(self.metadata.and_then(|m| m.user_id)),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct CustomerWire {
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CheckoutWire {
+    id: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    customer: Option<String>,
+    client_reference_id: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    subscription: Option<String>,
+}
+
+impl CheckoutWire {
+    fn into_domain(self) -> Result<CheckoutSessionObject, EventParseError> {
+        Ok(CheckoutSessionObject {
+            id: non_empty(self.id).ok_or_else(|| missing("checkout session object", &["id"]))?,
+            customer_id: non_empty(self.customer),
+            client_reference_id: non_empty(self.client_reference_id),
+            subscription_id: non_empty(self.subscription),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stripe's current-shape example subscription (fixtures3.json `subscription`, trimmed of
+    /// blocks the service never reads, ids and values kept). Items carry `price` (and, as in the
+    /// fixture, a placeholder `plan`) and the period end lives on the item.
+    const CURRENT_SUBSCRIPTION: &str = r#"{
+        "id": "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw",
+        "object": "subscription",
+        "application": null,
+        "automatic_tax": {"enabled": false, "liability": {"type": "account"}, "disabled_reason": null},
+        "billing_cycle_anchor": 1234567890,
+        "billing_mode": {"type": "classic", "flexible": {}},
+        "cancel_at": 1234567890,
+        "cancel_at_period_end": true,
+        "canceled_at": 1234567890,
+        "cancellation_details": {"comment": null, "feedback": null, "reason": null},
+        "collection_method": "charge_automatically",
+        "created": 1234567890,
+        "currency": "usd",
+        "customer": "cus_QXg1o8vcGmoR32",
+        "default_payment_method": null,
+        "discounts": [],
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_QXhVnC2h0Jczwc",
+                    "object": "subscription_item",
+                    "created": 1721954054,
+                    "current_period_end": 976287773,
+                    "current_period_start": 1896570518,
+                    "discounts": [],
+                    "metadata": {},
+                    "plan": {
+                        "id": "obj_123", "object": "plan", "active": true, "amount": null,
+                        "interval": "month", "interval_count": 797691627, "product": null
+                    },
+                    "price": {
+                        "id": "price_1PgafmB7WZ01zgkW6dKueIc5",
+                        "object": "price",
+                        "active": true,
+                        "billing_scheme": "per_unit",
+                        "currency": "usd",
+                        "product": "prod_QXg1hqf4jFNsqG",
+                        "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"},
+                        "type": "recurring",
+                        "unit_amount": 2000
+                    },
+                    "quantity": 1,
+                    "subscription": "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw",
+                    "tax_rates": []
+                }
+            ],
+            "has_more": false,
+            "url": "/v1/subscription_items?subscription=sub_1Pgc6rB7WZ01zgkWNy0Cn5nw"
+        },
+        "latest_invoice": null,
+        "livemode": false,
+        "metadata": {"user_id": "user_42"},
+        "pause_collection": {"behavior": "mark_uncollectible", "resumes_at": null},
+        "start_date": 1234567890,
+        "status": "active",
+        "trial_end": 1234567890,
+        "trial_start": 1234567890
+    }"#;
+
+    /// An old-API-version subscription (pre-2020 shape): period end on the subscription, a
+    /// top-level `plan`, and items that carry `plan` but no `price`.
+    const OLD_SUBSCRIPTION: &str = r#"{
+        "id": "sub_old_1",
+        "object": "subscription",
+        "cancel_at_period_end": false,
+        "current_period_start": 1500000000,
+        "current_period_end": 1502678400,
+        "customer": "cus_old_1",
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_old_1",
+                    "object": "subscription_item",
+                    "plan": {"id": "gold_monthly", "object": "plan", "amount": 999, "product": "prod_gold"},
+                    "quantity": 1
+                }
+            ],
+            "has_more": false
+        },
+        "metadata": {},
+        "plan": {"id": "gold_monthly", "object": "plan", "amount": 999, "product": "prod_gold"},
+        "quantity": 1,
+        "status": "past_due"
+    }"#;
+
+    fn event_with(type_: &str, object: &str) -> Vec<u8> {
+        format!(
+            r#"{{"id":"evt_1","object":"event","api_version":"2025-03-31.basil","created":1700000000,
+                "data":{{"object":{object},"previous_attributes":{{}}}},"livemode":false,
+                "pending_webhooks":1,"request":{{"id":null,"idempotency_key":null}},"type":"{type_}"}}"#
+        )
+        .into_bytes()
+    }
+
+    fn subscription_of(event: Event) -> SubscriptionObject {
+        match event.kind {
+            EventKind::Subscription(sub) => sub,
+            other => panic!("expected a subscription event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_current_shape_subscription_update_reads_status_price_product_and_item_period_end() {
+        let body = event_with("customer.subscription.updated", CURRENT_SUBSCRIPTION);
+
+        let event = parse_event(&body).unwrap();
+
+        assert_eq!(event.id, "evt_1");
+        assert_eq!(event.type_, "customer.subscription.updated");
+        assert_eq!(event.created, 1_700_000_000);
+        assert_eq!(
+            subscription_of(event),
+            SubscriptionObject {
+                id: "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw".into(),
+                customer_id: "cus_QXg1o8vcGmoR32".into(),
+                status: SubscriptionStatus::Active,
+                price_id: Some("price_1PgafmB7WZ01zgkW6dKueIc5".into()),
+                product_id: Some("prod_QXg1hqf4jFNsqG".into()),
+                current_period_end: Some(976_287_773),
+                cancel_at_period_end: true,
+                cancel_at: Some(1_234_567_890),
+                metadata_user_id: Some("user_42".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn an_old_shape_subscription_reads_top_level_period_end_and_item_plan() {
+        let body = event_with("customer.subscription.created", OLD_SUBSCRIPTION);
+
+        let sub = subscription_of(parse_event(&body).unwrap());
+
+        assert_eq!(sub.status, SubscriptionStatus::PastDue);
+        assert_eq!(sub.price_id.as_deref(), Some("gold_monthly"));
+        assert_eq!(sub.product_id.as_deref(), Some("prod_gold"));
+        assert_eq!(sub.current_period_end, Some(1_502_678_400));
+        assert!(!sub.cancel_at_period_end);
+        assert_eq!(sub.cancel_at, None);
+        assert_eq!(sub.metadata_user_id, None);
+    }
+
+    #[test]
+    fn a_very_old_subscription_without_items_falls_back_to_the_top_level_plan() {
+        let object = r#"{"id":"sub_1","customer":"cus_1","status":"active",
+            "plan":{"id":"plan_basic","product":{"id":"prod_basic","object":"product"}}}"#;
+
+        let sub = parse_subscription(object.as_bytes()).unwrap();
+
+        assert_eq!(sub.price_id.as_deref(), Some("plan_basic"));
+        assert_eq!(sub.product_id.as_deref(), Some("prod_basic"));
+        assert_eq!(sub.current_period_end, None);
+    }
+
+    #[test]
+    fn the_period_end_is_the_latest_of_several_items() {
+        let object = r#"{"id":"sub_1","customer":"cus_1","status":"trialing","items":{"data":[
+            {"price":{"id":"price_a","product":"prod_a"},"current_period_end":100},
+            {"price":{"id":"price_b","product":"prod_b"},"current_period_end":300},
+            {"price":{"id":"price_c","product":"prod_c"},"current_period_end":null}]}}"#;
+
+        let sub = parse_subscription(object.as_bytes()).unwrap();
+
+        assert_eq!(sub.price_id.as_deref(), Some("price_a"));
+        assert_eq!(sub.current_period_end, Some(300));
+    }
+
+    #[test]
+    fn an_unknown_status_is_accepted_as_unknown() {
+        let object = CURRENT_SUBSCRIPTION.replace(r#""status": "active""#, r#""status": "frozen""#);
+        let body = event_with("customer.subscription.updated", &object);
+
+        let sub = subscription_of(parse_event(&body).unwrap());
+
+        assert_eq!(sub.status, SubscriptionStatus::Unknown("frozen".into()));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_everywhere() {
+        let object = r#"{"id":"sub_1","customer":"cus_1","status":"canceled","brand_new":{"deep":[1,2,{"x":null}]},
+            "items":{"data":[{"price":{"id":"price_1","product":"prod_1","novel":true},"extra":7}],"more":"x"},
+            "metadata":{"user_id":"u1","other":"v"}}"#;
+        let body = event_with("customer.subscription.deleted", object)
+            .into_iter()
+            .chain(b" ".iter().copied())
+            .collect::<Vec<u8>>();
+
+        let sub = subscription_of(parse_event(&body).unwrap());
+
+        assert_eq!(sub.status, SubscriptionStatus::Canceled);
+        assert_eq!(sub.price_id.as_deref(), Some("price_1"));
+        assert_eq!(sub.metadata_user_id.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn an_expanded_customer_object_gives_its_id() {
+        let object = r#"{"id":"sub_1","status":"active","customer":{"id":"cus_expanded","object":"customer",
+            "email":"a@example.com","address":{"city":null},"metadata":{"id":"not_this"}}}"#;
+        let body = event_with("customer.subscription.resumed", object);
+
+        let sub = subscription_of(parse_event(&body).unwrap());
+
+        assert_eq!(sub.customer_id, "cus_expanded");
+    }
+
+    #[test]
+    fn an_empty_metadata_user_id_is_treated_as_absent() {
+        let object =
+            r#"{"id":"sub_1","customer":"cus_1","status":"paused","metadata":{"user_id":""}}"#;
+
+        let sub = parse_subscription(object.as_bytes()).unwrap();
+
+        assert_eq!(sub.metadata_user_id, None);
+    }
+
+    #[test]
+    fn a_subscription_missing_customer_and_status_is_not_an_event_naming_both() {
+        let body = event_with("customer.subscription.updated", r#"{"id":"sub_1"}"#);
+
+        let err = parse_event(&body).unwrap_err();
+
+        let EventParseError::NotAnEvent(message) = err else {
+            panic!("expected NotAnEvent, got {err:?}");
+        };
+        assert!(message.contains("`customer`"), "{message}");
+        assert!(message.contains("`status`"), "{message}");
+        assert!(!message.contains("`id`"), "{message}");
+    }
+
+    #[test]
+    fn customer_deleted_gives_the_customer_id() {
+        let object =
+            r#"{"id":"cus_QXg1o8vcGmoR32","object":"customer","deleted":true,"email":null}"#;
+        let body = event_with("customer.deleted", object);
+
+        let event = parse_event(&body).unwrap();
+
+        assert!(matches!(
+            event.kind,
+            EventKind::CustomerDeleted { ref customer_id } if customer_id == "cus_QXg1o8vcGmoR32"
+        ));
+    }
+
+    #[test]
+    fn checkout_session_completed_gives_customer_reference_and_subscription() {
+        let object = r#"{"id":"cs_test_a1","object":"checkout.session","mode":"subscription",
+            "status":"complete","customer":"cus_1","client_reference_id":"user_42",
+            "subscription":{"id":"sub_1","object":"subscription","status":"active"}}"#;
+        let body = event_with("checkout.session.completed", object);
+
+        let event = parse_event(&body).unwrap();
+
+        let EventKind::CheckoutCompleted(session) = event.kind else {
+            panic!("expected a checkout event, got {:?}", event.kind);
+        };
+        assert_eq!(
+            session,
+            CheckoutSessionObject {
+                id: "cs_test_a1".into(),
+                customer_id: Some("cus_1".into()),
+                client_reference_id: Some("user_42".into()),
+                subscription_id: Some("sub_1".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_payment_mode_checkout_session_has_no_customer_or_subscription() {
+        let object =
+            r#"{"id":"cs_test_b2","customer":null,"client_reference_id":null,"subscription":null}"#;
+        let body = event_with("checkout.session.completed", object);
+
+        let EventKind::CheckoutCompleted(session) = parse_event(&body).unwrap().kind else {
+            panic!("expected a checkout event");
+        };
+        assert_eq!(session.customer_id, None);
+        assert_eq!(session.client_reference_id, None);
+        assert_eq!(session.subscription_id, None);
+    }
+
+    #[test]
+    fn an_unhandled_type_is_ignored_even_with_a_weird_object() {
+        let object = r#"{"id":12,"customer":[true],"status":{"nested":"x"},"items":"not a list"}"#;
+        let body = event_with("invoice.paid", object);
+
+        let event = parse_event(&body).unwrap();
+
+        assert_eq!(event.type_, "invoice.paid");
+        assert!(matches!(event.kind, EventKind::Ignored));
+    }
+
+    #[test]
+    fn other_subscription_types_are_ignored() {
+        let body = event_with("customer.subscription.trial_will_end", r#"{"weird":1}"#);
+
+        let event = parse_event(&body).unwrap();
+
+        assert!(matches!(event.kind, EventKind::Ignored));
+    }
+
+    #[test]
+    fn json_that_is_not_an_event_is_not_an_event() {
+        let cases: [&[u8]; 8] = [
+            br#"{}"#,
+            br#"[]"#,
+            br#"["evt_1","invoice.paid",1,{"object":{}}]"#,
+            br#""hello""#,
+            br#"{"id":"evt_1","type":"invoice.paid","created":"yesterday","data":{"object":{}}}"#,
+            br#"{"id":"evt_1","type":"invoice.paid","created":1.5,"data":{"object":{}}}"#,
+            br#"{"id":"evt_1","type":"invoice.paid","created":1,"data":{"object":null}}"#,
+            br#"{"id":7,"type":"invoice.paid","created":1,"data":{"object":{}}}"#,
+        ];
+        for body in cases {
+            let result = parse_event(body);
+
+            assert!(
+                matches!(result, Err(EventParseError::NotAnEvent(_))),
+                "{}: {result:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_bytes_are_not_json() {
+        let cases: [&[u8]; 6] = [
+            b"",
+            b"\xff\xfe\x00garbage",
+            b"{\"id\":",
+            b"{\"id\":7, nonsense",
+            b"not json at all",
+            b"{\"id\":\"evt_1\"} trailing",
+        ];
+        for body in cases {
+            let result = parse_event(body);
+
+            assert!(
+                matches!(result, Err(EventParseError::NotJson)),
+                "{}: {result:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn deeply_nested_input_is_an_error_not_a_stack_overflow() {
+        let mut body =
+            br#"{"id":"e","type":"invoice.paid","created":1,"data":{"object":{"x":"#.to_vec();
+        body.extend(std::iter::repeat_n(b'[', 100_000));
+
+        assert!(parse_event(&body).is_err());
+    }
+
+    #[test]
+    fn a_bare_subscription_parses_like_a_webhook_one() {
+        let from_api = parse_subscription(CURRENT_SUBSCRIPTION.as_bytes()).unwrap();
+        let from_webhook = subscription_of(
+            parse_event(&event_with(
+                "customer.subscription.updated",
+                CURRENT_SUBSCRIPTION,
+            ))
+            .unwrap(),
+        );
+
+        assert_eq!(from_api, from_webhook);
+    }
+
+    #[test]
+    fn a_bare_subscription_of_the_wrong_shape_is_rejected() {
+        assert!(matches!(
+            parse_subscription(br#"{"id":"sub_1","customer":"cus_1","status":5}"#),
+            Err(EventParseError::NotAnEvent(_))
+        ));
+        assert!(matches!(
+            parse_subscription(b"{oops"),
+            Err(EventParseError::NotJson)
+        ));
+    }
+}

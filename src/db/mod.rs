@@ -138,13 +138,11 @@ impl OpenTransaction {
     }
 
     pub async fn commit(mut self) -> Result<(), DbError> {
-        self.run(|conn| AnsiTransactionManager::commit_transaction(conn))
-            .await
+        self.run(AnsiTransactionManager::commit_transaction).await
     }
 
     pub async fn rollback(mut self) -> Result<(), DbError> {
-        self.run(|conn| AnsiTransactionManager::rollback_transaction(conn))
-            .await
+        self.run(AnsiTransactionManager::rollback_transaction).await
     }
 }
 

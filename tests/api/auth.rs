@@ -1,0 +1,180 @@
+use base64::Engine as _;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::fake_stripe::mount_working_stripe;
+use crate::helpers::*;
+
+fn b64(value: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+fn signed(alg: Algorithm, secret: &str, claims: Value) -> String {
+    encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn in_ten_minutes() -> i64 {
+    chrono::Utc::now().timestamp() + 600
+}
+
+/// Each case: a name, and the Authorization header or cookie it sends.
+fn bad_credentials() -> Vec<(&'static str, Option<String>, Option<String>)> {
+    let unsigned = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&json!({"sub": "user_1", "exp": in_ten_minutes()}))
+    );
+    vec![
+        ("no credentials at all", None, None),
+        ("a Basic scheme", Some("Basic dXNlcjpwYXNz".into()), None),
+        ("a Bearer without token", Some("Bearer ".into()), None),
+        ("garbage", Some("Bearer not.a.jwt".into()), None),
+        ("alg none", Some(format!("Bearer {unsigned}")), None),
+        (
+            "HS512 instead of HS256",
+            Some(format!(
+                "Bearer {}",
+                signed(
+                    Algorithm::HS512,
+                    JWT_SECRET,
+                    json!({"sub": "user_1", "exp": in_ten_minutes()})
+                )
+            )),
+            None,
+        ),
+        (
+            "a wrong secret",
+            Some(format!(
+                "Bearer {}",
+                signed(
+                    Algorithm::HS256,
+                    "another-secret",
+                    json!({"sub": "user_1", "exp": in_ten_minutes()})
+                )
+            )),
+            None,
+        ),
+        (
+            "an expired token",
+            Some(format!(
+                "Bearer {}",
+                signed(
+                    Algorithm::HS256,
+                    JWT_SECRET,
+                    json!({"sub": "user_1", "exp": chrono::Utc::now().timestamp() - 3600})
+                )
+            )),
+            None,
+        ),
+        (
+            "no sub",
+            Some(format!(
+                "Bearer {}",
+                signed(
+                    Algorithm::HS256,
+                    JWT_SECRET,
+                    json!({"exp": in_ten_minutes()})
+                )
+            )),
+            None,
+        ),
+        (
+            "an empty sub",
+            Some(format!(
+                "Bearer {}",
+                signed(
+                    Algorithm::HS256,
+                    JWT_SECRET,
+                    json!({"sub": "", "exp": in_ten_minutes()})
+                )
+            )),
+            None,
+        ),
+        (
+            "no exp",
+            Some(format!(
+                "Bearer {}",
+                signed(Algorithm::HS256, JWT_SECRET, json!({"sub": "user_1"}))
+            )),
+            None,
+        ),
+        (
+            "a tampered cookie",
+            None,
+            Some(format!("{}x", token_for("user_1", None))),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_credential_answers_401_json_and_changes_nothing() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    for (case, authorization, cookie) in bad_credentials() {
+        let mut request = app.client.post(app.url("/billing/create-portal"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        if let Some(value) = cookie {
+            request = request.header("cookie", format!("billing_session={value}"));
+        }
+        let response = request.send().await.unwrap();
+
+        assert_eq!(response.status(), 401, "{case}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{case}"
+        );
+        assert!(
+            ["unauthenticated", "invalid_token", "token_expired"]
+                .contains(&body["error"].as_str().unwrap()),
+            "{case}: {body}"
+        );
+    }
+    assert_eq!(app.count("users"), 0);
+    assert!(app.stripe.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_token_is_told_apart_from_an_invalid_one() {
+    let app = spawn_app().await;
+    let expired = signed(
+        Algorithm::HS256,
+        JWT_SECRET,
+        json!({"sub": "user_1", "exp": chrono::Utc::now().timestamp() - 3600}),
+    );
+
+    let response = app.create_portal(&expired).await;
+
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "token_expired");
+}
+
+#[tokio::test]
+async fn the_session_cookie_authenticates_like_a_bearer_token() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    let response = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .header(
+            "cookie",
+            format!("billing_session={}", token_for("user_c", None)),
+        )
+        .header("x-requested-with", "fetch")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert!(app.user("user_c").is_some());
+}

@@ -1,0 +1,171 @@
+//! `spawn_app()`: the real service (via `Application::build`, as `main` does)
+//! on a random port, with its own freshly created Postgres database, dropped
+//! when the test ends, and a fake Stripe (wiremock) on loopback.
+
+use std::collections::HashMap;
+
+use billing_portal::auth::{issue_token, Claims};
+use billing_portal::config::Settings;
+use billing_portal::startup::Application;
+use diesel::prelude::*;
+use secrecy::SecretString;
+use wiremock::MockServer;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef0123";
+pub const STRIPE_KEY: &str = "sk_test_fake_key_for_tests";
+pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
+pub const APP_BASE_URL: &str = "https://app.example.test";
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub stripe: MockServer,
+    pub db_name: String,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with a chance to change the variables the service sees.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let stripe = MockServer::start().await;
+    let db_name = format!("billing_test_{}", uuid::Uuid::new_v4().simple());
+    let mut vars: HashMap<String, String> = [
+        ("APP_ENV", "test".to_string()),
+        ("DATABASE_URL", format!("{}/{db_name}", admin_url())),
+        ("DATABASE_POOL_SIZE", "8".into()),
+        ("HOST", "127.0.0.1".into()),
+        ("PORT", "0".into()),
+        ("APP_BASE_URL", APP_BASE_URL.into()),
+        ("STRIPE_SECRET_KEY", STRIPE_KEY.into()),
+        ("STRIPE_API_BASE", stripe.uri()),
+        ("STRIPE_TIMEOUT_SECS", "2".into()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+        ("AUTH_JWT_SECRET", JWT_SECRET.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    customize(&mut vars);
+    let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings");
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        stripe,
+        db_name,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    }
+}
+
+pub fn token_for(sub: &str, email: Option<&str>) -> String {
+    issue_token(
+        &SecretString::from(JWT_SECRET),
+        &Claims {
+            sub: sub.into(),
+            email: email.map(Into::into),
+            exp: chrono::Utc::now().timestamp() + 600,
+        },
+    )
+}
+
+#[derive(Debug, QueryableByName, PartialEq)]
+pub struct UserRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub email: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub stripe_customer_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub paid: bool,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A direct connection to this test's database, to arrange and inspect state.
+    pub fn db(&self) -> PgConnection {
+        PgConnection::establish(&format!("{}/{}", admin_url(), self.db_name))
+            .expect("test database reachable")
+    }
+
+    pub fn user(&self, id: &str) -> Option<UserRow> {
+        diesel::sql_query("SELECT id, email, stripe_customer_id, paid FROM users WHERE id = $1")
+            .bind::<diesel::sql_types::Text, _>(id)
+            .get_result(&mut self.db())
+            .optional()
+            .unwrap()
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}"))
+            .get_result::<Count>(&mut self.db())
+            .unwrap()
+            .n
+    }
+
+    pub fn execute(&self, sql: &str) {
+        diesel::sql_query(sql).execute(&mut self.db()).unwrap();
+    }
+
+    pub async fn create_portal(&self, token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/billing/create-portal"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Requests the fake Stripe received at `method path`.
+    pub async fn stripe_requests(&self, method: &str, path: &str) -> Vec<wiremock::Request> {
+        self.stripe
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.method.as_str() == method && r.url.path() == path)
+            .collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let name = self.db_name.clone();
+        // WITH (FORCE) ends the still-running server's pooled connections.
+        if let Ok(mut conn) = PgConnection::establish(&format!("{}/postgres", admin_url())) {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn);
+        }
+    }
+}
+
+/// The form fields of a request the fake Stripe received.
+pub fn form(request: &wiremock::Request) -> HashMap<String, String> {
+    url::form_urlencoded::parse(&request.body)
+        .into_owned()
+        .collect()
+}
+
+pub fn header<'a>(request: &'a wiremock::Request, name: &str) -> Option<&'a str> {
+    request.headers.get(name).and_then(|v| v.to_str().ok())
+}

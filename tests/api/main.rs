@@ -1,0 +1,9 @@
+//! HTTP-level tests of the real service against a real Postgres and a fake
+//! Stripe on loopback. One binary; each test has its own database.
+
+mod auth;
+mod fake_stripe;
+mod health;
+mod helpers;
+mod portal;
+mod startup;

@@ -1,0 +1,393 @@
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::fake_stripe::*;
+use crate::helpers::*;
+
+fn expected_idempotency_key(user_id: &str, replacing: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{user_id}\0{replacing}").as_bytes());
+    format!("customer-{}", hex::encode(h.finalize()))
+}
+
+async fn portal_url_of(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["data"]["portalUrl"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_first_call_creates_the_customer_and_answers_the_portal_url() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    let response = app
+        .create_portal(&token_for("user_1", Some("ada@example.com")))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!(
+            r#"{{"message":"portal created","data":{{"portalUrl":"{PORTAL_URL_BASE}cus_fake_1"}}}}"#
+        )
+    );
+    let created = app.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(created.len(), 1);
+    let fields = form(&created[0]);
+    assert_eq!(fields["email"], "ada@example.com");
+    assert_eq!(fields["metadata[user_id]"], "user_1");
+    assert_eq!(
+        header(&created[0], "authorization"),
+        Some(format!("Bearer {STRIPE_KEY}").as_str())
+    );
+    assert_eq!(
+        header(&created[0], "idempotency-key"),
+        Some(expected_idempotency_key("user_1", "").as_str())
+    );
+    let sessions = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    assert_eq!(sessions.len(), 1);
+    let fields = form(&sessions[0]);
+    assert_eq!(fields["customer"], "cus_fake_1");
+    assert_eq!(
+        fields["return_url"],
+        format!("{APP_BASE_URL}/settings/billing")
+    );
+    assert!(!fields.contains_key("configuration"));
+    assert!(!fields.contains_key("locale"));
+    let user = app.user("user_1").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_fake_1"));
+    assert_eq!(user.email.as_deref(), Some("ada@example.com"));
+}
+
+#[tokio::test]
+async fn a_second_call_reuses_the_stored_customer() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    let token = token_for("user_1", None);
+
+    let first = portal_url_of(app.create_portal(&token).await).await;
+    let second = portal_url_of(app.create_portal(&token).await).await;
+
+    assert_eq!(first, second);
+    assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
+    assert_eq!(
+        app.stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn twenty_concurrent_first_calls_create_exactly_one_customer() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+
+    let responses = futures::future::join_all((0..20).map(|_| app.create_portal(&token))).await;
+
+    let mut urls = Vec::new();
+    for response in responses {
+        urls.push(portal_url_of(response).await);
+    }
+    assert!(
+        urls.iter()
+            .all(|u| u == &format!("{PORTAL_URL_BASE}cus_fake_1")),
+        "{urls:?}"
+    );
+    assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_fake_1")
+    );
+}
+
+#[tokio::test]
+async fn a_user_never_receives_a_session_for_another_users_customer() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_b', 'cus_of_b')");
+
+    let url_a = portal_url_of(app.create_portal(&token_for("user_a", None)).await).await;
+    let url_b = portal_url_of(app.create_portal(&token_for("user_b", None)).await).await;
+
+    assert_eq!(url_a, format!("{PORTAL_URL_BASE}cus_fake_1"));
+    assert_eq!(url_b, format!("{PORTAL_URL_BASE}cus_of_b"));
+}
+
+#[tokio::test]
+async fn a_request_body_naming_a_customer_is_refused_and_nothing_is_sent_to_stripe() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_b', 'cus_of_b')");
+
+    let response = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .bearer_auth(token_for("user_a", None))
+        .json(&serde_json::json!({"customer": "cus_of_b"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_body");
+    assert!(app.stripe.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_locale_and_portal_configuration_are_passed_to_stripe() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("STRIPE_PORTAL_CONFIGURATION".into(), "bpc_custom".into());
+    })
+    .await;
+    mount_working_stripe(&app.stripe).await;
+
+    let response = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .bearer_auth(token_for("user_1", None))
+        .json(&serde_json::json!({"locale": "fr"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let sessions = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    let fields = form(&sessions[0]);
+    assert_eq!(fields["locale"], "fr");
+    assert_eq!(fields["configuration"], "bpc_custom");
+}
+
+#[tokio::test]
+async fn an_unknown_locale_is_refused_with_a_clear_message() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    let response = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .bearer_auth(token_for("user_1", None))
+        .json(&serde_json::json!({"locale": "klingon"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_locale");
+    assert!(body["message"].as_str().unwrap().contains("klingon"));
+    assert!(app.stripe.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stripe_500_answers_502_and_leaves_the_user_without_a_customer() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(stripe_error(
+            500,
+            "api_error",
+            None,
+            "An unknown error occurred",
+        ))
+        .up_to_n_times(1)
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+    let token = token_for("user_1", None);
+
+    let failed = app.create_portal(&token).await;
+
+    assert_eq!(failed.status(), 502);
+    let body: Value = failed.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_error");
+    assert!(!body["message"].as_str().unwrap().contains("unknown error"));
+    assert_eq!(app.user("user_1").unwrap().stripe_customer_id, None);
+
+    // The retry carries the same idempotency key, so had Stripe created the
+    // customer before failing, it would hand back that one, not a second.
+    let retried = portal_url_of(app.create_portal(&token).await).await;
+    assert_eq!(retried, format!("{PORTAL_URL_BASE}cus_fake_1"));
+    let created = app.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(created.len(), 2);
+    assert_eq!(
+        header(&created[0], "idempotency-key"),
+        header(&created[1], "idempotency-key")
+    );
+}
+
+#[tokio::test]
+async fn a_stripe_that_does_not_answer_in_time_gives_502_within_the_client_timeout() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("STRIPE_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(customer_json("cus_slow", None))
+                .set_delay(Duration::from_secs(5)),
+        )
+        .mount(&app.stripe)
+        .await;
+
+    let started = Instant::now();
+    let response = app.create_portal(&token_for("user_1", None)).await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_timeout");
+    assert_eq!(app.user("user_1").unwrap().stripe_customer_id, None);
+}
+
+#[tokio::test]
+async fn an_unreachable_stripe_gives_502_with_its_own_code() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(|vars| {
+        vars.insert("STRIPE_API_BASE".into(), format!("http://127.0.0.1:{port}"));
+    })
+    .await;
+
+    let response = app.create_portal(&token_for("user_1", None)).await;
+
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_unreachable");
+}
+
+#[tokio::test]
+async fn a_customer_deleted_in_stripe_is_replaced_once_and_stored() {
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_deleted')");
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .and(wiremock::matchers::body_string_contains(
+            "customer=cus_deleted",
+        ))
+        .respond_with(stripe_error(
+            400,
+            "invalid_request_error",
+            Some("resource_missing"),
+            "No such customer: 'cus_deleted'",
+        ))
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+
+    let url = portal_url_of(app.create_portal(&token_for("user_1", None)).await).await;
+
+    assert_eq!(url, format!("{PORTAL_URL_BASE}cus_fake_1"));
+    let created = app.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        header(&created[0], "idempotency-key"),
+        Some(expected_idempotency_key("user_1", "cus_deleted").as_str())
+    );
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_fake_1")
+    );
+}
+
+#[tokio::test]
+async fn an_unconfigured_portal_says_which_dashboard_setting_to_save() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(stripe_error(
+            400,
+            "invalid_request_error",
+            None,
+            "No configuration provided and your test mode default configuration has not been \
+             created. Provide a configuration or create your default by saving your customer \
+             portal settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.",
+        ))
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+
+    let response = app.create_portal(&token_for("user_1", None)).await;
+
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "portal_not_configured");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("Settings > Billing > Customer portal"));
+    // The customer was created and kept, ready for when the portal is saved.
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_fake_1")
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_refused() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    let token = token_for("user_1", None);
+
+    let not_json = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{locale:")
+        .send()
+        .await
+        .unwrap();
+    let form_body = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("locale=fr")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(not_json.status(), 400);
+    assert_eq!(form_body.status(), 415);
+    assert!(app.stripe.received_requests().await.unwrap().is_empty());
+    assert!(app.user("user_1").is_none());
+}
+
+#[tokio::test]
+async fn get_is_not_allowed_on_create_portal() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .get(app.url("/billing/create-portal"))
+        .bearer_auth(token_for("user_1", None))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
+}

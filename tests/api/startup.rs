@@ -1,0 +1,107 @@
+//! Start-up behaviour of the real binary: database creation, an unreachable
+//! Postgres, production refusing unsafe settings.
+
+use std::process::Command;
+
+use crate::helpers::*;
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_billing-portal"));
+    // Start from a clean slate: nothing from the developer's shell leaks in.
+    for var in [
+        "APP_ENV",
+        "DATABASE_URL",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "AUTH_JWT_SECRET",
+        "APP_BASE_URL",
+        "STRIPE_API_BASE",
+        "PORT",
+        "HOST",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "off");
+    cmd
+}
+
+#[tokio::test]
+async fn a_missing_database_is_created_and_migrated() {
+    // spawn_app points at a database name that does not exist yet.
+    let app = spawn_app().await;
+
+    assert_eq!(app.count("users"), 0);
+    assert_eq!(app.count("subscriptions"), 0);
+    assert_eq!(app.count("stripe_events"), 0);
+}
+
+#[test]
+fn the_migrate_command_creates_and_migrates_the_database() {
+    let name = format!("billing_test_{}", uuid::Uuid::new_v4().simple());
+    let output = binary()
+        .arg("migrate")
+        .env("DATABASE_URL", format!("{}/{name}", admin_url()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    let mut admin = <diesel::PgConnection as diesel::Connection>::establish(&format!(
+        "{}/postgres",
+        admin_url()
+    ))
+    .unwrap();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")),
+        &mut admin,
+    )
+    .unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("up to date"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_postgres_is_reported_in_one_line_and_exits_non_zero() {
+    let output = binary()
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/billing")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(!output.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to Postgres at 127.0.0.1:1/billing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn production_without_a_stripe_key_refuses_to_start_and_names_it() {
+    let output = binary()
+        .env("APP_ENV", "production")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
+        .env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("APP_BASE_URL", "https://app.example.com")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(!output.status.success());
+    assert!(stderr.contains("STRIPE_SECRET_KEY"), "{stderr}");
+    assert!(!stderr.contains("0123456789abcdef"), "{stderr}");
+}
+
+#[test]
+fn the_token_command_prints_a_token_the_service_accepts() {
+    let output = binary()
+        .args(["token", "--sub", "user_42", "--email", "a@example.com"])
+        .env("AUTH_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(output.stdout).unwrap();
+
+    let verifier = billing_portal::auth::JwtVerifier::new(&secrecy::SecretString::from(JWT_SECRET));
+    let (id, email) = verifier.verify(token.trim()).unwrap();
+    assert_eq!(id.as_str(), "user_42");
+    assert_eq!(email.as_deref(), Some("a@example.com"));
+}

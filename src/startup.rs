@@ -11,13 +11,16 @@ use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use log::{info, warn};
+use secrecy::ExposeSecret;
 
 use crate::auth::JwtVerifier;
+use crate::billing::sync::PaidRule;
 use crate::config::{AppEnv, Settings};
 use crate::db::{self, PgPool};
 use crate::error::ApiError;
 use crate::routes;
 use crate::stripe::client::StripeGateway;
+use crate::stripe::signature::WebhookVerifier;
 
 /// What every handler shares.
 pub struct AppState {
@@ -27,6 +30,9 @@ pub struct AppState {
     /// How long a first create-portal may wait for the user's row lock: the
     /// holder may be waiting on Stripe for up to its client timeout.
     pub customer_lock_timeout_ms: u128,
+    pub paid_rule: PaidRule,
+    pub webhook_verifier: WebhookVerifier,
+    pub webhook_refetch: bool,
 }
 
 impl AppState {
@@ -48,9 +54,20 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db_settings = settings.database.clone();
+        let paid_rule = PaidRule {
+            past_due_is_paid: settings.billing_past_due_is_paid,
+        };
         let pool = web::block(move || {
             db::prepare_database(&db_settings)?;
-            db::build_pool(&db_settings)
+            let pool = db::build_pool(&db_settings)?;
+            // The paid rule may have changed since the flags were stored.
+            let changed =
+                db::users::recompute_all_paid(&mut *pool.get()?, paid_rule.paid_statuses())
+                    .context("Failed to recompute paid flags")?;
+            if changed > 0 {
+                info!("paid rule changed: recomputed {changed} users' paid flag");
+            }
+            Ok::<_, anyhow::Error>(pool)
         })
         .await
         .context("database preparation did not finish")??;
@@ -82,11 +99,23 @@ impl Application {
             stripe,
             portal_return_url: settings.portal_return_url(),
             customer_lock_timeout_ms: settings.stripe.timeout.as_millis() * 2 + 5_000,
+            paid_rule,
+            webhook_verifier: WebhookVerifier::new(
+                settings
+                    .stripe
+                    .webhook_secrets
+                    .iter()
+                    .map(|s| s.expose_secret().to_string())
+                    .collect(),
+                settings.stripe.webhook_tolerance_secs,
+            ),
+            webhook_refetch: settings.stripe.webhook_refetch,
         });
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(routes::json_errors())
                 // Never the headers: they carry the session token.
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
                 .app_data(state.clone())

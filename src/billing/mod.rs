@@ -1,5 +1,9 @@
 //! Billing domain rules: subscription statuses and the paid rule ([`status`]),
-//! and who gets which Stripe customer and portal session ([`portal`]).
+//! who gets which Stripe customer and portal session ([`portal`]), applying
+//! Stripe's subscription state to Postgres ([`sync`]) and what a user's
+//! billing status is ([`summary`]).
 
 pub mod portal;
 pub mod status;
+pub mod summary;
+pub mod sync;

@@ -11,7 +11,7 @@
 use log::{info, warn};
 
 use crate::auth::AuthenticatedUser;
-use crate::db::{self, users, OpenTransaction};
+use crate::db::{self, subscriptions, users, OpenTransaction};
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::stripe::client::{Locale, StripeFailure, StripeGateway};
@@ -83,9 +83,17 @@ async fn ensure_customer(
 
     match stripe.create_customer(user_id, email, stale).await {
         Ok(customer) => {
-            let (id, stored) = (user_id.to_owned(), customer.clone());
-            tx.run(move |conn| users::set_customer_id(conn, &id, &stored))
-                .await?;
+            let (id, stored, rule) = (user_id.to_owned(), customer.clone(), state.paid_rule);
+            tx.run(move |conn| {
+                users::set_customer_id(conn, &id, &stored)?;
+                // Webhooks may have stored this customer's subscriptions
+                // before we knew whose it was.
+                if subscriptions::link_customer(conn, &stored, &id)? > 0 {
+                    users::recompute_paid(conn, &id, rule.paid_statuses())?;
+                }
+                Ok(())
+            })
+            .await?;
             tx.commit().await?;
             info!("created Stripe customer {customer} for user {user_id}");
             Ok(customer)

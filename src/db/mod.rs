@@ -6,7 +6,9 @@
 //! and `DATABASE_STATEMENT_TIMEOUT_MS`. Query functions live in the submodules;
 //! they take `&mut PgConnection` and return `QueryResult<T>`.
 
+pub mod events;
 pub mod schema;
+pub mod subscriptions;
 pub mod users;
 
 use std::time::Duration;

@@ -65,3 +65,80 @@ pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<User>> {
         .first(conn)
         .optional()
 }
+
+/// The user holding `customer_id`, if any.
+pub fn find_by_customer(conn: &mut PgConnection, customer_id: &str) -> QueryResult<Option<String>> {
+    users::table
+        .filter(users::stripe_customer_id.eq(customer_id))
+        .select(users::id)
+        .first(conn)
+        .optional()
+}
+
+/// Forgets a customer Stripe deleted; returns the user that held it.
+pub fn forget_customer(conn: &mut PgConnection, customer_id: &str) -> QueryResult<Option<String>> {
+    diesel::update(users::table.filter(users::stripe_customer_id.eq(customer_id)))
+        .set((
+            users::stripe_customer_id.eq(None::<String>),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(users::id)
+        .get_result(conn)
+        .optional()
+}
+
+/// Makes sure the user exists and, when they have no customer yet and no
+/// other user holds this one, links `customer_id` to them. Used for customers
+/// that reach us through Stripe (checkout, subscription metadata) rather than
+/// through create-portal.
+pub fn link_customer_if_unset(
+    conn: &mut PgConnection,
+    id: &str,
+    customer_id: &str,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO users (id, stripe_customer_id) \
+         SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM users WHERE stripe_customer_id = $2) \
+                         THEN NULL ELSE $2 END \
+         ON CONFLICT (id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id, \
+                                        updated_at = now() \
+         WHERE users.stripe_customer_id IS NULL AND EXCLUDED.stripe_customer_id IS NOT NULL",
+    )
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(customer_id)
+    .execute(conn)
+    .map(|_| ())
+}
+
+/// Sets the user's paid flag from their subscriptions: paid when any has one
+/// of `paid_statuses`. Writes only when the flag changes.
+pub fn recompute_paid(
+    conn: &mut PgConnection,
+    id: &str,
+    paid_statuses: &[&str],
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE users SET paid = p.paid, updated_at = now() \
+         FROM (SELECT EXISTS (SELECT 1 FROM subscriptions \
+                              WHERE user_id = $1 AND status = ANY($2)) AS paid) p \
+         WHERE users.id = $1 AND users.paid IS DISTINCT FROM p.paid",
+    )
+    .bind::<Text, _>(id)
+    .bind::<diesel::sql_types::Array<Text>, _>(paid_statuses)
+    .execute(conn)
+    .map(|_| ())
+}
+
+/// Recomputes every user's paid flag, for when the paid rule itself changed
+/// (`BILLING_PAST_DUE_IS_PAID`). Returns how many flags changed.
+pub fn recompute_all_paid(conn: &mut PgConnection, paid_statuses: &[&str]) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE users SET paid = p.paid, updated_at = now() \
+         FROM (SELECT u.id, EXISTS (SELECT 1 FROM subscriptions s \
+                                    WHERE s.user_id = u.id AND s.status = ANY($1)) AS paid \
+               FROM users u) p \
+         WHERE users.id = p.id AND users.paid IS DISTINCT FROM p.paid",
+    )
+    .bind::<diesel::sql_types::Array<Text>, _>(paid_statuses)
+    .execute(conn)
+}

@@ -16,10 +16,13 @@ use ::stripe::{
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::subscription::RetrieveSubscription;
 use stripe_billing::BillingPortalSessionLocale;
 use stripe_core::customer::CreateCustomer;
 
+use crate::billing::status::SubscriptionStatus;
 use crate::error::ApiError;
+use crate::stripe::events::SubscriptionObject;
 
 /// What went wrong talking to Stripe, in the terms the service acts on.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +208,37 @@ impl StripeGateway {
         }
         let session = request.send(&self.client).await?;
         Ok(session.url)
+    }
+}
+
+impl StripeGateway {
+    /// The subscription as Stripe holds it now, in the same shape the webhook
+    /// parser produces, so both go through one code path.
+    pub async fn retrieve_subscription(
+        &self,
+        id: &str,
+    ) -> Result<SubscriptionObject, StripeFailure> {
+        let sub = RetrieveSubscription::new(id).send(&self.client).await?;
+        Ok(subscription_object(&sub))
+    }
+}
+
+fn subscription_object(sub: &stripe_billing::Subscription) -> SubscriptionObject {
+    let first = sub.items.data.first();
+    SubscriptionObject {
+        id: sub.id.to_string(),
+        customer_id: sub.customer.id().to_string(),
+        status: SubscriptionStatus::parse(sub.status.as_str()),
+        price_id: first.map(|item| item.price.id.to_string()),
+        product_id: first.map(|item| item.price.product.id().to_string()),
+        current_period_end: sub.items.data.iter().map(|i| i.current_period_end).max(),
+        cancel_at_period_end: sub.cancel_at_period_end,
+        cancel_at: sub.cancel_at,
+        metadata_user_id: sub
+            .metadata
+            .get("user_id")
+            .filter(|u| !u.is_empty())
+            .cloned(),
     }
 }
 

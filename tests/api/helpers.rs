@@ -169,3 +169,18 @@ pub fn form(request: &wiremock::Request) -> HashMap<String, String> {
 pub fn header<'a>(request: &'a wiremock::Request, name: &str) -> Option<&'a str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
 }
+
+impl TestApp {
+    pub fn event_outcome(&self, id: &str) -> String {
+        #[derive(QueryableByName)]
+        struct Outcome {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            outcome: String,
+        }
+        diesel::sql_query("SELECT outcome FROM stripe_events WHERE id = $1")
+            .bind::<diesel::sql_types::Text, _>(id)
+            .get_result::<Outcome>(&mut self.db())
+            .unwrap()
+            .outcome
+    }
+}

@@ -2,8 +2,12 @@
 //! Stripe on loopback. One binary; each test has its own database.
 
 mod auth;
+mod events;
 mod fake_stripe;
 mod health;
 mod helpers;
+mod ordering;
 mod portal;
+mod proxy;
 mod startup;
+mod webhooks;

@@ -1,0 +1,41 @@
+//! The `stripe_events` table: one row per verified event, written in the same
+//! transaction as the state change the event causes. Its primary key is what
+//! turns a redelivery into a no-op.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::schema::stripe_events;
+
+/// Claims the event id for this transaction. `false` means another delivery
+/// already recorded it (or is recording it: the insert waits on that
+/// transaction and then sees the conflict), so nothing must be applied.
+pub fn claim(
+    conn: &mut PgConnection,
+    id: &str,
+    type_: &str,
+    created: DateTime<Utc>,
+    outcome: &str,
+) -> QueryResult<bool> {
+    diesel::insert_into(stripe_events::table)
+        .values((
+            stripe_events::id.eq(id),
+            stripe_events::type_.eq(type_),
+            stripe_events::stripe_created_at.eq(created),
+            stripe_events::outcome.eq(outcome),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .map(|inserted| inserted == 1)
+}
+
+pub fn set_outcome(conn: &mut PgConnection, id: &str, outcome: &str) -> QueryResult<()> {
+    diesel::update(stripe_events::table.find(id))
+        .set(stripe_events::outcome.eq(outcome))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn exists(conn: &mut PgConnection, id: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(stripe_events::table.find(id))).get_result(conn)
+}

@@ -1,0 +1,264 @@
+// Billing Settings page: loads /billing/status, renders one of the <template>s in billing.html,
+// and opens the Stripe Customer Portal. Plain ES2020, no dependencies; the page runs under a strict
+// CSP, so all markup comes from templates and all text is set with textContent (never innerHTML).
+(() => {
+  'use strict';
+
+  const TOKEN_KEY = 'billing_token';
+  const STATUS_TIMEOUT_MS = 15000;   // a hung request must end in the error state, not an endless skeleton
+  const PORTAL_TIMEOUT_MS = 20000;
+  const STALE_AFTER_MS = 30000;      // refresh when the tab comes back after this long
+  const FALLBACK_ERROR = 'Something went wrong. Please try again.';
+  const STATUS_WORDS = {
+    active: 'Active', trialing: 'Trialing', past_due: 'Past due', canceled: 'Canceled',
+    unpaid: 'Unpaid', incomplete: 'Incomplete', incomplete_expired: 'Incomplete (expired)', paused: 'Paused',
+  };
+  const STATUS_TONES = { active: 'success', trialing: 'success', past_due: 'warning', unpaid: 'warning', incomplete: 'warning', paused: 'warning' };
+
+  let root;                  // <main id="billing">
+  let memoryToken = null;    // used when sessionStorage is unavailable (private modes, sandboxed frames)
+  let loadSeq = 0;           // only the newest status request may render
+  let loadController = null;
+  let lastLoadedAt = 0;
+  let portalPending = false; // true from the click until the request fails (or we navigate away)
+
+  // --- Authentication --------------------------------------------------------------------------
+
+  // An app may hand over a token once as #token=<jwt>. Keep it for this tab only and drop it from
+  // the address bar at once, so it does not linger in history, bookmarks or screenshots.
+  function adoptFragmentToken() {
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    const token = params.get('token');
+    if (!token) return false;
+    memoryToken = token;
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* memoryToken still works */ }
+    params.delete('token');
+    const rest = params.toString();
+    history.replaceState(history.state, '', window.location.pathname + window.location.search + (rest ? '#' + rest : ''));
+    return true;
+  }
+
+  function storedToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || memoryToken; } catch (_) { return memoryToken; }
+  }
+
+  // --- HTTP ------------------------------------------------------------------------------------
+
+  // X-Requested-With is the server's CSRF check for cookie-authenticated requests; cross-site
+  // forms cannot set custom headers, so every request carries it.
+  function request(url, { method = 'GET', body, timeoutMs, signal } = {}) {
+    const headers = { 'Accept': 'application/json', 'X-Requested-With': 'billing-portal' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const token = storedToken();
+    if (token) headers['Authorization'] = 'Bearer ' + token;
+
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    if (signal) signal.addEventListener('abort', () => controller.abort(), { once: true });
+    return fetch(url, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin',
+      cache: 'no-store', // coming back from the portal must never show a cached status
+      signal: controller.signal,
+    }).finally(() => clearTimeout(timer));
+  }
+
+  async function readJson(response) {
+    try { return await response.json(); } catch (_) { return null; }
+  }
+
+  // --- Rendering -------------------------------------------------------------------------------
+
+  function announce(message) {
+    const region = document.getElementById('billing-announcer');
+    if (!region) return;
+    // Clearing first makes screen readers repeat a message that equals the previous one.
+    region.textContent = '';
+    setTimeout(() => { region.textContent = message; }, 50);
+  }
+
+  function render(state, fill) {
+    const content = document.getElementById('tpl-' + state).content.cloneNode(true);
+    if (fill) fill(content);
+    root.replaceChildren(content);
+    root.dataset.state = state;
+    root.setAttribute('aria-busy', String(state === 'loading'));
+  }
+
+  function setField(scope, name, text) {
+    const el = scope.querySelector('[data-field="' + name + '"]');
+    if (!el) return null;
+    if (text) el.textContent = text; else el.remove();
+    return el;
+  }
+
+  function statusWord(status) {
+    if (!status) return null;
+    return STATUS_WORDS[status] || status.charAt(0).toUpperCase() + status.slice(1).replace(/_/g, ' ');
+  }
+
+  function formatDate(value) {
+    const date = value ? new Date(value) : null;
+    if (!date || Number.isNaN(date.getTime())) return null;
+    return date.toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric' });
+  }
+
+  function renderPaid(data) {
+    render('paid', (node) => {
+      // paid with no status should not happen, but access is granted, so "Active" is the truth.
+      const badge = setField(node, 'status', statusWord(data.status) || 'Active');
+      badge.parentElement.dataset.tone = STATUS_TONES[data.status] || (data.status ? 'neutral' : 'success');
+      const plan = [data.priceId && 'Plan: ' + data.priceId, data.productId && 'Product: ' + data.productId];
+      setField(node, 'plan', plan.filter(Boolean).join(' · '));
+      const date = formatDate(data.currentPeriodEnd);
+      setField(node, 'period', date && (data.cancelAtPeriodEnd ? 'Your subscription ends on ' + date : 'Renews on ' + date));
+    });
+    announce('Billing status loaded. Subscription ' + (statusWord(data.status) || 'Active').toLowerCase() + '.');
+  }
+
+  function renderUnpaid(data) {
+    render('unpaid', (node) => {
+      const word = statusWord(data.status);
+      setField(node, 'last-status', word && 'Your last subscription is ' + word.toLowerCase() + '.');
+    });
+    announce('No active subscription.');
+  }
+
+  // --- Status ----------------------------------------------------------------------------------
+
+  async function loadStatus({ focus = false } = {}) {
+    const seq = ++loadSeq;
+    if (loadController) loadController.abort();
+    loadController = new AbortController();
+    render('loading');
+    announce('Loading billing status…');
+
+    let state = 'error';
+    let data = null;
+    try {
+      const response = await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS, signal: loadController.signal });
+      if (response.status === 401) {
+        state = 'signed-out';
+      } else if (response.ok) {
+        const body = await readJson(response);
+        data = body && body.data;
+        if (data && typeof data.paid === 'boolean') state = data.paid ? 'paid' : 'unpaid';
+      }
+    } catch (_) {
+      // Network failure, timeout or abort: fall through to the error state (unless superseded).
+    }
+    if (seq !== loadSeq) return; // a newer load owns the page now
+
+    lastLoadedAt = Date.now();
+    if (state === 'paid') renderPaid(data);
+    else if (state === 'unpaid') renderUnpaid(data);
+    else if (state === 'signed-out') { render('signed-out'); announce('You are signed out.'); }
+    else { render('error'); announce(''); } // the error card is role="alert" and speaks for itself
+
+    // After "Try again" the clicked button is gone; put keyboard focus somewhere meaningful.
+    if (focus) root.querySelector('.card-title')?.focus();
+  }
+
+  // --- Portal ----------------------------------------------------------------------------------
+
+  function setButtonBusy(button, busy) {
+    const label = button.querySelector('.btn-label') || button;
+    if (busy) {
+      button.dataset.idleLabel = label.textContent;
+      label.textContent = 'Opening portal…';
+    } else if (button.dataset.idleLabel) {
+      label.textContent = button.dataset.idleLabel;
+    }
+    button.disabled = busy;
+    button.setAttribute('aria-disabled', String(busy));
+    button.setAttribute('aria-busy', String(busy));
+  }
+
+  function clearPortalError() {
+    document.getElementById('portal-error')?.remove();
+  }
+
+  function showPortalError(button, message) {
+    clearPortalError();
+    const p = document.createElement('p');
+    p.id = 'portal-error';
+    p.className = 'inline-error';
+    p.setAttribute('role', 'alert');
+    p.textContent = message;
+    (button.closest('[data-portal-actions]') || button).after(p);
+  }
+
+  // Only http(s) URLs may be followed: a tampered response must not become a javascript: URL.
+  function portalUrlOf(body) {
+    try {
+      const url = new URL(body.data.portalUrl);
+      return url.protocol === 'https:' || url.protocol === 'http:' ? url.href : null;
+    } catch (_) { return null; }
+  }
+
+  // One handler for every portal button: Manage Subscription posts {}, later buttons post e.g.
+  // {flow: 'payment_method_update'} to deep-link into a portal flow.
+  async function openPortal(button, options = {}) {
+    if (portalPending) return; // no double submit, also across different portal buttons
+    portalPending = true;
+    clearPortalError();
+    setButtonBusy(button, true);
+    announce('Opening the billing portal…');
+
+    let message = FALLBACK_ERROR;
+    try {
+      const response = await request('/billing/create-portal', { method: 'POST', body: options, timeoutMs: PORTAL_TIMEOUT_MS });
+      const body = await readJson(response);
+      const url = response.ok && body ? portalUrlOf(body) : null;
+      if (url) {
+        // Stay busy while the browser leaves; pageshow resets everything if we come back via bfcache.
+        window.location.assign(url);
+        return;
+      }
+      if (!response.ok && body && typeof body.message === 'string' && body.message.trim()) message = body.message;
+    } catch (_) {
+      // Network error or timeout: keep the generic message.
+    }
+    portalPending = false;
+    setButtonBusy(button, false);
+    showPortalError(button, message);
+    button.focus(); // disabling the button dropped focus; give it back so keyboard users keep their place
+  }
+
+  // --- Wiring ----------------------------------------------------------------------------------
+
+  function onClick(event) {
+    const button = event.target.closest('button');
+    if (!button || !root.contains(button)) return;
+    if (button.id === 'retry') {
+      loadStatus({ focus: true });
+    } else if (button.hasAttribute('data-portal-flow')) {
+      const flow = button.dataset.portalFlow;
+      openPortal(button, flow ? { flow } : {});
+    }
+  }
+
+  function start() {
+    root = document.getElementById('billing');
+    root.addEventListener('click', onClick);
+    loadStatus();
+
+    // Back/forward from the portal can restore this page from bfcache with a stale status and a
+    // button still saying "Opening portal…": reset and load again.
+    window.addEventListener('pageshow', (event) => {
+      if (!event.persisted) return;
+      portalPending = false;
+      loadStatus();
+    });
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState !== 'visible' || portalPending) return;
+      if (root.dataset.state !== 'loading' && Date.now() - lastLoadedAt > STALE_AFTER_MS) loadStatus();
+    });
+    window.addEventListener('hashchange', () => { if (adoptFragmentToken()) loadStatus(); });
+  }
+
+  adoptFragmentToken(); // before anything else, so the token leaves the address bar immediately
+  document.addEventListener('DOMContentLoaded', start);
+})();

@@ -1,0 +1,109 @@
+//! Building Stripe webhook deliveries: events around subscription objects in
+//! the current API shape (Stripe's own fixture) and the old one (top-level
+//! `current_period_end`, items with `plan`), signed like Stripe signs them.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, WEBHOOK_SECRET};
+
+/// Stripe's example subscription (fixtures3.json) with our values filled in.
+pub fn current_subscription(id: &str, customer: &str, status: &str, period_end: i64) -> Value {
+    let mut sub: Value =
+        serde_json::from_str(include_str!("../fixtures/subscription.json")).unwrap();
+    sub["id"] = json!(id);
+    sub["customer"] = json!(customer);
+    sub["status"] = json!(status);
+    sub["cancel_at"] = Value::Null;
+    sub["cancel_at_period_end"] = json!(false);
+    sub["metadata"] = json!({});
+    let item = &mut sub["items"]["data"][0];
+    item["subscription"] = json!(id);
+    item["current_period_end"] = json!(period_end);
+    item["current_period_start"] = json!(period_end - 30 * 86_400);
+    item["price"]["id"] = json!("price_pro_monthly");
+    item["price"]["product"] = json!("prod_pro");
+    sub
+}
+
+/// The shape of API versions before 2025-03-31: period on the subscription,
+/// `plan` on the items, no `price`.
+pub fn old_subscription(id: &str, customer: &str, status: &str, period_end: i64) -> Value {
+    json!({
+        "id": id, "object": "subscription", "customer": customer, "status": status,
+        "current_period_start": period_end - 30 * 86_400, "current_period_end": period_end,
+        "cancel_at_period_end": false, "metadata": {},
+        "items": {"object": "list", "data": [{
+            "id": "si_old", "object": "subscription_item",
+            "plan": {"id": "plan_legacy", "object": "plan", "product": "prod_legacy",
+                     "interval": "month", "amount": 900}
+        }]},
+        "plan": {"id": "plan_legacy", "object": "plan", "product": "prod_legacy"}
+    })
+}
+
+pub fn event(id: &str, type_: &str, created: i64, object: Value) -> Value {
+    json!({
+        "id": id, "object": "event", "type": type_, "created": created,
+        "api_version": "2025-08-27.basil", "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "data": {"object": object}
+    })
+}
+
+/// `t=…,v1=…` for `body`, computed by openssl, not by the code under test.
+pub fn openssl_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", secret])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{timestamp}.").as_bytes()).unwrap();
+    stdin.write_all(body).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    // "SHA2-256(stdin)= <hex>"
+    let hex = text.rsplit(' ').next().unwrap().trim();
+    format!("t={timestamp},v1={hex}")
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl TestApp {
+    pub async fn post_webhook(&self, body: &[u8], signature: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(self.url("/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Delivers `event` signed with the configured secret, as Stripe would.
+    pub async fn deliver(&self, event: &Value) -> reqwest::Response {
+        let body = serde_json::to_vec(event).unwrap();
+        let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
+        self.post_webhook(&body, Some(&signature)).await
+    }
+
+    pub async fn status(&self, token: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url("/billing/status"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+}

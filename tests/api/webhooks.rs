@@ -1,0 +1,626 @@
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::events::*;
+use crate::helpers::*;
+use crate::proxy::TcpProxy;
+
+const DAY: i64 = 86_400;
+
+async fn app_with_linked_user() -> TestApp {
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app
+}
+
+fn sub_event(id: &str, type_: &str, created: i64, status: &str) -> Value {
+    event(
+        id,
+        type_,
+        created,
+        current_subscription("sub_1", "cus_1", status, created + 30 * DAY),
+    )
+}
+
+async fn assert_refused(app: &TestApp, response: reqwest::Response, code: &str) {
+    assert_eq!(response.status(), 400, "expected {code}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code);
+    assert_eq!(app.count("stripe_events"), 0);
+    assert_eq!(app.count("subscriptions"), 0);
+}
+
+fn signed_body() -> Vec<u8> {
+    serde_json::to_vec(&sub_event(
+        "evt_1",
+        "customer.subscription.created",
+        now(),
+        "active",
+    ))
+    .unwrap()
+}
+
+// --- Signature: vectors computed by openssl, not by our signer.
+
+#[tokio::test]
+async fn a_validly_signed_event_is_received_and_stored() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+
+    let response = app
+        .post_webhook(
+            &body,
+            Some(&openssl_signature(WEBHOOK_SECRET, now(), &body)),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), r#"{"received":true}"#);
+    assert_eq!(app.count("stripe_events"), 1);
+    assert!(app.user("user_1").unwrap().paid);
+}
+
+#[tokio::test]
+async fn a_tampered_body_is_refused() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+    let signature = openssl_signature(WEBHOOK_SECRET, now(), &body);
+    let tampered = String::from_utf8(body)
+        .unwrap()
+        .replace("active", "trialing");
+
+    let response = app
+        .post_webhook(tampered.as_bytes(), Some(&signature))
+        .await;
+
+    assert_refused(&app, response, "signature_mismatch").await;
+}
+
+#[tokio::test]
+async fn a_signature_made_with_another_secret_is_refused() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+
+    let response = app
+        .post_webhook(
+            &body,
+            Some(&openssl_signature("whsec_attacker", now(), &body)),
+        )
+        .await;
+
+    assert_refused(&app, response, "signature_mismatch").await;
+}
+
+#[tokio::test]
+async fn the_second_configured_secret_is_accepted_while_rolling() {
+    let app = spawn_app_with(|vars| {
+        vars.insert(
+            "STRIPE_WEBHOOK_SECRET".into(),
+            "whsec_previous,whsec_rolled".into(),
+        );
+    })
+    .await;
+    let body = signed_body();
+
+    let response = app
+        .post_webhook(
+            &body,
+            Some(&openssl_signature("whsec_rolled", now(), &body)),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn two_v1_signatures_with_one_valid_are_accepted() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+    let t = now();
+    let good = openssl_signature(WEBHOOK_SECRET, t, &body);
+    let bad = openssl_signature("whsec_other", t, &body);
+    let header = format!(
+        "{},{},v0=deadbeef,{}",
+        bad,
+        good.split(',').nth(1).unwrap(),
+        "scheme9=whatever"
+    );
+
+    let response = app.post_webhook(&body, Some(&header)).await;
+
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_timestamp_older_than_the_tolerance_is_refused() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+
+    let response = app
+        .post_webhook(
+            &body,
+            Some(&openssl_signature(WEBHOOK_SECRET, now() - 301, &body)),
+        )
+        .await;
+
+    assert_refused(&app, response, "timestamp_out_of_tolerance").await;
+}
+
+#[tokio::test]
+async fn a_timestamp_further_in_the_future_than_the_tolerance_is_refused() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+
+    let response = app
+        .post_webhook(
+            &body,
+            Some(&openssl_signature(WEBHOOK_SECRET, now() + 301, &body)),
+        )
+        .await;
+
+    assert_refused(&app, response, "timestamp_out_of_tolerance").await;
+}
+
+#[tokio::test]
+async fn a_header_without_a_timestamp_is_refused() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+    let signature = openssl_signature(WEBHOOK_SECRET, now(), &body);
+    let without_t = signature.split(',').nth(1).unwrap();
+
+    let response = app.post_webhook(&body, Some(without_t)).await;
+
+    assert_refused(&app, response, "malformed_signature").await;
+}
+
+#[tokio::test]
+async fn a_garbage_header_is_refused() {
+    let app = app_with_linked_user().await;
+
+    let response = app
+        .post_webhook(&signed_body(), Some("this is not a signature"))
+        .await;
+
+    assert_refused(&app, response, "malformed_signature").await;
+}
+
+#[tokio::test]
+async fn a_missing_header_is_refused() {
+    let app = app_with_linked_user().await;
+
+    let response = app.post_webhook(&signed_body(), None).await;
+
+    assert_refused(&app, response, "missing_signature").await;
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_is_refused_with_413_json() {
+    let app = app_with_linked_user().await;
+    let body = vec![b' '; 1024 * 1024 + 1];
+
+    let response = app
+        .post_webhook(
+            &body,
+            Some(&openssl_signature(WEBHOOK_SECRET, now(), &body)),
+        )
+        .await;
+
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+    assert_eq!(app.count("stripe_events"), 0);
+}
+
+#[tokio::test]
+async fn a_verified_payload_that_is_not_an_event_is_refused() {
+    let app = app_with_linked_user().await;
+    let body = br#"{"hello":"world"}"#;
+
+    let response = app
+        .post_webhook(body, Some(&openssl_signature(WEBHOOK_SECRET, now(), body)))
+        .await;
+
+    assert_refused(&app, response, "invalid_event").await;
+}
+
+// --- What events do.
+
+#[tokio::test]
+async fn an_active_subscription_makes_the_user_paid_and_deletion_makes_them_unpaid() {
+    let app = app_with_linked_user().await;
+    let token = token_for("user_1", None);
+    let t = now() - 100;
+
+    app.deliver(&sub_event(
+        "evt_1",
+        "customer.subscription.created",
+        t,
+        "active",
+    ))
+    .await;
+    let paid = app.status(&token).await;
+    app.deliver(&sub_event(
+        "evt_2",
+        "customer.subscription.deleted",
+        t + 10,
+        "canceled",
+    ))
+    .await;
+    let unpaid = app.status(&token).await;
+
+    assert_eq!(paid["message"], "billing status");
+    assert_eq!(paid["data"]["paid"], true);
+    assert_eq!(paid["data"]["status"], "active");
+    assert_eq!(paid["data"]["priceId"], "price_pro_monthly");
+    assert_eq!(paid["data"]["productId"], "prod_pro");
+    assert_eq!(
+        paid["data"]["currentPeriodEnd"],
+        chrono::DateTime::from_timestamp(t + 30 * DAY, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    assert_eq!(paid["data"]["cancelAtPeriodEnd"], false);
+    assert_eq!(unpaid["data"]["paid"], false);
+    assert_eq!(unpaid["data"]["status"], "canceled");
+}
+
+#[tokio::test]
+async fn old_api_version_payloads_update_the_status_too() {
+    let app = app_with_linked_user().await;
+    let token = token_for("user_1", None);
+    let t = now() - 100;
+    let old = |id: &str, type_: &str, created: i64, status: &str| {
+        event(
+            id,
+            type_,
+            created,
+            old_subscription("sub_1", "cus_1", status, t + 30 * DAY),
+        )
+    };
+
+    app.deliver(&old("evt_1", "customer.subscription.created", t, "active"))
+        .await;
+    let paid = app.status(&token).await;
+    app.deliver(&old(
+        "evt_2",
+        "customer.subscription.deleted",
+        t + 1,
+        "canceled",
+    ))
+    .await;
+    let unpaid = app.status(&token).await;
+
+    assert_eq!(paid["data"]["paid"], true);
+    assert_eq!(paid["data"]["priceId"], "plan_legacy");
+    assert_eq!(paid["data"]["productId"], "prod_legacy");
+    assert!(paid["data"]["currentPeriodEnd"].is_string());
+    assert_eq!(unpaid["data"]["paid"], false);
+}
+
+#[tokio::test]
+async fn a_redelivered_event_answers_200_and_changes_nothing() {
+    let app = app_with_linked_user().await;
+    let t = now() - 100;
+    let created = sub_event("evt_1", "customer.subscription.created", t, "active");
+    app.deliver(&created).await;
+    app.deliver(&sub_event(
+        "evt_2",
+        "customer.subscription.updated",
+        t + 10,
+        "past_due",
+    ))
+    .await;
+
+    let again = app.deliver(&created).await;
+
+    assert_eq!(again.status(), 200);
+    assert_eq!(app.count("stripe_events"), 2);
+    assert_eq!(
+        app.status(&token_for("user_1", None)).await["data"]["status"],
+        "past_due"
+    );
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_ten_times_at_once_has_one_effect() {
+    let app = app_with_linked_user().await;
+    let created = sub_event(
+        "evt_1",
+        "customer.subscription.created",
+        now() - 100,
+        "active",
+    );
+
+    let responses = futures::future::join_all((0..10).map(|_| app.deliver(&created))).await;
+
+    assert!(responses.iter().all(|r| r.status() == 200));
+    assert_eq!(app.count("stripe_events"), 1);
+    assert_eq!(app.count("subscriptions"), 1);
+    assert!(app.user("user_1").unwrap().paid);
+}
+
+#[tokio::test]
+async fn an_older_event_arriving_late_never_overwrites_newer_state() {
+    let app = app_with_linked_user().await;
+    let t = now() - 100;
+    app.deliver(&sub_event(
+        "evt_new",
+        "customer.subscription.updated",
+        t + 10,
+        "canceled",
+    ))
+    .await;
+
+    let late = app
+        .deliver(&sub_event(
+            "evt_old",
+            "customer.subscription.updated",
+            t,
+            "active",
+        ))
+        .await;
+
+    assert_eq!(late.status(), 200);
+    assert!(!app.user("user_1").unwrap().paid);
+    assert_eq!(
+        app.status(&token_for("user_1", None)).await["data"]["status"],
+        "canceled"
+    );
+    assert_eq!(app.event_outcome("evt_old"), "stale");
+}
+
+#[tokio::test]
+async fn a_cancellation_is_not_undone_by_another_event_of_the_same_second() {
+    let app = app_with_linked_user().await;
+    let t = now() - 100;
+    app.deliver(&sub_event(
+        "evt_a",
+        "customer.subscription.deleted",
+        t,
+        "canceled",
+    ))
+    .await;
+
+    app.deliver(&sub_event(
+        "evt_b",
+        "customer.subscription.updated",
+        t,
+        "active",
+    ))
+    .await;
+
+    assert!(!app.user("user_1").unwrap().paid);
+    assert_eq!(app.event_outcome("evt_b"), "stale");
+}
+
+#[tokio::test]
+async fn past_due_is_paid_only_while_the_grace_setting_allows_it() {
+    for (grace, expected) in [("true", true), ("false", false)] {
+        let app = spawn_app_with(|vars| {
+            vars.insert("BILLING_PAST_DUE_IS_PAID".into(), grace.into());
+        })
+        .await;
+        app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+
+        app.deliver(&sub_event(
+            "evt_1",
+            "customer.subscription.updated",
+            now(),
+            "past_due",
+        ))
+        .await;
+
+        assert_eq!(app.user("user_1").unwrap().paid, expected, "grace={grace}");
+    }
+}
+
+#[tokio::test]
+async fn paused_and_unknown_statuses_are_unpaid() {
+    let app = app_with_linked_user().await;
+    let t = now() - 100;
+    app.deliver(&sub_event(
+        "evt_1",
+        "customer.subscription.created",
+        t,
+        "active",
+    ))
+    .await;
+
+    app.deliver(&sub_event(
+        "evt_2",
+        "customer.subscription.paused",
+        t + 1,
+        "paused",
+    ))
+    .await;
+    let paused = app.user("user_1").unwrap().paid;
+    app.deliver(&sub_event(
+        "evt_3",
+        "customer.subscription.resumed",
+        t + 2,
+        "active",
+    ))
+    .await;
+    let resumed = app.user("user_1").unwrap().paid;
+    app.deliver(&sub_event(
+        "evt_4",
+        "customer.subscription.updated",
+        t + 3,
+        "brand_new_status",
+    ))
+    .await;
+    let unknown = app.user("user_1").unwrap().paid;
+
+    assert_eq!((paused, resumed, unknown), (false, true, false));
+}
+
+#[tokio::test]
+async fn an_unknown_customer_is_stored_without_a_user_and_linked_by_checkout() {
+    let app = spawn_app().await;
+    let t = now() - 100;
+    app.deliver(&event(
+        "evt_1",
+        "customer.subscription.created",
+        t,
+        current_subscription("sub_9", "cus_unknown", "active", t + 30 * DAY),
+    ))
+    .await;
+    assert_eq!(app.count("subscriptions"), 1);
+    assert_eq!(app.count("users"), 0);
+
+    app.deliver(&event(
+        "evt_2",
+        "checkout.session.completed",
+        t + 1,
+        json!({"id": "cs_1", "object": "checkout.session", "mode": "subscription",
+               "customer": "cus_unknown", "client_reference_id": "user_7",
+               "subscription": "sub_9"}),
+    ))
+    .await;
+
+    let user = app.user("user_7").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_unknown"));
+    assert!(user.paid);
+}
+
+#[tokio::test]
+async fn checkout_never_replaces_a_customer_the_user_already_has() {
+    let app = app_with_linked_user().await;
+
+    app.deliver(&event(
+        "evt_1",
+        "checkout.session.completed",
+        now(),
+        json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_other",
+               "client_reference_id": "user_1"}),
+    ))
+    .await;
+
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_1")
+    );
+}
+
+#[tokio::test]
+async fn metadata_user_id_names_the_user_when_the_customer_is_unknown() {
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id) VALUES ('user_5')");
+    let mut sub = current_subscription("sub_5", "cus_5", "trialing", now() + 30 * DAY);
+    sub["metadata"] = json!({"user_id": "user_5"});
+
+    app.deliver(&event("evt_1", "customer.subscription.created", now(), sub))
+        .await;
+
+    let user = app.user("user_5").unwrap();
+    assert!(user.paid);
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_5"));
+}
+
+#[tokio::test]
+async fn a_deleted_customer_is_forgotten_and_its_user_becomes_unpaid() {
+    let app = app_with_linked_user().await;
+    let t = now() - 100;
+    app.deliver(&sub_event(
+        "evt_1",
+        "customer.subscription.created",
+        t,
+        "active",
+    ))
+    .await;
+
+    app.deliver(&event(
+        "evt_2",
+        "customer.deleted",
+        t + 5,
+        json!({"id": "cus_1", "object": "customer", "deleted": true}),
+    ))
+    .await;
+
+    let user = app.user("user_1").unwrap();
+    assert!(!user.paid);
+    assert_eq!(user.stripe_customer_id, None);
+}
+
+#[tokio::test]
+async fn an_unhandled_event_type_is_acknowledged_and_recorded_as_ignored() {
+    let app = app_with_linked_user().await;
+
+    let response = app
+        .deliver(&event(
+            "evt_1",
+            "invoice.paid",
+            now(),
+            json!({"id": "in_1", "object": "invoice"}),
+        ))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.event_outcome("evt_1"), "ignored");
+}
+
+#[tokio::test]
+async fn with_refetch_the_subscription_is_read_from_stripe_before_applying() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("STRIPE_WEBHOOK_REFETCH".into(), "true".into());
+    })
+    .await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    let t = now() - 100;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_1"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(current_subscription(
+                "sub_1",
+                "cus_1",
+                "canceled",
+                t + 30 * DAY,
+            )),
+        )
+        .expect(1)
+        .mount(&app.stripe)
+        .await;
+    let stale_payload = sub_event("evt_1", "customer.subscription.updated", t, "active");
+
+    let first = app.deliver(&stale_payload).await;
+    let redelivered = app.deliver(&stale_payload).await;
+
+    assert_eq!(
+        (first.status().as_u16(), redelivered.status().as_u16()),
+        (200, 200)
+    );
+    let status = app.status(&token_for("user_1", None)).await;
+    assert_eq!(status["data"]["status"], "canceled");
+    assert_eq!(status["data"]["paid"], false);
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_events_are_refused_and_applied_once_redelivered() {
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let app = spawn_app_with(|vars| {
+        let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
+        vars.insert("DATABASE_URL".into(), db);
+        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    let created = sub_event(
+        "evt_1",
+        "customer.subscription.created",
+        now() - 10,
+        "active",
+    );
+
+    proxy.cut();
+    let refused = app.deliver(&created).await;
+    proxy.restore();
+    let redelivered = app.deliver(&created).await;
+
+    assert!(refused.status().is_server_error(), "{}", refused.status());
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "database_unavailable");
+    assert_eq!(redelivered.status(), 200);
+    assert_eq!(app.count("stripe_events"), 1);
+    assert!(app.user("user_1").unwrap().paid);
+}

@@ -113,6 +113,54 @@ pub fn issue_token(secret: &SecretString, claims: &Claims) -> String {
     .expect("HS256 signing with an in-memory key cannot fail")
 }
 
+/// The header the Billing Settings page sends with every request. A
+/// cross-site form cannot set it, and a cross-site `fetch` that sets it needs a
+/// CORS preflight this service never grants.
+pub const CSRF_HEADER: &str = "x-requested-with";
+
+/// Cross-site request forgery guard for state-changing requests. Bearer tokens
+/// are never sent by a browser on its own, so only cookie-authenticated
+/// requests are checked: they must carry [`CSRF_HEADER`], and an `Origin`
+/// header, when present, must be this service's own origin (as the `Host`
+/// header names it) or the app's (`APP_BASE_URL`).
+pub fn check_same_origin(
+    req: &HttpRequest,
+    user: &AuthenticatedUser,
+    app_origin: &str,
+) -> Result<(), ApiError> {
+    if user.source == CredentialSource::Bearer {
+        return Ok(());
+    }
+    if !req.headers().contains_key(CSRF_HEADER) {
+        return Err(ApiError::forbidden(
+            "csrf_header_missing",
+            "cookie-authenticated requests must send the X-Requested-With header",
+        ));
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let own_host = req.connection_info().host().to_string();
+    let same_host = url::Url::parse(origin)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(port) => format!("{h}:{port}"),
+                None => h.to_string(),
+            })
+        })
+        .is_some_and(|host| host == own_host);
+    if same_host || origin == app_origin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "cross_origin_request",
+            "this request came from another site and was refused",
+        ))
+    }
+}
+
 fn credentials(req: &HttpRequest) -> Result<(String, CredentialSource), ApiError> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
         let value = value

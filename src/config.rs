@@ -320,6 +320,13 @@ impl Settings {
         format!("{}{}", self.app_base_url, self.portal_return_path)
     }
 
+    /// `APP_BASE_URL` reduced to its origin (`scheme://host[:port]`).
+    pub fn app_origin(&self) -> String {
+        Url::parse(&self.app_base_url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.app_base_url.clone())
+    }
+
     /// Whether a development default stands in for a secret (logged as a warning).
     pub fn uses_development_secrets(&self) -> bool {
         self.auth_jwt_secret.expose_secret() == DEV_JWT_SECRET

@@ -27,6 +27,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub stripe: Option<StripeGateway>,
     pub portal_return_url: String,
+    /// `APP_BASE_URL` as an origin, accepted in `Origin` headers.
+    pub app_origin: String,
     /// How long a first create-portal may wait for the user's row lock: the
     /// holder may be waiting on Stripe for up to its client timeout.
     pub customer_lock_timeout_ms: u128,
@@ -98,6 +100,7 @@ impl Application {
             pool,
             stripe,
             portal_return_url: settings.portal_return_url(),
+            app_origin: settings.app_origin(),
             customer_lock_timeout_ms: settings.stripe.timeout.as_millis() * 2 + 5_000,
             paid_rule,
             webhook_verifier: WebhookVerifier::new(

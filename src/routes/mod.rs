@@ -2,6 +2,7 @@
 //! answers for unknown paths and methods.
 
 mod health;
+mod page;
 mod portal;
 mod status;
 mod webhooks;
@@ -36,6 +37,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(WEBHOOK_BODY_LIMIT))
             .route(web::post().to(webhooks::stripe_webhook))
             .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/settings/billing")
+            .route(web::get().to(page::billing_page))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .route(
+        "/settings/billing/assets/billing.css",
+        web::get().to(page::billing_css),
+    )
+    .route(
+        "/settings/billing/assets/billing.js",
+        web::get().to(page::billing_js),
     )
     .service(
         web::resource("/healthz")

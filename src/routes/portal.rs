@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::AuthenticatedUser;
+use crate::auth::{check_same_origin, AuthenticatedUser};
 use crate::billing::portal::portal_url;
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -37,6 +37,7 @@ pub async fn create_portal(
     user: AuthenticatedUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    check_same_origin(&req, &user, &state.app_origin)?;
     let options = parse_body(&req, &body)?;
     let locale = options
         .locale

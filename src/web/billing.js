@@ -16,6 +16,7 @@
   const STATUS_TONES = { active: 'success', trialing: 'success', past_due: 'warning', unpaid: 'warning', incomplete: 'warning', paused: 'warning' };
 
   let root;                  // <main id="billing">
+  const templates = {};      // state -> DocumentFragment, detached from the document
   let memoryToken = null;    // used when sessionStorage is unavailable (private modes, sandboxed frames)
   let loadSeq = 0;           // only the newest status request may render
   let loadController = null;
@@ -80,7 +81,7 @@
   }
 
   function render(state, fill) {
-    const content = document.getElementById('tpl-' + state).content.cloneNode(true);
+    const content = templates[state].cloneNode(true);
     if (fill) fill(content);
     root.replaceChildren(content);
     root.dataset.state = state;
@@ -242,6 +243,12 @@
 
   function start() {
     root = document.getElementById('billing');
+    // Detach the templates: inert copies of buttons and ids must not sit in the document, where
+    // DOM dumps, extensions or duplicate-id checks would see them.
+    document.querySelectorAll('template[id^="tpl-"]').forEach((t) => {
+      templates[t.id.slice(4)] = t.content;
+      t.remove();
+    });
     root.addEventListener('click', onClick);
     loadStatus();
 

@@ -96,3 +96,42 @@ pub async fn mount_portal_sessions(server: &MockServer) {
         .mount(server)
         .await;
 }
+
+/// Portal sessions whose URL is a page this fake serves on loopback, so a
+/// real browser can land on it: `{fake}/portal/{customer}`.
+pub async fn mount_loopback_portal(server: &MockServer, delay: std::time::Duration) {
+    struct LoopbackSessions(String, std::time::Duration);
+    impl Respond for LoopbackSessions {
+        fn respond(&self, request: &Request) -> ResponseTemplate {
+            let fields = form(request);
+            let customer = fields.get("customer").cloned().unwrap_or_default();
+            let mut session =
+                portal_session_json(&customer, fields.get("return_url").map(String::as_str));
+            session["url"] = json!(format!("{}/portal/{customer}", self.0));
+            ResponseTemplate::new(200)
+                .set_body_json(session)
+                .set_delay(self.1)
+        }
+    }
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(CustomerFactory::default())
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(LoopbackSessions(server.uri(), delay))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex("^/portal/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/html")
+                .set_body_string(
+                    "<!doctype html><title>Fake portal</title><h1>Fake Stripe portal</h1>",
+                ),
+        )
+        .mount(server)
+        .await;
+}

@@ -2,11 +2,13 @@
 //! Stripe on loopback. One binary; each test has its own database.
 
 mod auth;
+mod browser;
 mod events;
 mod fake_stripe;
 mod health;
 mod helpers;
 mod ordering;
+mod page;
 mod portal;
 mod proxy;
 mod startup;

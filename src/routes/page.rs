@@ -1,0 +1,39 @@
+//! `GET /settings/billing`: the Billing Settings page. Its HTML, CSS and
+//! JavaScript (`src/web/`) are embedded in the binary, so the page needs no
+//! build step and loads nothing from elsewhere; the Content-Security-Policy
+//! allows only this origin, and the page may not be framed.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::HttpResponse;
+
+const HTML: &str = include_str!("../web/billing.html");
+const CSS: &str = include_str!("../web/billing.css");
+const JS: &str = include_str!("../web/billing.js");
+
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'self'";
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // The page shows live billing state: never serve it from a cache.
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+pub async fn billing_page() -> HttpResponse {
+    asset("text/html; charset=utf-8", HTML)
+}
+
+pub async fn billing_css() -> HttpResponse {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+pub async fn billing_js() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", JS)
+}

@@ -1,0 +1,443 @@
+//! The Billing Settings page in a real browser: Debian's Chromium driven
+//! through chromedriver (WebDriver), against the real service and a fake
+//! Stripe on loopback. Screenshots go to `target/screenshots/`.
+//!
+//! Without Chromium these tests skip, saying so, unless
+//! `BROWSER_TESTS_REQUIRED=1` (set by `.ci/run`), where they fail instead.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use wiremock::matchers::{method, path};
+use wiremock::Mock;
+
+use crate::events::*;
+use crate::fake_stripe::*;
+use crate::helpers::*;
+use crate::proxy::TcpProxy;
+
+/// Two cores: more browsers at once only makes each slower.
+static BROWSERS: Semaphore = Semaphore::const_new(2);
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempdir::Dir,
+    _permit: tokio::sync::SemaphorePermit<'static>,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("chromium-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn installed(program: &str) -> bool {
+    Command::new("which")
+        .arg(program)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Browser {
+    /// `None` (and a line saying why) when Chromium is absent outside CI.
+    async fn start() -> Option<Self> {
+        if !installed("chromium") || !installed("chromedriver") {
+            if std::env::var("BROWSER_TESTS_REQUIRED").is_ok_and(|v| v == "1") {
+                panic!("BROWSER_TESTS_REQUIRED=1 but chromium/chromedriver are not installed");
+            }
+            eprintln!("skipping browser test: chromium and chromium-driver are not installed");
+            return None;
+        }
+        let permit = BROWSERS.acquire().await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempdir::Dir::new();
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic", "--no-first-run",
+                    "--window-size=1280,800",
+                    format!("--user-data-dir={}", profile.0.display()),
+                ]
+            }
+        });
+        // chromedriver speaks plain HTTP on loopback: no TLS stack needed.
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(capabilities.as_object().unwrap().clone());
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last_error = None;
+        for _ in 0..50 {
+            match builder.connect(&url).await {
+                Ok(client) => {
+                    return Some(Self {
+                        client,
+                        driver,
+                        _profile: profile,
+                        _permit: permit,
+                    })
+                }
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("chromedriver did not start: {last_error:?}");
+    }
+
+    async fn sign_in(&self, app: &TestApp, user: &str) {
+        // A cookie can only be set for the origin the browser is on.
+        self.client.goto(&app.url("/healthz")).await.unwrap();
+        // What the host app's Set-Cookie would do (chromedriver refuses
+        // cookies for a bare IP through add_cookie).
+        let token = token_for(user, Some("ada@example.com"));
+        self.client
+            .execute(
+                "document.cookie = 'billing_session=' + arguments[0] + '; path=/; SameSite=Lax'",
+                vec![json!(token)],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn open_billing(&self, app: &TestApp) {
+        self.client
+            .goto(&app.url("/settings/billing"))
+            .await
+            .unwrap();
+    }
+
+    async fn wait_for_state(&self, state: &str) {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(&format!("main#billing[data-state='{state}']")))
+            .await
+            .unwrap_or_else(|e| panic!("page never reached state {state}: {e}"));
+    }
+
+    async fn has(&self, css: &str) -> bool {
+        !self
+            .client
+            .find_all(Locator::Css(css))
+            .await
+            .unwrap()
+            .is_empty()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .attr(name)
+            .await
+            .unwrap()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A user with an active subscription, stored through the real webhook path.
+async fn paid_user(app: &TestApp, user: &str, cancel_at_period_end: bool) {
+    app.execute(&format!(
+        "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', 'cus_{user}')"
+    ));
+    let mut sub = current_subscription(
+        &format!("sub_{user}"),
+        &format!("cus_{user}"),
+        "active",
+        now() + 30 * 86_400,
+    );
+    sub["cancel_at_period_end"] = json!(cancel_at_period_end);
+    let delivered = app
+        .deliver(&event(
+            &format!("evt_{user}"),
+            "customer.subscription.created",
+            now(),
+            sub,
+        ))
+        .await;
+    assert_eq!(delivered.status(), 200);
+}
+
+#[tokio::test]
+async fn a_paid_user_sees_the_manage_subscription_button_and_renewal_date() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", false).await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+
+    assert!(browser.has("button#manage-subscription").await);
+    assert_eq!(
+        browser.text("button#manage-subscription").await.trim(),
+        "Manage Subscription"
+    );
+    let page = browser.text("main#billing").await;
+    assert!(page.contains("Active"), "{page}");
+    assert!(page.contains("Renews on"), "{page}");
+    assert_eq!(
+        browser.attr("main#billing", "aria-busy").await.as_deref(),
+        Some("false")
+    );
+    browser.screenshot("paid-desktop").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_subscription_ending_at_period_end_says_when_it_ends() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", true).await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+
+    let page = browser.text("main#billing").await;
+    assert!(page.contains("ends on"), "{page}");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_unpaid_user_never_sees_the_button() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+
+    browser.sign_in(&app, "user_2").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("unpaid").await;
+
+    assert!(!browser.has("#manage-subscription").await);
+    let page = browser.text("main#billing").await;
+    assert!(page.contains("No active subscription"), "{page}");
+    browser.screenshot("unpaid-desktop").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn clicking_the_button_shows_the_loading_state_and_lands_on_the_portal() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", false).await;
+    mount_loopback_portal(&app.stripe, Duration::from_millis(1500)).await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+    let button = browser
+        .client
+        .find(Locator::Css("#manage-subscription"))
+        .await
+        .unwrap();
+    button.click().await.unwrap();
+
+    // Stripe answers after 1.5 s: the loading state is visible meanwhile.
+    assert!(button.attr("disabled").await.unwrap().is_some());
+    assert_eq!(
+        button.attr("aria-busy").await.unwrap().as_deref(),
+        Some("true")
+    );
+    assert!(button.text().await.unwrap().contains("Opening portal"));
+    browser.screenshot("paid-loading").await;
+    // A second click while pending sends nothing more.
+    let _ = button.click().await;
+    let portal = format!("{}/portal/cus_user_1", app.stripe.uri());
+    let mut landed = String::new();
+    for _ in 0..100 {
+        landed = browser.client.current_url().await.unwrap().to_string();
+        if landed == portal {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(landed, portal);
+    assert_eq!(
+        app.stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await
+            .len(),
+        1
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_stripe_failure_shows_the_message_and_enables_the_button_again() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", false).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(stripe_error(500, "api_error", None, "boom"))
+        .mount(&app.stripe)
+        .await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+    browser
+        .client
+        .find(Locator::Css("#manage-subscription"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#portal-error"))
+        .await
+        .unwrap();
+
+    let message = browser.text("#portal-error").await;
+    assert!(
+        message.contains("Stripe could not process the request"),
+        "{message}"
+    );
+    assert!(browser
+        .attr("#manage-subscription", "disabled")
+        .await
+        .is_none());
+    browser.screenshot("paid-portal-error").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_visitor_without_a_session_is_asked_to_sign_in() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+
+    browser.open_billing(&app).await;
+    browser.wait_for_state("signed-out").await;
+
+    assert!(!browser.has("#manage-subscription").await);
+    let page = browser.text("main#billing").await;
+    assert!(page.contains("Sign in"), "{page}");
+    browser.screenshot("signed-out").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_status_request_offers_a_retry_that_recovers() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let app = spawn_app_with(|vars| {
+        let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
+        vars.insert("DATABASE_URL".into(), db);
+        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    paid_user(&app, "user_1", false).await;
+
+    browser.sign_in(&app, "user_1").await;
+    proxy.cut();
+    browser.open_billing(&app).await;
+    browser.wait_for_state("error").await;
+    browser.screenshot("status-error").await;
+    proxy.restore();
+    browser
+        .client
+        .find(Locator::Css("#retry"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    browser.wait_for_state("paid").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_page_fits_a_360_pixel_wide_screen() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", false).await;
+
+    browser.client.set_window_size(360, 800).await.unwrap();
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+
+    let widths: Value = browser
+        .client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (scroll, inner) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+    assert!(scroll <= inner, "horizontal scroll: {scroll} > {inner}");
+    browser.screenshot("paid-360").await;
+    browser.close().await;
+}

@@ -180,11 +180,29 @@ impl Settings {
             .map_err(|e| ConfigError::Load(e.to_string()))?;
 
         let secret = |key: &str| var(key).map(SecretString::from);
+        let webhook_secret = match (
+            var("STRIPE_WEBHOOK_SECRET"),
+            var("STRIPE_WEBHOOK_SECRET_FILE"),
+        ) {
+            (Some(value), _) => Some(value),
+            // docker compose: `stripe listen --print-secret` writes it to a
+            // shared volume, so nobody copies it by hand.
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "STRIPE_WEBHOOK_SECRET_FILE",
+                        reason: format!("cannot read {path}: {e}"),
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
         Self::validate(
             app_env,
             raw,
             secret("STRIPE_SECRET_KEY"),
-            var("STRIPE_WEBHOOK_SECRET"),
+            webhook_secret,
             secret("AUTH_JWT_SECRET"),
         )
     }
@@ -429,6 +447,26 @@ mod tests {
             .map(|s| s.expose_secret().to_string())
             .collect();
         assert_eq!(secrets, ["whsec_old", "whsec_new"]);
+    }
+
+    #[test]
+    fn the_webhook_secret_can_come_from_a_file() {
+        let path = std::env::temp_dir().join(format!("whsec-{}", std::process::id()));
+        std::fs::write(&path, "whsec_from_file\n").unwrap();
+        let s = settings(&[("STRIPE_WEBHOOK_SECRET_FILE", path.to_str().unwrap())]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            s.stripe.webhook_secrets[0].expose_secret(),
+            "whsec_from_file"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_webhook_secret_file_is_named() {
+        let err = settings(&[("STRIPE_WEBHOOK_SECRET_FILE", "/nonexistent/whsec")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STRIPE_WEBHOOK_SECRET_FILE"), "{err}");
     }
 
     #[test]

@@ -22,9 +22,14 @@ pub struct ApiError {
     cause: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
+    /// For people: what went wrong and what to do.
+    #[schema(example = "invalid session token")]
     pub message: &'a str,
+    /// For programs: a stable snake_case code.
+    #[schema(example = "invalid_token")]
     pub error: &'a str,
 }
 

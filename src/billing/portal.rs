@@ -11,24 +11,74 @@
 use log::{info, warn};
 
 use crate::auth::AuthenticatedUser;
+use crate::billing::status::SubscriptionStatus;
+use crate::billing::summary::current_subscription;
 use crate::db::{self, subscriptions, users, OpenTransaction};
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::stripe::client::{Locale, StripeFailure, StripeGateway};
+use crate::stripe::client::{Locale, PortalFlow, StripeFailure, StripeGateway};
+
+/// A deep link as the request names it; the subscription it acts on is
+/// looked up for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowKind {
+    PaymentMethodUpdate,
+    SubscriptionCancel,
+    SubscriptionUpdate,
+}
+
+impl FlowKind {
+    pub const ALL: [(&'static str, FlowKind); 3] = [
+        ("payment_method_update", FlowKind::PaymentMethodUpdate),
+        ("subscription_cancel", FlowKind::SubscriptionCancel),
+        ("subscription_update", FlowKind::SubscriptionUpdate),
+    ];
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not a portal flow; use one of payment_method_update, \
+                     subscription_cancel, subscription_update"
+                )
+            })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PortalOptions {
+    pub locale: Option<Locale>,
+    pub flow: Option<FlowKind>,
+}
 
 /// Returns the portal URL for `user`, creating their Stripe customer first if
 /// they have none, or replacing it once if Stripe says it no longer exists.
 pub async fn portal_url(
     state: &AppState,
     user: &AuthenticatedUser,
-    locale: Option<Locale>,
+    options: PortalOptions,
 ) -> Result<String, ApiError> {
     let stripe = state.stripe()?;
     let (id, email) = (user.id.as_str().to_owned(), user.email.clone());
-    let row = db::run(&state.pool, move |conn| {
-        users::upsert(conn, &id, email.as_deref())
+    let (row, subs) = db::run(&state.pool, move |conn| {
+        let row = users::upsert(conn, &id, email.as_deref())?;
+        let subs = match options.flow {
+            Some(FlowKind::SubscriptionCancel | FlowKind::SubscriptionUpdate) => {
+                subscriptions::of_user(conn, &id)?
+            }
+            _ => Vec::new(),
+        };
+        Ok((row, subs))
     })
     .await?;
+    let flow = options
+        .flow
+        .map(|kind| resolve_flow(kind, &subs, state.paid_rule.past_due_is_paid))
+        .transpose()?;
+    let (locale, flow) = (options.locale.as_ref(), flow.as_ref());
     let email = row.email.as_deref();
 
     let customer = match row.stripe_customer_id.clone() {
@@ -36,7 +86,7 @@ pub async fn portal_url(
         None => ensure_customer(state, stripe, &row.id, email, None).await?,
     };
     let session = stripe
-        .create_portal_session(&customer, &state.portal_return_url, locale.as_ref())
+        .create_portal_session(&customer, &state.portal_return_url, locale, flow)
         .await;
     match session {
         Err(StripeFailure::NoSuchCustomer) => {
@@ -46,11 +96,42 @@ pub async fn portal_url(
             );
             let customer = ensure_customer(state, stripe, &row.id, email, Some(&customer)).await?;
             Ok(stripe
-                .create_portal_session(&customer, &state.portal_return_url, locale.as_ref())
+                .create_portal_session(&customer, &state.portal_return_url, locale, flow)
                 .await?)
         }
         other => Ok(other?),
     }
+}
+
+/// The flow's subscription is the user's current one, and it must be one the
+/// flow can act on; otherwise a 409 that says why, before any Stripe call.
+fn resolve_flow(
+    kind: FlowKind,
+    subs: &[crate::db::subscriptions::Subscription],
+    past_due_is_paid: bool,
+) -> Result<PortalFlow, ApiError> {
+    let live = current_subscription(subs, past_due_is_paid)
+        .filter(|s| !SubscriptionStatus::parse(&s.status).is_terminal());
+    let subscription = match (kind, live) {
+        (FlowKind::PaymentMethodUpdate, _) => return Ok(PortalFlow::PaymentMethodUpdate),
+        (_, None) => {
+            return Err(ApiError::conflict(
+                "no_subscription",
+                "you have no current subscription to change or cancel",
+            ))
+        }
+        (FlowKind::SubscriptionCancel, Some(s)) if s.cancel_at_period_end => {
+            return Err(ApiError::conflict(
+                "subscription_already_canceling",
+                "your subscription is already set to end at the close of this period",
+            ))
+        }
+        (_, Some(s)) => s.id.clone(),
+    };
+    Ok(match kind {
+        FlowKind::SubscriptionCancel => PortalFlow::SubscriptionCancel { subscription },
+        _ => PortalFlow::SubscriptionUpdate { subscription },
+    })
 }
 
 /// The user's customer id, created under the row lock when the row holds none

@@ -16,15 +16,23 @@ pub struct BillingSummary {
     pub cancel_at_period_end: bool,
 }
 
-/// The subscription shown: one that grants access if any does, else the one
-/// changed most recently (so a canceled user sees "canceled", not nothing).
-pub fn summarize(paid: bool, subs: &[Subscription], past_due_is_paid: bool) -> BillingSummary {
-    let current = subs.iter().max_by_key(|s| {
+/// The user's current subscription: one that grants access if any does, else
+/// the one changed most recently (so a canceled user sees "canceled", not
+/// nothing). Also the subscription portal deep links act on.
+pub fn current_subscription(
+    subs: &[Subscription],
+    past_due_is_paid: bool,
+) -> Option<&Subscription> {
+    subs.iter().max_by_key(|s| {
         (
             SubscriptionStatus::parse(&s.status).grants_access(past_due_is_paid),
             s.last_event_at,
         )
-    });
+    })
+}
+
+pub fn summarize(paid: bool, subs: &[Subscription], past_due_is_paid: bool) -> BillingSummary {
+    let current = current_subscription(subs, past_due_is_paid);
     BillingSummary {
         paid,
         status: current.map(|s| s.status.clone()),

@@ -1,7 +1,10 @@
-//! HTTP routes: which path goes to which handler, body limits, and the JSON
-//! answers for unknown paths and methods.
+//! HTTP routes: one table ([`endpoints`]) says which method and path go to
+//! which handler; [`configure`] registers it, and a test checks it against
+//! the OpenAPI document so the two cannot drift. Also body limits, and the
+//! JSON answers for unknown paths, wrong methods and actix's own errors.
 
 mod health;
+pub mod openapi;
 mod page;
 mod portal;
 mod status;
@@ -9,9 +12,9 @@ mod webhooks;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::ServiceResponse;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, Route};
 
 use crate::error::{ApiError, ErrorBody};
 
@@ -20,48 +23,74 @@ const PORTAL_BODY_LIMIT: usize = 16 * 1024;
 /// Stripe's events are far smaller; anything larger is not Stripe.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
+/// Every route the service answers: method, path, handler.
+fn endpoints() -> Vec<(Method, &'static str, Route)> {
+    vec![
+        (
+            Method::POST,
+            "/billing/create-portal",
+            web::post().to(portal::create_portal),
+        ),
+        (
+            Method::GET,
+            "/billing/status",
+            web::get().to(status::billing_status),
+        ),
+        (
+            Method::POST,
+            "/webhooks/stripe",
+            web::post().to(webhooks::stripe_webhook),
+        ),
+        (
+            Method::GET,
+            "/settings/billing",
+            web::get().to(page::billing_page),
+        ),
+        (
+            Method::GET,
+            "/settings/billing/assets/billing.css",
+            web::get().to(page::billing_css),
+        ),
+        (
+            Method::GET,
+            "/settings/billing/assets/billing.js",
+            web::get().to(page::billing_js),
+        ),
+        (Method::GET, "/healthz", web::get().to(health::healthz)),
+        (Method::GET, "/readyz", web::get().to(health::readyz)),
+        (
+            Method::GET,
+            "/openapi.json",
+            web::get().to(openapi::openapi_json),
+        ),
+    ]
+}
+
+/// The (method, path) pairs [`configure`] registers.
+pub fn served() -> Vec<(Method, &'static str)> {
+    endpoints().into_iter().map(|(m, p, _)| (m, p)).collect()
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/billing/create-portal")
-            .app_data(web::PayloadConfig::new(PORTAL_BODY_LIMIT))
-            .route(web::post().to(portal::create_portal))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/billing/status")
-            .route(web::get().to(status::billing_status))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/webhooks/stripe")
-            .app_data(web::PayloadConfig::new(WEBHOOK_BODY_LIMIT))
-            .route(web::post().to(webhooks::stripe_webhook))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/settings/billing")
-            .route(web::get().to(page::billing_page))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .route(
-        "/settings/billing/assets/billing.css",
-        web::get().to(page::billing_css),
-    )
-    .route(
-        "/settings/billing/assets/billing.js",
-        web::get().to(page::billing_js),
-    )
-    .service(
-        web::resource("/healthz")
-            .route(web::get().to(health::healthz))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(health::readyz))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .default_service(web::to(not_found));
+    let mut by_path: Vec<(&'static str, Vec<Route>)> = Vec::new();
+    for (_, path, route) in endpoints() {
+        match by_path.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, routes)) => routes.push(route),
+            None => by_path.push((path, vec![route])),
+        }
+    }
+    for (path, routes) in by_path {
+        let limit = match path {
+            "/webhooks/stripe" => WEBHOOK_BODY_LIMIT,
+            _ => PORTAL_BODY_LIMIT,
+        };
+        let mut resource = web::resource(path).app_data(web::PayloadConfig::new(limit));
+        for route in routes {
+            resource = resource.route(route);
+        }
+        cfg.service(resource.default_service(web::to(method_not_allowed)));
+    }
+    cfg.default_service(web::to(not_found));
 }
 
 /// Makes the errors actix answers by itself (a body over the limit, an
@@ -106,7 +135,7 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
-        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this method is not allowed on this path",
     ))

@@ -26,14 +26,23 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
+/// The Billing Settings page (HTML).
+#[utoipa::path(get, path = "/settings/billing", tag = "page",
+    responses((status = 200, description = "The page", content_type = "text/html")))]
 pub async fn billing_page() -> HttpResponse {
     asset("text/html; charset=utf-8", HTML)
 }
 
+/// The page's stylesheet.
+#[utoipa::path(get, path = "/settings/billing/assets/billing.css", tag = "page",
+    responses((status = 200, description = "CSS", content_type = "text/css")))]
 pub async fn billing_css() -> HttpResponse {
     asset("text/css; charset=utf-8", CSS)
 }
 
+/// The page's script.
+#[utoipa::path(get, path = "/settings/billing/assets/billing.js", tag = "page",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript")))]
 pub async fn billing_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", JS)
 }

@@ -6,31 +6,75 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::{check_same_origin, AuthenticatedUser};
-use crate::billing::portal::portal_url;
-use crate::error::ApiError;
+use crate::billing::portal::{portal_url, FlowKind, PortalOptions};
+use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 use crate::stripe::client::Locale;
 
-#[derive(Debug, Default, Deserialize)]
+/// Optional body; no body opens the portal's home page.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreatePortalRequest {
+pub struct CreatePortalRequest {
+    /// A locale the Stripe portal supports (`fr`, `pt-BR`, `auto`…).
+    #[schema(example = "fr")]
     locale: Option<String>,
+    /// Open the portal straight on one task; after it, the portal returns to
+    /// the Billing Settings page.
+    #[schema(value_type = Option<PortalFlowName>)]
+    flow: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The portal deep links.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum PortalFlowName {
+    PaymentMethodUpdate,
+    SubscriptionCancel,
+    SubscriptionUpdate,
+}
+
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PortalData {
+pub struct PortalData {
+    /// The Stripe-hosted portal session; valid for a few minutes.
+    #[schema(example = "https://billing.stripe.com/p/session/test_YWNjdF8x")]
     portal_url: String,
 }
 
-#[derive(Serialize)]
-struct PortalResponse {
+#[derive(Serialize, ToSchema)]
+pub struct PortalResponse {
+    #[schema(example = "portal created")]
     message: &'static str,
     data: PortalData,
 }
 
+/// Create a Customer Portal session for the signed-in user.
+///
+/// Creates the user's Stripe customer first if they have none (exactly one,
+/// even under concurrent calls). The customer is always the user's own.
+#[utoipa::path(
+    post,
+    path = "/billing/create-portal",
+    tag = "billing",
+    request_body(content = Option<CreatePortalRequest>, content_type = "application/json"),
+    params(("X-Requested-With" = Option<String>, Header,
+            description = "Required when authenticated by cookie (CSRF protection)")),
+    responses(
+        (status = 200, description = "Portal session created", body = PortalResponse),
+        (status = 400, description = "Bad body, locale or flow", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Cross-site request refused", body = ErrorBody),
+        (status = 409, description = "The flow needs a subscription the user does not have", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 502, description = "Stripe failed, timed out or is not configured", body = ErrorBody),
+        (status = 503, description = "Database unavailable or Stripe rate limiting", body = ErrorBody),
+    ),
+    security(("bearer_jwt" = []), ("session_cookie" = []))
+)]
 pub async fn create_portal(
     req: HttpRequest,
     body: web::Bytes,
@@ -45,7 +89,13 @@ pub async fn create_portal(
         .map(Locale::parse)
         .transpose()
         .map_err(|reason| ApiError::bad_request("invalid_locale", reason))?;
-    let portal_url = portal_url(&state, &user, locale).await?;
+    let flow = options
+        .flow
+        .as_deref()
+        .map(FlowKind::parse)
+        .transpose()
+        .map_err(|reason| ApiError::bad_request("invalid_flow", reason))?;
+    let portal_url = portal_url(&state, &user, PortalOptions { locale, flow }).await?;
     Ok(HttpResponse::Ok().json(PortalResponse {
         message: "portal created",
         data: PortalData { portal_url },

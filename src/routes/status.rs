@@ -4,30 +4,52 @@
 use actix_web::{web, HttpResponse};
 use chrono::SecondsFormat;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::AuthenticatedUser;
 use crate::billing::summary::summarize;
 use crate::db::{self, subscriptions, users};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct StatusData {
+pub struct StatusData {
+    /// Whether the user has a subscription that grants access.
     paid: bool,
+    /// The current subscription's Stripe status (`active`, `past_due`, `canceled`…).
+    #[schema(example = "active")]
     status: Option<String>,
+    #[schema(example = "price_1PgafmB7WZ01zgkW6dKueIc5")]
     price_id: Option<String>,
+    #[schema(example = "prod_QXg1hqf4jFNsqG")]
     product_id: Option<String>,
+    /// RFC 3339.
+    #[schema(format = DateTime, example = "2026-12-24T00:00:00Z")]
     current_period_end: Option<String>,
+    /// The subscription ends at `currentPeriodEnd` instead of renewing.
     cancel_at_period_end: bool,
 }
 
-#[derive(Serialize)]
-struct StatusResponse {
+#[derive(Serialize, ToSchema)]
+pub struct StatusResponse {
+    #[schema(example = "billing status")]
     message: &'static str,
     data: StatusData,
 }
 
+/// Whether the signed-in user is paid, and their current subscription.
+#[utoipa::path(
+    get,
+    path = "/billing/status",
+    tag = "billing",
+    responses(
+        (status = 200, description = "Billing status", body = StatusResponse),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("bearer_jwt" = []), ("session_cookie" = []))
+)]
 pub async fn billing_status(
     user: AuthenticatedUser,
     state: web::Data<AppState>,

@@ -5,14 +5,36 @@
 //! delivers it again and nothing acknowledged is ever lost.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
 
 use crate::billing::sync::{self, Outcome};
 use crate::db::{self, events};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 use crate::stripe::events::{parse_event, EventKind};
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Received {
+    received: bool,
+}
+
+/// Stripe webhook endpoint: verifies the signature, then records and applies
+/// the event once.
+#[utoipa::path(
+    post,
+    path = "/webhooks/stripe",
+    tag = "webhooks",
+    params(("Stripe-Signature" = String, Header,
+            description = "`t=<unix time>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">` with the endpoint's `whsec_` secret")),
+    request_body(content = Object, content_type = "application/json",
+                 description = "A Stripe event, at most 1 MiB"),
+    responses(
+        (status = 200, description = "Stored (or already stored)", body = Received),
+        (status = 400, description = "Bad signature or not an event; nothing stored", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 502, description = "Refetch from Stripe failed; Stripe will retry", body = ErrorBody),
+        (status = 503, description = "Could not be stored; Stripe will retry", body = ErrorBody),
+    )
+)]
 pub async fn stripe_webhook(
     req: HttpRequest,
     body: web::Bytes,
@@ -62,5 +84,5 @@ pub async fn stripe_webhook(
 
 fn received(id: &str, type_: &str, outcome: Outcome) -> HttpResponse {
     log::info!("webhook {id} {type_}: {}", outcome.as_str());
-    HttpResponse::Ok().json(json!({"received": true}))
+    HttpResponse::Ok().json(Received { received: true })
 }

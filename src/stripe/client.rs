@@ -15,7 +15,14 @@ use ::stripe::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::billing_portal_session::{
+    CreateBillingPortalSession, CreateBillingPortalSessionFlowData,
+    CreateBillingPortalSessionFlowDataAfterCompletion,
+    CreateBillingPortalSessionFlowDataAfterCompletionRedirect,
+    CreateBillingPortalSessionFlowDataAfterCompletionType,
+    CreateBillingPortalSessionFlowDataSubscriptionCancel,
+    CreateBillingPortalSessionFlowDataSubscriptionUpdate, CreateBillingPortalSessionFlowDataType,
+};
 use stripe_billing::subscription::RetrieveSubscription;
 use stripe_billing::BillingPortalSessionLocale;
 use stripe_core::customer::CreateCustomer;
@@ -190,16 +197,22 @@ impl StripeGateway {
         Ok(customer.id.to_string())
     }
 
-    /// Creates a portal session for `customer_id` and returns its URL.
+    /// Creates a portal session for `customer_id` and returns its URL. With a
+    /// `flow`, the portal opens straight on that task and, once it is done,
+    /// redirects to `return_url`.
     pub async fn create_portal_session(
         &self,
         customer_id: &str,
         return_url: &str,
         locale: Option<&Locale>,
+        flow: Option<&PortalFlow>,
     ) -> Result<String, StripeFailure> {
         let mut request = CreateBillingPortalSession::new()
             .customer(customer_id)
             .return_url(return_url);
+        if let Some(flow) = flow {
+            request = request.flow_data(flow.to_flow_data(return_url));
+        }
         if let Some(configuration) = &self.portal_configuration {
             request = request.configuration(configuration);
         }
@@ -250,6 +263,51 @@ pub fn customer_idempotency_key(user_id: &str, replacing: Option<&str>) -> Strin
     hasher.update([0]);
     hasher.update(replacing.unwrap_or("").as_bytes());
     format!("customer-{}", hex::encode(hasher.finalize()))
+}
+
+/// A portal deep link: the task the portal opens on. The subscription is
+/// always the user's own, from Postgres, never one named by the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalFlow {
+    PaymentMethodUpdate,
+    SubscriptionCancel { subscription: String },
+    SubscriptionUpdate { subscription: String },
+}
+
+impl PortalFlow {
+    fn to_flow_data(&self, return_url: &str) -> CreateBillingPortalSessionFlowData {
+        let (kind, cancel, update) = match self {
+            Self::PaymentMethodUpdate => (
+                CreateBillingPortalSessionFlowDataType::PaymentMethodUpdate,
+                None,
+                None,
+            ),
+            Self::SubscriptionCancel { subscription } => (
+                CreateBillingPortalSessionFlowDataType::SubscriptionCancel,
+                Some(CreateBillingPortalSessionFlowDataSubscriptionCancel::new(
+                    subscription,
+                )),
+                None,
+            ),
+            Self::SubscriptionUpdate { subscription } => (
+                CreateBillingPortalSessionFlowDataType::SubscriptionUpdate,
+                None,
+                Some(CreateBillingPortalSessionFlowDataSubscriptionUpdate::new(
+                    subscription,
+                )),
+            ),
+        };
+        let mut after = CreateBillingPortalSessionFlowDataAfterCompletion::new(
+            CreateBillingPortalSessionFlowDataAfterCompletionType::Redirect,
+        );
+        after.redirect =
+            Some(CreateBillingPortalSessionFlowDataAfterCompletionRedirect::new(return_url));
+        let mut data = CreateBillingPortalSessionFlowData::new(kind);
+        data.after_completion = Some(after);
+        data.subscription_cancel = cancel;
+        data.subscription_update = update;
+        data
+    }
 }
 
 /// A portal locale Stripe knows (`fr`, `pt-BR`, `auto`…).

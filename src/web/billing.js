@@ -115,6 +115,8 @@
       setField(node, 'plan', plan.filter(Boolean).join(' · '));
       const date = formatDate(data.currentPeriodEnd);
       setField(node, 'period', date && (data.cancelAtPeriodEnd ? 'Your subscription ends on ' + date : 'Renews on ' + date));
+      // Already ending at period end: there is nothing left to cancel (the server would say 409).
+      if (data.cancelAtPeriodEnd) node.querySelector('#cancel-subscription')?.remove();
     });
     announce('Billing status loaded. Subscription ' + (statusWord(data.status) || 'Active').toLowerCase() + '.');
   }

@@ -441,3 +441,63 @@ async fn the_page_fits_a_360_pixel_wide_screen() {
     browser.screenshot("paid-360").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn the_secondary_actions_open_their_portal_flows() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", false).await;
+    mount_loopback_portal(&app.stripe, Duration::from_millis(0)).await;
+
+    for (button, flow) in [
+        ("#update-payment-method", "payment_method_update"),
+        ("#cancel-subscription", "subscription_cancel"),
+    ] {
+        browser.sign_in(&app, "user_1").await;
+        browser.open_billing(&app).await;
+        browser.wait_for_state("paid").await;
+        assert!(browser.has("#manage-subscription").await);
+        browser
+            .client
+            .find(Locator::Css(button))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let portal = format!("{}/portal/cus_user_1", app.stripe.uri());
+        for _ in 0..100 {
+            if browser.client.current_url().await.unwrap().as_str() == portal {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(browser.client.current_url().await.unwrap().as_str(), portal);
+        let sessions = app
+            .stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await;
+        let fields = form(sessions.last().unwrap());
+        assert_eq!(fields["flow_data[type]"], flow, "{button}");
+    }
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_subscription_already_ending_offers_no_cancel_action() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", true).await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+
+    assert!(browser.has("#update-payment-method").await);
+    assert!(!browser.has("#cancel-subscription").await);
+    browser.screenshot("paid-ending").await;
+    browser.close().await;
+}

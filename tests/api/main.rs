@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod events;
 mod fake_stripe;
+mod flows;
 mod health;
 mod helpers;
 mod ordering;

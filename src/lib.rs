@@ -5,6 +5,7 @@ pub mod auth;
 pub mod billing;
 pub mod config;
 pub mod db;
+pub mod emulator;
 pub mod error;
 pub mod routes;
 pub mod startup;

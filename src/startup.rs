@@ -11,7 +11,10 @@ use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use log::{info, warn};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+
+use crate::emulator::{self, Emulator};
 
 use crate::auth::JwtVerifier;
 use crate::billing::sync::PaidRule;
@@ -23,6 +26,12 @@ use crate::stripe::client::StripeGateway;
 use crate::stripe::signature::WebhookVerifier;
 
 /// What every handler shares.
+/// Demo mode: the emulator runs and demo sign-in is offered.
+pub struct DemoMode {
+    pub emulator: Arc<Emulator>,
+    pub jwt_secret: SecretString,
+}
+
 pub struct AppState {
     pub pool: PgPool,
     pub stripe: Option<StripeGateway>,
@@ -35,6 +44,7 @@ pub struct AppState {
     pub paid_rule: PaidRule,
     pub webhook_verifier: WebhookVerifier,
     pub webhook_refetch: bool,
+    pub demo: Option<DemoMode>,
 }
 
 impl AppState {
@@ -46,6 +56,14 @@ impl AppState {
             )
         })
     }
+}
+
+/// Portal links should open on the origin the user browses (so
+/// `APP_BASE_URL` when it is this very server on localhost), else loopback.
+fn emulator_public_origin(app_origin: &str, port: u16) -> Option<String> {
+    let url = url::Url::parse(app_origin).ok()?;
+    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1"));
+    (local && url.port_or_known_default() == Some(port)).then(|| app_origin.to_string())
 }
 
 pub struct Application {
@@ -80,22 +98,52 @@ impl Application {
                  defaults (refused when APP_ENV=production)"
             );
         }
-        let stripe = match &settings.stripe.secret_key {
-            Some(key) => Some(StripeGateway::new(
+        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
+            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+        let port = listener.local_addr()?.port();
+
+        // No key outside production: the in-process Stripe emulator, on this
+        // very port (config validation already refused this in production).
+        let emulator = match (&settings.stripe.secret_key, settings.app_env) {
+            (None, env) if env != AppEnv::Production => {
+                let local = format!("http://127.0.0.1:{port}");
+                let public =
+                    emulator_public_origin(&settings.app_origin(), port).unwrap_or(local.clone());
+                let emu = Emulator::new(
+                    format!("{public}/stripe-emulator"),
+                    format!("{local}/webhooks/stripe"),
+                    settings.stripe.webhook_secrets[0]
+                        .expose_secret()
+                        .to_string(),
+                );
+                warn!(
+                    "*** STRIPE_SECRET_KEY is unset: using the LOCAL STRIPE EMULATOR at {public}/stripe-emulator \
+                     (no real Stripe calls; demo sign-in enabled). Set STRIPE_SECRET_KEY to use Stripe. ***"
+                );
+                Some((emu, format!("{local}/stripe-emulator")))
+            }
+            _ => None,
+        };
+        let stripe = match (&settings.stripe.secret_key, &emulator) {
+            (Some(key), _) => Some(StripeGateway::new(
                 key,
                 settings.stripe.api_base.as_deref(),
                 settings.stripe.timeout,
                 settings.stripe.portal_configuration.clone(),
             )?),
-            None => {
-                warn!("STRIPE_SECRET_KEY is unset: create-portal answers 503 until it is set");
-                None
-            }
+            (None, Some((_, api_base))) => Some(StripeGateway::new(
+                &SecretString::from("sk_test_emulator"),
+                Some(api_base),
+                settings.stripe.timeout,
+                settings.stripe.portal_configuration.clone(),
+            )?),
+            (None, None) => None,
         };
-
-        let listener = TcpListener::bind((settings.host.as_str(), settings.port))
-            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
+        let demo = emulator.map(|(emulator, _)| DemoMode {
+            emulator,
+            jwt_secret: settings.auth_jwt_secret.clone(),
+        });
+        let emulator_data = demo.as_ref().map(|d| web::Data::new(d.emulator.clone()));
         let state = web::Data::new(AppState {
             pool,
             stripe,
@@ -113,16 +161,26 @@ impl Application {
                 settings.stripe.webhook_tolerance_secs,
             ),
             webhook_refetch: settings.stripe.webhook_refetch,
+            demo,
         });
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
         let server = HttpServer::new(move || {
+            let emulator_data = emulator_data.clone();
             App::new()
                 .wrap(routes::json_errors())
                 // Never the headers: they carry the session token.
                 .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
                 .app_data(state.clone())
                 .app_data(jwt.clone())
+                .configure(move |cfg| {
+                    if let Some(emu) = emulator_data {
+                        cfg.app_data(emu);
+                        emulator::portal::configure(cfg);
+                        cfg.route("/demo/sign-in", web::post().to(emulator::demo::sign_in));
+                        cfg.route("/demo/subscribe", web::post().to(emulator::demo::subscribe));
+                    }
+                })
                 .configure(routes::configure)
         })
         .listen(listener)?

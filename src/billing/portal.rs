@@ -103,6 +103,21 @@ pub async fn portal_url(
     }
 }
 
+/// The user's Stripe customer, created if they have none (upserting the
+/// user first). For callers that need the customer, not a portal session.
+pub async fn user_customer(state: &AppState, user: &AuthenticatedUser) -> Result<String, ApiError> {
+    let stripe = state.stripe()?;
+    let (id, email) = (user.id.as_str().to_owned(), user.email.clone());
+    let row = db::run(&state.pool, move |conn| {
+        users::upsert(conn, &id, email.as_deref())
+    })
+    .await?;
+    match row.stripe_customer_id {
+        Some(customer) => Ok(customer),
+        None => ensure_customer(state, stripe, &row.id, row.email.as_deref(), None).await,
+    }
+}
+
 /// The flow's subscription is the user's current one, and it must be one the
 /// flow can act on; otherwise a 409 that says why, before any Stripe call.
 fn resolve_flow(

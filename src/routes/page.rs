@@ -4,7 +4,9 @@
 //! allows only this origin, and the page may not be framed.
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
+
+use crate::startup::AppState;
 
 const HTML: &str = include_str!("../web/billing.html");
 const CSS: &str = include_str!("../web/billing.css");
@@ -14,7 +16,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' da
      style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
      base-uri 'none'; form-action 'self'";
 
-fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+fn asset(content_type: &'static str, body: &str) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
@@ -23,15 +25,29 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         // The page shows live billing state: never serve it from a cache.
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(body)
+        .body(body.to_string())
 }
 
 /// The Billing Settings page (HTML).
 #[utoipa::path(get, path = "/settings/billing", tag = "page",
     responses((status = 200, description = "The page", content_type = "text/html")))]
-pub async fn billing_page() -> HttpResponse {
+pub async fn billing_page(state: web::Data<AppState>) -> HttpResponse {
+    if state.demo.is_some() {
+        return asset(
+            "text/html; charset=utf-8",
+            DEMO_HTML.get_or_init(|| {
+                HTML.replace(
+                    r#"<meta name="billing-demo" content="off">"#,
+                    r#"<meta name="billing-demo" content="on">"#,
+                )
+            }),
+        );
+    }
     asset("text/html; charset=utf-8", HTML)
 }
+
+/// The page with demo mode on, built once.
+static DEMO_HTML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// The page's stylesheet.
 #[utoipa::path(get, path = "/settings/billing/assets/billing.css", tag = "page",

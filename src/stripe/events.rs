@@ -85,6 +85,16 @@ pub enum EventParseError {
 /// Parse a verified webhook body.
 pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
     let head: EnvelopeHead = from_json(body, "event")?;
+    // The id becomes the dedupe key: an empty one would make every such
+    // event a "duplicate" of the first.
+    let blank: Vec<&str> = [("id", &head.id), ("type", &head.type_)]
+        .into_iter()
+        .filter(|(_, v)| v.trim().is_empty())
+        .map(|(name, _)| name)
+        .collect();
+    if !blank.is_empty() {
+        return Err(missing("event", &blank));
+    }
 
     let kind = match head.type_.as_str() {
         "customer.subscription.created"
@@ -710,6 +720,19 @@ mod tests {
         let event = parse_event(&body).unwrap();
 
         assert!(matches!(event.kind, EventKind::Ignored));
+    }
+
+    #[test]
+    fn an_event_with_an_empty_id_or_type_is_not_an_event() {
+        for body in [
+            r#"{"id":"","type":"","created":1,"data":{"object":{}}}"#,
+            r#"{"id":"evt_1","type":" ","created":1,"data":{"object":{}}}"#,
+        ] {
+            assert!(matches!(
+                parse_event(body.as_bytes()),
+                Err(EventParseError::NotAnEvent(_))
+            ));
+        }
     }
 
     #[test]

@@ -80,8 +80,14 @@
     setTimeout(() => { region.textContent = message; }, 50);
   }
 
+  // Demo mode (only with the local Stripe emulator): the server flips this meta tag.
+  function demoMode() {
+    return document.querySelector('meta[name="billing-demo"]')?.content === 'on';
+  }
+
   function render(state, fill) {
     const content = templates[state].cloneNode(true);
+    if (!demoMode()) content.querySelectorAll('[data-demo]').forEach((el) => el.remove());
     if (fill) fill(content);
     root.replaceChildren(content);
     root.dataset.state = state;
@@ -166,11 +172,11 @@
 
   // --- Portal ----------------------------------------------------------------------------------
 
-  function setButtonBusy(button, busy) {
+  function setButtonBusy(button, busy, busyLabel = 'Opening portal…') {
     const label = button.querySelector('.btn-label') || button;
     if (busy) {
       button.dataset.idleLabel = label.textContent;
-      label.textContent = 'Opening portal…';
+      label.textContent = busyLabel;
     } else if (button.dataset.idleLabel) {
       label.textContent = button.dataset.idleLabel;
     }
@@ -230,6 +236,43 @@
     button.focus(); // disabling the button dropped focus; give it back so keyboard users keep their place
   }
 
+  // --- Demo (local emulator only) ---------------------------------------------------------------
+
+  async function demoSignIn(button) {
+    setButtonBusy(button, true, 'Signing in…');
+    try {
+      const response = await request('/demo/sign-in', { method: 'POST', body: {}, timeoutMs: PORTAL_TIMEOUT_MS });
+      if (response.ok) { loadStatus({ focus: true }); return; }
+    } catch (_) { /* fall through */ }
+    setButtonBusy(button, false);
+    showPortalError(button, FALLBACK_ERROR);
+  }
+
+  // The subscription reaches this service by webhook, a moment after the emulator creates it:
+  // poll the status until it says paid.
+  async function demoSubscribe(button) {
+    clearPortalError();
+    setButtonBusy(button, true, 'Subscribing…');
+    let message = FALLBACK_ERROR;
+    try {
+      const response = await request('/demo/subscribe', { method: 'POST', body: {}, timeoutMs: PORTAL_TIMEOUT_MS });
+      if (response.ok || response.status === 409) {
+        for (let i = 0; i < 40; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 250));
+          const status = await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS });
+          const body = status.ok ? await readJson(status) : null;
+          if (body && body.data && body.data.paid) { loadStatus({ focus: true }); return; }
+        }
+        message = 'The subscription was created but its webhook has not arrived yet. Reload in a moment.';
+      } else {
+        const body = await readJson(response);
+        if (body && typeof body.message === 'string') message = body.message;
+      }
+    } catch (_) { /* keep the generic message */ }
+    setButtonBusy(button, false);
+    showPortalError(button, message);
+  }
+
   // --- Wiring ----------------------------------------------------------------------------------
 
   function onClick(event) {
@@ -237,6 +280,10 @@
     if (!button || !root.contains(button)) return;
     if (button.id === 'retry') {
       loadStatus({ focus: true });
+    } else if (button.id === 'demo-sign-in') {
+      demoSignIn(button);
+    } else if (button.id === 'demo-subscribe') {
+      demoSubscribe(button);
     } else if (button.hasAttribute('data-portal-flow')) {
       const flow = button.dataset.portalFlow;
       openPortal(button, flow ? { flow } : {});

@@ -501,3 +501,72 @@ async fn a_subscription_already_ending_offers_no_cancel_action() {
     browser.screenshot("paid-ending").await;
     browser.close().await;
 }
+
+async fn click(browser: &Browser, css: &str) {
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = crate::emulator::spawn_emulated_app_with(|_| {}).await;
+
+    // Signed out: the demo sign-in is offered.
+    browser.open_billing(&app).await;
+    browser.wait_for_state("signed-out").await;
+    click(&browser, "#demo-sign-in").await;
+    browser.wait_for_state("unpaid").await;
+    assert!(!browser.has("#manage-subscription").await);
+    browser.screenshot("demo-unpaid").await;
+
+    // Demo checkout: the emulator creates the subscription, its webhook makes
+    // the user paid, and the button appears.
+    click(&browser, "#demo-subscribe").await;
+    browser.wait_for_state("paid").await;
+    browser.screenshot("demo-paid").await;
+
+    // The emulator's hosted portal: cancel now, then return to the app.
+    click(&browser, "#manage-subscription").await;
+    click(&browser, "#cancel-plan").await;
+    click(&browser, "#cancel-now").await;
+    browser.screenshot("demo-portal-cancel").await;
+    click(&browser, "#confirm-cancel").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(".notice"))
+        .await
+        .unwrap();
+    click(&browser, "#return-to-app").await;
+
+    // Back on the page: the cancellation arrived by webhook, no button.
+    crate::emulator::eventually("the cancellation webhook", || {
+        !app.user("demo_user").unwrap().paid
+    })
+    .await;
+    browser.client.refresh().await.unwrap();
+    browser.wait_for_state("unpaid").await;
+    assert!(!browser.has("#manage-subscription").await);
+    browser.screenshot("demo-returned").await;
+    assert_eq!(
+        app.event_outcome_of_type("customer.subscription.created"),
+        "applied"
+    );
+    assert_eq!(
+        app.event_outcome_of_type("customer.subscription.deleted"),
+        "applied"
+    );
+    browser.close().await;
+}

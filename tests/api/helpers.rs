@@ -184,3 +184,19 @@ impl TestApp {
             .outcome
     }
 }
+
+impl TestApp {
+    /// The outcome of the (only) stored event of `type_`.
+    pub fn event_outcome_of_type(&self, type_: &str) -> String {
+        #[derive(QueryableByName)]
+        struct Outcome {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            outcome: String,
+        }
+        diesel::sql_query("SELECT outcome FROM stripe_events WHERE type = $1")
+            .bind::<diesel::sql_types::Text, _>(type_)
+            .get_result::<Outcome>(&mut self.db())
+            .unwrap()
+            .outcome
+    }
+}

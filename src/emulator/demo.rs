@@ -1,0 +1,78 @@
+//! Demo mode, only while the emulator runs: `POST /demo/sign-in` sets a
+//! session cookie for a demo user, and `POST /demo/subscribe` is a stand-in
+//! for Stripe Checkout that creates a subscription in the emulator. The
+//! subscription reaches Postgres the way a real one does: the emulator's
+//! signed `customer.subscription.created` webhook.
+
+use std::collections::BTreeMap;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::Emulator;
+use crate::auth::{check_same_origin, issue_token, AuthenticatedUser, Claims, SESSION_COOKIE};
+use crate::billing::portal::user_customer;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub const DEMO_USER: &str = "demo_user";
+pub const DEMO_EMAIL: &str = "demo@example.com";
+
+fn demo(state: &AppState) -> Result<&super::super::startup::DemoMode, ApiError> {
+    state.demo.as_ref().ok_or_else(ApiError::not_found)
+}
+
+pub async fn sign_in(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let demo = demo(&state)?;
+    let token = issue_token(
+        &demo.jwt_secret,
+        &Claims {
+            sub: DEMO_USER.into(),
+            email: Some(DEMO_EMAIL.into()),
+            exp: chrono::Utc::now().timestamp() + 8 * 3600,
+        },
+    );
+    let cookie = Cookie::build(SESSION_COOKIE, token)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .finish();
+    Ok(HttpResponse::Ok()
+        .cookie(cookie)
+        .json(json!({"message": "signed in as the demo user", "data": {"userId": DEMO_USER}})))
+}
+
+pub async fn subscribe(
+    req: HttpRequest,
+    user: AuthenticatedUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_same_origin(&req, &user, &state.app_origin)?;
+    let emulator = demo(&state)?.emulator.clone();
+    let customer = user_customer(&state, &user).await?;
+    let price = Emulator::prices()[1].id;
+    let metadata = BTreeMap::from([("user_id".to_string(), user.id.as_str().to_string())]);
+    let created = emulator.with_state(|emu, s| {
+        let active = s
+            .subscriptions
+            .values()
+            .any(|sub| sub.customer == customer && sub.status != "canceled");
+        if active {
+            return Ok(None);
+        }
+        emu.create_subscription(s, &customer, price, metadata)
+            .map(Some)
+    });
+    match created {
+        Ok(Some(sub)) => Ok(HttpResponse::Ok().json(json!({
+            "message": "subscription created",
+            "data": {"subscriptionId": sub.id}
+        }))),
+        Ok(None) => Err(ApiError::conflict(
+            "already_subscribed",
+            "you already have a subscription; manage it in the portal",
+        )),
+        Err(e) => Err(ApiError::bad_gateway("stripe_error", e.message)),
+    }
+}

@@ -1,0 +1,350 @@
+//! The zero-config mode: no `STRIPE_SECRET_KEY` outside production starts the
+//! in-process Stripe emulator on the service's own port.
+
+use serde_json::Value;
+use stripe::ClientBuilder;
+use stripe_billing::subscription::{
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems, ListSubscription,
+    ListSubscriptionStatus, RetrieveSubscription, UpdateSubscription,
+};
+use stripe_core::customer::{CreateCustomer, DeleteCustomer, RetrieveCustomer};
+
+use crate::helpers::*;
+use crate::proxy::TcpProxy;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The service with no Stripe key, reachable at `APP_BASE_URL` (so the
+/// portal's "Return to app" comes back to it).
+pub async fn spawn_emulated_app_with(
+    customize: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> TestApp {
+    let port = free_port();
+    spawn_app_with(|vars| {
+        vars.remove("STRIPE_SECRET_KEY");
+        vars.remove("STRIPE_API_BASE");
+        vars.insert("PORT".into(), port.to_string());
+        vars.insert("APP_BASE_URL".into(), format!("http://127.0.0.1:{port}"));
+        customize(vars);
+    })
+    .await
+}
+
+fn emulator_client(app: &TestApp) -> stripe::Client {
+    ClientBuilder::new("sk_test_emulator")
+        .url(format!("{}/stripe-emulator/", app.address))
+        .build()
+        .unwrap()
+}
+
+async fn emulator_post(
+    app: &TestApp,
+    path: &str,
+    form: &[(&str, &str)],
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/stripe-emulator/v1/{path}")))
+        .bearer_auth("sk_test_emulator")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        );
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn emulator_get(app: &TestApp, path: &str) -> Value {
+    app.client
+        .get(app.url(&format!("/stripe-emulator/v1/{path}")))
+        .bearer_auth("sk_test_emulator")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls until `check` holds (webhooks arrive asynchronously), at most 10 s.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn the_emulators_answers_parse_with_async_stripes_types() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let client = emulator_client(&app);
+
+    let customer = CreateCustomer::new()
+        .email("ada@example.com")
+        .send(&client)
+        .await
+        .unwrap();
+    let fetched = RetrieveCustomer::new(customer.id.clone())
+        .send(&client)
+        .await
+        .unwrap();
+    let sub = CreateSubscription::new()
+        .customer(customer.id.to_string())
+        .items(vec![CreateSubscriptionItems {
+            price: Some("price_emu_starter_monthly".into()),
+            ..Default::default()
+        }])
+        .send(&client)
+        .await
+        .unwrap();
+    let retrieved = RetrieveSubscription::new(sub.id.clone())
+        .send(&client)
+        .await
+        .unwrap();
+    let ending = UpdateSubscription::new(sub.id.clone())
+        .cancel_at_period_end(true)
+        .send(&client)
+        .await
+        .unwrap();
+    let listed = ListSubscription::new()
+        .customer(customer.id.to_string())
+        .status(ListSubscriptionStatus::All)
+        .send(&client)
+        .await
+        .unwrap();
+    let canceled = CancelSubscription::new(sub.id.clone())
+        .send(&client)
+        .await
+        .unwrap();
+    let deleted = DeleteCustomer::new(customer.id.clone())
+        .send(&client)
+        .await
+        .unwrap();
+
+    let stripe_core::customer::RetrieveCustomerReturned::Customer(fetched) = fetched else {
+        panic!("a live customer came back as deleted");
+    };
+    assert_eq!(fetched.email.as_deref(), Some("ada@example.com"));
+    assert_eq!(retrieved.status.as_str(), "active");
+    assert_eq!(
+        retrieved.items.data[0].price.id.as_str(),
+        "price_emu_starter_monthly"
+    );
+    assert!(ending.cancel_at_period_end);
+    assert_eq!(listed.data.len(), 1);
+    assert_eq!(canceled.status.as_str(), "canceled");
+    assert_eq!(deleted.id, customer.id);
+    // The catalogue and invoices, in the strict shared types.
+    for (path, kind) in [
+        ("prices", "price"),
+        ("products", "product"),
+        ("invoices", "invoice"),
+    ] {
+        let list = emulator_get(&app, path).await;
+        let data = list["data"].as_array().unwrap();
+        assert!(!data.is_empty(), "{path}");
+        for item in data {
+            let parsed = match kind {
+                "price" => serde_json::from_value::<stripe_shared::Price>(item.clone()).map(|_| ()),
+                "product" => {
+                    serde_json::from_value::<stripe_shared::Product>(item.clone()).map(|_| ())
+                }
+                _ => serde_json::from_value::<stripe_shared::Invoice>(item.clone()).map(|_| ()),
+            };
+            assert!(parsed.is_ok(), "{path}: {parsed:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn create_portal_works_with_no_stripe_key_at_all() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+
+    let response = app
+        .create_portal(&token_for("user_1", Some("ada@example.com")))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let url = body["data"]["portalUrl"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/stripe-emulator/p/session/bps_", app.address)),
+        "{url}"
+    );
+    let portal = app.client.get(url).send().await.unwrap();
+    assert_eq!(portal.status(), 200);
+    let html = portal.text().await.unwrap();
+    assert!(html.contains("Return to app") && html.contains("Invoice history"));
+}
+
+#[tokio::test]
+async fn the_emulator_honours_idempotency_keys_and_answers_stripe_errors() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+
+    let (_, first) = emulator_post(&app, "customers", &[("email", "a@x.test")], Some("k1")).await;
+    let (_, again) = emulator_post(&app, "customers", &[("email", "a@x.test")], Some("k1")).await;
+    let (reuse_status, reuse) =
+        emulator_post(&app, "customers", &[("email", "b@x.test")], Some("k1")).await;
+    let (missing_status, missing) = emulator_post(
+        &app,
+        "billing_portal/sessions",
+        &[("customer", "cus_nope"), ("return_url", "http://x.test")],
+        None,
+    )
+    .await;
+
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(reuse_status, 400);
+    assert_eq!(reuse["error"]["type"], "idempotency_error");
+    assert_eq!(missing_status, 404);
+    assert_eq!(missing["error"]["code"], "resource_missing");
+    assert_eq!(missing["error"]["param"], "customer");
+}
+
+#[tokio::test]
+async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
+
+    let (status, sub) = emulator_post(
+        &app,
+        "subscriptions",
+        &[
+            ("customer", &customer),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("paid", || app.user("user_1").unwrap().paid).await;
+    let sub_id = sub["id"].as_str().unwrap();
+    app.client
+        .delete(app.url(&format!("/stripe-emulator/v1/subscriptions/{sub_id}")))
+        .bearer_auth("sk_test_emulator")
+        .send()
+        .await
+        .unwrap();
+    eventually("unpaid", || !app.user("user_1").unwrap().paid).await;
+
+    assert_eq!(
+        app.event_outcome_of_type("customer.subscription.created"),
+        "applied"
+    );
+    assert_eq!(
+        app.event_outcome_of_type("customer.subscription.deleted"),
+        "applied"
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let app = spawn_emulated_app_with(|vars| {
+        let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
+        vars.insert("DATABASE_URL".into(), db);
+        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    let token = token_for("user_1", None);
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
+
+    proxy.cut();
+    let (status, _) = emulator_post(
+        &app,
+        "subscriptions",
+        &[
+            ("customer", &customer),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    // The first deliveries meet a database that is down and get 503.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    proxy.restore();
+
+    assert_eq!(status, 200);
+    eventually("the retried delivery", || app.user("user_1").unwrap().paid).await;
+}
+
+#[tokio::test]
+async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
+    let app = spawn_app().await;
+
+    let api = app
+        .client
+        .get(app.url("/stripe-emulator/v1/prices"))
+        .bearer_auth("sk_test_x")
+        .send()
+        .await
+        .unwrap();
+    let demo = app
+        .client
+        .post(app.url("/demo/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    let page = app
+        .client
+        .get(app.url("/settings/billing"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    assert_eq!(api.status(), 404);
+    assert_eq!(demo.status(), 404);
+    assert!(page.contains(r#"<meta name="billing-demo" content="off">"#));
+}
+
+#[tokio::test]
+async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+
+    let signed_in = client.post(app.url("/demo/sign-in")).send().await.unwrap();
+    let subscribed = client
+        .post(app.url("/demo/subscribe"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(signed_in.status(), 200);
+    assert_eq!(subscribed.status(), 200);
+    eventually("the demo user to be paid", || {
+        app.user("demo_user").is_some_and(|u| u.paid)
+    })
+    .await;
+    let again = client
+        .post(app.url("/demo/subscribe"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+}

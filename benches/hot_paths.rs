@@ -31,10 +31,17 @@ fn signature(c: &mut Criterion) {
     let mut group = c.benchmark_group("signature");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("verify, one secret", |b| {
-        b.iter(|| one.verify(Some(black_box(&header)), black_box(&body), now).unwrap())
+        b.iter(|| {
+            one.verify(Some(black_box(&header)), black_box(&body), now)
+                .unwrap()
+        })
     });
     group.bench_function("verify, two secrets while rolling", |b| {
-        b.iter(|| rolling.verify(Some(black_box(&header)), black_box(&body), now).unwrap())
+        b.iter(|| {
+            rolling
+                .verify(Some(black_box(&header)), black_box(&body), now)
+                .unwrap()
+        })
     });
     group.finish();
 }
@@ -47,7 +54,9 @@ fn events(c: &mut Criterion) {
     group.bench_function("subscription.updated (current shape)", |b| {
         b.iter(|| parse_event(black_box(&body)).unwrap())
     });
-    group.bench_function("ignored type", |b| b.iter(|| parse_event(black_box(ignored)).unwrap()));
+    group.bench_function("ignored type", |b| {
+        b.iter(|| parse_event(black_box(ignored)).unwrap())
+    });
     group.finish();
 }
 

@@ -36,6 +36,7 @@ const KEYS: &[&str] = &[
     "stripe_webhook_refetch",
     "stripe_portal_configuration",
     "billing_past_due_is_paid",
+    "shutdown_timeout_secs",
 ];
 /// Secret keys: (config key, environment name). Environment only.
 const SECRET_KEYS: &[(&str, &str)] = &[
@@ -100,6 +101,7 @@ struct Raw {
     stripe_webhook_refetch: bool,
     stripe_portal_configuration: Option<String>,
     billing_past_due_is_paid: bool,
+    shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,8 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub auth_jwt_secret: SecretString,
     pub billing_past_due_is_paid: bool,
+    /// How long in-flight requests may finish after SIGTERM/Ctrl-C.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -281,7 +285,7 @@ impl Settings {
             if webhook_secrets.is_empty() {
                 return unsafe_for_production(
                     "STRIPE_WEBHOOK_SECRET",
-                    "is not set (webhooks could not be verified)",
+                    "is not set, nor STRIPE_WEBHOOK_SECRET_FILE (webhooks could not be verified)",
                 );
             }
             match &jwt_secret {
@@ -330,6 +334,7 @@ impl Settings {
             },
             auth_jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(DEV_JWT_SECRET)),
             billing_past_due_is_paid: raw.billing_past_due_is_paid,
+            shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
         })
     }
 

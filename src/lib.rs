@@ -7,6 +7,8 @@ pub mod config;
 pub mod db;
 pub mod emulator;
 pub mod error;
+pub mod metrics;
+pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod stripe;

@@ -1,12 +1,21 @@
-//! Command line: `serve` (the default), `migrate`, and `token` (a session
+//! Command line: `serve` (the default), `migrate`, `sync` (repair
+//! subscriptions from Stripe after missed webhooks), and `token` (a session
 //! token for curl, signed with `AUTH_JWT_SECRET`).
+
+use std::io::IsTerminal;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
 use billing_portal::auth::{issue_token, Claims};
+use billing_portal::billing::resync::{resync, Progress};
+use billing_portal::billing::sync::PaidRule;
 use billing_portal::config::Settings;
 use billing_portal::db;
+use billing_portal::metrics::Metrics;
 use billing_portal::startup::Application;
+use billing_portal::stripe::client::StripeGateway;
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(version, about = "Stripe Customer Portal service")]
@@ -21,6 +30,13 @@ enum Command {
     Serve,
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
+    /// Re-read every customer's subscriptions from Stripe and apply them, so
+    /// Postgres matches Stripe again after missed webhooks.
+    Sync {
+        /// Print what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a session token (JWT, HS256) for trying the API with curl.
     Token {
         /// The app's user id (`sub`).
@@ -64,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Sync { dry_run } => sync(settings, dry_run).await,
         Command::Token { sub, email, ttl } => {
             let claims = Claims {
                 sub,
@@ -74,4 +91,87 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
+    let Some(key) = &settings.stripe.secret_key else {
+        // The emulator's state lives inside a running service, and it never
+        // runs in production: there is nothing here to sync against.
+        anyhow::bail!("sync needs STRIPE_SECRET_KEY: it reads subscriptions from Stripe");
+    };
+    let stripe = StripeGateway::new(
+        key,
+        settings.stripe.api_base.as_deref(),
+        settings.stripe.timeout,
+        None,
+        Arc::new(Metrics::new()),
+    )?;
+    db::prepare_database(&settings.database)?;
+    let pool = db::build_pool(&settings.database)?;
+    let rule = PaidRule {
+        past_due_is_paid: settings.billing_past_due_is_paid,
+    };
+    // A progress bar on a terminal, plain lines otherwise (CI, cron, logs).
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} customers {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let say = |line: String| match &bar {
+        Some(bar) => bar.println(line),
+        None => println!("{line}"),
+    };
+    let verb = if dry_run { "would change" } else { "changed" };
+    let report = resync(&pool, &stripe, rule, dry_run, |event| match event {
+        Progress::Start { customers } => match &bar {
+            Some(bar) => bar.set_length(customers as u64),
+            None => println!("checking {customers} customers"),
+        },
+        Progress::Change {
+            user,
+            subscription,
+            before,
+            after,
+        } => say(format!(
+            "{verb} {subscription} of {user}: {before} -> {after}"
+        )),
+        Progress::Failed {
+            user,
+            customer,
+            reason,
+        } => say(format!("FAILED {customer} of {user}: {reason}")),
+        Progress::Checked {
+            customer,
+            subscriptions,
+            ..
+        } => match &bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(customer.to_string());
+            }
+            None => println!("checked {customer}: {subscriptions} subscriptions"),
+        },
+    })
+    .await?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    println!(
+        "{}customers checked: {}, subscriptions {verb}: {}, failures: {}",
+        if dry_run {
+            "dry run, nothing written. "
+        } else {
+            ""
+        },
+        report.customers,
+        report.changed,
+        report.failures.len()
+    );
+    if !report.failures.is_empty() {
+        anyhow::bail!("{} customers could not be synced", report.failures.len());
+    }
+    Ok(())
 }

@@ -15,6 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
 use crate::emulator::{self, Emulator};
+use crate::metrics::Metrics;
+use crate::request_id;
+use actix_web::dev::Service;
 
 use crate::auth::JwtVerifier;
 use crate::billing::sync::PaidRule;
@@ -45,6 +48,7 @@ pub struct AppState {
     pub webhook_verifier: WebhookVerifier,
     pub webhook_refetch: bool,
     pub demo: Option<DemoMode>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -124,18 +128,21 @@ impl Application {
             }
             _ => None,
         };
+        let metrics = Arc::new(Metrics::new());
         let stripe = match (&settings.stripe.secret_key, &emulator) {
             (Some(key), _) => Some(StripeGateway::new(
                 key,
                 settings.stripe.api_base.as_deref(),
                 settings.stripe.timeout,
                 settings.stripe.portal_configuration.clone(),
+                metrics.clone(),
             )?),
             (None, Some((_, api_base))) => Some(StripeGateway::new(
                 &SecretString::from("sk_test_emulator"),
                 Some(api_base),
                 settings.stripe.timeout,
                 settings.stripe.portal_configuration.clone(),
+                metrics.clone(),
             )?),
             (None, None) => None,
         };
@@ -162,15 +169,37 @@ impl Application {
             ),
             webhook_refetch: settings.stripe.webhook_refetch,
             demo,
+            metrics: metrics.clone(),
         });
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
         let server = HttpServer::new(move || {
             let emulator_data = emulator_data.clone();
+            let metrics = metrics.clone();
             App::new()
                 .wrap(routes::json_errors())
-                // Never the headers: they carry the session token.
-                .wrap(Logger::new(r#"%a "%r" %s %b %Dms"#))
+                .wrap_fn(move |req, srv| {
+                    let metrics = metrics.clone();
+                    let method = req.method().to_string();
+                    let call = srv.call(req);
+                    async move {
+                        let res = call.await?;
+                        // The route pattern, not the path: bounded label values.
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".into());
+                        metrics
+                            .http_requests
+                            .with_label_values(&[&method, &route, res.status().as_str()])
+                            .inc();
+                        Ok(res)
+                    }
+                })
+                .wrap_fn(request_id::middleware)
+                // One access line per request, with its id; never the
+                // headers, which carry the session token.
+                .wrap(Logger::new(r#"%{x-request-id}o %a "%r" %s %b %Dms"#))
                 .app_data(state.clone())
                 .app_data(jwt.clone())
                 .configure(move |cfg| {
@@ -184,6 +213,9 @@ impl Application {
                 .configure(routes::configure)
         })
         .listen(listener)?
+        // SIGTERM and Ctrl-C: stop accepting, let in-flight requests finish
+        // (a webhook either commits or its caller sees no 2xx), then stop.
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .run();
         info!(
             "listening on http://{}:{port} ({} environment)",

@@ -4,6 +4,7 @@
 //! billing status is ([`summary`]).
 
 pub mod portal;
+pub mod resync;
 pub mod status;
 pub mod summary;
 pub mod sync;

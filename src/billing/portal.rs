@@ -88,19 +88,21 @@ pub async fn portal_url(
     let session = stripe
         .create_portal_session(&customer, &state.portal_return_url, locale, flow)
         .await;
-    match session {
+    let session = match session {
         Err(StripeFailure::NoSuchCustomer) => {
             warn!(
                 "Stripe no longer knows customer {customer} of user {}; creating a new one",
                 row.id
             );
             let customer = ensure_customer(state, stripe, &row.id, email, Some(&customer)).await?;
-            Ok(stripe
+            stripe
                 .create_portal_session(&customer, &state.portal_return_url, locale, flow)
-                .await?)
+                .await?
         }
-        other => Ok(other?),
-    }
+        other => other?,
+    };
+    state.metrics.portal_sessions.inc();
+    Ok(session)
 }
 
 /// The user's Stripe customer, created if they have none (upserting the

@@ -142,3 +142,12 @@ pub fn recompute_all_paid(conn: &mut PgConnection, paid_statuses: &[&str]) -> Qu
     .bind::<diesel::sql_types::Array<Text>, _>(paid_statuses)
     .execute(conn)
 }
+
+/// (user id, customer id) for every user with a Stripe customer.
+pub fn with_customers(conn: &mut PgConnection) -> QueryResult<Vec<(String, String)>> {
+    users::table
+        .filter(users::stripe_customer_id.is_not_null())
+        .order(users::id)
+        .select((users::id, users::stripe_customer_id.assume_not_null()))
+        .load(conn)
+}

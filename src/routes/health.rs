@@ -14,6 +14,23 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// Prometheus metrics of this instance (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.pool.state();
+    let gauge = &state.metrics.db_pool;
+    gauge
+        .with_label_values(&["in_use"])
+        .set(i64::from(pool.connections - pool.idle_connections));
+    gauge
+        .with_label_values(&["idle"])
+        .set(i64::from(pool.idle_connections));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
 /// Readiness: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(

@@ -58,6 +58,7 @@ fn endpoints() -> Vec<(Method, &'static str, Route)> {
         ),
         (Method::GET, "/healthz", web::get().to(health::healthz)),
         (Method::GET, "/readyz", web::get().to(health::readyz)),
+        (Method::GET, "/metrics", web::get().to(health::metrics)),
         (
             Method::GET,
             "/openapi.json",

@@ -26,6 +26,7 @@ use crate::error::ErrorBody;
         page::billing_js,
         health::healthz,
         health::readyz,
+        health::metrics,
         openapi_json,
     ),
     components(schemas(ErrorBody)),

@@ -50,11 +50,16 @@ pub async fn stripe_webhook(
         .verify(header, &body, now)
         .map_err(|e| {
             log::warn!("webhook refused: {e}");
+            state.metrics.signature_failures.inc();
+            rejected(&state, "unverified");
             ApiError::bad_request(e.code(), e.to_string())
         })?;
-    let event =
-        parse_event(&body).map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    let event = parse_event(&body).map_err(|e| {
+        rejected(&state, "not_an_event");
+        ApiError::bad_request("invalid_event", e.to_string())
+    })?;
     if sync::timestamp(event.created).is_none() {
+        rejected(&state, &event.type_);
         return Err(ApiError::bad_request(
             "invalid_event",
             "event `created` is not a valid time",
@@ -66,7 +71,12 @@ pub async fn stripe_webhook(
             let id = event.id.clone();
             // A redelivery must not cost a Stripe call.
             if db::run(&state.pool, move |conn| events::exists(conn, &id)).await? {
-                return Ok(received(&event.id, &event.type_, Outcome::Duplicate));
+                return Ok(received(
+                    &state,
+                    &event.id,
+                    &event.type_,
+                    Outcome::Duplicate,
+                ));
             }
             Some(state.stripe()?.retrieve_subscription(&sub.id).await?)
         }
@@ -79,10 +89,23 @@ pub async fn stripe_webhook(
         sync::apply_event(conn, &event, fresh.as_ref(), rule)
     })
     .await?;
-    Ok(received(&event_id, &event_type, outcome))
+    Ok(received(&state, &event_id, &event_type, outcome))
 }
 
-fn received(id: &str, type_: &str, outcome: Outcome) -> HttpResponse {
+fn rejected(state: &AppState, type_: &str) {
+    state
+        .metrics
+        .webhook_events
+        .with_label_values(&[type_, "rejected"])
+        .inc();
+}
+
+fn received(state: &AppState, id: &str, type_: &str, outcome: Outcome) -> HttpResponse {
     log::info!("webhook {id} {type_}: {}", outcome.as_str());
+    state
+        .metrics
+        .webhook_events
+        .with_label_values(&[type_, outcome.as_str()])
+        .inc();
     HttpResponse::Ok().json(Received { received: true })
 }

@@ -23,13 +23,17 @@ use stripe_billing::billing_portal_session::{
     CreateBillingPortalSessionFlowDataSubscriptionCancel,
     CreateBillingPortalSessionFlowDataSubscriptionUpdate, CreateBillingPortalSessionFlowDataType,
 };
-use stripe_billing::subscription::RetrieveSubscription;
+use stripe_billing::subscription::{
+    ListSubscription, ListSubscriptionStatus, RetrieveSubscription,
+};
 use stripe_billing::BillingPortalSessionLocale;
 use stripe_core::customer::CreateCustomer;
 
 use crate::billing::status::SubscriptionStatus;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::stripe::events::SubscriptionObject;
+use std::sync::Arc;
 
 /// What went wrong talking to Stripe, in the terms the service acts on.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +51,14 @@ pub enum StripeFailure {
     Timeout,
     #[error("cannot reach Stripe: {0}")]
     Unreachable(String),
-    #[error("Stripe answered {status} {kind}/{code}: {message}")]
+    #[error("Stripe answered {status} {kind}/{code}: {message} (request log: {request_log})")]
     Api {
         status: u16,
         kind: String,
         code: String,
         message: String,
+        /// Stripe's dashboard link for this request; it names the request id.
+        request_log: String,
     },
     #[error("unexpected answer from Stripe: {0}")]
     InvalidResponse(String),
@@ -81,6 +87,7 @@ impl From<StripeError> for StripeFailure {
                         kind: api.type_.as_str().to_string(),
                         code: code.unwrap_or_default(),
                         message,
+                        request_log: api.request_log_url.clone().unwrap_or_else(|| "none".into()),
                     }
                 }
             }
@@ -130,6 +137,7 @@ impl From<StripeFailure> for ApiError {
 pub struct StripeGateway {
     client: Client,
     portal_configuration: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for StripeGateway {
@@ -144,6 +152,7 @@ impl StripeGateway {
         api_base: Option<&str>,
         timeout: Duration,
         portal_configuration: Option<String>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let mut builder = ClientBuilder::new(secret_key.expose_secret())
             .timeout(timeout)
@@ -167,7 +176,29 @@ impl StripeGateway {
         Ok(Self {
             client,
             portal_configuration,
+            metrics,
         })
+    }
+
+    /// Runs one Stripe call, counting it by outcome and timing it.
+    async fn timed<T>(
+        &self,
+        operation: &str,
+        call: impl std::future::Future<Output = Result<T, StripeError>>,
+    ) -> Result<T, StripeFailure> {
+        let started = std::time::Instant::now();
+        let result = call.await.map_err(StripeFailure::from);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(StripeFailure::Timeout) => "timeout",
+            Err(StripeFailure::Unreachable(_)) => "unreachable",
+            Err(StripeFailure::RateLimited) => "rate_limited",
+            Err(StripeFailure::Api { status, .. }) if *status >= 500 => "server_error",
+            Err(_) => "client_error",
+        };
+        self.metrics
+            .stripe_call(operation, outcome, started.elapsed());
+        result
     }
 
     /// Creates the customer for `user_id`. The idempotency key is derived from
@@ -189,10 +220,14 @@ impl StripeGateway {
         }
         let key = ::stripe::IdempotencyKey::new(customer_idempotency_key(user_id, replacing))
             .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
-        let customer = request
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(key))
-            .send(&self.client)
+        let customer = self
+            .timed(
+                "create_customer",
+                request
+                    .customize()
+                    .request_strategy(RequestStrategy::Idempotent(key))
+                    .send(&self.client),
+            )
             .await?;
         Ok(customer.id.to_string())
     }
@@ -219,7 +254,9 @@ impl StripeGateway {
         if let Some(locale) = locale {
             request = request.locale(locale.0.clone());
         }
-        let session = request.send(&self.client).await?;
+        let session = self
+            .timed("create_portal_session", request.send(&self.client))
+            .await?;
         Ok(session.url)
     }
 }
@@ -231,8 +268,79 @@ impl StripeGateway {
         &self,
         id: &str,
     ) -> Result<SubscriptionObject, StripeFailure> {
-        let sub = RetrieveSubscription::new(id).send(&self.client).await?;
+        let sub = self
+            .timed(
+                "retrieve_subscription",
+                RetrieveSubscription::new(id).send(&self.client),
+            )
+            .await?;
         Ok(subscription_object(&sub))
+    }
+}
+
+impl StripeGateway {
+    /// Every subscription of `customer`, all statuses, every page. Rate
+    /// limits, 5xx answers, timeouts and connection failures are retried with
+    /// doubling backoff.
+    pub async fn list_subscriptions(
+        &self,
+        customer: &str,
+    ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = ListSubscription::new()
+                .customer(customer)
+                .status(ListSubscriptionStatus::All)
+                .limit(100);
+            if let Some(after) = &after {
+                request = request.starting_after(after.as_str());
+            }
+            let page =
+                with_retries(|| self.timed("list_subscriptions", request.send(&self.client)))
+                    .await?;
+            all.extend(page.data.iter().map(subscription_object));
+            after = page.data.last().map(|s| s.id.to_string());
+            if !page.has_more || after.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+/// Retries what is worth retrying (429, 5xx, timeouts, connection failures)
+/// up to five attempts, waiting 250 ms, 500 ms, 1 s, 2 s in between.
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, StripeFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StripeFailure>>,
+{
+    let mut wait = Duration::from_millis(250);
+    for attempt in 1.. {
+        match call().await {
+            Err(failure) if attempt < 5 && failure.is_transient() => {
+                log::warn!("Stripe call failed ({failure}); retry {attempt} in {wait:?}");
+                tokio_sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns by the fifth attempt")
+}
+
+async fn tokio_sleep(duration: Duration) {
+    actix_web::rt::time::sleep(duration).await
+}
+
+impl StripeFailure {
+    /// Whether trying again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::RateLimited | Self::Timeout | Self::Unreachable(_) => true,
+            Self::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
     }
 }
 

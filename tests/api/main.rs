@@ -9,6 +9,7 @@ mod fake_stripe;
 mod flows;
 mod health;
 mod helpers;
+mod operations;
 mod ordering;
 mod page;
 mod portal;

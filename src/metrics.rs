@@ -1,0 +1,129 @@
+//! Prometheus metrics for `GET /metrics`: requests by route and status,
+//! webhook events by type and outcome, signature failures, portal sessions
+//! created, Stripe API calls by operation and outcome with a latency
+//! histogram, and the database pool in use. One registry per
+//! [`Application`](crate::startup::Application), so tests never share one;
+//! counters are per instance, and Prometheus sums instances.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub webhook_events: IntCounterVec,
+    pub signature_failures: IntCounter,
+    pub portal_sessions: IntCounter,
+    pub stripe_calls: IntCounterVec,
+    pub stripe_latency: HistogramVec,
+    pub db_pool: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("billing_portal".into()), None)
+            .expect("a valid metric prefix");
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by route pattern and status",
+            ),
+            &["method", "route", "status"],
+        )
+        .unwrap();
+        let webhook_events = IntCounterVec::new(
+            Opts::new(
+                "webhook_events_total",
+                "Webhook deliveries by event type and outcome \
+                 (applied, duplicate, stale, ignored, rejected)",
+            ),
+            &["type", "outcome"],
+        )
+        .unwrap();
+        let signature_failures = IntCounter::new(
+            "webhook_signature_failures_total",
+            "Webhook deliveries refused for a missing or bad Stripe-Signature",
+        )
+        .unwrap();
+        let portal_sessions = IntCounter::new(
+            "portal_sessions_created_total",
+            "Customer Portal sessions created",
+        )
+        .unwrap();
+        let stripe_calls = IntCounterVec::new(
+            Opts::new(
+                "stripe_api_calls_total",
+                "Stripe API calls by operation and outcome",
+            ),
+            &["operation", "outcome"],
+        )
+        .unwrap();
+        let stripe_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "stripe_api_call_duration_seconds",
+                "Stripe API call latency",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["operation"],
+        )
+        .unwrap();
+        let db_pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections by state"),
+            &["state"],
+        )
+        .unwrap();
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_events.clone()),
+            Box::new(signature_failures.clone()),
+            Box::new(portal_sessions.clone()),
+            Box::new(stripe_calls.clone()),
+            Box::new(stripe_latency.clone()),
+            Box::new(db_pool.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            http_requests,
+            webhook_events,
+            signature_failures,
+            portal_sessions,
+            stripe_calls,
+            stripe_latency,
+            db_pool,
+        }
+    }
+
+    pub fn stripe_call(&self, operation: &str, outcome: &str, elapsed: Duration) {
+        self.stripe_calls
+            .with_label_values(&[operation, outcome])
+            .inc();
+        self.stripe_latency
+            .with_label_values(&[operation])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,450 @@
+//! What operators rely on: `sync` repairs missed webhooks, `/metrics` moves,
+//! request ids, and SIGTERM loses no webhook in flight.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path, query_param, query_param_is_missing};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::emulator::free_port;
+use crate::events::*;
+use crate::fake_stripe::*;
+use crate::helpers::*;
+
+const DAY: i64 = 86_400;
+
+fn list(subs: Vec<Value>, has_more: bool) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "object": "list", "data": subs, "has_more": has_more, "url": "/v1/subscriptions"
+    }))
+}
+
+fn sub(id: &str, customer: &str, status: &str) -> Value {
+    current_subscription(id, customer, status, now() + 20 * DAY)
+}
+
+async fn mount_list(
+    app: &TestApp,
+    customer: &str,
+    after: Option<&str>,
+    response: ResponseTemplate,
+) {
+    let mock = Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .and(query_param("customer", customer))
+        .and(query_param("status", "all"));
+    let mock = match after {
+        Some(after) => mock.and(query_param("starting_after", after)),
+        None => mock.and(query_param_is_missing("starting_after")),
+    };
+    mock.respond_with(response).mount(&app.stripe).await;
+}
+
+/// Stripe holds state our database missed: a cancellation, a new
+/// subscription, five subscriptions over three pages, and a rate limit.
+async fn drifted_app() -> TestApp {
+    let app = spawn_app().await;
+    let t = now() - 1000;
+    for (user, customer) in [
+        ("user_a", "cus_a"),
+        ("user_b", "cus_b"),
+        ("user_c", "cus_c"),
+        ("user_d", "cus_d"),
+    ] {
+        app.execute(&format!(
+            "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
+        ));
+    }
+    // user_a's cancellation webhook was missed: we still think it is active.
+    app.deliver(&event(
+        "evt_a",
+        "customer.subscription.created",
+        t,
+        sub("sub_a", "cus_a", "active"),
+    ))
+    .await;
+    assert!(app.user("user_a").unwrap().paid);
+
+    mount_list(
+        &app,
+        "cus_a",
+        None,
+        list(vec![sub("sub_a", "cus_a", "canceled")], false),
+    )
+    .await;
+    mount_list(
+        &app,
+        "cus_b",
+        None,
+        list(vec![sub("sub_b", "cus_b", "active")], false),
+    )
+    .await;
+    mount_list(
+        &app,
+        "cus_c",
+        None,
+        list(
+            vec![
+                sub("sub_c1", "cus_c", "canceled"),
+                sub("sub_c2", "cus_c", "canceled"),
+            ],
+            true,
+        ),
+    )
+    .await;
+    mount_list(
+        &app,
+        "cus_c",
+        Some("sub_c2"),
+        list(
+            vec![
+                sub("sub_c3", "cus_c", "canceled"),
+                sub("sub_c4", "cus_c", "incomplete_expired"),
+            ],
+            true,
+        ),
+    )
+    .await;
+    mount_list(
+        &app,
+        "cus_c",
+        Some("sub_c4"),
+        list(vec![sub("sub_c5", "cus_c", "trialing")], false),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .and(query_param("customer", "cus_d"))
+        .respond_with(stripe_error(
+            429,
+            "invalid_request_error",
+            None,
+            "Too many requests",
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.stripe)
+        .await;
+    mount_list(
+        &app,
+        "cus_d",
+        None,
+        list(vec![sub("sub_d", "cus_d", "past_due")], false),
+    )
+    .await;
+    app
+}
+
+fn run_sync(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+        .arg("sync")
+        .args(args)
+        .env("APP_ENV", "test")
+        .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
+        .env("STRIPE_SECRET_KEY", STRIPE_KEY)
+        .env("STRIPE_API_BASE", app.stripe.uri())
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn paid_flags(app: &TestApp) -> Vec<(String, bool)> {
+    ["user_a", "user_b", "user_c", "user_d"]
+        .into_iter()
+        .map(|u| (u.to_string(), app.user(u).unwrap().paid))
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_dry_run_prints_the_drift_and_writes_nothing() {
+    let app = drifted_app().await;
+    let before = (paid_flags(&app), app.count("subscriptions"));
+
+    let (ok, output) = run_sync(&app, &["--dry-run"]);
+
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("would change sub_a of user_a: active price_pro_monthly -> canceled"),
+        "{output}"
+    );
+    assert!(
+        output.contains("customers checked: 4, subscriptions would change: 8, failures: 0"),
+        "{output}"
+    );
+    assert_eq!((paid_flags(&app), app.count("subscriptions")), before);
+}
+
+#[tokio::test]
+async fn sync_makes_postgres_match_stripe_across_pages_and_a_rate_limit() {
+    let app = drifted_app().await;
+
+    let (ok, output) = run_sync(&app, &[]);
+
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("customers checked: 4, subscriptions changed: 8, failures: 0"),
+        "{output}"
+    );
+    assert_eq!(
+        paid_flags(&app),
+        [
+            ("user_a".into(), false),
+            ("user_b".into(), true),
+            ("user_c".into(), true),
+            ("user_d".into(), true)
+        ]
+    );
+    assert_eq!(app.count("subscriptions"), 8);
+    // A second run finds nothing left to change.
+    let (_, again) = run_sync(&app, &[]);
+    assert!(again.contains("subscriptions changed: 0"), "{again}");
+}
+
+#[tokio::test]
+async fn one_customers_failure_does_not_stop_the_others_and_fails_the_run() {
+    let app = spawn_app().await;
+    for (user, customer) in [("user_a", "cus_a"), ("user_b", "cus_b")] {
+        app.execute(&format!(
+            "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
+        ));
+    }
+    mount_list(
+        &app,
+        "cus_a",
+        None,
+        stripe_error(500, "api_error", None, "boom"),
+    )
+    .await;
+    mount_list(
+        &app,
+        "cus_b",
+        None,
+        list(vec![sub("sub_b", "cus_b", "active")], false),
+    )
+    .await;
+
+    let (ok, output) = run_sync(&app, &[]);
+
+    assert!(!ok, "{output}");
+    assert!(output.contains("FAILED cus_a of user_a"), "{output}");
+    assert!(output.contains("failures: 1"), "{output}");
+    assert!(app.user("user_b").unwrap().paid);
+}
+
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_webhooks_portal_sessions_and_stripe_calls() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+
+    app.create_portal(&token_for("user_2", None)).await;
+    let created = event(
+        "evt_1",
+        "customer.subscription.created",
+        now(),
+        sub("sub_1", "cus_1", "active"),
+    );
+    app.deliver(&created).await;
+    app.deliver(&created).await;
+    app.post_webhook(b"{}", Some("t=1,v1=00")).await;
+    let after = scrape().await;
+
+    let grew =
+        |name: &str, labels: &str| metric(&after, name, labels) - metric(&before, name, labels);
+    assert_eq!(
+        grew("billing_portal_portal_sessions_created_total", ""),
+        1.0
+    );
+    assert_eq!(
+        grew(
+            "billing_portal_webhook_events_total",
+            r#"outcome="applied",type="customer.subscription.created""#
+        ),
+        1.0
+    );
+    assert_eq!(
+        grew(
+            "billing_portal_webhook_events_total",
+            r#"outcome="duplicate",type="customer.subscription.created""#
+        ),
+        1.0
+    );
+    assert_eq!(
+        grew("billing_portal_webhook_signature_failures_total", ""),
+        1.0
+    );
+    assert_eq!(
+        grew(
+            "billing_portal_stripe_api_calls_total",
+            r#"operation="create_customer",outcome="ok""#
+        ),
+        1.0
+    );
+    assert_eq!(
+        grew(
+            "billing_portal_stripe_api_call_duration_seconds_count",
+            r#"operation="create_portal_session""#
+        ),
+        1.0
+    );
+    assert_eq!(
+        grew(
+            "billing_portal_http_requests_total",
+            r#"method="POST",route="/webhooks/stripe",status="200""#
+        ),
+        2.0
+    );
+    assert!(
+        after.contains(r#"billing_portal_db_pool_connections{state="in_use"}"#),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_sane_incoming_one_is_kept() {
+    let app = spawn_app().await;
+
+    let generated = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let kept = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "req-from-proxy-42")
+        .send()
+        .await
+        .unwrap();
+    let replaced = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "x".repeat(300))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(generated.headers()["x-request-id"].len(), 32);
+    assert_eq!(kept.headers()["x-request-id"], "req-from-proxy-42");
+    assert_eq!(replaced.headers()["x-request-id"].len(), 32);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.deliver(&event(
+        "evt_0",
+        "customer.subscription.created",
+        now() - 100,
+        sub("sub_1", "cus_1", "trialing"),
+    ))
+    .await;
+    let port = free_port();
+    let mut service = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+        .env("APP_ENV", "test")
+        .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
+        .env("PORT", port.to_string())
+        .env("STRIPE_SECRET_KEY", STRIPE_KEY)
+        .env("STRIPE_API_BASE", app.stripe.uri())
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if app
+            .client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Hold the subscription's row lock so the webhook stalls mid-transaction.
+    let mut blocker = app.db();
+    diesel::RunQueryDsl::execute(diesel::sql_query("BEGIN"), &mut blocker).unwrap();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query("SELECT 1 FROM subscriptions WHERE id = 'sub_1' FOR UPDATE"),
+        &mut blocker,
+    )
+    .unwrap();
+    let body = serde_json::to_vec(&event(
+        "evt_1",
+        "customer.subscription.updated",
+        now() - 50,
+        sub("sub_1", "cus_1", "active"),
+    ))
+    .unwrap();
+    let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
+    let in_flight = tokio::spawn({
+        let (client, url) = (app.client.clone(), format!("{base}/webhooks/stripe"));
+        async move {
+            client
+                .post(url)
+                .header("stripe-signature", signature)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    Command::new("kill")
+        .args(["-TERM", &service.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = app.client.get(format!("{base}/healthz")).send().await;
+    diesel::RunQueryDsl::execute(diesel::sql_query("COMMIT"), &mut blocker).unwrap();
+    let answered = in_flight.await.unwrap();
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = service.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the service did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    assert!(
+        refused.is_err(),
+        "new connections are refused after SIGTERM"
+    );
+    assert_eq!(answered.unwrap(), 200);
+    assert_eq!(app.event_outcome("evt_1"), "applied");
+    assert!(app.user("user_1").unwrap().paid);
+    assert!(exit.success(), "{exit:?}");
+}

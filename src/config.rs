@@ -37,6 +37,7 @@ const KEYS: &[&str] = &[
     "stripe_portal_configuration",
     "billing_past_due_is_paid",
     "shutdown_timeout_secs",
+    "event_retention_days",
 ];
 /// Secret keys: (config key, environment name). Environment only.
 const SECRET_KEYS: &[(&str, &str)] = &[
@@ -102,6 +103,7 @@ struct Raw {
     stripe_portal_configuration: Option<String>,
     billing_past_due_is_paid: bool,
     shutdown_timeout_secs: u64,
+    event_retention_days: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +120,8 @@ pub struct Settings {
     pub billing_past_due_is_paid: bool,
     /// How long in-flight requests may finish after SIGTERM/Ctrl-C.
     pub shutdown_timeout: Duration,
+    /// `stripe_events` rows older than this are removed by `prune`.
+    pub event_retention_days: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +258,13 @@ impl Settings {
                 reason: "must be between 1 and 10 seconds".into(),
             });
         }
+        if raw.event_retention_days < 7 {
+            // Stripe redelivers for up to three days; dedupe must outlive that.
+            return Err(ConfigError::Invalid {
+                key: "EVENT_RETENTION_DAYS",
+                reason: "must be at least 7 (Stripe retries deliveries for up to 3 days)".into(),
+            });
+        }
         if raw.database_pool_size == 0 {
             return Err(ConfigError::Invalid {
                 key: "DATABASE_POOL_SIZE",
@@ -335,6 +346,7 @@ impl Settings {
             auth_jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(DEV_JWT_SECRET)),
             billing_past_due_is_paid: raw.billing_past_due_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
+            event_retention_days: raw.event_retention_days,
         })
     }
 

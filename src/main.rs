@@ -37,6 +37,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Delete recorded webhook events older than the retention
+    /// (EVENT_RETENTION_DAYS, default 90), so `stripe_events` stays bounded.
+    Prune {
+        /// Override EVENT_RETENTION_DAYS for this run.
+        #[arg(long)]
+        days: Option<u32>,
+    },
     /// Print a session token (JWT, HS256) for trying the API with curl.
     Token {
         /// The app's user id (`sub`).
@@ -81,6 +88,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync { dry_run } => sync(settings, dry_run).await,
+        Command::Prune { days } => {
+            let days = days.unwrap_or(settings.event_retention_days);
+            anyhow::ensure!(
+                days >= 7,
+                "--days must be at least 7: Stripe retries deliveries for up to 3 days"
+            );
+            db::prepare_database(&settings.database)?;
+            let mut conn = db::connect(&settings.database)?;
+            let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            let deleted = db::events::prune(&mut conn, cutoff, 10_000)?;
+            println!(
+                "pruned {deleted} webhook events received before {}",
+                cutoff.format("%Y-%m-%d %H:%M UTC")
+            );
+            Ok(())
+        }
         Command::Token { sub, email, ttl } => {
             let claims = Claims {
                 sub,

@@ -36,6 +36,25 @@ pub fn set_outcome(conn: &mut PgConnection, id: &str, outcome: &str) -> QueryRes
         .map(|_| ())
 }
 
+/// Deletes recorded events received before `cutoff`, in batches so no single
+/// statement holds locks or bloats WAL for long. Returns how many went.
+pub fn prune(conn: &mut PgConnection, cutoff: DateTime<Utc>, batch: i64) -> QueryResult<usize> {
+    let mut total = 0;
+    loop {
+        let deleted = diesel::sql_query(
+            "DELETE FROM stripe_events WHERE id IN ( \
+                 SELECT id FROM stripe_events WHERE received_at < $1 LIMIT $2)",
+        )
+        .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
+        .bind::<diesel::sql_types::BigInt, _>(batch)
+        .execute(conn)?;
+        total += deleted;
+        if deleted < batch as usize {
+            return Ok(total);
+        }
+    }
+}
+
 pub fn exists(conn: &mut PgConnection, id: &str) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(stripe_events::table.find(id))).get_result(conn)
 }

@@ -192,6 +192,17 @@ pub fn prepare_database(settings: &DatabaseSettings) -> anyhow::Result<()> {
     run_migrations(&mut conn)
 }
 
+/// One plain connection, for the command-line tools.
+pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgConnection> {
+    let url = with_connect_timeout(settings.url.expose_secret(), settings.connect_timeout);
+    PgConnection::establish(&url).with_context(|| {
+        format!(
+            "cannot connect to Postgres at {}",
+            settings.display_target()
+        )
+    })
+}
+
 pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<()> {
     let applied = conn
         .run_pending_migrations(MIGRATIONS)

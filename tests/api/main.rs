@@ -14,5 +14,6 @@ mod ordering;
 mod page;
 mod portal;
 mod proxy;
+mod scale;
 mod startup;
 mod webhooks;

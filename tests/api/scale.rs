@@ -1,0 +1,260 @@
+//! Scale-out: two instances (separate processes, different ports) on one
+//! database behave as one service, because Postgres is the only shared state.
+//! Also a saturated pool answers 503 promptly, and `prune` bounds the events
+//! table.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::emulator::free_port;
+use crate::events::*;
+use crate::fake_stripe::*;
+use crate::helpers::*;
+
+/// A second (or third) copy of the service, as its own process.
+struct Instance {
+    base: String,
+    child: Child,
+}
+
+impl Instance {
+    async fn start(app: &TestApp) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
+            .env("DATABASE_POOL_SIZE", "8")
+            .env("PORT", port.to_string())
+            .env("APP_BASE_URL", APP_BASE_URL)
+            .env("STRIPE_SECRET_KEY", STRIPE_KEY)
+            .env("STRIPE_API_BASE", app.stripe.uri())
+            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("AUTH_JWT_SECRET", JWT_SECRET)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if let Ok(r) = app.client.get(format!("{base}/readyz")).send().await {
+                if r.status() == 200 {
+                    return Self { base, child };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("instance on {port} did not become ready");
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn two_instances(app: &TestApp) -> [Instance; 2] {
+    [Instance::start(app).await, Instance::start(app).await]
+}
+
+async fn deliver_to(app: &TestApp, base: &str, event: &Value) -> u16 {
+    let body = serde_json::to_vec(event).unwrap();
+    let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
+    app.client
+        .post(format!("{base}/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn twenty_first_calls_split_across_two_instances_create_one_customer() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    let instances = two_instances(&app).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+
+    let calls = (0..20).map(|i| {
+        let request = app
+            .client
+            .post(format!("{}/billing/create-portal", instances[i % 2].base))
+            .bearer_auth(&token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    let answers = futures::future::join_all(calls).await;
+
+    let urls: Vec<&str> = answers
+        .iter()
+        .map(|a| a["data"]["portalUrl"].as_str().unwrap())
+        .collect();
+    assert!(
+        urls.iter()
+            .all(|u| *u == format!("{PORTAL_URL_BASE}cus_fake_1")),
+        "{urls:?}"
+    );
+    assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_to_both_instances_at_once_has_one_effect() {
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    let instances = two_instances(&app).await;
+    let created = event(
+        "evt_1",
+        "customer.subscription.created",
+        now() - 10,
+        current_subscription("sub_1", "cus_1", "active", now() + 86_400),
+    );
+
+    let deliveries = (0..12).map(|i| deliver_to(&app, &instances[i % 2].base, &created));
+    let statuses = futures::future::join_all(deliveries).await;
+
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(app.count("stripe_events"), 1);
+    assert_eq!(app.count("subscriptions"), 1);
+    assert!(app.user("user_1").unwrap().paid);
+}
+
+#[tokio::test]
+async fn a_shuffled_stream_split_across_both_instances_converges_to_the_in_order_state() {
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    let instances = two_instances(&app).await;
+    let statuses = [
+        "trialing",
+        "active",
+        "past_due",
+        "active",
+        "canceled",
+        "incomplete_expired",
+    ];
+    let t = now() - 1000;
+    let events: Vec<Value> = statuses
+        .iter()
+        .enumerate()
+        .map(|(i, status)| {
+            let mut sub =
+                current_subscription("sub_1", "cus_1", status, t + 86_400 * (i as i64 + 1));
+            sub["cancel_at_period_end"] = (i == 3).into();
+            event(
+                &format!("evt_{i}"),
+                "customer.subscription.updated",
+                t + 10 * i as i64,
+                sub,
+            )
+        })
+        .collect();
+    // Out of order, with duplicates, concurrently, alternating instances.
+    let order = [4, 1, 5, 0, 3, 2, 5, 1, 0];
+
+    let deliveries = order
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| deliver_to(&app, &instances[k % 2].base, &events[i]));
+    let answered = futures::future::join_all(deliveries).await;
+
+    assert!(answered.iter().all(|s| *s == 200), "{answered:?}");
+    let status = app.status(&token_for("user_1", None)).await;
+    assert_eq!(status["data"]["status"], "incomplete_expired");
+    assert_eq!(status["data"]["paid"], false);
+    assert_eq!(
+        status["data"]["currentPeriodEnd"],
+        chrono::DateTime::from_timestamp(t + 86_400 * 6, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    assert_eq!(app.count("stripe_events"), 6);
+}
+
+#[tokio::test]
+async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("DATABASE_POOL_SIZE".into(), "1".into());
+        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.deliver(&event(
+        "evt_0",
+        "customer.subscription.created",
+        now() - 100,
+        current_subscription("sub_1", "cus_1", "trialing", now() + 86_400),
+    ))
+    .await;
+    // The pool's one connection gets stuck behind a row lock held here.
+    let mut blocker = app.db();
+    diesel::RunQueryDsl::execute(diesel::sql_query("BEGIN"), &mut blocker).unwrap();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query("SELECT 1 FROM subscriptions WHERE id = 'sub_1' FOR UPDATE"),
+        &mut blocker,
+    )
+    .unwrap();
+    let stuck = tokio::spawn({
+        let body = serde_json::to_vec(&event(
+            "evt_1",
+            "customer.subscription.updated",
+            now() - 50,
+            current_subscription("sub_1", "cus_1", "active", now() + 86_400),
+        ))
+        .unwrap();
+        let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
+        let request = app
+            .client
+            .post(app.url("/webhooks/stripe"))
+            .header("stripe-signature", signature)
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let response = app
+        .client
+        .get(app.url("/billing/status"))
+        .bearer_auth(token_for("user_2", None))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    diesel::RunQueryDsl::execute(diesel::sql_query("COMMIT"), &mut blocker).unwrap();
+
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "database_unavailable");
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    // The stuck webhook finishes once the lock is released.
+    assert_eq!(stuck.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn prune_removes_only_events_older_than_the_retention() {
+    let app = spawn_app().await;
+    app.execute(
+        "INSERT INTO stripe_events (id, type, stripe_created_at, received_at, outcome) VALUES \
+         ('evt_old', 'x', now(), now() - interval '91 days', 'applied'), \
+         ('evt_recent', 'x', now(), now() - interval '89 days', 'applied'), \
+         ('evt_new', 'x', now(), now(), 'applied')",
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+        .arg("prune")
+        .env("APP_ENV", "test")
+        .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("pruned 1 webhook events"), "{stdout}");
+    assert_eq!(app.count("stripe_events"), 2);
+}

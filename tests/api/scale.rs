@@ -22,7 +22,7 @@ struct Instance {
 impl Instance {
     async fn start(app: &TestApp) -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
             .env("APP_ENV", "test")
             .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
             .env("DATABASE_POOL_SIZE", "8")
@@ -46,6 +46,8 @@ impl Instance {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("instance on {port} did not become ready");
     }
 }

@@ -21,6 +21,16 @@ pub struct User {
 /// Inserts the user on first sight and keeps the email current, in one round
 /// trip. An unchanged row is not rewritten, so reads (status) cause no writes.
 pub fn upsert(conn: &mut PgConnection, id: &str, email: Option<&str>) -> QueryResult<User> {
+    match upsert_statement(conn, id, email).optional()? {
+        Some(user) => Ok(user),
+        // A concurrent first request inserted the row after this statement's
+        // snapshot was taken: the conflict made our insert a no-op and the
+        // fallback SELECT could not see the row yet. A new statement can.
+        None => find(conn, id)?.ok_or(diesel::result::Error::NotFound),
+    }
+}
+
+fn upsert_statement(conn: &mut PgConnection, id: &str, email: Option<&str>) -> QueryResult<User> {
     diesel::sql_query(
         "WITH up AS ( \
              INSERT INTO users (id, email) VALUES ($1, $2) \

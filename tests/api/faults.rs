@@ -2,7 +2,6 @@
 //! killed with SIGKILL under load, and Stripe failing in every way on
 //! create-portal. After Stripe-style redelivery, state is as if nothing broke.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,6 +13,7 @@ use crate::events::*;
 use crate::fake_stripe::*;
 use crate::helpers::*;
 use crate::proxy::TcpProxy;
+use crate::scale::Instance;
 
 /// Redelivers each refused event until it is acknowledged, as Stripe does.
 async fn redeliver_until_acknowledged(app: &TestApp, base: &str, events: &[Value]) {
@@ -89,45 +89,13 @@ async fn postgres_cut_mid_stream_gives_5xx_and_redelivery_applies_every_event_on
     assert!(app.user("user_1").unwrap().paid);
 }
 
-fn start_service(app: &TestApp, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_billing-portal"))
-        .env("APP_ENV", "test")
-        .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
-        .env("PORT", port.to_string())
-        .env("STRIPE_SECRET_KEY", STRIPE_KEY)
-        .env("STRIPE_API_BASE", app.stripe.uri())
-        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(app: &TestApp, base: &str) {
-    for _ in 0..200 {
-        if app
-            .client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{base} never became ready");
-}
-
 #[tokio::test]
 async fn sigkill_under_load_then_redelivery_ends_in_the_in_order_state() {
     let app = spawn_app().await;
     app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut service = start_service(&app, port);
-    wait_ready(&app, &base).await;
+    let mut service = Instance::start_on(&app, port).await;
+    let base = service.base.clone();
     let statuses = [
         "trialing", "active", "past_due", "active", "unpaid", "active", "canceled",
     ];
@@ -151,8 +119,7 @@ async fn sigkill_under_load_then_redelivery_ends_in_the_in_order_state() {
     let mut refused = Vec::new();
     for (n, batch) in events.chunks(8).enumerate() {
         if n == 4 {
-            service.kill().unwrap();
-            service.wait().unwrap();
+            service.kill();
         }
         let answers =
             futures::future::join_all(batch.iter().map(|e| deliver_at(&app, &base, e))).await;
@@ -162,12 +129,10 @@ async fn sigkill_under_load_then_redelivery_ends_in_the_in_order_state() {
             }
         }
     }
-    let mut service = start_service(&app, port);
-    wait_ready(&app, &base).await;
+    let restarted = Instance::start_on(&app, port).await;
     refused.reverse(); // Stripe promises no order on retries.
-    redeliver_until_acknowledged(&app, &base, &refused).await;
-    service.kill().unwrap();
-    service.wait().unwrap();
+    redeliver_until_acknowledged(&app, &restarted.base, &refused).await;
+    drop(restarted);
 
     assert!(!refused.is_empty());
     let last = &events[69]["data"]["object"];

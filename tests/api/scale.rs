@@ -13,15 +13,18 @@ use crate::events::*;
 use crate::fake_stripe::*;
 use crate::helpers::*;
 
-/// A second (or third) copy of the service, as its own process.
-struct Instance {
-    base: String,
+/// A copy of the service as its own process, killed when dropped.
+pub struct Instance {
+    pub base: String,
     child: Child,
 }
 
 impl Instance {
-    async fn start(app: &TestApp) -> Self {
-        let port = free_port();
+    pub async fn start(app: &TestApp) -> Self {
+        Self::start_on(app, free_port()).await
+    }
+
+    pub async fn start_on(app: &TestApp, port: u16) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
             .env("APP_ENV", "test")
             .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
@@ -52,10 +55,17 @@ impl Instance {
     }
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
+impl Instance {
+    /// SIGKILL: no graceful shutdown, in-flight requests just die.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -95,7 +105,11 @@ async fn twenty_first_calls_split_across_two_instances_create_one_customer() {
 
     let urls: Vec<&str> = answers
         .iter()
-        .map(|a| a["data"]["portalUrl"].as_str().unwrap())
+        .map(|a| {
+            a["data"]["portalUrl"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{a}"))
+        })
         .collect();
     assert!(
         urls.iter()

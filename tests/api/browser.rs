@@ -17,7 +17,7 @@ use wiremock::Mock;
 use crate::events::*;
 use crate::fake_stripe::*;
 use crate::helpers::*;
-use crate::proxy::TcpProxy;
+use crate::proxy::{route_database_through, TcpProxy};
 
 /// Two cores: more browsers at once only makes each slower.
 static BROWSERS: Semaphore = Semaphore::const_new(2);
@@ -172,6 +172,19 @@ impl Browser {
             .unwrap()
     }
 
+    /// The page's URL once it equals `expected`, or whatever it is after 10 s.
+    async fn url_once_it_is(&self, expected: &str) -> String {
+        let mut url = String::new();
+        for _ in 0..100 {
+            url = self.client.current_url().await.unwrap().to_string();
+            if url == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        url
+    }
+
     async fn screenshot(&self, name: &str) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
@@ -302,15 +315,7 @@ async fn clicking_the_button_shows_the_loading_state_and_lands_on_the_portal() {
     // A second click while pending sends nothing more.
     let _ = button.click().await;
     let portal = format!("{}/portal/cus_user_1", app.stripe.uri());
-    let mut landed = String::new();
-    for _ in 0..100 {
-        landed = browser.client.current_url().await.unwrap().to_string();
-        if landed == portal {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(landed, portal);
+    assert_eq!(browser.url_once_it_is(&portal).await, portal);
     assert_eq!(
         app.stripe_requests("POST", "/v1/billing_portal/sessions")
             .await
@@ -388,12 +393,7 @@ async fn a_failed_status_request_offers_a_retry_that_recovers() {
         return;
     };
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let app = spawn_app_with(|vars| {
-        let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
-        vars.insert("DATABASE_URL".into(), db);
-        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
-    })
-    .await;
+    let app = spawn_app_with(|vars| route_database_through(vars, &proxy)).await;
     paid_user(&app, "user_1", false).await;
 
     browser.sign_in(&app, "user_1").await;
@@ -468,13 +468,7 @@ async fn the_secondary_actions_open_their_portal_flows() {
             .await
             .unwrap();
         let portal = format!("{}/portal/cus_user_1", app.stripe.uri());
-        for _ in 0..100 {
-            if browser.client.current_url().await.unwrap().as_str() == portal {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(browser.client.current_url().await.unwrap().as_str(), portal);
+        assert_eq!(browser.url_once_it_is(&portal).await, portal);
         let sessions = app
             .stripe_requests("POST", "/v1/billing_portal/sessions")
             .await;

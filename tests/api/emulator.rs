@@ -10,7 +10,7 @@ use stripe_billing::subscription::{
 use stripe_core::customer::{CreateCustomer, DeleteCustomer, RetrieveCustomer};
 
 use crate::helpers::*;
-use crate::proxy::TcpProxy;
+use crate::proxy::{route_database_through, TcpProxy};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -257,12 +257,7 @@ async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
 #[tokio::test]
 async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let app = spawn_emulated_app_with(|vars| {
-        let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
-        vars.insert("DATABASE_URL".into(), db);
-        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
-    })
-    .await;
+    let app = spawn_emulated_app_with(|vars| route_database_through(vars, &proxy)).await;
     let token = token_for("user_1", None);
     assert_eq!(app.create_portal(&token).await.status(), 200);
     let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();

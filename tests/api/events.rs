@@ -75,6 +75,22 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// `event` as Stripe would deliver it to the service at `base`: signed now
+/// with the configured secret. Owned, so it can be sent from a spawned task.
+pub fn signed_delivery(
+    client: &reqwest::Client,
+    base: &str,
+    event: &Value,
+) -> reqwest::RequestBuilder {
+    let body = serde_json::to_vec(event).unwrap();
+    let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
+    client
+        .post(format!("{base}/webhooks/stripe"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body)
+}
+
 impl TestApp {
     pub async fn post_webhook(&self, body: &[u8], signature: Option<&str>) -> reqwest::Response {
         let mut request = self
@@ -90,9 +106,20 @@ impl TestApp {
 
     /// Delivers `event` signed with the configured secret, as Stripe would.
     pub async fn deliver(&self, event: &Value) -> reqwest::Response {
-        let body = serde_json::to_vec(event).unwrap();
-        let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
-        self.post_webhook(&body, Some(&signature)).await
+        signed_delivery(&self.client, &self.address, event)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Delivers `event` to the instance at `base`; `None` when nothing answers.
+    pub async fn deliver_to(&self, base: &str, event: &Value) -> Option<u16> {
+        signed_delivery(&self.client, base, event)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     pub async fn status(&self, token: &str) -> Value {

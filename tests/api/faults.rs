@@ -12,7 +12,7 @@ use crate::emulator::free_port;
 use crate::events::*;
 use crate::fake_stripe::*;
 use crate::helpers::*;
-use crate::proxy::TcpProxy;
+use crate::proxy::{route_database_through, TcpProxy};
 use crate::scale::Instance;
 
 /// Redelivers each refused event until it is acknowledged, as Stripe does.
@@ -20,7 +20,7 @@ async fn redeliver_until_acknowledged(app: &TestApp, base: &str, events: &[Value
     for event in events {
         for attempt in 0.. {
             assert!(attempt < 50, "event {} never acknowledged", event["id"]);
-            if deliver_at(app, base, event).await == Some(200) {
+            if app.deliver_to(base, event).await == Some(200) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -28,29 +28,10 @@ async fn redeliver_until_acknowledged(app: &TestApp, base: &str, events: &[Value
     }
 }
 
-async fn deliver_at(app: &TestApp, base: &str, event: &Value) -> Option<u16> {
-    let body = serde_json::to_vec(event).unwrap();
-    let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
-    app.client
-        .post(format!("{base}/webhooks/stripe"))
-        .header("stripe-signature", signature)
-        .body(body)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .ok()
-        .map(|r| r.status().as_u16())
-}
-
 #[tokio::test]
 async fn postgres_cut_mid_stream_gives_5xx_and_redelivery_applies_every_event_once() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let app = spawn_app_with(|vars| {
-        let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
-        vars.insert("DATABASE_URL".into(), db);
-        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
-    })
-    .await;
+    let app = spawn_app_with(|vars| route_database_through(vars, &proxy)).await;
     app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
     let events: Vec<Value> = (0..30)
         .map(|i| {
@@ -71,7 +52,7 @@ async fn postgres_cut_mid_stream_gives_5xx_and_redelivery_applies_every_event_on
         if i == 20 {
             proxy.restore();
         }
-        let status = deliver_at(&app, &app.address, event).await;
+        let status = app.deliver_to(&app.address, event).await;
         if status != Some(200) {
             assert!(status.is_some_and(|s| s >= 500), "refused with {status:?}");
             refused.push(event.clone());
@@ -122,7 +103,7 @@ async fn sigkill_under_load_then_redelivery_ends_in_the_in_order_state() {
             service.kill();
         }
         let answers =
-            futures::future::join_all(batch.iter().map(|e| deliver_at(&app, &base, e))).await;
+            futures::future::join_all(batch.iter().map(|e| app.deliver_to(&base, e))).await;
         for (event, answer) in batch.iter().zip(answers) {
             if answer != Some(200) {
                 refused.push(event.clone());

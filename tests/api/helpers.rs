@@ -200,3 +200,22 @@ impl TestApp {
             .outcome
     }
 }
+
+/// A transaction holding row locks, to stall the service's own queries.
+pub struct HeldLock(PgConnection);
+
+impl HeldLock {
+    pub fn release(mut self) {
+        diesel::sql_query("COMMIT").execute(&mut self.0).unwrap();
+    }
+}
+
+impl TestApp {
+    /// Runs `locking_sql` (e.g. `SELECT … FOR UPDATE`) in an open transaction.
+    pub fn hold_lock(&self, locking_sql: &str) -> HeldLock {
+        let mut conn = self.db();
+        diesel::sql_query("BEGIN").execute(&mut conn).unwrap();
+        diesel::sql_query(locking_sql).execute(&mut conn).unwrap();
+        HeldLock(conn)
+    }
+}

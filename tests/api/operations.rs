@@ -1,17 +1,17 @@
 //! What operators rely on: `sync` repairs missed webhooks, `/metrics` moves,
 //! request ids, and SIGTERM loses no webhook in flight.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::emulator::free_port;
 use crate::events::*;
 use crate::fake_stripe::*;
 use crate::helpers::*;
+use crate::scale::Instance;
 
 const DAY: i64 = 86_400;
 
@@ -363,73 +363,31 @@ async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
         sub("sub_1", "cus_1", "trialing"),
     ))
     .await;
-    let port = free_port();
-    let mut service = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
-        .env("APP_ENV", "test")
-        .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
-        .env("PORT", port.to_string())
-        .env("STRIPE_SECRET_KEY", STRIPE_KEY)
-        .env("STRIPE_API_BASE", app.stripe.uri())
-        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if app
-            .client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut service = Instance::start(&app).await;
+    let base = service.base.clone();
     // Hold the subscription's row lock so the webhook stalls mid-transaction.
-    let mut blocker = app.db();
-    diesel::RunQueryDsl::execute(diesel::sql_query("BEGIN"), &mut blocker).unwrap();
-    diesel::RunQueryDsl::execute(
-        diesel::sql_query("SELECT 1 FROM subscriptions WHERE id = 'sub_1' FOR UPDATE"),
-        &mut blocker,
-    )
-    .unwrap();
-    let body = serde_json::to_vec(&event(
-        "evt_1",
-        "customer.subscription.updated",
-        now() - 50,
-        sub("sub_1", "cus_1", "active"),
-    ))
-    .unwrap();
-    let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
-    let in_flight = tokio::spawn({
-        let (client, url) = (app.client.clone(), format!("{base}/webhooks/stripe"));
-        async move {
-            client
-                .post(url)
-                .header("stripe-signature", signature)
-                .body(body)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }
-    });
+    let blocker = app.hold_lock("SELECT 1 FROM subscriptions WHERE id = 'sub_1' FOR UPDATE");
+    let request = signed_delivery(
+        &app.client,
+        &base,
+        &event(
+            "evt_1",
+            "customer.subscription.updated",
+            now() - 50,
+            sub("sub_1", "cus_1", "active"),
+        ),
+    );
+    let in_flight = tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    Command::new("kill")
-        .args(["-TERM", &service.id().to_string()])
-        .status()
-        .unwrap();
+    service.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = app.client.get(format!("{base}/healthz")).send().await;
-    diesel::RunQueryDsl::execute(diesel::sql_query("COMMIT"), &mut blocker).unwrap();
+    blocker.release();
     let answered = in_flight.await.unwrap();
     let started = Instant::now();
     let exit = loop {
-        if let Some(status) = service.try_wait().unwrap() {
+        if let Some(status) = service.exited() {
             break status;
         }
         assert!(

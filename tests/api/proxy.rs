@@ -65,3 +65,14 @@ impl Drop for TcpProxy {
         self.acceptor.abort();
     }
 }
+
+/// Points the service's `DATABASE_URL` through `proxy`, with a short connect
+/// timeout so a cut is noticed within a second.
+pub fn route_database_through(
+    vars: &mut std::collections::HashMap<String, String>,
+    proxy: &TcpProxy,
+) {
+    let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
+    vars.insert("DATABASE_URL".into(), db);
+    vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
+}

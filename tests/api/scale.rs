@@ -56,6 +56,19 @@ impl Instance {
 }
 
 impl Instance {
+    /// SIGTERM: the graceful shutdown path.
+    pub fn terminate(&self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// SIGKILL: no graceful shutdown, in-flight requests just die.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -71,20 +84,6 @@ impl Drop for Instance {
 
 async fn two_instances(app: &TestApp) -> [Instance; 2] {
     [Instance::start(app).await, Instance::start(app).await]
-}
-
-async fn deliver_to(app: &TestApp, base: &str, event: &Value) -> u16 {
-    let body = serde_json::to_vec(event).unwrap();
-    let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
-    app.client
-        .post(format!("{base}/webhooks/stripe"))
-        .header("stripe-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]
@@ -131,10 +130,10 @@ async fn the_same_event_delivered_to_both_instances_at_once_has_one_effect() {
         current_subscription("sub_1", "cus_1", "active", now() + 86_400),
     );
 
-    let deliveries = (0..12).map(|i| deliver_to(&app, &instances[i % 2].base, &created));
+    let deliveries = (0..12).map(|i| app.deliver_to(&instances[i % 2].base, &created));
     let statuses = futures::future::join_all(deliveries).await;
 
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == Some(200)), "{statuses:?}");
     assert_eq!(app.count("stripe_events"), 1);
     assert_eq!(app.count("subscriptions"), 1);
     assert!(app.user("user_1").unwrap().paid);
@@ -175,10 +174,10 @@ async fn a_shuffled_stream_split_across_both_instances_converges_to_the_in_order
     let deliveries = order
         .iter()
         .enumerate()
-        .map(|(k, &i)| deliver_to(&app, &instances[k % 2].base, &events[i]));
+        .map(|(k, &i)| app.deliver_to(&instances[k % 2].base, &events[i]));
     let answered = futures::future::join_all(deliveries).await;
 
-    assert!(answered.iter().all(|s| *s == 200), "{answered:?}");
+    assert!(answered.iter().all(|s| *s == Some(200)), "{answered:?}");
     let status = app.status(&token_for("user_1", None)).await;
     assert_eq!(status["data"]["status"], "incomplete_expired");
     assert_eq!(status["data"]["paid"], false);
@@ -207,27 +206,18 @@ async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
     ))
     .await;
     // The pool's one connection gets stuck behind a row lock held here.
-    let mut blocker = app.db();
-    diesel::RunQueryDsl::execute(diesel::sql_query("BEGIN"), &mut blocker).unwrap();
-    diesel::RunQueryDsl::execute(
-        diesel::sql_query("SELECT 1 FROM subscriptions WHERE id = 'sub_1' FOR UPDATE"),
-        &mut blocker,
-    )
-    .unwrap();
+    let blocker = app.hold_lock("SELECT 1 FROM subscriptions WHERE id = 'sub_1' FOR UPDATE");
     let stuck = tokio::spawn({
-        let body = serde_json::to_vec(&event(
-            "evt_1",
-            "customer.subscription.updated",
-            now() - 50,
-            current_subscription("sub_1", "cus_1", "active", now() + 86_400),
-        ))
-        .unwrap();
-        let signature = billing_portal::stripe::signature::sign(WEBHOOK_SECRET, now(), &body);
-        let request = app
-            .client
-            .post(app.url("/webhooks/stripe"))
-            .header("stripe-signature", signature)
-            .body(body);
+        let request = signed_delivery(
+            &app.client,
+            &app.address,
+            &event(
+                "evt_1",
+                "customer.subscription.updated",
+                now() - 50,
+                current_subscription("sub_1", "cus_1", "active", now() + 86_400),
+            ),
+        );
         async move { request.send().await.unwrap().status().as_u16() }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -241,7 +231,7 @@ async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
         .await
         .unwrap();
     let waited = started.elapsed();
-    diesel::RunQueryDsl::execute(diesel::sql_query("COMMIT"), &mut blocker).unwrap();
+    blocker.release();
 
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();

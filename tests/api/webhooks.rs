@@ -4,7 +4,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::events::*;
 use crate::helpers::*;
-use crate::proxy::TcpProxy;
+use crate::proxy::{route_database_through, TcpProxy};
 
 const DAY: i64 = 86_400;
 
@@ -598,12 +598,7 @@ async fn with_refetch_the_subscription_is_read_from_stripe_before_applying() {
 #[tokio::test]
 async fn while_the_database_is_down_events_are_refused_and_applied_once_redelivered() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let app = spawn_app_with(|vars| {
-        let db = vars["DATABASE_URL"].replace(":5432/", &format!(":{}/", proxy.port));
-        vars.insert("DATABASE_URL".into(), db);
-        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
-    })
-    .await;
+    let app = spawn_app_with(|vars| route_database_through(vars, &proxy)).await;
     app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
     let created = sub_event(
         "evt_1",

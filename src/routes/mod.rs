@@ -73,14 +73,17 @@ pub fn served() -> Vec<(Method, &'static str)> {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let mut by_path: Vec<(&'static str, Vec<Route>)> = Vec::new();
-    for (_, path, route) in endpoints() {
-        match by_path.iter_mut().find(|(p, _)| *p == path) {
-            Some((_, routes)) => routes.push(route),
-            None => by_path.push((path, vec![route])),
+    let mut by_path: Vec<(&'static str, Vec<Method>, Vec<Route>)> = Vec::new();
+    for (method, path, route) in endpoints() {
+        match by_path.iter_mut().find(|(p, _, _)| *p == path) {
+            Some((_, methods, routes)) => {
+                methods.push(method);
+                routes.push(route);
+            }
+            None => by_path.push((path, vec![method], vec![route])),
         }
     }
-    for (path, routes) in by_path {
+    for (path, methods, routes) in by_path {
         let limit = match path {
             "/webhooks/stripe" => WEBHOOK_BODY_LIMIT,
             _ => PORTAL_BODY_LIMIT,
@@ -89,7 +92,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         for route in routes {
             resource = resource.route(route);
         }
-        cfg.service(resource.default_service(web::to(method_not_allowed)));
+        // RFC 9110 §15.5.6: a 405 must say which methods the path does allow.
+        let allow = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        cfg.service(resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { method_not_allowed(&allow) }
+        })));
     }
     cfg.default_service(web::to(not_found));
 }
@@ -134,10 +146,11 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this method is not allowed on this path",
-    ))
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .json(ErrorBody {
+            message: "this method is not allowed on this path",
+            error: "method_not_allowed",
+        })
 }

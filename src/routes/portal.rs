@@ -12,20 +12,36 @@ use crate::auth::{check_same_origin, AuthenticatedUser};
 use crate::billing::portal::{portal_url, FlowKind, PortalOptions};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
-use crate::stripe::client::Locale;
+use crate::stripe::client::{Locale, PORTAL_LOCALES};
 
 /// Optional body; no body opens the portal's home page.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePortalRequest {
     /// A locale the Stripe portal supports (`fr`, `pt-BR`, `auto`…).
-    #[schema(example = "fr")]
+    #[schema(value_type = Option<PortalLocale>)]
     locale: Option<String>,
     /// Open the portal straight on one task; after it, the portal returns to
     /// the Billing Settings page.
     #[schema(value_type = Option<PortalFlowName>)]
     flow: Option<String>,
 }
+
+/// A locale the Stripe Customer Portal supports: the schema lists exactly
+/// [`PORTAL_LOCALES`], the list [`Locale::parse`] accepts.
+pub struct PortalLocale;
+
+impl utoipa::PartialSchema for PortalLocale {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(PORTAL_LOCALES.iter().copied()))
+            .examples(["fr"])
+            .into()
+    }
+}
+
+impl ToSchema for PortalLocale {}
 
 /// The portal deep links.
 #[derive(ToSchema)]
@@ -125,10 +141,20 @@ fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<CreatePortalRequest, Api
             ));
         }
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         ApiError::bad_request(
             "invalid_body",
             format!("the request body is not a valid portal request: {e}"),
         )
-    })
+    };
+    // A value first: serde would also read the struct from a JSON array by
+    // position (`["fr", null]`), and `null` is the documented "no options".
+    match serde_json::from_slice::<serde_json::Value>(body).map_err(invalid)? {
+        serde_json::Value::Null => Ok(CreatePortalRequest::default()),
+        value @ serde_json::Value::Object(_) => serde_json::from_value(value).map_err(invalid),
+        _ => Err(ApiError::bad_request(
+            "invalid_body",
+            "the request body is not a valid portal request: it must be a JSON object",
+        )),
+    }
 }

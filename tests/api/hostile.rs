@@ -177,7 +177,12 @@ fn cases() -> Vec<Case> {
             401,
         ),
         portal("JSON array body", vec![bearer(), json_type()], b"[]", 400),
-        portal("JSON null body", vec![bearer(), json_type()], b"null", 400),
+        portal(
+            "JSON array read by position",
+            vec![bearer(), json_type()],
+            br#"["fr", "payment_method_update"]"#,
+            400,
+        ),
         portal(
             "locale of the wrong type",
             vec![bearer(), json_type()],

@@ -376,6 +376,28 @@ async fn a_body_that_is_not_json_is_refused() {
 }
 
 #[tokio::test]
+async fn a_json_null_body_means_no_options() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    let response = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .bearer_auth(token_for("user_1", None))
+        .json(&Value::Null)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let fields = form(
+        &app.stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await[0],
+    );
+    assert!(!fields.contains_key("locale"));
+}
+
+#[tokio::test]
 async fn get_is_not_allowed_on_create_portal() {
     let app = spawn_app().await;
 
@@ -388,6 +410,7 @@ async fn get_is_not_allowed_on_create_portal() {
         .unwrap();
 
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "method_not_allowed");
 }

@@ -86,7 +86,7 @@ impl Application {
             let pool = db::build_pool(&db_settings)?;
             // The paid rule may have changed since the flags were stored.
             let changed =
-                db::users::recompute_all_paid(&mut *pool.get()?, paid_rule.paid_statuses())
+                db::users::recompute_all_paid(&mut **pool.get()?, paid_rule.paid_statuses())
                     .context("Failed to recompute paid flags")?;
             if changed > 0 {
                 info!("paid rule changed: recomputed {changed} users' paid flag");

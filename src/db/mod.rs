@@ -17,7 +17,7 @@ use actix_web::web;
 use anyhow::Context;
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -26,8 +26,72 @@ use secrecy::ExposeSecret;
 use crate::config::DatabaseSettings;
 use crate::error::ApiError;
 
-pub type PgPool = Pool<ConnectionManager<PgConnection>>;
-pub type PgPooled = PooledConnection<ConnectionManager<PgConnection>>;
+pub type PgPool = Pool<PgManager>;
+pub type PgPooled = PooledConnection<PgManager>;
+
+/// A pooled connection that remembers losing its server. Diesel's own
+/// `is_broken` only sees transaction state, so without this the pool would
+/// have to ping on every checkout (a round trip per request) to keep dead
+/// connections out after a database restart.
+pub struct PgConn {
+    conn: PgConnection,
+    lost: bool,
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl PgConn {
+    /// Runs `f`, marking the connection lost when the error says the server
+    /// is gone, so the pool closes it instead of handing it out again.
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut PgConnection) -> Result<T, DieselError>,
+    ) -> Result<T, DieselError> {
+        let result = f(&mut self.conn);
+        if let Err(DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )) = &result
+        {
+            self.lost = true;
+        }
+        result
+    }
+}
+
+pub struct PgManager {
+    url: String,
+}
+
+impl ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgConn, Self::Error> {
+        PgConnection::establish(&self.url)
+            .map(|conn| PgConn { conn, lost: false })
+            .map_err(diesel::r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
+        conn.conn.ping().map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.lost || std::thread::panicking() || conn.conn.is_broken()
+    }
+}
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
@@ -68,17 +132,31 @@ impl From<DbError> for ApiError {
 }
 
 /// Runs `f` with a pooled connection on the blocking thread pool.
+///
+/// A connection that died while idle (a database restart, a network cut)
+/// fails its first statement at once and is discarded; then `f` runs again on
+/// the next one, at most once per pooled connection plus one fresh.
+/// That is safe because everything run here may be repeated: webhook effects
+/// are deduplicated by the event id in the same transaction, and the rest are
+/// reads and idempotent upserts.
 pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, DbError>
 where
-    F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+    F: Fn(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
     T: Send + 'static,
 {
     let pool = pool.clone();
     web::block(move || {
-        let mut conn = pool
-            .get()
-            .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        f(&mut conn).map_err(DbError::from)
+        let mut attempts_left = pool.max_size() + 1;
+        loop {
+            attempts_left -= 1;
+            let mut conn = pool
+                .get()
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            match conn.run(&f) {
+                Err(_) if conn.lost && attempts_left > 0 => continue,
+                result => return result.map_err(DbError::from),
+            }
+        }
     })
     .await
     .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))?
@@ -87,10 +165,10 @@ where
 /// Runs `f` in one transaction on a pooled connection (blocking thread pool).
 pub async fn transaction<T, F>(pool: &PgPool, f: F) -> Result<T, DbError>
 where
-    F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+    F: Fn(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
     T: Send + 'static,
 {
-    run(pool, move |conn| conn.transaction(f)).await
+    run(pool, move |conn| conn.transaction(&f)).await
 }
 
 /// A transaction that stays open across `.await`s, for work that must hold a
@@ -108,11 +186,19 @@ impl OpenTransaction {
     pub async fn begin(pool: &PgPool) -> Result<Self, DbError> {
         let pool = pool.clone();
         let conn = web::block(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| DbError::Unavailable(e.to_string()))?;
-            AnsiTransactionManager::begin_transaction(&mut *conn)?;
-            Ok::<_, DbError>(conn)
+            let mut attempts_left = pool.max_size() + 1;
+            loop {
+                attempts_left -= 1;
+                let mut conn = pool
+                    .get()
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                match conn.run(AnsiTransactionManager::begin_transaction) {
+                    Ok(()) => return Ok::<_, DbError>(conn),
+                    // Lost while idle: nothing began, take the next one.
+                    Err(_) if conn.lost && attempts_left > 0 => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
         })
         .await
         .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))??;
@@ -130,7 +216,7 @@ impl OpenTransaction {
             .take()
             .ok_or_else(|| DbError::Unavailable("transaction already finished".into()))?;
         let (conn, result) = web::block(move || {
-            let result = f(&mut conn);
+            let result = conn.run(f);
             (conn, result)
         })
         .await
@@ -155,22 +241,26 @@ struct SessionSettings {
     statement_timeout: Duration,
 }
 
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+impl CustomizeConnection<PgConn, diesel::r2d2::Error> for SessionSettings {
+    fn on_acquire(&self, conn: &mut PgConn) -> Result<(), diesel::r2d2::Error> {
         diesel::sql_query(format!(
             "SET statement_timeout = {}",
             self.statement_timeout.as_millis()
         ))
-        .execute(conn)
+        .execute(&mut conn.conn)
         .map(|_| ())
         .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
 pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
-    let manager = ConnectionManager::<PgConnection>::new(settings.url.expose_secret());
+    let manager = PgManager {
+        url: settings.url.expose_secret().to_string(),
+    };
     Pool::builder()
         .max_size(settings.pool_size)
+        // PgConn notices lost connections itself: no ping per checkout.
+        .test_on_check_out(false)
         .min_idle(Some(settings.pool_size.min(2)))
         .connection_timeout(settings.connect_timeout)
         .connection_customizer(Box::new(SessionSettings {

@@ -18,9 +18,15 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Inserts the user on first sight and keeps the email current, in one round
-/// trip. An unchanged row is not rewritten, so reads (status) cause no writes.
+/// Inserts the user on first sight and keeps the email current. The common
+/// case, a known user whose email is unchanged, is one prepared `SELECT`
+/// (Diesel never prepares upserts); an unchanged row is never rewritten.
 pub fn upsert(conn: &mut PgConnection, id: &str, email: Option<&str>) -> QueryResult<User> {
+    if let Some(user) = find(conn, id)? {
+        if email.is_none() || user.email.as_deref() == email {
+            return Ok(user);
+        }
+    }
     match upsert_statement(conn, id, email).optional()? {
         Some(user) => Ok(user),
         // A concurrent first request inserted the row after this statement's

@@ -110,7 +110,7 @@ pub fn apply_subscription(
     rule: PaidRule,
 ) -> QueryResult<Outcome> {
     let user = user_for(conn, sub)?;
-    let stored = subscriptions::upsert_if_newer(
+    let stored = subscriptions::store_if_newer(
         conn,
         &SubscriptionState {
             id: &sub.id,
@@ -124,14 +124,13 @@ pub fn apply_subscription(
             as_of,
         },
         authoritative,
+        rule.paid_statuses(),
     )?;
-    if !stored {
-        return Ok(Outcome::Stale);
-    }
-    if let Some(user) = user {
-        users::recompute_paid(conn, &user, rule.paid_statuses())?;
-    }
-    Ok(Outcome::Applied)
+    Ok(if stored {
+        Outcome::Applied
+    } else {
+        Outcome::Stale
+    })
 }
 
 fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<String>> {

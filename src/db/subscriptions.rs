@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, Bool, Nullable, Text, Timestamptz};
 
 use super::schema::subscriptions;
 
@@ -34,55 +34,55 @@ pub struct SubscriptionState<'a> {
     pub as_of: DateTime<Utc>,
 }
 
+#[diesel::declare_sql_function]
+extern "SQL" {
+    /// Defined by the `prepared_sync_functions` migration, which says why
+    /// these statements live in Postgres.
+    #[allow(clippy::too_many_arguments)]
+    fn billing_store_subscription(
+        id: Text,
+        customer_id: Text,
+        user_id: Nullable<Text>,
+        status: Text,
+        price_id: Nullable<Text>,
+        product_id: Nullable<Text>,
+        current_period_end: Nullable<Timestamptz>,
+        cancel_at_period_end: Bool,
+        as_of: Timestamptz,
+        authoritative: Bool,
+        paid_statuses: Array<Text>,
+    ) -> Bool;
+}
+
 /// Stores `state` unless the row already holds newer state, and returns
 /// whether it was stored. Newer means a later Stripe time; within the same
 /// second (where `created` cannot order events) a terminal status already
 /// stored is never undone. `authoritative` state (just fetched from the API)
 /// is stored whatever its time, since it is current by definition.
-pub fn upsert_if_newer(
+///
+/// When stored for a user, that user's paid flag is recomputed from
+/// `paid_statuses` in the same statement: one prepared round trip for the
+/// whole effect of a subscription event.
+pub fn store_if_newer(
     conn: &mut PgConnection,
     state: &SubscriptionState<'_>,
     authoritative: bool,
+    paid_statuses: &[&str],
 ) -> QueryResult<bool> {
-    #[derive(QueryableByName)]
-    struct Stored {
-        #[diesel(sql_type = Text)]
-        #[allow(dead_code)]
-        id: String,
-    }
-    let stored: Option<Stored> = diesel::sql_query(
-        "INSERT INTO subscriptions AS s (id, customer_id, user_id, status, price_id, product_id, \
-             current_period_end, cancel_at_period_end, last_event_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (id) DO UPDATE SET \
-             customer_id = EXCLUDED.customer_id, \
-             user_id = COALESCE(EXCLUDED.user_id, s.user_id), \
-             status = EXCLUDED.status, \
-             price_id = EXCLUDED.price_id, \
-             product_id = EXCLUDED.product_id, \
-             current_period_end = EXCLUDED.current_period_end, \
-             cancel_at_period_end = EXCLUDED.cancel_at_period_end, \
-             last_event_at = GREATEST(s.last_event_at, EXCLUDED.last_event_at), \
-             updated_at = now() \
-         WHERE $10 \
-            OR s.last_event_at < EXCLUDED.last_event_at \
-            OR (s.last_event_at = EXCLUDED.last_event_at \
-                AND s.status NOT IN ('canceled', 'incomplete_expired')) \
-         RETURNING s.id",
-    )
-    .bind::<Text, _>(state.id)
-    .bind::<Text, _>(state.customer_id)
-    .bind::<Nullable<Text>, _>(state.user_id)
-    .bind::<Text, _>(state.status)
-    .bind::<Nullable<Text>, _>(state.price_id)
-    .bind::<Nullable<Text>, _>(state.product_id)
-    .bind::<Nullable<Timestamptz>, _>(state.current_period_end)
-    .bind::<Bool, _>(state.cancel_at_period_end)
-    .bind::<Timestamptz, _>(state.as_of)
-    .bind::<Bool, _>(authoritative)
+    diesel::select(billing_store_subscription(
+        state.id,
+        state.customer_id,
+        state.user_id,
+        state.status,
+        state.price_id,
+        state.product_id,
+        state.current_period_end,
+        state.cancel_at_period_end,
+        state.as_of,
+        authoritative,
+        paid_statuses,
+    ))
     .get_result(conn)
-    .optional()?;
-    Ok(stored.is_some())
 }
 
 /// Every subscription of a deleted customer ends: Stripe cancels them with

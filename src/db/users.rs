@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Text};
+use diesel::sql_types::{Array, Nullable, Text};
 
-use super::schema::users;
+use super::schema::{subscriptions, users};
+use super::subscriptions::Subscription;
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = users)]
@@ -82,6 +83,25 @@ pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<User>> {
         .optional()
 }
 
+/// The user and all their subscriptions in one prepared statement (a left
+/// join), for the status endpoint's steady state; `None` for an unknown user.
+pub fn find_with_subscriptions(
+    conn: &mut PgConnection,
+    id: &str,
+) -> QueryResult<Option<(User, Vec<Subscription>)>> {
+    let rows: Vec<(User, Option<Subscription>)> = users::table
+        .left_join(subscriptions::table)
+        .filter(users::id.eq(id))
+        .select((User::as_select(), Option::<Subscription>::as_select()))
+        .load(conn)?;
+    let mut rows = rows.into_iter();
+    let Some((user, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let subs = first.into_iter().chain(rows.filter_map(|(_, sub)| sub));
+    Ok(Some((user, subs.collect())))
+}
+
 /// The user holding `customer_id`, if any.
 pub fn find_by_customer(conn: &mut PgConnection, customer_id: &str) -> QueryResult<Option<String>> {
     users::table
@@ -126,6 +146,13 @@ pub fn link_customer_if_unset(
     .map(|_| ())
 }
 
+#[diesel::declare_sql_function]
+extern "SQL" {
+    /// Defined by the `prepared_sync_functions` migration, which says why
+    /// this statement lives in Postgres.
+    fn billing_recompute_paid(user_id: Text, paid_statuses: Array<Text>) -> Bool;
+}
+
 /// Sets the user's paid flag from their subscriptions: paid when any has one
 /// of `paid_statuses`. Writes only when the flag changes.
 pub fn recompute_paid(
@@ -133,16 +160,9 @@ pub fn recompute_paid(
     id: &str,
     paid_statuses: &[&str],
 ) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE users SET paid = p.paid, updated_at = now() \
-         FROM (SELECT EXISTS (SELECT 1 FROM subscriptions \
-                              WHERE user_id = $1 AND status = ANY($2)) AS paid) p \
-         WHERE users.id = $1 AND users.paid IS DISTINCT FROM p.paid",
-    )
-    .bind::<Text, _>(id)
-    .bind::<diesel::sql_types::Array<Text>, _>(paid_statuses)
-    .execute(conn)
-    .map(|_| ())
+    diesel::select(billing_recompute_paid(id, paid_statuses))
+        .get_result::<bool>(conn)
+        .map(|_| ())
 }
 
 /// Recomputes every user's paid flag, for when the paid rule itself changed

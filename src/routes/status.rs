@@ -56,9 +56,15 @@ pub async fn billing_status(
 ) -> Result<HttpResponse, ApiError> {
     let (id, email) = (user.id.as_str().to_owned(), user.email);
     let (row, subs) = db::run(&state.pool, move |conn| {
-        let row = users::upsert(conn, &id, email.as_deref())?;
-        let subs = subscriptions::of_user(conn, &id)?;
-        Ok((row, subs))
+        // The steady state, a known user whose email is unchanged, is one
+        // prepared statement; a new user or a changed email is written first.
+        match users::find_with_subscriptions(conn, &id)? {
+            Some((row, subs)) if email.is_none() || row.email == email => Ok((row, subs)),
+            _ => {
+                let row = users::upsert(conn, &id, email.as_deref())?;
+                Ok((row, subscriptions::of_user(conn, &id)?))
+            }
+        }
     })
     .await?;
     let summary = summarize(row.paid, &subs, state.paid_rule.past_due_is_paid);

@@ -1,6 +1,7 @@
 //! Postgres: creating the database when missing, embedded migrations, the r2d2
-//! pool, and [`run`], the one way handlers reach a connection (on actix's
-//! blocking thread pool, never on an async worker).
+//! pool behind a first-come-first-served admission gate, and [`run`], the one
+//! way handlers reach a connection (on actix's blocking thread pool, never on
+//! an async worker).
 //!
 //! Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_CONNECT_TIMEOUT_SECS`
 //! and `DATABASE_STATEMENT_TIMEOUT_MS`. Query functions live in the submodules;
@@ -11,7 +12,8 @@ pub mod schema;
 pub mod subscriptions;
 pub mod users;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::web;
 use anyhow::Context;
@@ -22,12 +24,70 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use secrecy::ExposeSecret;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::DatabaseSettings;
 use crate::error::ApiError;
 
-pub type PgPool = Pool<PgManager>;
 pub type PgPooled = PooledConnection<PgManager>;
+
+/// The r2d2 pool plus a fair queue in front of it. Requests take a permit
+/// (one per pooled connection) before they go to the blocking thread pool, so
+/// when more requests want a connection than the pool holds they wait in
+/// arrival order on the async side. Without the gate they would wait inside
+/// r2d2, where a thread returning a connection can take it straight back
+/// ahead of the waiters: under 64 connections' load that starved a few
+/// requests for hundreds of milliseconds (`scripts/bench`, status p99), and
+/// each waiter also held a blocking thread.
+#[derive(Clone)]
+pub struct PgPool {
+    pool: Pool<PgManager>,
+    gate: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl std::ops::Deref for PgPool {
+    type Target = Pool<PgManager>;
+    fn deref(&self) -> &Pool<PgManager> {
+        &self.pool
+    }
+}
+
+/// A place in the pool, held while a connection is in use.
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    deadline: Instant,
+}
+
+impl PgPool {
+    /// Waits for a place, in arrival order, until the connect timeout.
+    async fn admit(&self) -> Result<Admission, DbError> {
+        let deadline = Instant::now() + self.wait;
+        let permit = tokio::time::timeout(self.wait, self.gate.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                DbError::Unavailable(format!(
+                    "all {} pooled connections stayed busy for {:?}",
+                    self.pool.max_size(),
+                    self.wait
+                ))
+            })?
+            .map_err(|_| DbError::Unavailable("the pool is closed".into()))?;
+        Ok(Admission {
+            _permit: permit,
+            deadline,
+        })
+    }
+
+    /// A connection for an admitted request, within what is left of its
+    /// wait (connections being re-established after a restart take time).
+    fn checkout(&self, admission: &Admission) -> Result<PgPooled, DbError> {
+        let left = admission.deadline.saturating_duration_since(Instant::now());
+        self.pool
+            .get_timeout(left.max(Duration::from_millis(1)))
+            .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+}
 
 /// A pooled connection that remembers losing its server. Diesel's own
 /// `is_broken` only sees transaction state, so without this the pool would
@@ -144,14 +204,13 @@ where
     F: Fn(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
     T: Send + 'static,
 {
+    let admission = pool.admit().await?;
     let pool = pool.clone();
     web::block(move || {
         let mut attempts_left = pool.max_size() + 1;
         loop {
             attempts_left -= 1;
-            let mut conn = pool
-                .get()
-                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            let mut conn = pool.checkout(&admission)?;
             match conn.run(&f) {
                 Err(_) if conn.lost && attempts_left > 0 => continue,
                 result => return result.map_err(DbError::from),
@@ -180,20 +239,22 @@ where
 /// it as broken and closes it, and Postgres rolls the transaction back.
 pub struct OpenTransaction {
     conn: Option<PgPooled>,
+    // Declared after `conn`, so dropped after it: the place is given back
+    // only once the connection is back in the pool.
+    _admission: Admission,
 }
 
 impl OpenTransaction {
     pub async fn begin(pool: &PgPool) -> Result<Self, DbError> {
+        let admission = pool.admit().await?;
         let pool = pool.clone();
-        let conn = web::block(move || {
+        let (conn, admission) = web::block(move || {
             let mut attempts_left = pool.max_size() + 1;
             loop {
                 attempts_left -= 1;
-                let mut conn = pool
-                    .get()
-                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                let mut conn = pool.checkout(&admission)?;
                 match conn.run(AnsiTransactionManager::begin_transaction) {
-                    Ok(()) => return Ok::<_, DbError>(conn),
+                    Ok(()) => return Ok::<_, DbError>((conn, admission)),
                     // Lost while idle: nothing began, take the next one.
                     Err(_) if conn.lost && attempts_left > 0 => continue,
                     Err(e) => return Err(e.into()),
@@ -202,7 +263,10 @@ impl OpenTransaction {
         })
         .await
         .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))??;
-        Ok(Self { conn: Some(conn) })
+        Ok(Self {
+            conn: Some(conn),
+            _admission: admission,
+        })
     }
 
     /// Runs `f` inside the open transaction.
@@ -257,7 +321,7 @@ pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     let manager = PgManager {
         url: settings.url.expose_secret().to_string(),
     };
-    Pool::builder()
+    let pool = Pool::builder()
         .max_size(settings.pool_size)
         // PgConn notices lost connections itself: no ping per checkout.
         .test_on_check_out(false)
@@ -272,7 +336,12 @@ pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
                 "cannot open a connection pool to Postgres at {}",
                 settings.display_target()
             )
-        })
+        })?;
+    Ok(PgPool {
+        gate: Arc::new(Semaphore::new(settings.pool_size as usize)),
+        wait: settings.connect_timeout,
+        pool,
+    })
 }
 
 /// Connects to `DATABASE_URL`, creating the database first when the server

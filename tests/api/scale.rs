@@ -190,11 +190,17 @@ async fn a_shuffled_stream_split_across_both_instances_converges_to_the_in_order
     assert_eq!(app.count("stripe_events"), 6);
 }
 
-#[tokio::test]
-async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
+/// An app whose only pooled connection is stuck: a webhook waits behind a
+/// row lock held by the returned [`HeldLock`]; the task answers its status.
+async fn app_with_its_one_connection_stuck(
+    connect_timeout_secs: u64,
+) -> (TestApp, HeldLock, tokio::task::JoinHandle<u16>) {
     let app = spawn_app_with(|vars| {
         vars.insert("DATABASE_POOL_SIZE".into(), "1".into());
-        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "1".into());
+        vars.insert(
+            "DATABASE_CONNECT_TIMEOUT_SECS".into(),
+            connect_timeout_secs.to_string(),
+        );
     })
     .await;
     app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
@@ -205,7 +211,6 @@ async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
         current_subscription("sub_1", "cus_1", "trialing", now() + 86_400),
     ))
     .await;
-    // The pool's one connection gets stuck behind a row lock held here.
     let blocker = app.hold_lock("SELECT 1 FROM subscriptions WHERE id = 'sub_1' FOR UPDATE");
     let stuck = tokio::spawn({
         let request = signed_delivery(
@@ -221,6 +226,12 @@ async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
         async move { request.send().await.unwrap().status().as_u16() }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (app, blocker, stuck)
+}
+
+#[tokio::test]
+async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
+    let (app, blocker, stuck) = app_with_its_one_connection_stuck(1).await;
 
     let started = Instant::now();
     let response = app
@@ -239,6 +250,39 @@ async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
     // The stuck webhook finishes once the lock is released.
     assert_eq!(stuck.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn requests_queued_for_a_busy_pool_are_served_once_it_frees_up() {
+    let (app, blocker, stuck) = app_with_its_one_connection_stuck(10).await;
+    let queued: Vec<_> = (2..5)
+        .map(|n| {
+            let request = app
+                .client
+                .get(app.url("/billing/status"))
+                .bearer_auth(token_for(&format!("user_{n}"), None));
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        queued.iter().all(|q| !q.is_finished()),
+        "answered while the pool was busy"
+    );
+
+    let started = Instant::now();
+    blocker.release();
+
+    assert_eq!(stuck.await.unwrap(), 200);
+    for request in queued {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.count("users"), 4, "the three queued users were created");
 }
 
 #[tokio::test]

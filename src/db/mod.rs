@@ -240,7 +240,9 @@ where
 pub struct OpenTransaction {
     conn: Option<PgPooled>,
     // Declared after `conn`, so dropped after it: the place is given back
-    // only once the connection is back in the pool.
+    // only once the connection is back in the pool. (If the request is
+    // cancelled while `run` has the connection on the blocking pool, the
+    // place goes back a little early; r2d2's own wait covers that overlap.)
     _admission: Admission,
 }
 

@@ -87,6 +87,28 @@ impl PgPool {
             .get_timeout(left.max(Duration::from_millis(1)))
             .map_err(|e| DbError::Unavailable(e.to_string()))
     }
+
+    /// Runs `f` on a pooled connection and hands back the connection with
+    /// its result. A connection that died while idle (a database restart, a
+    /// network cut) fails its first statement at once and is discarded; then
+    /// `f` runs again on the next one, at most once per pooled connection
+    /// plus one fresh. Blocking: call on the blocking thread pool.
+    fn on_live_connection<T>(
+        &self,
+        admission: &Admission,
+        f: impl Fn(&mut PgConnection) -> Result<T, DieselError>,
+    ) -> Result<(PgPooled, T), DbError> {
+        let mut attempts_left = self.max_size() + 1;
+        loop {
+            attempts_left -= 1;
+            let mut conn = self.checkout(admission)?;
+            match conn.run(&f) {
+                Ok(value) => return Ok((conn, value)),
+                Err(_) if conn.lost && attempts_left > 0 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
 
 /// A pooled connection that remembers losing its server. Diesel's own
@@ -191,14 +213,11 @@ impl From<DbError> for ApiError {
     }
 }
 
-/// Runs `f` with a pooled connection on the blocking thread pool.
-///
-/// A connection that died while idle (a database restart, a network cut)
-/// fails its first statement at once and is discarded; then `f` runs again on
-/// the next one, at most once per pooled connection plus one fresh.
-/// That is safe because everything run here may be repeated: webhook effects
-/// are deduplicated by the event id in the same transaction, and the rest are
-/// reads and idempotent upserts.
+/// Runs `f` with a pooled connection on the blocking thread pool, again on
+/// the next connection when the first one turns out dead (see
+/// `PgPool::on_live_connection`). That is safe because everything run here
+/// may be repeated: webhook effects are deduplicated by the event id in the
+/// same transaction, and the rest are reads and idempotent upserts.
 pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, DbError>
 where
     F: Fn(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
@@ -207,15 +226,8 @@ where
     let admission = pool.admit().await?;
     let pool = pool.clone();
     web::block(move || {
-        let mut attempts_left = pool.max_size() + 1;
-        loop {
-            attempts_left -= 1;
-            let mut conn = pool.checkout(&admission)?;
-            match conn.run(&f) {
-                Err(_) if conn.lost && attempts_left > 0 => continue,
-                result => return result.map_err(DbError::from),
-            }
-        }
+        pool.on_live_connection(&admission, &f)
+            .map(|(_conn, value)| value)
     })
     .await
     .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))?
@@ -251,17 +263,9 @@ impl OpenTransaction {
         let admission = pool.admit().await?;
         let pool = pool.clone();
         let (conn, admission) = web::block(move || {
-            let mut attempts_left = pool.max_size() + 1;
-            loop {
-                attempts_left -= 1;
-                let mut conn = pool.checkout(&admission)?;
-                match conn.run(AnsiTransactionManager::begin_transaction) {
-                    Ok(()) => return Ok::<_, DbError>((conn, admission)),
-                    // Lost while idle: nothing began, take the next one.
-                    Err(_) if conn.lost && attempts_left > 0 => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            // Lost while idle, nothing began: the next connection is tried.
+            pool.on_live_connection(&admission, AnsiTransactionManager::begin_transaction)
+                .map(|(conn, ())| (conn, admission))
         })
         .await
         .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))??;

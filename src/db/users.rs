@@ -28,6 +28,16 @@ pub fn upsert(conn: &mut PgConnection, id: &str, email: Option<&str>) -> QueryRe
             return Ok(user);
         }
     }
+    insert_or_update(conn, id, email)
+}
+
+/// The write half of [`upsert`], for a caller that has already read the row
+/// and found it missing or with another email.
+pub fn insert_or_update(
+    conn: &mut PgConnection,
+    id: &str,
+    email: Option<&str>,
+) -> QueryResult<User> {
     match upsert_statement(conn, id, email).optional()? {
         Some(user) => Ok(user),
         // A concurrent first request inserted the row after this statement's

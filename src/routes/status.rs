@@ -61,7 +61,7 @@ pub async fn billing_status(
         match users::find_with_subscriptions(conn, &id)? {
             Some((row, subs)) if email.is_none() || row.email == email => Ok((row, subs)),
             _ => {
-                let row = users::upsert(conn, &id, email.as_deref())?;
+                let row = users::insert_or_update(conn, &id, email.as_deref())?;
                 Ok((row, subscriptions::of_user(conn, &id)?))
             }
         }

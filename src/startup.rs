@@ -20,6 +20,7 @@ use crate::request_id;
 use actix_web::dev::Service;
 
 use crate::auth::JwtVerifier;
+use crate::clock::Clock;
 use crate::billing::sync::PaidRule;
 use crate::config::{AppEnv, Settings};
 use crate::db::{self, PgPool};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub webhook_refetch: bool,
     pub demo: Option<DemoMode>,
     pub metrics: Arc<Metrics>,
+    /// The billing clock; the emulator's when it runs (see [`crate::clock`]).
+    pub clock: Clock,
 }
 
 impl AppState {
@@ -106,6 +109,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
 
+        let clock = Clock::system();
         // No key outside production: the in-process Stripe emulator, on this
         // very port (config validation already refused this in production).
         let emulator = match (&settings.stripe.secret_key, settings.app_env) {
@@ -119,6 +123,7 @@ impl Application {
                     settings.stripe.webhook_secrets[0]
                         .expose_secret()
                         .to_string(),
+                    clock.clone(),
                 );
                 warn!(
                     "*** STRIPE_SECRET_KEY is unset: using the LOCAL STRIPE EMULATOR at {public}/stripe-emulator \
@@ -170,6 +175,7 @@ impl Application {
             webhook_refetch: settings.stripe.webhook_refetch,
             demo,
             metrics: metrics.clone(),
+            clock,
         });
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::clock::Clock;
 use crate::stripe::signature;
 
 /// Stripe's portal sessions expire after about five minutes.
@@ -184,6 +185,9 @@ pub struct Emulator {
     webhook_url: String,
     webhook_secret: String,
     http: reqwest::Client,
+    /// Shared with the service: the emulator's "now", which a test can
+    /// advance like a Stripe test clock.
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -199,7 +203,12 @@ pub fn now() -> i64 {
 }
 
 impl Emulator {
-    pub fn new(base_url: String, webhook_url: String, webhook_secret: String) -> Arc<Self> {
+    pub fn new(
+        base_url: String,
+        webhook_url: String,
+        webhook_secret: String,
+        clock: Clock,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             counter: AtomicU64::new(0),
@@ -207,6 +216,7 @@ impl Emulator {
             webhook_url,
             webhook_secret,
             http: reqwest::Client::new(),
+            clock,
         })
     }
 

@@ -751,6 +751,7 @@ mod tests {
             "http://e.test".into(),
             "http://e.test/w".into(),
             "whsec_x".into(),
+            crate::clock::Clock::system(),
         );
         let id = emu.with_state(|emu, state| {
             let customer = emu.create_customer(state, None, None, Default::default());

@@ -35,7 +35,8 @@ const KEYS: &[&str] = &[
     "stripe_webhook_tolerance_secs",
     "stripe_webhook_refetch",
     "stripe_portal_configuration",
-    "billing_past_due_is_paid",
+    "billing_past_due_grace_days",
+    "billing_collection_paused_is_paid",
     "shutdown_timeout_secs",
     "event_retention_days",
 ];
@@ -101,7 +102,8 @@ struct Raw {
     stripe_webhook_tolerance_secs: u64,
     stripe_webhook_refetch: bool,
     stripe_portal_configuration: Option<String>,
-    billing_past_due_is_paid: bool,
+    billing_past_due_grace_days: u32,
+    billing_collection_paused_is_paid: bool,
     shutdown_timeout_secs: u64,
     event_retention_days: u32,
 }
@@ -117,7 +119,12 @@ pub struct Settings {
     pub portal_return_path: String,
     pub stripe: StripeSettings,
     pub auth_jwt_secret: SecretString,
-    pub billing_past_due_is_paid: bool,
+    /// How long a `past_due` subscription keeps access, counted from when it
+    /// became past due (`BILLING_PAST_DUE_GRACE_DAYS`).
+    pub billing_past_due_grace_days: u32,
+    /// Whether an `active` subscription whose collection is paused grants
+    /// access (`BILLING_COLLECTION_PAUSED_IS_PAID`).
+    pub billing_collection_paused_is_paid: bool,
     /// How long in-flight requests may finish after SIGTERM/Ctrl-C.
     pub shutdown_timeout: Duration,
     /// `stripe_events` rows older than this are removed by `prune`.
@@ -156,6 +163,15 @@ impl Settings {
     /// config files embedded in the binary, so a deployed binary needs no files.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        if var("BILLING_PAST_DUE_IS_PAID").is_some() {
+            // A silently ignored setting would change who is paid.
+            return Err(ConfigError::Invalid {
+                key: "BILLING_PAST_DUE_IS_PAID",
+                reason: "was replaced by BILLING_PAST_DUE_GRACE_DAYS (days a past_due \
+                         subscription keeps access; 0 = none, default 14): unset it and set that"
+                    .into(),
+            });
+        }
         let app_env = AppEnv::parse(&var("APP_ENV").unwrap_or_default())?;
 
         let mut builder = Config::builder()
@@ -265,6 +281,14 @@ impl Settings {
                 reason: "must be at least 7 (Stripe retries deliveries for up to 3 days)".into(),
             });
         }
+        if raw.billing_past_due_grace_days > 366 {
+            return Err(ConfigError::Invalid {
+                key: "BILLING_PAST_DUE_GRACE_DAYS",
+                reason: "must be between 0 and 366 days (Stripe retries a failed payment for at \
+                         most about a month; 14 matches its default retry window)"
+                    .into(),
+            });
+        }
         if raw.database_pool_size == 0 {
             return Err(ConfigError::Invalid {
                 key: "DATABASE_POOL_SIZE",
@@ -344,7 +368,8 @@ impl Settings {
                 portal_configuration: raw.stripe_portal_configuration,
             },
             auth_jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(DEV_JWT_SECRET)),
-            billing_past_due_is_paid: raw.billing_past_due_is_paid,
+            billing_past_due_grace_days: raw.billing_past_due_grace_days,
+            billing_collection_paused_is_paid: raw.billing_collection_paused_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
             event_retention_days: raw.event_retention_days,
         })

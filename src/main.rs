@@ -131,9 +131,10 @@ async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
     )?;
     db::prepare_database(&settings.database)?;
     let pool = db::build_pool(&settings.database)?;
-    let rule = PaidRule {
-        past_due_is_paid: settings.billing_past_due_is_paid,
-    };
+    let rule = PaidRule::new(
+        settings.billing_past_due_grace_days,
+        settings.billing_collection_paused_is_paid,
+    );
     // A progress bar on a terminal, plain lines otherwise (CI, cron, logs).
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);

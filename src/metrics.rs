@@ -1,7 +1,8 @@
 //! Prometheus metrics for `GET /metrics`: requests by route and status,
 //! webhook events by type and outcome, signature failures, portal sessions
 //! created, Stripe API calls by operation and outcome with a latency
-//! histogram, and the database pool in use. One registry per
+//! histogram, the database pool in use, same-second ties settled by a
+//! re-read, and grace periods ended by the sweep. One registry per
 //! [`Application`](crate::startup::Application), so tests never share one;
 //! counters are per instance, and Prometheus sums instances.
 
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub stripe_calls: IntCounterVec,
     pub stripe_latency: HistogramVec,
     pub db_pool: IntGaugeVec,
+    pub tie_refetches: IntCounter,
+    pub grace_expirations: IntCounter,
 }
 
 impl Metrics {
@@ -78,6 +81,17 @@ impl Metrics {
             &["state"],
         )
         .unwrap();
+        let tie_refetches = IntCounter::new(
+            "webhook_tie_refetches_total",
+            "Same-second events that could not be ordered and were settled by re-reading the \
+             subscription from Stripe",
+        )
+        .unwrap();
+        let grace_expirations = IntCounter::new(
+            "past_due_grace_expirations_total",
+            "Users whose paid flag the periodic sweep turned off because a past-due grace ended",
+        )
+        .unwrap();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_events.clone()),
@@ -86,6 +100,8 @@ impl Metrics {
             Box::new(stripe_calls.clone()),
             Box::new(stripe_latency.clone()),
             Box::new(db_pool.clone()),
+            Box::new(tie_refetches.clone()),
+            Box::new(grace_expirations.clone()),
         ] {
             registry
                 .register(collector)
@@ -100,6 +116,8 @@ impl Metrics {
             stripe_calls,
             stripe_latency,
             db_pool,
+            tie_refetches,
+            grace_expirations,
         }
     }
 

@@ -21,6 +21,7 @@ use actix_web::dev::Service;
 
 use crate::auth::JwtVerifier;
 use crate::clock::Clock;
+use crate::billing::sweep;
 use crate::billing::sync::PaidRule;
 use crate::config::{AppEnv, Settings};
 use crate::db::{self, PgPool};
@@ -81,15 +82,18 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db_settings = settings.database.clone();
-        let paid_rule = PaidRule {
-            past_due_is_paid: settings.billing_past_due_is_paid,
-        };
+        let paid_rule = PaidRule::new(
+            settings.billing_past_due_grace_days,
+            settings.billing_collection_paused_is_paid,
+        );
+        let clock = Clock::system();
+        let start_clock = clock.clone();
         let pool = web::block(move || {
             db::prepare_database(&db_settings)?;
             let pool = db::build_pool(&db_settings)?;
             // The paid rule may have changed since the flags were stored.
             let changed =
-                db::users::recompute_all_paid(&mut **pool.get()?, paid_rule.paid_statuses())
+                db::users::recompute_all_paid(&mut **pool.get()?, &paid_rule.at(start_clock.now()))
                     .context("Failed to recompute paid flags")?;
             if changed > 0 {
                 info!("paid rule changed: recomputed {changed} users' paid flag");
@@ -109,7 +113,6 @@ impl Application {
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
 
-        let clock = Clock::system();
         // No key outside production: the in-process Stripe emulator, on this
         // very port (config validation already refused this in production).
         let emulator = match (&settings.stripe.secret_key, settings.app_env) {
@@ -177,6 +180,12 @@ impl Application {
             metrics: metrics.clone(),
             clock,
         });
+        sweep::spawn(
+            state.pool.clone(),
+            state.clock.clone(),
+            state.paid_rule,
+            state.metrics.clone(),
+        );
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
         let server = HttpServer::new(move || {

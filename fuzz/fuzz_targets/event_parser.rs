@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
             );
             let is_subscription_type = SUBSCRIPTION_TYPES.contains(&event.type_.as_str());
             match &event.kind {
-                EventKind::Subscription(sub) => {
+                EventKind::Subscription(sub, _) => {
                     assert!(is_subscription_type, "{} gave a subscription", event.type_);
                     check_subscription(sub);
                 }

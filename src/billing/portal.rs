@@ -12,7 +12,8 @@ use log::{info, warn};
 
 use crate::auth::AuthenticatedUser;
 use crate::billing::status::SubscriptionStatus;
-use crate::billing::summary::current_subscription;
+use crate::billing::summary::{current_subscription, ends_at};
+use crate::billing::sync::PaidRule;
 use crate::db::{self, subscriptions, users, OpenTransaction};
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -76,7 +77,7 @@ pub async fn portal_url(
     .await?;
     let flow = options
         .flow
-        .map(|kind| resolve_flow(kind, &subs, state.paid_rule.past_due_is_paid))
+        .map(|kind| resolve_flow(kind, &subs, state.paid_rule, state.clock.now()))
         .transpose()?;
     let (locale, flow) = (options.locale.as_ref(), flow.as_ref());
     let email = row.email.as_deref();
@@ -125,9 +126,10 @@ pub async fn user_customer(state: &AppState, user: &AuthenticatedUser) -> Result
 fn resolve_flow(
     kind: FlowKind,
     subs: &[crate::db::subscriptions::Subscription],
-    past_due_is_paid: bool,
+    rule: PaidRule,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<PortalFlow, ApiError> {
-    let live = current_subscription(subs, past_due_is_paid)
+    let live = current_subscription(subs, rule, now)
         .filter(|s| !SubscriptionStatus::parse(&s.status).is_terminal());
     let subscription = match (kind, live) {
         (FlowKind::PaymentMethodUpdate, _) => return Ok(PortalFlow::PaymentMethodUpdate),
@@ -137,10 +139,12 @@ fn resolve_flow(
                 "you have no current subscription to change or cancel",
             ))
         }
-        (FlowKind::SubscriptionCancel, Some(s)) if s.cancel_at_period_end => {
+        // Classic billing mode sets `cancel_at_period_end`; flexible mode (the
+        // default since API 2025-09-30) sets only `cancel_at`.
+        (FlowKind::SubscriptionCancel, Some(s)) if ends_at(s).is_some() => {
             return Err(ApiError::conflict(
                 "subscription_already_canceling",
-                "your subscription is already set to end at the close of this period",
+                "your subscription is already set to end; renew it in the portal instead",
             ))
         }
         (_, Some(s)) => s.id.clone(),
@@ -182,12 +186,13 @@ async fn ensure_customer(
     match stripe.create_customer(user_id, email, stale).await {
         Ok(customer) => {
             let (id, stored, rule) = (user_id.to_owned(), customer.clone(), state.paid_rule);
+            let now = state.clock.now();
             tx.run(move |conn| {
                 users::set_customer_id(conn, &id, &stored)?;
                 // Webhooks may have stored this customer's subscriptions
                 // before we knew whose it was.
                 if subscriptions::link_customer(conn, &stored, &id)? > 0 {
-                    users::recompute_paid(conn, &id, rule.paid_statuses())?;
+                    users::recompute_paid(conn, &id, &rule.at(now))?;
                 }
                 Ok(())
             })

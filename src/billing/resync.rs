@@ -7,7 +7,7 @@
 use chrono::Utc;
 
 use crate::billing::sync::{apply_subscription, timestamp, PaidRule};
-use crate::db::subscriptions::{self, Subscription};
+use crate::db::subscriptions::{self, Provenance, Subscription};
 use crate::db::{self, PgPool};
 use crate::stripe::client::StripeGateway;
 use crate::stripe::events::SubscriptionObject;
@@ -111,7 +111,14 @@ pub async fn resync(
             if !dry_run {
                 let sub = sub.clone();
                 db::transaction(pool, move |conn| {
-                    apply_subscription(conn, &sub, Utc::now(), true, rule)
+                    let now = Utc::now();
+                    apply_subscription(
+                        conn,
+                        &sub,
+                        &Provenance::Fetch { started_at: now },
+                        rule,
+                        now,
+                    )
                 })
                 .await?;
             }

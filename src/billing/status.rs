@@ -2,10 +2,16 @@
 //!
 //! Owns `SubscriptionStatus`: parsing Stripe's wire strings (leniently, so a status Stripe adds
 //! later never breaks webhook processing), turning them back into wire strings for storage, and
-//! deciding whether a status grants access. The past-due grace decision is made by the caller's
-//! configuration and passed in; this module reads no settings itself.
+//! deciding whether a subscription grants access ([`PaidRule`]) and why ([`Reason`]). The rule's
+//! parameters come from configuration through the caller; this module reads no settings itself.
+//!
+//! The same rule runs in Postgres as `billing_grants_access` (the
+//! `paid_correctness` migration) so `users.paid` can be recomputed in the statement that stores
+//! a subscription; `tests/api/paid_rule.rs` holds the two together over every combination.
 
 use std::fmt;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
@@ -63,21 +69,136 @@ impl SubscriptionStatus {
         matches!(self, Self::Canceled | Self::IncompleteExpired)
     }
 
-    /// Whether a subscription in this status makes its user paid.
-    ///
-    /// `past_due` is paid only while the configured grace allows it (Stripe is still retrying the
-    /// payment). Unknown statuses are unpaid: access is granted only for states we understand.
-    pub fn grants_access(&self, past_due_is_paid: bool) -> bool {
+    /// How far along Stripe's lifecycle the status is: `incomplete` comes first, the live
+    /// statuses next, the terminal ones last. Two events of the same second are ordered by it
+    /// (`billing_lifecycle_rank` in SQL is the same table).
+    pub fn lifecycle_rank(&self) -> u8 {
         match self {
-            Self::Active | Self::Trialing => true,
-            Self::PastDue => past_due_is_paid,
-            Self::Canceled
-            | Self::Unpaid
-            | Self::Incomplete
-            | Self::IncompleteExpired
-            | Self::Paused
-            | Self::Unknown(_) => false,
+            Self::Incomplete => 0,
+            Self::Canceled | Self::IncompleteExpired => 2,
+            _ => 1,
         }
+    }
+}
+
+/// Why a user is or is not paid: a stable code apps and the page can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Active,
+    Trialing,
+    /// Payment failed; Stripe is retrying and the grace period has not ended.
+    PastDueInGrace,
+    PastDueGraceEnded,
+    /// `pause_collection` is set: the status stays `active` but no invoice is collected.
+    CollectionPaused,
+    Canceled,
+    Unpaid,
+    Incomplete,
+    IncompleteExpired,
+    Paused,
+    /// A status this service does not know (Stripe added one): unpaid until understood.
+    UnrecognizedStatus,
+    NoSubscription,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 12] = [
+        Self::Active,
+        Self::Trialing,
+        Self::PastDueInGrace,
+        Self::PastDueGraceEnded,
+        Self::CollectionPaused,
+        Self::Canceled,
+        Self::Unpaid,
+        Self::Incomplete,
+        Self::IncompleteExpired,
+        Self::Paused,
+        Self::UnrecognizedStatus,
+        Self::NoSubscription,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Trialing => "trialing",
+            Self::PastDueInGrace => "past_due_in_grace",
+            Self::PastDueGraceEnded => "past_due_grace_ended",
+            Self::CollectionPaused => "collection_paused",
+            Self::Canceled => "canceled",
+            Self::Unpaid => "unpaid",
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Paused => "paused",
+            Self::UnrecognizedStatus => "unrecognized_status",
+            Self::NoSubscription => "no_subscription",
+        }
+    }
+}
+
+/// What the rule needs to know about one subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessFacts<'a> {
+    pub status: &'a SubscriptionStatus,
+    /// When it became `past_due` (Stripe time); `None` unless past due.
+    pub past_due_since: Option<DateTime<Utc>>,
+    /// Whether `pause_collection` is set.
+    pub collection_paused: bool,
+}
+
+/// The paid rule, from `BILLING_PAST_DUE_GRACE_DAYS` and `BILLING_COLLECTION_PAUSED_IS_PAID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaidRule {
+    /// How long `past_due` keeps access, counted from when it became past due. Stripe retries a
+    /// failed renewal for up to two weeks by default (Smart Retries), then applies the account's
+    /// dunning setting, which may be "leave past due" forever: the grace is what ends access then.
+    pub past_due_grace: TimeDelta,
+    pub collection_paused_is_paid: bool,
+}
+
+impl PaidRule {
+    pub fn new(past_due_grace_days: u32, collection_paused_is_paid: bool) -> Self {
+        Self {
+            past_due_grace: TimeDelta::days(i64::from(past_due_grace_days)),
+            collection_paused_is_paid,
+        }
+    }
+
+    /// Seconds of grace, as the SQL side of the rule takes them.
+    pub fn grace_secs(self) -> i64 {
+        self.past_due_grace.num_seconds()
+    }
+
+    /// When the grace of a subscription past due since `since` ends.
+    pub fn grace_ends_at(self, since: DateTime<Utc>) -> DateTime<Utc> {
+        since + self.past_due_grace
+    }
+
+    /// Whether the subscription makes its user paid at `now`, and why.
+    ///
+    /// Unknown statuses are unpaid: access is granted only for states we understand.
+    pub fn judge(self, facts: AccessFacts<'_>, now: DateTime<Utc>) -> (bool, Reason) {
+        use SubscriptionStatus as S;
+        match facts.status {
+            S::Active | S::Trialing if facts.collection_paused => {
+                (self.collection_paused_is_paid, Reason::CollectionPaused)
+            }
+            S::Active => (true, Reason::Active),
+            S::Trialing => (true, Reason::Trialing),
+            S::PastDue => match facts.past_due_since {
+                Some(since) if now < self.grace_ends_at(since) => (true, Reason::PastDueInGrace),
+                _ => (false, Reason::PastDueGraceEnded),
+            },
+            S::Canceled => (false, Reason::Canceled),
+            S::Unpaid => (false, Reason::Unpaid),
+            S::Incomplete => (false, Reason::Incomplete),
+            S::IncompleteExpired => (false, Reason::IncompleteExpired),
+            S::Paused => (false, Reason::Paused),
+            S::Unknown(_) => (false, Reason::UnrecognizedStatus),
+        }
+    }
+
+    pub fn grants_access(self, facts: AccessFacts<'_>, now: DateTime<Utc>) -> bool {
+        self.judge(facts, now).0
     }
 }
 
@@ -154,18 +275,82 @@ mod tests {
         );
     }
 
+    fn facts(status: &SubscriptionStatus) -> AccessFacts<'_> {
+        AccessFacts {
+            status,
+            past_due_since: None,
+            collection_paused: false,
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
     #[test]
-    fn active_and_trialing_grant_access_regardless_of_grace() {
-        for grace in [true, false] {
-            assert!(SubscriptionStatus::Active.grants_access(grace));
-            assert!(SubscriptionStatus::Trialing.grants_access(grace));
+    fn active_and_trialing_grant_access_whatever_the_grace() {
+        for days in [0, 14] {
+            let rule = PaidRule::new(days, true);
+            assert_eq!(
+                rule.judge(facts(&SubscriptionStatus::Active), at(0)),
+                (true, Reason::Active)
+            );
+            assert_eq!(
+                rule.judge(facts(&SubscriptionStatus::Trialing), at(0)),
+                (true, Reason::Trialing)
+            );
         }
     }
 
     #[test]
-    fn past_due_grants_access_only_during_grace() {
-        assert!(SubscriptionStatus::PastDue.grants_access(true));
-        assert!(!SubscriptionStatus::PastDue.grants_access(false));
+    fn past_due_grants_access_until_the_grace_counted_from_when_it_became_past_due_ends() {
+        let rule = PaidRule::new(14, true);
+        let status = SubscriptionStatus::PastDue;
+        let since = at(1_000_000);
+        let facts = AccessFacts {
+            past_due_since: Some(since),
+            ..facts(&status)
+        };
+        let ends = since + TimeDelta::days(14);
+
+        assert_eq!(
+            rule.judge(facts, ends - TimeDelta::seconds(1)),
+            (true, Reason::PastDueInGrace)
+        );
+        assert_eq!(rule.judge(facts, ends), (false, Reason::PastDueGraceEnded));
+        assert_eq!(rule.grace_ends_at(since), ends);
+    }
+
+    #[test]
+    fn a_grace_of_zero_days_makes_past_due_unpaid_at_once() {
+        let status = SubscriptionStatus::PastDue;
+        let facts = AccessFacts {
+            past_due_since: Some(at(100)),
+            ..facts(&status)
+        };
+
+        assert_eq!(
+            PaidRule::new(0, true).judge(facts, at(100)),
+            (false, Reason::PastDueGraceEnded)
+        );
+    }
+
+    #[test]
+    fn paused_collection_grants_access_only_when_configured_to() {
+        let status = SubscriptionStatus::Active;
+        let paused = AccessFacts {
+            collection_paused: true,
+            ..facts(&status)
+        };
+
+        assert_eq!(
+            PaidRule::new(14, true).judge(paused, at(0)),
+            (true, Reason::CollectionPaused)
+        );
+        assert_eq!(
+            PaidRule::new(14, false).judge(paused, at(0)),
+            (false, Reason::CollectionPaused)
+        );
     }
 
     #[test]
@@ -180,8 +365,30 @@ mod tests {
             SubscriptionStatus::Unknown(String::new()),
         ];
         for status in denied {
-            assert!(!status.grants_access(true), "{status:?} granted access");
+            assert!(
+                !PaidRule::new(366, true).grants_access(facts(&status), at(0)),
+                "{status:?} granted access"
+            );
         }
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_stable_code() {
+        let codes: std::collections::HashSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn incomplete_comes_before_live_statuses_and_those_before_terminal_ones() {
+        use SubscriptionStatus as S;
+        assert!(S::Incomplete.lifecycle_rank() < S::Active.lifecycle_rank());
+        assert!(S::PastDue.lifecycle_rank() < S::Canceled.lifecycle_rank());
+        assert_eq!(S::Active.lifecycle_rank(), S::Unpaid.lifecycle_rank());
+        assert_eq!(
+            S::Canceled.lifecycle_rank(),
+            S::IncompleteExpired.lifecycle_rank()
+        );
     }
 
     #[test]

@@ -1,19 +1,48 @@
 //! A user's billing status as `GET /billing/status` reports it, from Postgres
-//! only: the paid flag, and the subscription that best describes the user.
+//! only: whether they are paid and why, and the subscription that best
+//! describes them.
 
 use chrono::{DateTime, Utc};
 
-use crate::billing::status::SubscriptionStatus;
+use crate::billing::status::{AccessFacts, PaidRule, Reason, SubscriptionStatus};
 use crate::db::subscriptions::Subscription;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BillingSummary {
     pub paid: bool,
+    pub reason: Reason,
     pub status: Option<String>,
     pub price_id: Option<String>,
     pub product_id: Option<String>,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
+    /// When the subscription is set to end, in either billing mode: `cancel_at`
+    /// (flexible mode sets only that), else the period end when classic mode's
+    /// `cancel_at_period_end` is set without it (older API versions).
+    pub cancel_at: Option<DateTime<Utc>>,
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    pub synced_at: Option<DateTime<Utc>>,
+}
+
+fn facts(s: &Subscription) -> (SubscriptionStatus, Option<DateTime<Utc>>, bool) {
+    (
+        SubscriptionStatus::parse(&s.status),
+        s.past_due_since,
+        s.pause_behavior.is_some(),
+    )
+}
+
+/// Judges one stored subscription at `now`.
+pub fn judge(s: &Subscription, rule: PaidRule, now: DateTime<Utc>) -> (bool, Reason) {
+    let (status, past_due_since, collection_paused) = facts(s);
+    rule.judge(
+        AccessFacts {
+            status: &status,
+            past_due_since,
+            collection_paused,
+        },
+        now,
+    )
 }
 
 /// The user's current subscription: one that grants access if any does, else
@@ -21,25 +50,39 @@ pub struct BillingSummary {
 /// nothing). Also the subscription portal deep links act on.
 pub fn current_subscription(
     subs: &[Subscription],
-    past_due_is_paid: bool,
+    rule: PaidRule,
+    now: DateTime<Utc>,
 ) -> Option<&Subscription> {
-    subs.iter().max_by_key(|s| {
-        (
-            SubscriptionStatus::parse(&s.status).grants_access(past_due_is_paid),
-            s.last_event_at,
-        )
-    })
+    subs.iter()
+        .max_by_key(|s| (judge(s, rule, now).0, s.last_event_at))
 }
 
-pub fn summarize(paid: bool, subs: &[Subscription], past_due_is_paid: bool) -> BillingSummary {
-    let current = current_subscription(subs, past_due_is_paid);
+/// When the subscription is set to end, in either billing mode.
+pub fn ends_at(s: &Subscription) -> Option<DateTime<Utc>> {
+    s.cancel_at
+        .or(s.current_period_end.filter(|_| s.cancel_at_period_end))
+}
+
+/// The user's billing status at `now`. `paid` is judged here rather than read
+/// from `users.paid`, so an ended grace shows at once; the sweep brings the
+/// column along within a minute.
+pub fn summarize(subs: &[Subscription], rule: PaidRule, now: DateTime<Utc>) -> BillingSummary {
+    let current = current_subscription(subs, rule, now);
+    let (paid, reason) = current.map_or((false, Reason::NoSubscription), |s| judge(s, rule, now));
     BillingSummary {
         paid,
+        reason,
         status: current.map(|s| s.status.clone()),
         price_id: current.and_then(|s| s.price_id.clone()),
         product_id: current.and_then(|s| s.product_id.clone()),
         current_period_end: current.and_then(|s| s.current_period_end),
         cancel_at_period_end: current.is_some_and(|s| s.cancel_at_period_end),
+        cancel_at: current.and_then(ends_at),
+        grace_ends_at: current
+            .filter(|s| s.status == SubscriptionStatus::PastDue.as_str())
+            .and_then(|s| s.past_due_since)
+            .map(|since| rule.grace_ends_at(since)),
+        synced_at: current.map(|s| s.synced_at),
     }
 }
 
@@ -47,7 +90,10 @@ pub fn summarize(paid: bool, subs: &[Subscription], past_due_is_paid: bool) -> B
 mod tests {
     use super::*;
 
+    const NOW: i64 = 1_800_000_000;
+
     fn sub(id: &str, status: &str, changed: i64) -> Subscription {
+        let at = |t| DateTime::from_timestamp(t, 0).unwrap();
         Subscription {
             id: id.into(),
             customer_id: "cus_1".into(),
@@ -55,18 +101,32 @@ mod tests {
             status: status.into(),
             price_id: Some(format!("price_{id}")),
             product_id: None,
-            current_period_end: None,
+            current_period_end: Some(at(NOW + 86_400)),
             cancel_at_period_end: false,
-            last_event_at: DateTime::from_timestamp(changed, 0).unwrap(),
+            last_event_at: at(changed),
+            cancel_at: None,
+            pause_behavior: None,
+            pause_resumes_at: None,
+            past_due_since: (status == "past_due").then(|| at(changed)),
+            synced_at: at(changed),
         }
+    }
+
+    fn rule() -> PaidRule {
+        PaidRule::new(14, true)
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(NOW, 0).unwrap()
     }
 
     #[test]
     fn an_active_subscription_is_shown_over_a_more_recently_canceled_one() {
         let subs = [sub("a", "active", 100), sub("b", "canceled", 200)];
-        let summary = summarize(true, &subs, true);
+        let summary = summarize(&subs, rule(), now());
         assert_eq!(summary.status.as_deref(), Some("active"));
         assert_eq!(summary.price_id.as_deref(), Some("price_a"));
+        assert_eq!((summary.paid, summary.reason), (true, Reason::Active));
     }
 
     #[test]
@@ -75,14 +135,56 @@ mod tests {
             sub("a", "canceled", 100),
             sub("b", "incomplete_expired", 200),
         ];
-        let summary = summarize(false, &subs, true);
+        let summary = summarize(&subs, rule(), now());
         assert_eq!(summary.status.as_deref(), Some("incomplete_expired"));
+        assert_eq!(summary.reason, Reason::IncompleteExpired);
+        assert!(!summary.paid);
     }
 
     #[test]
     fn a_user_without_subscriptions_has_no_status() {
-        let summary = summarize(false, &[], true);
+        let summary = summarize(&[], rule(), now());
         assert_eq!(summary.status, None);
+        assert_eq!(summary.reason, Reason::NoSubscription);
         assert!(!summary.cancel_at_period_end);
+        assert_eq!(summary.synced_at, None);
+    }
+
+    #[test]
+    fn a_flexible_mode_cancellation_reports_cancel_at_though_cancel_at_period_end_is_false() {
+        let mut s = sub("a", "active", 100);
+        s.cancel_at = s.current_period_end;
+
+        let summary = summarize(&[s.clone()], rule(), now());
+
+        assert!(!summary.cancel_at_period_end);
+        assert_eq!(summary.cancel_at, s.current_period_end);
+    }
+
+    #[test]
+    fn a_classic_cancellation_without_cancel_at_ends_at_the_period_end() {
+        let mut s = sub("a", "active", 100);
+        s.cancel_at_period_end = true;
+
+        assert_eq!(ends_at(&s), s.current_period_end);
+    }
+
+    #[test]
+    fn past_due_reports_when_its_grace_ends_and_then_that_it_ended() {
+        let since = NOW - 86_400;
+        let subs = [sub("a", "past_due", since)];
+
+        let during = summarize(&subs, rule(), now());
+        let after = summarize(&subs, rule(), now() + chrono::TimeDelta::days(14));
+
+        assert_eq!((during.paid, during.reason), (true, Reason::PastDueInGrace));
+        assert_eq!(
+            during.grace_ends_at,
+            DateTime::from_timestamp(since + 14 * 86_400, 0)
+        );
+        assert_eq!(
+            (after.paid, after.reason),
+            (false, Reason::PastDueGraceEnded)
+        );
     }
 }

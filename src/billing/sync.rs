@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::auth::UserId;
-use crate::db::subscriptions::{self, SubscriptionState};
+use crate::db::subscriptions::{self, Provenance, RuleParams, Stored, SubscriptionState};
 use crate::db::{events, users};
 use crate::stripe::events::{CheckoutSessionObject, Event, EventKind, SubscriptionObject};
 
@@ -26,6 +26,10 @@ pub enum Outcome {
     Stale,
     /// A type this service does not act on.
     Ignored,
+    /// Same second as the stored state and unorderable: nothing recorded, so
+    /// the caller re-reads the subscription from Stripe and applies the event
+    /// again with what it read. Never stored on an event row.
+    Undecidable,
 }
 
 impl Outcome {
@@ -35,24 +39,20 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::Stale => "stale",
             Self::Ignored => "ignored",
+            Self::Undecidable => "undecidable",
         }
     }
 }
 
-/// The paid rule, from `BILLING_PAST_DUE_IS_PAID`.
-#[derive(Debug, Clone, Copy)]
-pub struct PaidRule {
-    pub past_due_is_paid: bool,
-}
+pub use crate::billing::status::PaidRule;
 
 impl PaidRule {
-    /// The stored statuses that make a user paid (the SQL side of
-    /// [`SubscriptionStatus::grants_access`]; a test keeps the two in step).
-    pub fn paid_statuses(self) -> &'static [&'static str] {
-        if self.past_due_is_paid {
-            &["active", "trialing", "past_due"]
-        } else {
-            &["active", "trialing"]
+    /// The rule's parameters at `now`, as the SQL side takes them.
+    pub fn at(self, now: DateTime<Utc>) -> RuleParams {
+        RuleParams {
+            now,
+            grace_secs: self.grace_secs(),
+            collection_paused_is_paid: self.collection_paused_is_paid,
         }
     }
 }
@@ -61,17 +61,26 @@ pub fn timestamp(secs: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(secs, 0)
 }
 
+/// A subscription as just read from the API, and when that read started.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub subscription: SubscriptionObject,
+    pub started_at: DateTime<Utc>,
+}
+
 /// Records and applies one verified event in a single transaction. `fresh`
-/// is the subscription as just fetched from the API (`STRIPE_WEBHOOK_REFETCH`),
-/// applied instead of the payload's copy.
+/// is the subscription as just fetched from the API (`STRIPE_WEBHOOK_REFETCH`,
+/// or after [`Outcome::Undecidable`]), applied instead of the payload's copy.
+/// `now` is the billing clock's.
 pub fn apply_event(
     conn: &mut PgConnection,
     event: &Event,
-    fresh: Option<&SubscriptionObject>,
+    fresh: Option<&Fetched>,
     rule: PaidRule,
+    now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
     let created = timestamp(event.created).unwrap_or(DateTime::UNIX_EPOCH);
-    conn.transaction(|conn| {
+    let result = conn.transaction(|conn| {
         if !events::claim(
             conn,
             &event.id,
@@ -82,35 +91,59 @@ pub fn apply_event(
             return Ok(Outcome::Duplicate);
         }
         let outcome = match &event.kind {
-            EventKind::Subscription(payload) => match fresh {
-                Some(fresh) => apply_subscription(conn, fresh, created, true, rule)?,
-                None => apply_subscription(conn, payload, created, false, rule)?,
+            EventKind::Subscription(payload, previous) => match fresh {
+                Some(fresh) => apply_subscription(
+                    conn,
+                    &fresh.subscription,
+                    &Provenance::Fetch {
+                        started_at: fresh.started_at,
+                    },
+                    rule,
+                    now,
+                )?,
+                None => apply_subscription(
+                    conn,
+                    payload,
+                    &Provenance::Event {
+                        created,
+                        previous: &previous.0,
+                    },
+                    rule,
+                    now,
+                )?,
             },
             EventKind::CustomerDeleted { customer_id } => {
-                customer_deleted(conn, customer_id, created, rule)?
+                customer_deleted(conn, customer_id, created, rule, now)?
             }
-            EventKind::CheckoutCompleted(session) => checkout_completed(conn, session, rule)?,
+            EventKind::CheckoutCompleted(session) => checkout_completed(conn, session, rule, now)?,
             EventKind::Ignored => Outcome::Ignored,
         };
-        if outcome != Outcome::Applied {
-            events::set_outcome(conn, &event.id, outcome.as_str())?;
+        match outcome {
+            // Unclaim the event: it is applied for real once re-read.
+            Outcome::Undecidable => return Err(diesel::result::Error::RollbackTransaction),
+            Outcome::Applied => {}
+            other => events::set_outcome(conn, &event.id, other.as_str())?,
         }
         Ok(outcome)
-    })
+    });
+    match result {
+        Err(diesel::result::Error::RollbackTransaction) => Ok(Outcome::Undecidable),
+        other => other,
+    }
 }
 
-/// Stores one subscription's state as of `as_of` (unless newer state is
-/// already stored) and recomputes its user's paid flag. Call inside a
-/// transaction.
+/// Stores one subscription's state (unless newer state is already stored)
+/// and recomputes its user's paid flag. Call inside a transaction.
 pub fn apply_subscription(
     conn: &mut PgConnection,
     sub: &SubscriptionObject,
-    as_of: DateTime<Utc>,
-    authoritative: bool,
+    provenance: &Provenance<'_>,
     rule: PaidRule,
+    now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
     let user = user_for(conn, sub)?;
-    let stored = subscriptions::store_if_newer(
+    let pause = sub.pause_collection.as_ref();
+    let stored = subscriptions::store(
         conn,
         &SubscriptionState {
             id: &sub.id,
@@ -121,15 +154,17 @@ pub fn apply_subscription(
             product_id: sub.product_id.as_deref(),
             current_period_end: sub.current_period_end.and_then(timestamp),
             cancel_at_period_end: sub.cancel_at_period_end,
-            as_of,
+            cancel_at: sub.cancel_at.and_then(timestamp),
+            pause_behavior: pause.map(|p| p.behavior.as_str()),
+            pause_resumes_at: pause.and_then(|p| p.resumes_at).and_then(timestamp),
         },
-        authoritative,
-        rule.paid_statuses(),
+        provenance,
+        &rule.at(now),
     )?;
-    Ok(if stored {
-        Outcome::Applied
-    } else {
-        Outcome::Stale
+    Ok(match stored {
+        Stored::Applied => Outcome::Applied,
+        Stored::Stale => Outcome::Stale,
+        Stored::Undecidable => Outcome::Undecidable,
     })
 }
 
@@ -153,18 +188,19 @@ fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Op
     }
 }
 
-fn customer_deleted(
+pub fn customer_deleted(
     conn: &mut PgConnection,
     customer_id: &str,
     as_of: DateTime<Utc>,
     rule: PaidRule,
+    now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
     let mut affected = subscriptions::cancel_all_of_customer(conn, customer_id, as_of)?;
     affected.extend(users::forget_customer(conn, customer_id)?);
     affected.sort();
     affected.dedup();
     for user in affected {
-        users::recompute_paid(conn, &user, rule.paid_statuses())?;
+        users::recompute_paid(conn, &user, &rule.at(now))?;
     }
     Ok(Outcome::Applied)
 }
@@ -173,6 +209,7 @@ fn checkout_completed(
     conn: &mut PgConnection,
     session: &CheckoutSessionObject,
     rule: PaidRule,
+    now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
     let (Some(reference), Some(customer)) = (&session.client_reference_id, &session.customer_id)
     else {
@@ -184,38 +221,7 @@ fn checkout_completed(
     users::link_customer_if_unset(conn, user.as_str(), customer)?;
     if users::find_by_customer(conn, customer)?.as_deref() == Some(user.as_str()) {
         subscriptions::link_customer(conn, customer, user.as_str())?;
-        users::recompute_paid(conn, user.as_str(), rule.paid_statuses())?;
+        users::recompute_paid(conn, user.as_str(), &rule.at(now))?;
     }
     Ok(Outcome::Applied)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::billing::status::SubscriptionStatus;
-
-    #[test]
-    fn the_stored_paid_statuses_agree_with_the_status_rule() {
-        let every = [
-            "active",
-            "trialing",
-            "past_due",
-            "canceled",
-            "unpaid",
-            "incomplete",
-            "incomplete_expired",
-            "paused",
-            "something_new",
-        ];
-        for past_due_is_paid in [true, false] {
-            let rule = PaidRule { past_due_is_paid };
-            for status in every {
-                assert_eq!(
-                    rule.paid_statuses().contains(&status),
-                    SubscriptionStatus::parse(status).grants_access(past_due_is_paid),
-                    "{status} with grace {past_due_is_paid}"
-                );
-            }
-        }
-    }
 }

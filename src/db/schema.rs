@@ -24,6 +24,13 @@ diesel::table! {
         last_event_at -> Timestamptz,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        cancel_at -> Nullable<Timestamptz>,
+        pause_behavior -> Nullable<Text>,
+        pause_resumes_at -> Nullable<Timestamptz>,
+        past_due_since -> Nullable<Timestamptz>,
+        source -> Text,
+        previous_attributes -> Nullable<Jsonb>,
+        synced_at -> Timestamptz,
     }
 }
 

@@ -1,9 +1,10 @@
 //! The `subscriptions` table: the last known state of each Stripe
-//! subscription, guarded so an older event never overwrites newer state.
+//! subscription, guarded so an older event, or an older fetch, never
+//! overwrites newer state.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
 
 use super::schema::subscriptions;
 
@@ -19,9 +20,14 @@ pub struct Subscription {
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
     pub last_event_at: DateTime<Utc>,
+    pub cancel_at: Option<DateTime<Utc>>,
+    pub pause_behavior: Option<String>,
+    pub pause_resumes_at: Option<DateTime<Utc>>,
+    pub past_due_since: Option<DateTime<Utc>>,
+    pub synced_at: DateTime<Utc>,
 }
 
-/// A subscription state to store, as of the Stripe time `as_of`.
+/// A subscription state to store.
 pub struct SubscriptionState<'a> {
     pub id: &'a str,
     pub customer_id: &'a str,
@@ -31,13 +37,45 @@ pub struct SubscriptionState<'a> {
     pub product_id: Option<&'a str>,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
-    pub as_of: DateTime<Utc>,
+    pub cancel_at: Option<DateTime<Utc>>,
+    pub pause_behavior: Option<&'a str>,
+    pub pause_resumes_at: Option<DateTime<Utc>>,
+}
+
+/// Where a state comes from, which decides how it is ordered against the stored one.
+pub enum Provenance<'a> {
+    /// A webhook payload: as of the event's `created` second, with the event's
+    /// `previous_attributes` (reduced, see `stripe::events::PreviousAttributes`).
+    Event {
+        created: DateTime<Utc>,
+        previous: &'a serde_json::Map<String, serde_json::Value>,
+    },
+    /// Read from the API by a fetch that started at `started_at` (billing clock).
+    Fetch { started_at: DateTime<Utc> },
+}
+
+/// What [`store`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Applied,
+    /// Older than (or the same as) what is stored; nothing written.
+    Stale,
+    /// Same-second events that cannot be ordered; nothing written, the caller
+    /// re-reads the subscription from Stripe.
+    Undecidable,
+}
+
+/// The paid rule's parameters as the SQL side takes them.
+pub struct RuleParams {
+    pub now: DateTime<Utc>,
+    pub grace_secs: i64,
+    pub collection_paused_is_paid: bool,
 }
 
 #[diesel::declare_sql_function]
 extern "SQL" {
-    /// Defined by the `prepared_sync_functions` migration, which says why
-    /// these statements live in Postgres.
+    /// Defined by the `paid_correctness` migration, which gives the ordering
+    /// rules; the `prepared_sync_functions` one says why they live in Postgres.
     #[allow(clippy::too_many_arguments)]
     fn billing_store_subscription(
         id: Text,
@@ -48,28 +86,43 @@ extern "SQL" {
         product_id: Nullable<Text>,
         current_period_end: Nullable<Timestamptz>,
         cancel_at_period_end: Bool,
+        cancel_at: Nullable<Timestamptz>,
+        pause_behavior: Nullable<Text>,
+        pause_resumes_at: Nullable<Timestamptz>,
         as_of: Timestamptz,
-        authoritative: Bool,
-        paid_statuses: Array<Text>,
-    ) -> Bool;
+        fetched_at: Nullable<Timestamptz>,
+        previous: Nullable<Jsonb>,
+        now: Timestamptz,
+        grace_secs: BigInt,
+        paused_is_paid: Bool,
+    ) -> Text;
 }
 
-/// Stores `state` unless the row already holds newer state, and returns
-/// whether it was stored. Newer means a later Stripe time; within the same
-/// second (where `created` cannot order events) a terminal status already
-/// stored is never undone. `authoritative` state (just fetched from the API)
-/// is stored whatever its time, since it is current by definition.
-///
-/// When stored for a user, that user's paid flag is recomputed from
-/// `paid_statuses` in the same statement: one prepared round trip for the
-/// whole effect of a subscription event.
-pub fn store_if_newer(
+/// Stores `state` unless the row already holds newer state (the rules are in
+/// the migration that defines `billing_store_subscription`), and recomputes
+/// the user's paid flag in the same statement: one prepared round trip for
+/// the whole effect of a subscription event.
+pub fn store(
     conn: &mut PgConnection,
     state: &SubscriptionState<'_>,
-    authoritative: bool,
-    paid_statuses: &[&str],
-) -> QueryResult<bool> {
-    diesel::select(billing_store_subscription(
+    provenance: &Provenance<'_>,
+    rule: &RuleParams,
+) -> QueryResult<Stored> {
+    let (as_of, fetched_at, previous) = match provenance {
+        Provenance::Event { created, previous } => (
+            *created,
+            None,
+            Some(serde_json::Value::Object((*previous).clone())),
+        ),
+        // A fetch is as of the second it started: an event of an earlier
+        // second is certainly older than what it read.
+        Provenance::Fetch { started_at } => (
+            DateTime::from_timestamp(started_at.timestamp(), 0).unwrap_or(*started_at),
+            Some(*started_at),
+            None,
+        ),
+    };
+    let outcome: String = diesel::select(billing_store_subscription(
         state.id,
         state.customer_id,
         state.user_id,
@@ -78,11 +131,22 @@ pub fn store_if_newer(
         state.product_id,
         state.current_period_end,
         state.cancel_at_period_end,
-        state.as_of,
-        authoritative,
-        paid_statuses,
+        state.cancel_at,
+        state.pause_behavior,
+        state.pause_resumes_at,
+        as_of,
+        fetched_at,
+        previous,
+        rule.now,
+        rule.grace_secs,
+        rule.collection_paused_is_paid,
     ))
-    .get_result(conn)
+    .get_result(conn)?;
+    Ok(match outcome.as_str() {
+        "applied" => Stored::Applied,
+        "stale" => Stored::Stale,
+        _ => Stored::Undecidable,
+    })
 }
 
 /// Every subscription of a deleted customer ends: Stripe cancels them with
@@ -96,6 +160,8 @@ pub fn cancel_all_of_customer(
         .set((
             subscriptions::status.eq("canceled"),
             subscriptions::cancel_at_period_end.eq(false),
+            subscriptions::cancel_at.eq(None::<DateTime<Utc>>),
+            subscriptions::past_due_since.eq(None::<DateTime<Utc>>),
             subscriptions::last_event_at.eq(diesel::dsl::sql::<Timestamptz>(
                 "GREATEST(last_event_at, ",
             )

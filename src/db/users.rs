@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 
 use super::schema::{subscriptions, users};
-use super::subscriptions::Subscription;
+use super::subscriptions::{RuleParams, Subscription};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = users)]
@@ -158,34 +158,63 @@ pub fn link_customer_if_unset(
 
 #[diesel::declare_sql_function]
 extern "SQL" {
-    /// Defined by the `prepared_sync_functions` migration, which says why
-    /// this statement lives in Postgres.
-    fn billing_recompute_paid(user_id: Text, paid_statuses: Array<Text>) -> Bool;
+    /// Defined by the `paid_correctness` migration, over `billing_grants_access`.
+    fn billing_recompute_paid(
+        user_id: Text,
+        now: Timestamptz,
+        grace_secs: BigInt,
+        paused_is_paid: Bool,
+    ) -> Bool;
 }
 
-/// Sets the user's paid flag from their subscriptions: paid when any has one
-/// of `paid_statuses`. Writes only when the flag changes.
-pub fn recompute_paid(
-    conn: &mut PgConnection,
-    id: &str,
-    paid_statuses: &[&str],
-) -> QueryResult<()> {
-    diesel::select(billing_recompute_paid(id, paid_statuses))
-        .get_result::<bool>(conn)
-        .map(|_| ())
+/// Sets the user's paid flag from their subscriptions at `rule.now`. Writes
+/// only when the flag changes.
+pub fn recompute_paid(conn: &mut PgConnection, id: &str, rule: &RuleParams) -> QueryResult<()> {
+    diesel::select(billing_recompute_paid(
+        id,
+        rule.now,
+        rule.grace_secs,
+        rule.collection_paused_is_paid,
+    ))
+    .get_result::<bool>(conn)
+    .map(|_| ())
 }
 
 /// Recomputes every user's paid flag, for when the paid rule itself changed
-/// (`BILLING_PAST_DUE_IS_PAID`). Returns how many flags changed.
-pub fn recompute_all_paid(conn: &mut PgConnection, paid_statuses: &[&str]) -> QueryResult<usize> {
-    diesel::sql_query(
+/// (`BILLING_PAST_DUE_GRACE_DAYS`, `BILLING_COLLECTION_PAUSED_IS_PAID`).
+/// Returns how many flags changed.
+pub fn recompute_all_paid(conn: &mut PgConnection, rule: &RuleParams) -> QueryResult<usize> {
+    recompute_where(conn, rule, "TRUE")
+}
+
+/// Recomputes the flag of every user with a past-due subscription: the only
+/// flags that time alone changes (a grace period ends with no event). Uses the
+/// partial index on past-due subscriptions. Returns how many flags changed.
+pub fn recompute_past_due(conn: &mut PgConnection, rule: &RuleParams) -> QueryResult<usize> {
+    recompute_where(
+        conn,
+        rule,
+        "u.id IN (SELECT user_id FROM subscriptions WHERE status = 'past_due')",
+    )
+}
+
+fn recompute_where(
+    conn: &mut PgConnection,
+    rule: &RuleParams,
+    users_filter: &'static str,
+) -> QueryResult<usize> {
+    diesel::sql_query(format!(
         "UPDATE users SET paid = p.paid, updated_at = now() \
          FROM (SELECT u.id, EXISTS (SELECT 1 FROM subscriptions s \
-                                    WHERE s.user_id = u.id AND s.status = ANY($1)) AS paid \
-               FROM users u) p \
-         WHERE users.id = p.id AND users.paid IS DISTINCT FROM p.paid",
-    )
-    .bind::<diesel::sql_types::Array<Text>, _>(paid_statuses)
+                                    WHERE s.user_id = u.id \
+                                      AND billing_grants_access(s.status, s.past_due_since, \
+                                          s.pause_behavior, $1, $2, $3)) AS paid \
+               FROM users u WHERE {users_filter}) p \
+         WHERE users.id = p.id AND users.paid IS DISTINCT FROM p.paid"
+    ))
+    .bind::<Timestamptz, _>(rule.now)
+    .bind::<BigInt, _>(rule.grace_secs)
+    .bind::<Bool, _>(rule.collection_paused_is_paid)
     .execute(conn)
 }
 

@@ -15,8 +15,13 @@ use crate::startup::AppState;
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusData {
-    /// Whether the user has a subscription that grants access.
+    /// Whether the user has a subscription that grants access now.
     paid: bool,
+    /// Why the user is or is not paid, a stable code: `active`, `trialing`, `past_due_in_grace`,
+    /// `past_due_grace_ended`, `collection_paused`, `canceled`, `unpaid`, `incomplete`,
+    /// `incomplete_expired`, `paused`, `unrecognized_status`, `no_subscription`.
+    #[schema(example = "active")]
+    reason: &'static str,
     /// The current subscription's Stripe status (`active`, `past_due`, `canceled`…).
     #[schema(example = "active")]
     status: Option<String>,
@@ -27,8 +32,20 @@ pub struct StatusData {
     /// RFC 3339.
     #[schema(format = DateTime, example = "2026-12-24T00:00:00Z")]
     current_period_end: Option<String>,
-    /// The subscription ends at `currentPeriodEnd` instead of renewing.
+    /// Classic billing mode's flag: the subscription ends at `currentPeriodEnd` instead of
+    /// renewing. Flexible billing mode leaves it false; read `cancelAt`.
     cancel_at_period_end: bool,
+    /// RFC 3339: when the subscription is set to end, in either billing mode; null when it renews.
+    #[schema(format = DateTime, example = "2026-12-24T00:00:00Z")]
+    cancel_at: Option<String>,
+    /// RFC 3339: when a `past_due` subscription stops granting access
+    /// (`BILLING_PAST_DUE_GRACE_DAYS` after it became past due); null otherwise.
+    #[schema(format = DateTime, example = "2026-12-24T00:00:00Z")]
+    grace_ends_at: Option<String>,
+    /// RFC 3339: when the service last learned this subscription's state from Stripe (a webhook
+    /// or a read from the API); null without a subscription.
+    #[schema(format = DateTime, example = "2026-12-05T10:00:00Z")]
+    synced_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -55,32 +72,36 @@ pub async fn billing_status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, email) = (user.id.as_str().to_owned(), user.email);
-    let (row, subs) = db::run(&state.pool, move |conn| {
+    let subs = db::run(&state.pool, move |conn| {
         // The steady state, a known user whose email is unchanged, is one
         // prepared statement; a new user or a changed email is written first.
         match users::find_with_subscriptions(conn, &id)? {
-            Some((row, subs)) if email.is_none() || row.email == email => Ok((row, subs)),
+            Some((row, subs)) if email.is_none() || row.email == email => Ok(subs),
             _ => {
-                let row = users::insert_or_update(conn, &id, email.as_deref())?;
-                Ok((row, subscriptions::of_user(conn, &id)?))
+                users::insert_or_update(conn, &id, email.as_deref())?;
+                subscriptions::of_user(conn, &id)
             }
         }
     })
     .await?;
-    let summary = summarize(row.paid, &subs, state.paid_rule.past_due_is_paid);
+    // Judged now, not read from `users.paid`: an ended grace shows at once.
+    let summary = summarize(&subs, state.paid_rule, state.clock.now());
+    let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(StatusResponse {
             message: "billing status",
             data: StatusData {
                 paid: summary.paid,
+                reason: summary.reason.as_str(),
                 status: summary.status,
                 price_id: summary.price_id,
                 product_id: summary.product_id,
-                current_period_end: summary
-                    .current_period_end
-                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                current_period_end: summary.current_period_end.map(rfc3339),
                 cancel_at_period_end: summary.cancel_at_period_end,
+                cancel_at: summary.cancel_at.map(rfc3339),
+                grace_ends_at: summary.grace_ends_at.map(rfc3339),
+                synced_at: summary.synced_at.map(rfc3339),
             },
         }))
 }

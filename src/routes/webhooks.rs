@@ -6,6 +6,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use crate::billing::refetch::{self, Refetcher};
 use crate::billing::sync::{self, Outcome};
 use crate::db::{self, events};
 use crate::error::{ApiError, ErrorBody};
@@ -31,7 +32,7 @@ pub struct Received {
         (status = 200, description = "Stored (or already stored)", body = Received),
         (status = 400, description = "Bad signature or not an event; nothing stored", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody),
-        (status = 502, description = "Refetch from Stripe failed; Stripe will retry", body = ErrorBody),
+        (status = 502, description = "Re-reading the subscription from Stripe failed (`STRIPE_WEBHOOK_REFETCH`, or a same-second tie); Stripe will retry", body = ErrorBody),
         (status = 503, description = "Could not be stored; Stripe will retry", body = ErrorBody),
     )
 )]
@@ -66,29 +67,39 @@ pub async fn stripe_webhook(
         ));
     }
 
-    let fresh = match (&event.kind, state.webhook_refetch) {
-        (EventKind::Subscription(sub), true) => {
-            let id = event.id.clone();
-            // A redelivery must not cost a Stripe call.
-            if db::run(&state.pool, move |conn| events::exists(conn, &id)).await? {
-                return Ok(received(
-                    &state,
-                    &event.id,
-                    &event.type_,
-                    Outcome::Duplicate,
-                ));
-            }
-            Some(state.stripe()?.retrieve_subscription(&sub.id).await?)
-        }
-        _ => None,
+    let refetcher = |stripe| Refetcher {
+        pool: &state.pool,
+        stripe,
+        clock: &state.clock,
+        rule: state.paid_rule,
+        lock_timeout_ms: state.customer_lock_timeout_ms,
     };
-
-    let rule = state.paid_rule;
     let (event_id, event_type) = (event.id.clone(), event.type_.clone());
+    if state.webhook_refetch && matches!(event.kind, EventKind::Subscription(..)) {
+        let id = event.id.clone();
+        // A redelivery must not cost a Stripe call.
+        if db::run(&state.pool, move |conn| events::exists(conn, &id)).await? {
+            return Ok(received(&state, &event_id, &event_type, Outcome::Duplicate));
+        }
+        let outcome = refetch::apply_event_refetched(&refetcher(state.stripe()?), event).await?;
+        return Ok(received(&state, &event_id, &event_type, outcome));
+    }
+
+    let (rule, clock) = (state.paid_rule, state.clock.clone());
+    let payload = event.clone();
     let outcome = db::run(&state.pool, move |conn| {
-        sync::apply_event(conn, &event, fresh.as_ref(), rule)
+        sync::apply_event(conn, &payload, None, rule, clock.now())
     })
     .await?;
+    let outcome = if outcome == Outcome::Undecidable {
+        // Two events of one second that neither lifecycle order nor
+        // previous_attributes can order: Stripe's current state decides.
+        log::info!("webhook {event_id} {event_type}: same-second tie; re-reading from Stripe");
+        state.metrics.tie_refetches.inc();
+        refetch::apply_event_refetched(&refetcher(state.stripe()?), event).await?
+    } else {
+        outcome
+    };
     Ok(received(&state, &event_id, &event_type, outcome))
 }
 

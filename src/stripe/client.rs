@@ -355,6 +355,7 @@ fn subscription_object(sub: &stripe_billing::Subscription) -> SubscriptionObject
         current_period_end: sub.items.data.iter().map(|i| i.current_period_end).max(),
         cancel_at_period_end: sub.cancel_at_period_end,
         cancel_at: sub.cancel_at,
+        pause_collection: None,
         metadata_user_id: sub
             .metadata
             .get("user_id")

@@ -36,8 +36,9 @@ pub struct Event {
 /// What an event means to the service.
 #[derive(Debug, Clone)]
 pub enum EventKind {
-    /// `customer.subscription.{created,updated,deleted,paused,resumed}`.
-    Subscription(SubscriptionObject),
+    /// `customer.subscription.{created,updated,deleted,paused,resumed}`, with what the event's
+    /// `data.previous_attributes` says the state was just before it.
+    Subscription(SubscriptionObject, PreviousAttributes),
     /// `customer.deleted`.
     CustomerDeleted { customer_id: String },
     /// `checkout.session.completed`.
@@ -59,10 +60,30 @@ pub struct SubscriptionObject {
     /// Top-level `current_period_end` (older API versions), else the latest of the items'.
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
+    /// When the subscription is set to end: flexible billing mode (the default for new
+    /// subscriptions since API version 2025-09-30) schedules a cancellation with this alone.
     pub cancel_at: Option<i64>,
+    /// `pause_collection`: invoices are not collected while the status stays `active`.
+    pub pause_collection: Option<PauseCollection>,
     /// `metadata.user_id` when present and non-empty.
     pub metadata_user_id: Option<String>,
 }
+
+/// `pause_collection` of a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseCollection {
+    /// `keep_as_draft`, `mark_uncollectible`, `void`, or whatever Stripe adds later, verbatim.
+    pub behavior: String,
+    pub resumes_at: Option<i64>,
+}
+
+/// An event's `data.previous_attributes`, reduced to the fields that order two states of one
+/// subscription, under the keys of `billing_state_json` in SQL: `status`, `price_id`,
+/// `current_period_end`, `cancel_at_period_end`, `cancel_at`, `pause_behavior`,
+/// `pause_resumes_at`. A key is present only when the event says that field changed (its value
+/// may be `null`); a value of the wrong type is dropped, never an error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreviousAttributes(pub serde_json::Map<String, serde_json::Value>);
 
 /// The Checkout session fields used to link a customer to an app user.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,7 +124,11 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
         | "customer.subscription.paused"
         | "customer.subscription.resumed" => {
             let envelope: Envelope<SubscriptionWire> = from_json(body, &head.type_)?;
-            EventKind::Subscription(envelope.data.object.into_domain()?)
+            let previous = match envelope.data.previous_attributes {
+                Some(Lenient::Value(previous)) => previous.into_domain(),
+                _ => PreviousAttributes::default(),
+            };
+            EventKind::Subscription(envelope.data.object.into_domain()?, previous)
         }
         "customer.deleted" => {
             let envelope: Envelope<CustomerWire> = from_json(body, &head.type_)?;
@@ -194,6 +219,39 @@ struct Envelope<T> {
 #[derive(Deserialize)]
 struct EnvelopeData<T> {
     object: T,
+    /// Only read for subscription events; anything but an object counts as absent.
+    #[serde(default)]
+    previous_attributes: Option<Lenient<PreviousWire>>,
+}
+
+/// A field read leniently: a value of the expected type, or anything else (kept as "other",
+/// never an error). Stripe adds and reshapes fields across API versions; a field the service
+/// can do without must not make it refuse the whole event.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Value(T),
+    Other(IgnoredAny),
+}
+
+impl<T> Lenient<T> {
+    fn ok(self) -> Option<T> {
+        match self {
+            Self::Value(v) => Some(v),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+/// `Option<Lenient<T>>` flattened: absent, `null` or of the wrong type is `None`.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Lenient<Option<T>>>::deserialize(deserializer)?
+        .and_then(Lenient::ok)
+        .flatten())
 }
 
 /// Any JSON object, skipped without being stored.
@@ -303,10 +361,114 @@ struct SubscriptionWire {
     /// Very old API versions: the single plan on the subscription itself.
     plan: Option<PriceWire>,
     /// Older API versions only; current ones have it per item.
+    #[serde(default, deserialize_with = "lenient")]
     current_period_end: Option<i64>,
+    #[serde(default, deserialize_with = "lenient")]
     cancel_at_period_end: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
     cancel_at: Option<i64>,
+    #[serde(default, deserialize_with = "lenient")]
+    pause_collection: Option<PauseWire>,
     metadata: Option<MetadataWire>,
+}
+
+#[derive(Deserialize)]
+struct PauseWire {
+    #[serde(default, deserialize_with = "lenient")]
+    behavior: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    resumes_at: Option<i64>,
+}
+
+impl PauseWire {
+    /// A `pause_collection` without a behavior string is not a pause Stripe would send; it is
+    /// treated as none rather than guessed at.
+    fn into_domain(self) -> Option<PauseCollection> {
+        Some(PauseCollection {
+            behavior: non_empty(self.behavior)?,
+            resumes_at: self.resumes_at,
+        })
+    }
+}
+
+/// `data.previous_attributes` of a subscription event. Each field: absent (`None`), or present
+/// with a value (`Some`, the value possibly `null`), or present with a value of the wrong type
+/// (`Some(Lenient::Other)`, dropped).
+#[derive(Deserialize)]
+struct PreviousWire {
+    #[serde(default, deserialize_with = "present")]
+    status: Option<Lenient<SubscriptionStatus>>,
+    #[serde(default, deserialize_with = "present")]
+    items: Option<Lenient<ItemList>>,
+    #[serde(default, deserialize_with = "present")]
+    plan: Option<Lenient<Option<PriceWire>>>,
+    #[serde(default, deserialize_with = "present")]
+    current_period_end: Option<Lenient<Option<i64>>>,
+    #[serde(default, deserialize_with = "present")]
+    cancel_at_period_end: Option<Lenient<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    cancel_at: Option<Lenient<Option<i64>>>,
+    #[serde(default, deserialize_with = "present")]
+    pause_collection: Option<Lenient<Option<PauseWire>>>,
+}
+
+/// A field that is present, whatever its value, `null` included (which a plain `Option` would
+/// read as absent): in `previous_attributes`, `"cancel_at": null` says it was unset before.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+impl PreviousWire {
+    fn into_domain(self) -> PreviousAttributes {
+        use serde_json::{json, Value};
+        let mut map = serde_json::Map::new();
+        let mut put = |key: &str, value: Value| {
+            map.insert(key.to_string(), value);
+        };
+        if let Some(status) = self.status.and_then(Lenient::ok) {
+            put("status", json!(status.as_str()));
+        }
+        // Old API versions: the plan and the period on the subscription itself.
+        if let Some(plan) = self.plan.and_then(Lenient::ok) {
+            put("price_id", json!(plan.and_then(|p| non_empty(p.id))));
+        }
+        if let Some(end) = self.current_period_end.and_then(Lenient::ok) {
+            put("current_period_end", json!(end));
+        }
+        // Current versions: the items as they were, carrying price and period.
+        if let Some(items) = self.items.and_then(Lenient::ok) {
+            let items = items.data.unwrap_or_default();
+            if let Some(end) = items.iter().filter_map(|i| i.current_period_end).max() {
+                put("current_period_end", json!(end));
+            }
+            let first = items.into_iter().next();
+            if let Some(id) = first
+                .and_then(|i| i.price.or(i.plan))
+                .and_then(|p| non_empty(p.id))
+            {
+                put("price_id", json!(id));
+            }
+        }
+        if let Some(cape) = self.cancel_at_period_end.and_then(Lenient::ok) {
+            put("cancel_at_period_end", json!(cape));
+        }
+        if let Some(cancel_at) = self.cancel_at.and_then(Lenient::ok) {
+            put("cancel_at", json!(cancel_at));
+        }
+        if let Some(pause) = self.pause_collection.and_then(Lenient::ok) {
+            let pause = pause.and_then(PauseWire::into_domain);
+            put(
+                "pause_behavior",
+                json!(pause.as_ref().map(|p| p.behavior.clone())),
+            );
+            put("pause_resumes_at", json!(pause.and_then(|p| p.resumes_at)));
+        }
+        PreviousAttributes(map)
+    }
 }
 
 #[derive(Deserialize)]
@@ -318,6 +480,7 @@ struct ItemList {
 struct ItemWire {
     price: Option<PriceWire>,
     plan: Option<PriceWire>,
+    #[serde(default, deserialize_with = "lenient")]
     current_period_end: Option<i64>,
 }
 
@@ -382,6 +545,7 @@ impl SubscriptionWire {
             current_period_end: self.current_period_end.or(items_period_end),
             cancel_at_period_end: self.cancel_at_period_end.unwrap_or(false),
             cancel_at: self.cancel_at,
+            pause_collection: self.pause_collection.and_then(PauseWire::into_domain),
             metadata_user_id: non_empty(self.metadata.and_then(|m| m.user_id)),
         })
     }
@@ -519,7 +683,7 @@ mod tests {
 
     fn subscription_of(event: Event) -> SubscriptionObject {
         match event.kind {
-            EventKind::Subscription(sub) => sub,
+            EventKind::Subscription(sub, _) => sub,
             other => panic!("expected a subscription event, got {other:?}"),
         }
     }
@@ -544,6 +708,10 @@ mod tests {
                 current_period_end: Some(976_287_773),
                 cancel_at_period_end: true,
                 cancel_at: Some(1_234_567_890),
+                pause_collection: Some(PauseCollection {
+                    behavior: "mark_uncollectible".into(),
+                    resumes_at: None,
+                }),
                 metadata_user_id: Some("user_42".into()),
             }
         );
@@ -812,5 +980,106 @@ mod tests {
             parse_subscription(b"{oops"),
             Err(EventParseError::NotJson)
         ));
+    }
+
+    fn previous_of(body: &[u8]) -> PreviousAttributes {
+        match parse_event(body).unwrap().kind {
+            EventKind::Subscription(_, previous) => previous,
+            other => panic!("expected a subscription event, got {other:?}"),
+        }
+    }
+
+    fn with_previous(previous: &str) -> Vec<u8> {
+        let body = String::from_utf8(event_with(
+            "customer.subscription.updated",
+            CURRENT_SUBSCRIPTION,
+        ))
+        .unwrap();
+        body.replace(
+            r#""previous_attributes":{}"#,
+            &format!(r#""previous_attributes":{previous}"#),
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn previous_attributes_are_reduced_to_the_fields_that_order_states() {
+        let body = with_previous(
+            r#"{"status":"incomplete","cancel_at":null,"cancel_at_period_end":true,
+                "pause_collection":{"behavior":"void","resumes_at":1700000500},
+                "items":{"data":[{"price":{"id":"price_old","product":"prod_1"},"current_period_end":1699000000}]},
+                "latest_invoice":"in_1","metadata":{"x":"y"}}"#,
+        );
+
+        let previous = previous_of(&body);
+
+        assert_eq!(
+            serde_json::Value::Object(previous.0),
+            serde_json::json!({
+                "status": "incomplete", "cancel_at": null, "cancel_at_period_end": true,
+                "pause_behavior": "void", "pause_resumes_at": 1_700_000_500,
+                "price_id": "price_old", "current_period_end": 1_699_000_000
+            })
+        );
+    }
+
+    #[test]
+    fn previous_attributes_that_are_not_an_object_count_as_absent() {
+        for previous in [r#""status""#, "[1,2]", "null", "42", "{}"] {
+            let body = with_previous(previous);
+
+            let event = parse_event(&body).unwrap();
+
+            let EventKind::Subscription(sub, previous) = event.kind else {
+                panic!("expected a subscription event");
+            };
+            assert!(previous.0.is_empty(), "{previous:?}");
+            assert_eq!(sub.status, SubscriptionStatus::Active);
+        }
+    }
+
+    #[test]
+    fn previous_attributes_of_the_wrong_type_are_dropped_one_by_one() {
+        let body = with_previous(r#"{"status":7,"cancel_at":"soon","cancel_at_period_end":false}"#);
+
+        let previous = previous_of(&body);
+
+        assert_eq!(
+            serde_json::Value::Object(previous.0),
+            serde_json::json!({"cancel_at_period_end": false})
+        );
+    }
+
+    #[test]
+    fn fields_of_the_wrong_type_are_read_as_absent_not_refused() {
+        let object = r#"{"id":"sub_1","customer":"cus_1","status":"active","cancel_at":"tomorrow",
+            "cancel_at_period_end":"yes","current_period_end":[1],
+            "pause_collection":{"behavior":"freeze_everything","resumes_at":"later"}}"#;
+
+        let sub = parse_subscription(object.as_bytes()).unwrap();
+
+        assert_eq!(sub.cancel_at, None);
+        assert!(!sub.cancel_at_period_end);
+        assert_eq!(sub.current_period_end, None);
+        assert_eq!(
+            sub.pause_collection,
+            Some(PauseCollection {
+                behavior: "freeze_everything".into(),
+                resumes_at: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_pause_collection_that_is_not_an_object_or_lacks_a_behavior_is_no_pause() {
+        for pause in [r#""paused""#, "null", "{}", r#"{"behavior":""}"#, "true"] {
+            let object = format!(
+                r#"{{"id":"sub_1","customer":"cus_1","status":"active","pause_collection":{pause}}}"#
+            );
+
+            let sub = parse_subscription(object.as_bytes()).unwrap();
+
+            assert_eq!(sub.pause_collection, None, "{pause}");
+        }
     }
 }

@@ -396,9 +396,9 @@ async fn a_cancellation_is_not_undone_by_another_event_of_the_same_second() {
 
 #[tokio::test]
 async fn past_due_is_paid_only_while_the_grace_setting_allows_it() {
-    for (grace, expected) in [("true", true), ("false", false)] {
+    for (grace, expected) in [("14", true), ("0", false)] {
         let app = spawn_app_with(|vars| {
-            vars.insert("BILLING_PAST_DUE_IS_PAID".into(), grace.into());
+            vars.insert("BILLING_PAST_DUE_GRACE_DAYS".into(), grace.into());
         })
         .await;
         app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");

@@ -1,0 +1,245 @@
+-- Never wrong about who is paid: same-second ties, flexible billing mode,
+-- past-due grace with a limit, paused collection, and fetched state that
+-- never goes backwards.
+
+ALTER TABLE subscriptions
+    -- Flexible billing mode (the default since API 2025-09-30) schedules a
+    -- cancellation with `cancel_at` alone; classic mode sets both.
+    ADD COLUMN cancel_at TIMESTAMPTZ,
+    -- `pause_collection`: the status stays `active` while invoices are not
+    -- collected. `pause_behavior` is Stripe's string, kept verbatim.
+    ADD COLUMN pause_behavior TEXT,
+    ADD COLUMN pause_resumes_at TIMESTAMPTZ,
+    -- The Stripe time the subscription became `past_due`; the grace counts
+    -- from here. NULL whenever the status is not `past_due`.
+    ADD COLUMN past_due_since TIMESTAMPTZ,
+    -- How the stored state was learned: 'event' (a webhook payload) or
+    -- 'fetch' (read from the API, as of `last_event_at`).
+    ADD COLUMN source TEXT NOT NULL DEFAULT 'event',
+    -- For 'event' state: the event's `data.previous_attributes`, reduced to
+    -- the fields below (see billing_state_json). It says which state came
+    -- before this one, which orders two events of the same second.
+    ADD COLUMN previous_attributes JSONB,
+    -- When the service last learned this state from Stripe (billing clock).
+    ADD COLUMN synced_at TIMESTAMPTZ NOT NULL DEFAULT now();
+
+-- The sweep that ends grace periods reads only past-due subscriptions.
+CREATE INDEX subscriptions_past_due_idx ON subscriptions (user_id) WHERE status = 'past_due';
+
+-- The one SQL statement of the paid rule; `PaidRule::grants_access` in
+-- src/billing/status.rs is the same rule in Rust, and a test holds the two
+-- together over every combination.
+CREATE FUNCTION billing_grants_access(
+    p_status TEXT,
+    p_past_due_since TIMESTAMPTZ,
+    p_pause_behavior TEXT,
+    p_now TIMESTAMPTZ,
+    p_grace_secs BIGINT,
+    p_paused_is_paid BOOLEAN
+)
+RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_status IN ('active', 'trialing') THEN p_pause_behavior IS NULL OR p_paused_is_paid
+        WHEN p_status = 'past_due' THEN p_past_due_since IS NOT NULL
+            AND p_now < p_past_due_since + p_grace_secs * INTERVAL '1 second'
+        ELSE FALSE
+    END
+$$;
+
+DROP FUNCTION billing_store_subscription(TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TIMESTAMPTZ, BOOLEAN,
+                                          TIMESTAMPTZ, BOOLEAN, TEXT[]);
+DROP FUNCTION billing_recompute_paid(TEXT, TEXT[]);
+
+-- Sets the user's paid flag from their subscriptions at `p_now`. Writes only
+-- when the flag changes; returns whether it did.
+CREATE FUNCTION billing_recompute_paid(
+    p_user_id TEXT,
+    p_now TIMESTAMPTZ,
+    p_grace_secs BIGINT,
+    p_paused_is_paid BOOLEAN
+)
+RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE users SET paid = p.paid, updated_at = now()
+    FROM (SELECT EXISTS (SELECT 1 FROM subscriptions s
+                         WHERE s.user_id = p_user_id
+                           AND billing_grants_access(s.status, s.past_due_since, s.pause_behavior,
+                                                     p_now, p_grace_secs, p_paused_is_paid)) AS paid) p
+    WHERE users.id = p_user_id AND users.paid IS DISTINCT FROM p.paid;
+    RETURN FOUND;
+END;
+$$;
+
+-- The fields that order two states of one subscription, as one JSON object
+-- whose keys match what `previous_attributes` is reduced to in Rust
+-- (`PreviousAttributes` in src/stripe/events.rs): so "event B's previous
+-- attributes are contained in state A" (`@>`) reads "B came right after A".
+CREATE FUNCTION billing_state_json(
+    p_status TEXT,
+    p_price_id TEXT,
+    p_current_period_end TIMESTAMPTZ,
+    p_cancel_at_period_end BOOLEAN,
+    p_cancel_at TIMESTAMPTZ,
+    p_pause_behavior TEXT,
+    p_pause_resumes_at TIMESTAMPTZ
+)
+RETURNS JSONB
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT jsonb_build_object(
+        'status', p_status,
+        'price_id', p_price_id,
+        'current_period_end', extract(epoch FROM p_current_period_end)::BIGINT,
+        'cancel_at_period_end', p_cancel_at_period_end,
+        'cancel_at', extract(epoch FROM p_cancel_at)::BIGINT,
+        'pause_behavior', p_pause_behavior,
+        'pause_resumes_at', extract(epoch FROM p_pause_resumes_at)::BIGINT)
+$$;
+
+-- How far a status is along Stripe's lifecycle: `incomplete` comes before
+-- the live statuses, which come before the terminal ones. Within one second
+-- the later stage is the later state.
+CREATE FUNCTION billing_lifecycle_rank(p_status TEXT)
+RETURNS INT
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_status = 'incomplete' THEN 0
+        WHEN p_status IN ('canceled', 'incomplete_expired') THEN 2
+        ELSE 1
+    END
+$$;
+
+-- Stores a subscription's state unless the row already holds newer state, and
+-- says what it did: 'applied', 'stale' (older, or the same as stored), or
+-- 'undecidable' (two events of the same second that neither lifecycle order
+-- nor previous_attributes can order; nothing is written and the caller
+-- re-reads the subscription from Stripe).
+--
+-- Event state (p_fetched_at NULL) is as of the event's `created` second:
+--   a later second wins, an earlier one is stale; in the same second the
+--   later lifecycle stage wins, then the event whose previous_attributes
+--   describe the other's state; a same-second event against fetched state is
+--   undecidable (the fetch may have read before or after it).
+-- Fetched state (p_fetched_at = when the fetch started, billing clock) is as
+--   of that second. It is stored unless the row holds an event of that second
+--   or later that was written after the fetch started: such an event may be
+--   newer than what the fetch read. Callers serialize fetch-and-store per
+--   customer with an advisory lock, so two fetches never cross.
+--
+-- When stored for a user (`p_user_id`, else the row's), that user's paid flag is recomputed in
+-- the same call.
+CREATE FUNCTION billing_store_subscription(
+    p_id TEXT,
+    p_customer_id TEXT,
+    p_user_id TEXT,
+    p_status TEXT,
+    p_price_id TEXT,
+    p_product_id TEXT,
+    p_current_period_end TIMESTAMPTZ,
+    p_cancel_at_period_end BOOLEAN,
+    p_cancel_at TIMESTAMPTZ,
+    p_pause_behavior TEXT,
+    p_pause_resumes_at TIMESTAMPTZ,
+    p_as_of TIMESTAMPTZ,
+    p_fetched_at TIMESTAMPTZ,
+    p_previous JSONB,
+    p_now TIMESTAMPTZ,
+    p_grace_secs BIGINT,
+    p_paused_is_paid BOOLEAN
+)
+RETURNS TEXT
+LANGUAGE plpgsql AS $$
+DECLARE
+    s subscriptions%ROWTYPE;
+    stored_state JSONB;
+    new_state JSONB;
+    new_follows BOOLEAN;
+    old_follows BOOLEAN;
+BEGIN
+    LOOP
+        SELECT * INTO s FROM subscriptions WHERE id = p_id FOR UPDATE;
+        EXIT WHEN FOUND;
+        INSERT INTO subscriptions (id, customer_id, user_id, status, price_id, product_id,
+                                   current_period_end, cancel_at_period_end, cancel_at,
+                                   pause_behavior, pause_resumes_at, past_due_since, source,
+                                   previous_attributes, last_event_at, synced_at)
+        VALUES (p_id, p_customer_id, p_user_id, p_status, p_price_id, p_product_id,
+                p_current_period_end, p_cancel_at_period_end, p_cancel_at,
+                p_pause_behavior, p_pause_resumes_at,
+                CASE WHEN p_status = 'past_due' THEN p_as_of END,
+                CASE WHEN p_fetched_at IS NULL THEN 'event' ELSE 'fetch' END,
+                p_previous, p_as_of, p_now)
+        -- Same-second events of a new subscription often arrive together: the
+        -- losing insert waits for the winner's commit, then the next SELECT
+        -- (a new snapshot) sees its row and orders against it.
+        ON CONFLICT (id) DO NOTHING;
+        IF FOUND THEN
+            IF p_user_id IS NOT NULL THEN
+                PERFORM billing_recompute_paid(p_user_id, p_now, p_grace_secs, p_paused_is_paid);
+            END IF;
+            RETURN 'applied';
+        END IF;
+    END LOOP;
+
+    IF p_fetched_at IS NOT NULL THEN
+        IF s.last_event_at > p_as_of
+           OR (s.last_event_at = p_as_of AND s.source = 'event' AND s.synced_at > p_fetched_at) THEN
+            RETURN 'stale';
+        END IF;
+    ELSIF p_as_of < s.last_event_at THEN
+        RETURN 'stale';
+    ELSIF p_as_of = s.last_event_at THEN
+        IF s.source = 'fetch' THEN
+            RETURN 'undecidable';
+        END IF;
+        IF billing_lifecycle_rank(p_status) < billing_lifecycle_rank(s.status) THEN
+            RETURN 'stale';
+        END IF;
+        IF billing_lifecycle_rank(p_status) = billing_lifecycle_rank(s.status) THEN
+            stored_state := billing_state_json(s.status, s.price_id, s.current_period_end,
+                s.cancel_at_period_end, s.cancel_at, s.pause_behavior, s.pause_resumes_at);
+            new_state := billing_state_json(p_status, p_price_id, p_current_period_end,
+                p_cancel_at_period_end, p_cancel_at, p_pause_behavior, p_pause_resumes_at);
+            IF new_state = stored_state THEN
+                RETURN 'stale';
+            END IF;
+            new_follows := COALESCE(p_previous, '{}') <> '{}' AND stored_state @> p_previous;
+            old_follows := COALESCE(s.previous_attributes, '{}') <> '{}'
+                           AND new_state @> s.previous_attributes;
+            IF old_follows AND NOT new_follows THEN
+                RETURN 'stale';
+            ELSIF NOT (new_follows AND NOT old_follows) THEN
+                RETURN 'undecidable';
+            END IF;
+        END IF;
+    END IF;
+    UPDATE subscriptions SET
+        customer_id = p_customer_id,
+        user_id = COALESCE(p_user_id, s.user_id),
+        status = p_status,
+        price_id = p_price_id,
+        product_id = p_product_id,
+        current_period_end = p_current_period_end,
+        cancel_at_period_end = p_cancel_at_period_end,
+        cancel_at = p_cancel_at,
+        pause_behavior = p_pause_behavior,
+        pause_resumes_at = p_pause_resumes_at,
+        past_due_since = CASE
+            WHEN p_status <> 'past_due' THEN NULL
+            WHEN s.status = 'past_due' THEN COALESCE(s.past_due_since, p_as_of)
+            ELSE p_as_of
+        END,
+        source = CASE WHEN p_fetched_at IS NULL THEN 'event' ELSE 'fetch' END,
+        previous_attributes = p_previous,
+        last_event_at = GREATEST(s.last_event_at, p_as_of),
+        synced_at = p_now,
+        updated_at = now()
+    WHERE id = p_id;
+    IF COALESCE(p_user_id, s.user_id) IS NOT NULL THEN
+        PERFORM billing_recompute_paid(COALESCE(p_user_id, s.user_id), p_now, p_grace_secs,
+                                       p_paused_is_paid);
+    END IF;
+    RETURN 'applied';
+END;
+$$;

@@ -1,0 +1,112 @@
+//! Fetch-and-store: reading a subscription's state from the Stripe API and
+//! storing it, so that fetched state never goes backwards.
+//!
+//! Two reads of one customer's subscriptions can cross: a slower read that
+//! started first would land last and overwrite newer state. So every
+//! fetch-and-store holds a transaction-scoped Postgres advisory lock on the
+//! customer from before the read until the store commits, which orders them
+//! across all instances; and the store itself refuses a read that started
+//! before newer state was written (see the `paid_correctness` migration).
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Text};
+use diesel::RunQueryDsl;
+
+use crate::billing::sync::{self, Fetched, Outcome, PaidRule};
+use crate::clock::Clock;
+use crate::db::{DbError, OpenTransaction, PgPool};
+use crate::error::ApiError;
+use crate::stripe::client::StripeGateway;
+use crate::stripe::events::{Event, EventKind};
+
+/// What a fetch-and-store needs from the service.
+#[derive(Clone, Copy)]
+pub struct Refetcher<'a> {
+    pub pool: &'a PgPool,
+    pub stripe: &'a StripeGateway,
+    pub clock: &'a Clock,
+    pub rule: PaidRule,
+    /// How long to wait for another fetch of the same customer: it may itself
+    /// be waiting on Stripe for up to the client timeout.
+    pub lock_timeout_ms: u128,
+}
+
+/// The customer's fetch lock, held by an open transaction until
+/// [`FetchLock::store`] commits or the lock is dropped (rolled back).
+pub struct FetchLock {
+    tx: OpenTransaction,
+    /// When the read began, on the billing clock: after the lock was granted.
+    pub started_at: DateTime<Utc>,
+}
+
+impl FetchLock {
+    pub async fn acquire(
+        refetcher: &Refetcher<'_>,
+        customer_id: &str,
+    ) -> Result<Self, DbError> {
+        let mut tx = OpenTransaction::begin(refetcher.pool).await?;
+        let (key, wait) = (
+            format!("billing-fetch:{customer_id}"),
+            refetcher.lock_timeout_ms,
+        );
+        tx.run(move |conn| {
+            diesel::sql_query(format!("SET LOCAL statement_timeout = {wait}")).execute(conn)?;
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind::<Text, _>(key)
+                .bind::<BigInt, _>(0)
+                .execute(conn)
+        })
+        .await?;
+        Ok(Self {
+            tx,
+            started_at: refetcher.clock.now(),
+        })
+    }
+
+    /// Runs `store` in the locked transaction and commits, releasing the lock.
+    pub async fn store<T, F>(mut self, store: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let value = self.tx.run(store).await?;
+        self.tx.commit().await?;
+        Ok(value)
+    }
+
+    /// Gives the lock back without storing anything.
+    pub async fn release(self) {
+        if let Err(e) = self.tx.rollback().await {
+            log::warn!("releasing a fetch lock failed (the connection is discarded): {e}");
+        }
+    }
+}
+
+/// Re-reads the subscription of a subscription event from Stripe and applies
+/// the event with what was read, under the customer's fetch lock. Used when
+/// `STRIPE_WEBHOOK_REFETCH` is on, and whenever an event cannot be ordered
+/// against the stored state ([`Outcome::Undecidable`]) whatever that says.
+pub async fn apply_event_refetched(
+    refetcher: &Refetcher<'_>,
+    event: Event,
+) -> Result<Outcome, ApiError> {
+    let EventKind::Subscription(payload, _) = &event.kind else {
+        return Err(ApiError::internal("refetch of an event without a subscription"));
+    };
+    let lock = FetchLock::acquire(refetcher, &payload.customer_id).await?;
+    let subscription = match refetcher.stripe.retrieve_subscription(&payload.id).await {
+        Ok(subscription) => subscription,
+        Err(failure) => {
+            lock.release().await;
+            return Err(failure.into());
+        }
+    };
+    let fresh = Fetched {
+        subscription,
+        started_at: lock.started_at,
+    };
+    let (rule, clock) = (refetcher.rule, refetcher.clock.clone());
+    Ok(lock
+        .store(move |conn| sync::apply_event(conn, &event, Some(&fresh), rule, clock.now()))
+        .await?)
+}

@@ -74,8 +74,9 @@ $$;
 
 -- The fields that order two states of one subscription, as one JSON object
 -- whose keys match what `previous_attributes` is reduced to in Rust
--- (`PreviousAttributes` in src/stripe/events.rs): so "event B's previous
--- attributes are contained in state A" (`@>`) reads "B came right after A".
+-- (`PreviousAttributes` in src/stripe/events.rs): so "state B with event B's
+-- previous attributes laid over it (`||`) is state A" reads "B came right
+-- after A".
 CREATE FUNCTION billing_state_json(
     p_status TEXT,
     p_price_id TEXT,
@@ -190,23 +191,30 @@ BEGIN
     ELSIF p_as_of < s.last_event_at THEN
         RETURN 'stale';
     ELSIF p_as_of = s.last_event_at THEN
-        IF s.source = 'fetch' THEN
-            RETURN 'undecidable';
-        END IF;
+        -- Stripe's lifecycle only moves forward, so within one second the
+        -- later stage is the later state, whoever wrote the other.
         IF billing_lifecycle_rank(p_status) < billing_lifecycle_rank(s.status) THEN
             RETURN 'stale';
         END IF;
         IF billing_lifecycle_rank(p_status) = billing_lifecycle_rank(s.status) THEN
+            IF s.source = 'fetch' THEN
+                RETURN 'undecidable';
+            END IF;
             stored_state := billing_state_json(s.status, s.price_id, s.current_period_end,
                 s.cancel_at_period_end, s.cancel_at, s.pause_behavior, s.pause_resumes_at);
             new_state := billing_state_json(p_status, p_price_id, p_current_period_end,
                 p_cancel_at_period_end, p_cancel_at, p_pause_behavior, p_pause_resumes_at);
-            IF new_state = stored_state THEN
+            -- The same change reported twice (e.g. `.paused` and `.updated`).
+            IF new_state = stored_state
+               AND COALESCE(p_previous, '{}') = COALESCE(s.previous_attributes, '{}') THEN
                 RETURN 'stale';
             END IF;
-            new_follows := COALESCE(p_previous, '{}') <> '{}' AND stored_state @> p_previous;
-            old_follows := COALESCE(s.previous_attributes, '{}') <> '{}'
-                           AND new_state @> s.previous_attributes;
+            -- "B directly follows A": B's state with B's previous_attributes
+            -- laid over it is exactly A. Mere containment is not enough: with
+            -- three or more changes in one second a field can change back, and
+            -- an equal state is not proof of an equal moment (A, B, A again).
+            new_follows := new_state || COALESCE(p_previous, '{}') = stored_state;
+            old_follows := stored_state || COALESCE(s.previous_attributes, '{}') = new_state;
             IF old_follows AND NOT new_follows THEN
                 RETURN 'stale';
             ELSIF NOT (new_follows AND NOT old_follows) THEN

@@ -40,10 +40,7 @@ pub struct FetchLock {
 }
 
 impl FetchLock {
-    pub async fn acquire(
-        refetcher: &Refetcher<'_>,
-        customer_id: &str,
-    ) -> Result<Self, DbError> {
+    pub async fn acquire(refetcher: &Refetcher<'_>, customer_id: &str) -> Result<Self, DbError> {
         let mut tx = OpenTransaction::begin(refetcher.pool).await?;
         let (key, wait) = (
             format!("billing-fetch:{customer_id}"),
@@ -91,7 +88,9 @@ pub async fn apply_event_refetched(
     event: Event,
 ) -> Result<Outcome, ApiError> {
     let EventKind::Subscription(payload, _) = &event.kind else {
-        return Err(ApiError::internal("refetch of an event without a subscription"));
+        return Err(ApiError::internal(
+            "refetch of an event without a subscription",
+        ));
     };
     let lock = FetchLock::acquire(refetcher, &payload.customer_id).await?;
     let subscription = match refetcher.stripe.retrieve_subscription(&payload.id).await {

@@ -53,9 +53,11 @@ pub fn spawn(pool: PgPool, clock: Clock, rule: PaidRule, metrics: Arc<Metrics>) 
 pub async fn sweep_once(pool: &PgPool, clock: &Clock, rule: PaidRule) -> Result<usize, DbError> {
     let clock = clock.clone();
     db::transaction(pool, move |conn| {
-        let locked: bool = diesel::select(diesel::dsl::sql::<Bool>("pg_try_advisory_xact_lock(")
-            .bind::<BigInt, _>(SWEEP_LOCK)
-            .sql(")"))
+        let locked: bool = diesel::select(
+            diesel::dsl::sql::<Bool>("pg_try_advisory_xact_lock(")
+                .bind::<BigInt, _>(SWEEP_LOCK)
+                .sql(")"),
+        )
         .get_result(conn)?;
         if !locked {
             return Ok(0);

@@ -112,6 +112,26 @@
     return date.toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric' });
   }
 
+  // What happens next, from the status's own explanation (`reason`): the end date when the
+  // subscription is set to end in either billing mode (flexible mode sets only `cancelAt`), the
+  // grace deadline after a failed payment, or the renewal date.
+  function periodText(data) {
+    const ends = formatDate(data.cancelAt);
+    if (ends) return 'Ends on ' + ends;
+    const graceEnds = formatDate(data.graceEndsAt);
+    if (data.reason === 'past_due_in_grace' && graceEnds) {
+      return 'Your last payment failed. Update your payment method before ' + graceEnds + ' to keep access.';
+    }
+    if (data.reason === 'collection_paused') return 'Payment collection is paused.';
+    const renews = formatDate(data.currentPeriodEnd);
+    return renews && 'Renews on ' + renews;
+  }
+
+  const UNPAID_TEXT = {
+    past_due_grace_ended: 'Your payment failed and the grace period has ended. Update your payment method to restore access.',
+    collection_paused: 'Payment collection is paused, so this plan does not include access right now.',
+  };
+
   function renderPaid(data) {
     render('paid', (node) => {
       // paid with no status should not happen, but access is granted, so "Active" is the truth.
@@ -119,10 +139,10 @@
       badge.parentElement.dataset.tone = STATUS_TONES[data.status] || (data.status ? 'neutral' : 'success');
       const plan = [data.priceId && 'Plan: ' + data.priceId, data.productId && 'Product: ' + data.productId];
       setField(node, 'plan', plan.filter(Boolean).join(' · '));
-      const date = formatDate(data.currentPeriodEnd);
-      setField(node, 'period', date && (data.cancelAtPeriodEnd ? 'Your subscription ends on ' + date : 'Renews on ' + date));
-      // Already ending at period end: there is nothing left to cancel (the server would say 409).
-      if (data.cancelAtPeriodEnd) node.querySelector('#cancel-subscription')?.remove();
+      setField(node, 'period', periodText(data));
+      // Already set to end (cancelAt covers both billing modes): there is nothing left to cancel
+      // (the server would say 409).
+      if (data.cancelAt) node.querySelector('#cancel-subscription')?.remove();
     });
     announce('Billing status loaded. Subscription ' + (statusWord(data.status) || 'Active').toLowerCase() + '.');
   }
@@ -130,7 +150,7 @@
   function renderUnpaid(data) {
     render('unpaid', (node) => {
       const word = statusWord(data.status);
-      setField(node, 'last-status', word && 'Your last subscription is ' + word.toLowerCase() + '.');
+      setField(node, 'last-status', UNPAID_TEXT[data.reason] || (word && 'Your last subscription is ' + word.toLowerCase() + '.'));
     });
     announce('No active subscription.');
   }

@@ -269,7 +269,40 @@ async fn a_subscription_ending_at_period_end_says_when_it_ends() {
     browser.wait_for_state("paid").await;
 
     let page = browser.text("main#billing").await;
-    assert!(page.contains("ends on"), "{page}");
+    assert!(page.contains("Ends on"), "{page}");
+    assert!(!page.contains("Renews on"), "{page}");
+    assert!(!browser.has("#cancel-subscription").await);
+    browser.close().await;
+}
+
+/// Flexible billing mode, the default for new subscriptions since API
+/// 2025-09-30, sets `cancel_at` and leaves `cancel_at_period_end` false.
+#[tokio::test]
+async fn a_subscription_set_to_end_in_flexible_mode_says_when_it_ends() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    let end = now() + 10 * 86_400;
+    let mut sub = current_subscription("sub_1", "cus_1", "active", end);
+    sub["cancel_at"] = json!(end);
+    app.deliver(&event(
+        "evt_flex",
+        "customer.subscription.updated",
+        now(),
+        sub,
+    ))
+    .await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+
+    let page = browser.text("main#billing").await;
+    assert!(page.contains("Ends on"), "{page}");
+    assert!(!page.contains("Renews on"), "{page}");
+    assert!(!browser.has("#cancel-subscription").await);
     browser.close().await;
 }
 

@@ -15,6 +15,7 @@ pub fn current_subscription(id: &str, customer: &str, status: &str, period_end: 
     sub["status"] = json!(status);
     sub["cancel_at"] = Value::Null;
     sub["cancel_at_period_end"] = json!(false);
+    sub["pause_collection"] = Value::Null;
     sub["metadata"] = json!({});
     let item = &mut sub["items"]["data"][0];
     item["subscription"] = json!(id);
@@ -48,6 +49,19 @@ pub fn event(id: &str, type_: &str, created: i64, object: Value) -> Value {
         "request": {"id": null, "idempotency_key": null},
         "data": {"object": object}
     })
+}
+
+/// `event` with `data.previous_attributes`, as Stripe sends on `*.updated`.
+pub fn event_with_previous(
+    id: &str,
+    type_: &str,
+    created: i64,
+    object: Value,
+    previous: Value,
+) -> Value {
+    let mut event = event(id, type_, created, object);
+    event["data"]["previous_attributes"] = previous;
+    event
 }
 
 /// `t=…,v1=…` for `body`, computed by openssl, not by the code under test.

@@ -155,6 +155,32 @@ async fn canceling_a_subscription_already_ending_gives_409_that_says_so() {
     assert_eq!(body["error"], "subscription_already_canceling");
 }
 
+/// Flexible billing mode (the default since API 2025-09-30.clover) schedules
+/// a cancellation with `cancel_at` alone (docs.stripe.com/billing/subscriptions/
+/// billing-mode/compare): the guard must see it too.
+#[tokio::test]
+async fn canceling_a_subscription_set_to_end_in_flexible_mode_gives_409_too() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    let period_end = now() + 86_400;
+    let mut sub = current_subscription("sub_of_user_1", "cus_1", "active", period_end);
+    sub["cancel_at"] = json!(period_end);
+    sub["cancel_at_period_end"] = json!(false);
+    app.deliver(&event("evt_1", "customer.subscription.updated", now(), sub))
+        .await;
+
+    let response = post_flow(&app, "user_1", json!({"flow": "subscription_cancel"})).await;
+
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "subscription_already_canceling");
+    assert!(app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await
+        .is_empty());
+}
+
 #[tokio::test]
 async fn an_unknown_flow_is_refused_with_400() {
     let app = spawn_app().await;

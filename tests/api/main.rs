@@ -14,6 +14,7 @@ mod hostile;
 mod operations;
 mod ordering;
 mod page;
+mod paid;
 mod portal;
 mod proxy;
 mod scale;

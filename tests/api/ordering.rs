@@ -1,135 +1,369 @@
-//! Property: any permutation of a subscription's event stream (distinct
-//! `created` times), with duplicates, ends in the same stored state and paid
-//! flag as in-order delivery. Each case delivers the in-order stream for one
-//! user and the shuffled stream for another, through the real HTTP endpoint,
-//! and compares the two.
+//! Property: whatever order Stripe delivers a subscription's events in — with
+//! several events in one second (Stripe's `created` has one-second
+//! resolution and one action often emits several; docs.stripe.com/webhooks,
+//! "Event ordering"), and with duplicates — the stored state and paid flag end
+//! as the state after the last event in Stripe's true order. Ties that
+//! neither lifecycle order nor `previous_attributes` can settle are re-read
+//! from Stripe, which the fake answers with the current (final) state.
 
-use diesel::prelude::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::json;
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
 use crate::events::*;
 use crate::helpers::*;
 
-const STATUSES: &[&str] = &[
-    "active",
-    "trialing",
-    "past_due",
-    "canceled",
-    "unpaid",
-    "incomplete",
-    "incomplete_expired",
-    "paused",
-];
+const PERIOD_END_OFFSET: i64 = 20 * 86_400;
 
-#[derive(Debug, Clone)]
-struct Change {
+/// One state of a subscription, over the fields the ordering rule reads.
+#[derive(Debug, Clone, PartialEq)]
+struct State {
     status: &'static str,
-    cancel_at_period_end: bool,
+    /// `None`: renews. `Some(true)`: classic cancel (`cancel_at_period_end` and
+    /// `cancel_at`); `Some(false)`: flexible cancel (`cancel_at` only).
+    cancel: Option<bool>,
     price: u8,
+    paused: bool,
 }
 
-fn changes() -> impl Strategy<Value = (Vec<Change>, Vec<usize>, Vec<usize>)> {
-    let change = (prop::sample::select(STATUSES), any::<bool>(), 0u8..3).prop_map(
-        |(status, cancel_at_period_end, price)| Change {
-            status,
-            cancel_at_period_end,
-            price,
-        },
-    );
-    prop::collection::vec(change, 2..7).prop_flat_map(|changes| {
-        let n = changes.len();
-        (
-            Just(changes),
-            Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
-            prop::collection::vec(0..n, 0..4),
-        )
-    })
+const LIVE: &[&str] = &["active", "trialing", "past_due", "unpaid", "paused"];
+
+impl State {
+    fn rank(&self) -> u8 {
+        match self.status {
+            "incomplete" => 0,
+            "canceled" | "incomplete_expired" => 2,
+            _ => 1,
+        }
+    }
+
+    /// The next state Stripe could move to, chosen by `seed`; `None` once terminal.
+    fn next(&self, seed: u32) -> Option<State> {
+        if self.rank() == 2 {
+            return None;
+        }
+        let mut next = self.clone();
+        match seed % 6 {
+            0 | 1 => {
+                next.status = if self.status == "incomplete" && seed % 12 < 2 {
+                    "incomplete_expired"
+                } else if seed % 24 == 0 {
+                    "canceled"
+                } else {
+                    LIVE[(seed / 6) as usize % LIVE.len()]
+                }
+            }
+            2 => next.cancel = [None, Some(true), Some(false)][(seed / 6) as usize % 3],
+            3 => next.price = ((seed / 6) % 3) as u8,
+            4 => next.paused = !self.paused,
+            _ => {
+                next.status = "canceled";
+                next.cancel = None;
+            }
+        }
+        if self.status == "incomplete" && next.status == "incomplete" && seed % 2 == 0 {
+            next.status = "active";
+        }
+        (next != *self).then_some(next)
+    }
+
+    fn object(&self, id: &str, customer: &str, base: i64) -> Value {
+        let period_end = base + PERIOD_END_OFFSET;
+        let mut sub = current_subscription(id, customer, self.status, period_end);
+        sub["cancel_at_period_end"] = json!(self.cancel == Some(true));
+        sub["cancel_at"] = match self.cancel {
+            Some(_) => json!(period_end),
+            None => Value::Null,
+        };
+        sub["items"]["data"][0]["price"]["id"] = json!(format!("price_{}", self.price));
+        sub["pause_collection"] = if self.paused {
+            json!({"behavior": "void", "resumes_at": null})
+        } else {
+            Value::Null
+        };
+        sub
+    }
+
+    /// What Stripe puts in `previous_attributes` for the move `before` → `self`:
+    /// the changed fields, with their values before.
+    fn previous(&self, before: &State, id: &str, customer: &str, base: i64) -> Value {
+        let (old, new) = (
+            before.object(id, customer, base),
+            self.object(id, customer, base),
+        );
+        let mut previous = serde_json::Map::new();
+        for key in [
+            "status",
+            "cancel_at_period_end",
+            "cancel_at",
+            "pause_collection",
+        ] {
+            if old[key] != new[key] {
+                previous.insert(key.into(), old[key].clone());
+            }
+        }
+        if old["items"] != new["items"] {
+            previous.insert("items".into(), old["items"].clone());
+        }
+        Value::Object(previous)
+    }
 }
 
-#[derive(Debug, PartialEq, QueryableByName)]
-struct Stored {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    status: String,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    price_id: Option<String>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
-    current_period_end: Option<chrono::DateTime<chrono::Utc>>,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    cancel_at_period_end: bool,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    paid: bool,
-}
-
-fn stored(app: &TestApp, sub: &str) -> Stored {
-    diesel::sql_query(
-        "SELECT s.status, s.price_id, s.current_period_end, s.cancel_at_period_end, u.paid \
-         FROM subscriptions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+/// A lifecycle of 2–6 states and the `created` gap before each (mostly 0 s).
+fn lifecycles() -> impl Strategy<Value = (Vec<State>, Vec<i64>)> {
+    (
+        0u32..3,
+        prop::collection::vec(any::<u32>(), 1..6),
+        prop::collection::vec(prop::sample::select(vec![0i64, 0, 0, 1, 4]), 6),
     )
+        .prop_map(|(first, seeds, gaps)| {
+            let mut states = vec![State {
+                status: ["incomplete", "active", "trialing"][first as usize],
+                cancel: None,
+                price: 0,
+                paused: false,
+            }];
+            for seed in seeds {
+                if let Some(next) = states.last().unwrap().next(seed) {
+                    states.push(next);
+                }
+            }
+            let n = states.len();
+            (states, gaps[..n].to_vec())
+        })
+}
+
+fn orders(n: usize) -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    (
+        Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+        prop::collection::vec(0..n, 0..4),
+    )
+}
+
+/// (status, price, cancel_at set, cancel_at_period_end, pause_behavior set, paid)
+type Stored = (String, Option<String>, bool, bool, bool, bool);
+
+fn stored(app: &TestApp, user: &str, sub: &str) -> Stored {
+    let mut conn = app.db();
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        status: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        price_id: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ending: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        cancel_at_period_end: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        paused: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        paid: bool,
+    }
+    let row: Row = diesel::sql_query(
+        "SELECT s.status, s.price_id, s.cancel_at IS NOT NULL AS ending, s.cancel_at_period_end, \
+                s.pause_behavior IS NOT NULL AS paused, u.paid \
+         FROM subscriptions s JOIN users u ON u.id = $1 WHERE s.id = $2",
+    )
+    .bind::<diesel::sql_types::Text, _>(user)
     .bind::<diesel::sql_types::Text, _>(sub)
-    .get_result(&mut app.db())
-    .unwrap()
+    .get_result(&mut conn)
+    .unwrap();
+    (
+        row.status,
+        row.price_id,
+        row.ending,
+        row.cancel_at_period_end,
+        row.paused,
+        row.paid,
+    )
+}
+
+fn expected(state: &State) -> Stored {
+    // Defaults: 14 days of past-due grace (the events are minutes old) and
+    // paused collection still paid.
+    let paid = matches!(state.status, "active" | "trialing" | "past_due");
+    (
+        state.status.to_string(),
+        Some(format!("price_{}", state.price)),
+        state.cancel.is_some(),
+        state.cancel == Some(true),
+        state.paused,
+        paid,
+    )
 }
 
 #[test]
-fn any_delivery_order_with_duplicates_ends_in_the_in_order_state() {
+fn any_delivery_order_with_same_second_ties_and_duplicates_ends_in_stripes_last_state() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let app = runtime.block_on(spawn_app());
     let mut runner = TestRunner::new(Config {
-        cases: 40,
+        cases: 48,
         ..Config::default()
     });
     let counter = std::sync::atomic::AtomicUsize::new(0);
+    let strategy = lifecycles()
+        .prop_flat_map(|(states, gaps)| (Just(states.clone()), Just(gaps), orders(states.len())));
 
     runner
-        .run(&changes(), |(changes, shuffled, duplicates)| {
+        .run(&strategy, |(states, gaps, (shuffled, duplicates))| {
             let case = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            let base = now() - 10_000;
-            let event_for = |stream: &str, i: usize| {
-                let change = &changes[i];
-                let created = base + 10 * i as i64;
-                let mut sub = current_subscription(
-                    &format!("sub_{stream}_{case}"),
-                    &format!("cus_{stream}_{case}"),
-                    change.status,
-                    created + 30 * 86_400,
-                );
-                sub["cancel_at_period_end"] = json!(change.cancel_at_period_end);
-                sub["items"]["data"][0]["price"]["id"] = json!(format!("price_{}", change.price));
-                event(
-                    &format!("evt_{stream}_{case}_{i}"),
-                    "customer.subscription.updated",
-                    created,
-                    sub,
-                )
-            };
-            for stream in ["ordered", "shuffled"] {
-                app.execute(&format!(
-                    "INSERT INTO users (id, stripe_customer_id) \
-                     VALUES ('user_{stream}_{case}', 'cus_{stream}_{case}')"
-                ));
-            }
+            let base = now() - 3_000;
+            let created: Vec<i64> = gaps
+                .iter()
+                .scan(base, |t, gap| {
+                    *t += gap;
+                    Some(*t)
+                })
+                .collect();
             let mut order = shuffled.clone();
             for (k, d) in duplicates.iter().enumerate() {
                 order.insert((k * 7 + d) % (order.len() + 1), *d);
             }
 
-            runtime.block_on(async {
-                for i in 0..changes.len() {
-                    assert_eq!(app.deliver(&event_for("ordered", i)).await.status(), 200);
-                }
-                for &i in &order {
-                    assert_eq!(app.deliver(&event_for("shuffled", i)).await.status(), 200);
-                }
-            });
-
-            let ordered = stored(&app, &format!("sub_ordered_{case}"));
-            let shuffled = stored(&app, &format!("sub_shuffled_{case}"));
-            prop_assert_eq!(&shuffled, &ordered, "delivery order {:?}", order);
-            let last = changes.last().unwrap();
-            prop_assert_eq!(&ordered.status, last.status);
+            for stream in ["ordered", "shuffled"] {
+                let (id, customer, user) = (
+                    format!("sub_{stream}_{case}"),
+                    format!("cus_{stream}_{case}"),
+                    format!("user_{stream}_{case}"),
+                );
+                app.execute(&format!(
+                    "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
+                ));
+                let events: Vec<Value> = states
+                    .iter()
+                    .enumerate()
+                    .map(|(i, state)| {
+                        let object = state.object(&id, &customer, base);
+                        let (type_, previous) = match i {
+                            0 => ("customer.subscription.created", json!({})),
+                            _ if state.status == "canceled" => {
+                                ("customer.subscription.deleted", json!({}))
+                            }
+                            _ => (
+                                "customer.subscription.updated",
+                                state.previous(&states[i - 1], &id, &customer, base),
+                            ),
+                        };
+                        event_with_previous(
+                            &format!("evt_{stream}_{case}_{i}"),
+                            type_,
+                            created[i],
+                            object,
+                            previous,
+                        )
+                    })
+                    .collect();
+                let final_state = states.last().unwrap().object(&id, &customer, base);
+                let delivery: Vec<usize> = if stream == "ordered" {
+                    (0..states.len()).collect()
+                } else {
+                    order.clone()
+                };
+                runtime.block_on(async {
+                    // Stripe, asked, answers the subscription as it is now.
+                    Mock::given(method("GET"))
+                        .and(path(format!("/v1/subscriptions/{id}")))
+                        .respond_with(ResponseTemplate::new(200).set_body_json(&final_state))
+                        .mount(&app.stripe)
+                        .await;
+                    for &i in &delivery {
+                        let status = app.deliver(&events[i]).await.status();
+                        assert_eq!(status, 200, "event {i} of {delivery:?}");
+                    }
+                });
+                prop_assert_eq!(
+                    stored(&app, &user, &id),
+                    expected(states.last().unwrap()),
+                    "{} delivery {:?} of {:?} created {:?}",
+                    stream,
+                    delivery,
+                    states,
+                    created
+                );
+            }
             Ok(())
         })
         .unwrap();
+}
+
+/// A first purchase through Checkout: `customer.subscription.created`
+/// (`incomplete`), `customer.subscription.updated` (`active`), `invoice.paid`
+/// and `checkout.session.completed`, all stamped with one second and delivered
+/// in any order (laravel/cashier-stripe PR #1466, pay-rails/pay #282).
+#[tokio::test]
+async fn a_checkout_in_one_second_ends_paid_in_every_delivery_order() {
+    let app = spawn_app().await;
+    let t = now() - 60;
+    let permutations = permutations(4);
+    for (case, order) in permutations.iter().enumerate() {
+        let (id, customer, user) = (
+            format!("sub_co_{case}"),
+            format!("cus_co_{case}"),
+            format!("user_co_{case}"),
+        );
+        let period_end = t + 30 * 86_400;
+        let events = [
+            event(
+                &format!("evt_co_{case}_created"),
+                "customer.subscription.created",
+                t,
+                current_subscription(&id, &customer, "incomplete", period_end),
+            ),
+            event_with_previous(
+                &format!("evt_co_{case}_updated"),
+                "customer.subscription.updated",
+                t,
+                current_subscription(&id, &customer, "active", period_end),
+                json!({"status": "incomplete"}),
+            ),
+            event(
+                &format!("evt_co_{case}_invoice"),
+                "invoice.paid",
+                t,
+                json!({"id": format!("in_{case}"), "object": "invoice", "customer": customer,
+                       "status": "paid"}),
+            ),
+            event(
+                &format!("evt_co_{case}_checkout"),
+                "checkout.session.completed",
+                t,
+                json!({"id": format!("cs_{case}"), "object": "checkout.session",
+                       "mode": "subscription", "customer": customer,
+                       "client_reference_id": user, "subscription": id}),
+            ),
+        ];
+
+        for &i in order {
+            assert_eq!(app.deliver(&events[i]).await.status(), 200);
+        }
+
+        let (status, .., paid) = stored(&app, &user, &id);
+        assert_eq!(
+            (status.as_str(), paid),
+            ("active", true),
+            "delivery order {order:?}"
+        );
+    }
+    // Lifecycle order settled every tie: Stripe was never asked.
+    let reads = app.stripe.received_requests().await.unwrap_or_default();
+    assert!(reads.is_empty(), "{} Stripe calls", reads.len());
+}
+
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut all = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut p = rest.clone();
+            p.insert(at, n - 1);
+            all.push(p);
+        }
+    }
+    all
 }

@@ -1,5 +1,6 @@
 //! Prometheus metrics for `GET /metrics`: requests by route and status,
-//! webhook events by type and outcome, signature failures, portal sessions
+//! webhook events by type and outcome, signature failures, deliveries signed
+//! ahead of this host's clock (clock skew), portal sessions
 //! created, Stripe API calls by operation and outcome with a latency
 //! histogram, and the database pool in use. One registry per
 //! [`Application`](crate::startup::Application), so tests never share one;
@@ -17,6 +18,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub webhook_events: IntCounterVec,
     pub signature_failures: IntCounter,
+    pub webhook_clock_skew: IntCounter,
     pub portal_sessions: IntCounter,
     pub stripe_calls: IntCounterVec,
     pub stripe_latency: HistogramVec,
@@ -47,6 +49,12 @@ impl Metrics {
         let signature_failures = IntCounter::new(
             "webhook_signature_failures_total",
             "Webhook deliveries refused for a missing or bad Stripe-Signature",
+        )
+        .unwrap();
+        let webhook_clock_skew = IntCounter::new(
+            "webhook_clock_skew_total",
+            "Verified webhook deliveries signed more than 60 s ahead of this host's clock \
+             (accepted; this host's clock is behind Stripe's, check NTP)",
         )
         .unwrap();
         let portal_sessions = IntCounter::new(
@@ -82,6 +90,7 @@ impl Metrics {
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_events.clone()),
             Box::new(signature_failures.clone()),
+            Box::new(webhook_clock_skew.clone()),
             Box::new(portal_sessions.clone()),
             Box::new(stripe_calls.clone()),
             Box::new(stripe_latency.clone()),
@@ -96,6 +105,7 @@ impl Metrics {
             http_requests,
             webhook_events,
             signature_failures,
+            webhook_clock_skew,
             portal_sessions,
             stripe_calls,
             stripe_latency,

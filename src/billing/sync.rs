@@ -153,7 +153,7 @@ fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Op
     }
 }
 
-fn customer_deleted(
+pub fn customer_deleted(
     conn: &mut PgConnection,
     customer_id: &str,
     as_of: DateTime<Utc>,

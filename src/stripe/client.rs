@@ -19,6 +19,7 @@ use std::time::Duration;
 use ::stripe::{
     ApiErrorsCode, Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest as _,
 };
+use miniserde::json::Value as Json;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use stripe_billing::billing_portal_session::{
@@ -29,7 +30,6 @@ use stripe_billing::billing_portal_session::{
     CreateBillingPortalSessionFlowDataSubscriptionCancel,
     CreateBillingPortalSessionFlowDataSubscriptionUpdate, CreateBillingPortalSessionFlowDataType,
 };
-use miniserde::json::Value as Json;
 use stripe_billing::subscription::{
     ListSubscription, ListSubscriptionStatus, RetrieveSubscription,
 };
@@ -337,8 +337,11 @@ impl StripeGateway {
         operation: &str,
         request: &impl ::stripe::StripeRequest,
     ) -> Result<Json, StripeFailure> {
-        self.timed(operation, request.build().customize::<Json>().send(&self.client))
-            .await
+        self.timed(
+            operation,
+            request.build().customize::<Json>().send(&self.client),
+        )
+        .await
     }
 
     /// The subscription as Stripe holds it now, in the same shape the webhook
@@ -663,7 +666,8 @@ mod tests {
 
         assert_eq!(err.code(), "stripe_key_mode_mismatch");
         assert!(
-            err.message().contains("STRIPE_SECRET_KEY is a test-mode key")
+            err.message()
+                .contains("STRIPE_SECRET_KEY is a test-mode key")
                 && err.message().contains("live-mode key"),
             "{}",
             err.message()

@@ -20,8 +20,8 @@ use crate::request_id;
 use actix_web::dev::Service;
 
 use crate::auth::JwtVerifier;
-use crate::clock::Clock;
 use crate::billing::sync::PaidRule;
+use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
 use crate::db::{self, PgPool};
 use crate::error::ApiError;

@@ -31,7 +31,8 @@ enum Command {
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
     /// Re-read every customer's subscriptions from Stripe and apply them, so
-    /// Postgres matches Stripe again after missed webhooks.
+    /// Postgres matches Stripe again after missed webhooks; forget customers
+    /// Stripe no longer knows, as a `customer.deleted` webhook would.
     Sync {
         /// Print what would change and write nothing.
         #[arg(long)]
@@ -167,6 +168,19 @@ async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
             customer,
             reason,
         } => say(format!("FAILED {customer} of {user}: {reason}")),
+        Progress::Forgotten { user, customer } => {
+            say(format!(
+                "customer {customer} no longer exists in Stripe: {} (user {user})",
+                if dry_run {
+                    "would be forgotten"
+                } else {
+                    "forgotten"
+                }
+            ));
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        }
         Progress::Checked {
             customer,
             subscriptions,
@@ -184,7 +198,7 @@ async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
         bar.finish_and_clear();
     }
     println!(
-        "{}customers checked: {}, subscriptions {verb}: {}, failures: {}",
+        "{}customers checked: {}, subscriptions {verb}: {}, failures: {}, customers {}: {}",
         if dry_run {
             "dry run, nothing written. "
         } else {
@@ -192,7 +206,13 @@ async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
         },
         report.customers,
         report.changed,
-        report.failures.len()
+        report.failures.len(),
+        if dry_run {
+            "that would be forgotten"
+        } else {
+            "forgotten"
+        },
+        report.forgotten
     );
     if !report.failures.is_empty() {
         anyhow::bail!("{} customers could not be synced", report.failures.len());

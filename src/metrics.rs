@@ -1,5 +1,6 @@
 //! Prometheus metrics for `GET /metrics`: requests by route and status,
-//! webhook events by type and outcome, signature failures, portal sessions
+//! webhook events by type and outcome, signature failures, deliveries signed
+//! ahead of this host's clock (clock skew), portal sessions
 //! created, Stripe API calls by operation and outcome with a latency
 //! histogram, the database pool in use, same-second ties settled by a
 //! re-read, and grace periods ended by the sweep. One registry per
@@ -18,6 +19,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub webhook_events: IntCounterVec,
     pub signature_failures: IntCounter,
+    pub webhook_clock_skew: IntCounter,
     pub portal_sessions: IntCounter,
     pub stripe_calls: IntCounterVec,
     pub stripe_latency: HistogramVec,
@@ -50,6 +52,12 @@ impl Metrics {
         let signature_failures = IntCounter::new(
             "webhook_signature_failures_total",
             "Webhook deliveries refused for a missing or bad Stripe-Signature",
+        )
+        .unwrap();
+        let webhook_clock_skew = IntCounter::new(
+            "webhook_clock_skew_total",
+            "Verified webhook deliveries signed more than 60 s ahead of this host's clock \
+             (accepted; this host's clock is behind Stripe's, check NTP)",
         )
         .unwrap();
         let portal_sessions = IntCounter::new(
@@ -96,6 +104,7 @@ impl Metrics {
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_events.clone()),
             Box::new(signature_failures.clone()),
+            Box::new(webhook_clock_skew.clone()),
             Box::new(portal_sessions.clone()),
             Box::new(stripe_calls.clone()),
             Box::new(stripe_latency.clone()),
@@ -112,6 +121,7 @@ impl Metrics {
             http_requests,
             webhook_events,
             signature_failures,
+            webhook_clock_skew,
             portal_sessions,
             stripe_calls,
             stripe_latency,

@@ -5,8 +5,10 @@
 //! Exactly one customer per user, even under concurrent first clicks and
 //! across instances: the creation happens while holding the user's row lock
 //! (`SELECT … FOR UPDATE`), and the Stripe request carries an idempotency key
-//! derived from the user id, so even a commit that fails after Stripe answered
-//! gets the same customer back on the next try.
+//! derived from every parameter it sends, so even a commit that fails after
+//! Stripe answered gets the same customer back on the next try. A
+//! `STRIPE_SECRET_KEY` of the other test/live mode than the stored customer is
+//! a configuration error, never a reason to replace the customer.
 
 use log::{info, warn};
 

@@ -2,20 +2,34 @@
 //! with a Stripe customer it lists that customer's subscriptions from Stripe
 //! (all statuses, every page) and applies each through
 //! [`apply_subscription`], the code path the webhook uses, as authoritative
-//! current state. One customer's failure does not stop the others.
+//! current state.
+//!
+//! A customer Stripe no longer knows (its list answers "No such customer", or
+//! it is empty while Postgres holds subscriptions of it and the customer reads
+//! as deleted) gets what a `customer.deleted` webhook does: its subscriptions
+//! canceled, the customer forgotten, the paid flag recomputed. One customer's
+//! failure does not stop the others, except a key of the wrong test/live
+//! mode, which would fail every customer the same way and stops the run.
 
+use anyhow::Context as _;
 use chrono::Utc;
+use diesel::prelude::*;
 
-use crate::billing::sync::{apply_subscription, timestamp, PaidRule};
+use crate::billing::sync::{apply_subscription, customer_deleted, timestamp, PaidRule};
+use crate::db::schema;
 use crate::db::subscriptions::{self, Provenance, Subscription};
+use crate::billing::refetch::{FetchLock, Refetcher};
+use crate::clock::Clock;
 use crate::db::{self, PgPool};
-use crate::stripe::client::StripeGateway;
+use crate::stripe::client::{StripeFailure, StripeGateway};
 use crate::stripe::events::SubscriptionObject;
 
 #[derive(Debug, Default)]
 pub struct Report {
     pub customers: usize,
     pub changed: usize,
+    /// Customers Stripe no longer knows, forgotten (or, in a dry run, to be).
+    pub forgotten: usize,
     pub failures: Vec<(String, String)>,
 }
 
@@ -40,6 +54,52 @@ pub enum Progress<'a> {
         customer: &'a str,
         subscriptions: usize,
     },
+    /// Stripe no longer knows `customer`: it is (or would be) forgotten.
+    Forgotten {
+        user: &'a str,
+        customer: &'a str,
+    },
+}
+
+/// What listing one customer's subscriptions found.
+enum Listed {
+    Subscriptions(Vec<SubscriptionObject>),
+    CustomerGone,
+}
+
+/// Lists `customer`'s subscriptions and tells a customer Stripe no longer
+/// knows from one without any. The customer is only read when the list is
+/// empty and Postgres still holds subscriptions of it, so a healthy run costs
+/// no extra call.
+async fn list(
+    pool: &PgPool,
+    stripe: &StripeGateway,
+    customer: &str,
+) -> anyhow::Result<Result<Listed, StripeFailure>> {
+    let subs = match stripe.list_subscriptions(customer).await {
+        Ok(subs) => subs,
+        Err(StripeFailure::NoSuchCustomer) => return Ok(Ok(Listed::CustomerGone)),
+        Err(failure) => return Ok(Err(failure)),
+    };
+    if !subs.is_empty() {
+        return Ok(Ok(Listed::Subscriptions(subs)));
+    }
+    let id = customer.to_owned();
+    let stored: i64 = db::run(pool, move |conn| {
+        schema::subscriptions::table
+            .filter(schema::subscriptions::customer_id.eq(&id))
+            .count()
+            .get_result(conn)
+    })
+    .await?;
+    if stored == 0 {
+        return Ok(Ok(Listed::Subscriptions(subs)));
+    }
+    Ok(match stripe.customer_is_deleted(customer).await {
+        Ok(true) => Ok(Listed::CustomerGone),
+        Ok(false) => Ok(Listed::Subscriptions(subs)),
+        Err(failure) => Err(failure),
+    })
 }
 
 fn describe(status: &str, price: Option<&str>, ending: bool) -> String {
@@ -53,13 +113,27 @@ fn describe(status: &str, price: Option<&str>, ending: bool) -> String {
 /// Whether applying `sub` would change what is stored.
 fn differs(stored: Option<&Subscription>, sub: &SubscriptionObject) -> bool {
     let Some(row) = stored else { return true };
+    let pause = sub.pause_collection.as_ref();
     row.status != sub.status.as_str()
         || row.customer_id != sub.customer_id
         || row.price_id.as_deref() != sub.price_id.as_deref()
         || row.product_id.as_deref() != sub.product_id.as_deref()
         || row.cancel_at_period_end != sub.cancel_at_period_end
+        || row.cancel_at != sub.cancel_at.and_then(timestamp)
+        || row.pause_behavior.as_deref() != pause.map(|p| p.behavior.as_str())
+        || row.pause_resumes_at != pause.and_then(|p| p.resumes_at).and_then(timestamp)
         || row.current_period_end != sub.current_period_end.and_then(timestamp)
 }
+
+/// Whether the stored subscription is set to end, in either billing mode.
+fn ending(row: &Subscription) -> bool {
+    crate::billing::summary::ends_at(row).is_some()
+}
+
+/// How long a run waits for a webhook's re-read of the same customer, which
+/// may itself wait on Stripe for up to the client timeout (at most 10 s).
+const FETCH_LOCK_TIMEOUT_MS: u128 = 30_000;
+
 
 pub async fn resync(
     pool: &PgPool,
@@ -76,9 +150,56 @@ pub async fn resync(
     progress(Progress::Start {
         customers: customers.len(),
     });
+    let clock = Clock::system();
+    let refetcher = Refetcher {
+        pool,
+        stripe,
+        clock: &clock,
+        rule,
+        lock_timeout_ms: FETCH_LOCK_TIMEOUT_MS,
+    };
     for (user, customer) in customers {
-        let subs = match stripe.list_subscriptions(&customer).await {
-            Ok(subs) => subs,
+        // Held from before the read until what it read is stored, so a
+        // webhook's re-read of the same customer never crosses this one.
+        let lock = FetchLock::acquire(&refetcher, &customer).await?;
+        let listed = list(pool, stripe, &customer).await;
+        let lock = match &listed {
+            Ok(Ok(Listed::Subscriptions(_))) => Some(lock),
+            _ => {
+                lock.release().await;
+                None
+            }
+        };
+        let subs = match listed? {
+            Ok(Listed::Subscriptions(subs)) => subs,
+            Ok(Listed::CustomerGone) => {
+                report.forgotten += 1;
+                progress(Progress::Forgotten {
+                    user: &user,
+                    customer: &customer,
+                });
+                if !dry_run {
+                    // What a `customer.deleted` webhook does, in one transaction.
+                    let gone = customer.clone();
+                    db::transaction(pool, move |conn| {
+                        let now = Utc::now();
+                        customer_deleted(conn, &gone, now, rule, now)
+                    })
+                    .await?;
+                }
+                continue;
+            }
+            Err(failure @ StripeFailure::KeyModeMismatch { .. }) => {
+                // Every other customer would answer the same; and nothing may
+                // be forgotten or replaced on the strength of it.
+                return Err(anyhow::Error::new(failure)).with_context(|| {
+                    format!(
+                        "customer {customer} of user {user}: stopping, every customer would \
+                         fail the same way; use the STRIPE_SECRET_KEY of the mode the data \
+                         was created in"
+                    )
+                });
+            }
             Err(failure) => {
                 progress(Progress::Failed {
                     user: &user,
@@ -89,6 +210,8 @@ pub async fn resync(
                 continue;
             }
         };
+        let Some(lock) = lock else { continue };
+        let mut changed = Vec::new();
         for sub in &subs {
             let id = sub.id.clone();
             let stored = db::run(pool, move |conn| subscriptions::find(conn, &id)).await?;
@@ -100,28 +223,34 @@ pub async fn resync(
                 user: &user,
                 subscription: &sub.id,
                 before: stored.as_ref().map_or("(missing)".into(), |r| {
-                    describe(&r.status, r.price_id.as_deref(), r.cancel_at_period_end)
+                    describe(&r.status, r.price_id.as_deref(), ending(r))
                 }),
                 after: describe(
                     sub.status.as_str(),
                     sub.price_id.as_deref(),
-                    sub.cancel_at_period_end,
+                    sub.cancel_at_period_end || sub.cancel_at.is_some(),
                 ),
             });
-            if !dry_run {
-                let sub = sub.clone();
-                db::transaction(pool, move |conn| {
-                    let now = Utc::now();
+            changed.push(sub.clone());
+        }
+        if dry_run || changed.is_empty() {
+            lock.release().await;
+        } else {
+            let started_at = lock.started_at;
+            let now = clock.clone();
+            lock.store(move |conn| {
+                for sub in &changed {
                     apply_subscription(
                         conn,
-                        &sub,
-                        &Provenance::Fetch { started_at: now },
+                        sub,
+                        &Provenance::Fetch { started_at },
                         rule,
-                        now,
-                    )
-                })
-                .await?;
-            }
+                        now.now(),
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         progress(Progress::Checked {
             user: &user,

@@ -2,7 +2,10 @@
 //! only then parse (leniently), then record and apply the event in one
 //! transaction. 200 `{"received":true}` once stored; 400 for a bad signature
 //! or payload (nothing stored); 5xx when it could not be stored, so Stripe
-//! delivers it again and nothing acknowledged is ever lost.
+//! delivers it again and nothing acknowledged is ever lost. A delivery signed
+//! in this host's future is accepted and reported as clock skew.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -12,6 +15,7 @@ use crate::db::{self, events};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 use crate::stripe::events::{parse_event, EventKind};
+use crate::stripe::signature;
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Received {
@@ -46,7 +50,7 @@ pub async fn stripe_webhook(
         .get("stripe-signature")
         .map(|v| v.to_str().unwrap_or(""));
     let now = chrono::Utc::now().timestamp();
-    state
+    let signed_at = state
         .webhook_verifier
         .verify(header, &body, now)
         .map_err(|e| {
@@ -55,6 +59,9 @@ pub async fn stripe_webhook(
             rejected(&state, "unverified");
             ApiError::bad_request(e.code(), e.to_string())
         })?;
+    if let Some(ahead) = signature::ahead_of_clock(signed_at, now) {
+        clock_skew(&state, ahead);
+    }
     let event = parse_event(&body).map_err(|e| {
         rejected(&state, "not_an_event");
         ApiError::bad_request("invalid_event", e.to_string())
@@ -101,6 +108,21 @@ pub async fn stripe_webhook(
         outcome
     };
     Ok(received(&state, &event_id, &event_type, outcome))
+}
+
+/// A delivery signed `ahead` seconds in this host's future: accepted (as Stripe's libraries
+/// do), counted every time, and logged once per process so a skewed clock does not flood the
+/// log with one line per delivery.
+fn clock_skew(state: &AppState, ahead: u64) {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    state.metrics.webhook_clock_skew.inc();
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "clock skew: a Stripe webhook was signed {ahead} s ahead of this host's clock, so \
+             this host's clock is behind Stripe's by at least that much; check NTP on this host \
+             (logged once; billing_portal_webhook_clock_skew_total counts every such delivery)"
+        );
+    }
 }
 
 fn rejected(state: &AppState, type_: &str) {

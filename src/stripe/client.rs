@@ -1,8 +1,14 @@
 //! The Stripe API as this service uses it: create a customer, create a
-//! Customer Portal session. Wraps async-stripe's client and turns its errors
-//! into [`StripeFailure`], a small set the handlers can act on ("No such
-//! customer" is recoverable, "portal not configured" needs a dashboard fix,
-//! the rest is a 502/503 with a clear code).
+//! Customer Portal session, read subscriptions and customers back. Wraps
+//! async-stripe's client and turns its errors into [`StripeFailure`], a small
+//! set the handlers can act on ("No such customer" is recoverable, a key of
+//! the wrong test/live mode and "portal not configured" need a configuration
+//! fix, the rest is a 502/503 with a clear code).
+//!
+//! Reads go through async-stripe's client (same key, base URL, timeout and
+//! `Stripe-Version`) but take the answer as untyped JSON and map subscriptions
+//! with the webhook's lenient [`parse_subscription`], so one mapping serves
+//! webhooks, refetch and `sync`, whatever API version shaped the answer.
 //!
 //! Reads `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_TIMEOUT_SECS` and
 //! `STRIPE_PORTAL_CONFIGURATION`.
@@ -13,6 +19,7 @@ use std::time::Duration;
 use ::stripe::{
     ApiErrorsCode, Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest as _,
 };
+use miniserde::json::Value as Json;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use stripe_billing::billing_portal_session::{
@@ -27,12 +34,11 @@ use stripe_billing::subscription::{
     ListSubscription, ListSubscriptionStatus, RetrieveSubscription,
 };
 use stripe_billing::BillingPortalSessionLocale;
-use stripe_core::customer::CreateCustomer;
+use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
 
-use crate::billing::status::SubscriptionStatus;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::stripe::events::SubscriptionObject;
+use crate::stripe::events::{parse_subscription, SubscriptionObject};
 use std::sync::Arc;
 
 /// What went wrong talking to Stripe, in the terms the service acts on.
@@ -42,6 +48,15 @@ pub enum StripeFailure {
     /// dashboard, or a test-mode reset).
     #[error("no such customer")]
     NoSuchCustomer,
+    /// `STRIPE_SECRET_KEY` is of the other mode than the data: Stripe says "a
+    /// similar object exists in live mode, but a test mode key was used" (or
+    /// the reverse). A configuration error, never a deleted customer: treating
+    /// it as one would replace every user's customer.
+    #[error(
+        "STRIPE_SECRET_KEY is a {}-mode key but the object exists in {data_mode} mode",
+        data_mode.other()
+    )]
+    KeyModeMismatch { data_mode: StripeMode },
     /// No default portal configuration saved in the Stripe dashboard.
     #[error("customer portal not configured: {0}")]
     PortalNotConfigured(String),
@@ -64,12 +79,57 @@ pub enum StripeFailure {
     InvalidResponse(String),
 }
 
+/// Stripe's two modes; keys and objects belong to one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeMode {
+    Test,
+    Live,
+}
+
+impl StripeMode {
+    fn other(self) -> Self {
+        match self {
+            Self::Test => Self::Live,
+            Self::Live => Self::Test,
+        }
+    }
+
+    /// The mode the data is in, when `message` is Stripe's answer to a key of
+    /// the other mode: "No such customer: 'cus_X'; a similar object exists in
+    /// live mode, but a test mode key was used to make this request."
+    /// (docs.stripe.com/keys#test-live-modes: objects of one mode are not
+    /// visible to the other mode's keys).
+    fn of_mismatch(message: &str) -> Option<Self> {
+        if message.contains("similar object exists in live mode") {
+            Some(Self::Live)
+        } else if message.contains("similar object exists in test mode") {
+            Some(Self::Test)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for StripeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Test => "test",
+            Self::Live => "live",
+        })
+    }
+}
+
 impl From<StripeError> for StripeFailure {
     fn from(err: StripeError) -> Self {
         match err {
             StripeError::Stripe(api, status) => {
                 let message = api.message.clone().unwrap_or_default();
                 let code = api.code.as_ref().map(|c| c.as_str().to_string());
+                // Before the missing-customer rule: the same answer also
+                // starts with "No such customer".
+                if let Some(data_mode) = StripeMode::of_mismatch(&message) {
+                    return StripeFailure::KeyModeMismatch { data_mode };
+                }
                 let missing_customer = matches!(api.code, Some(ApiErrorsCode::ResourceMissing))
                     && (api.param.as_deref() == Some("customer")
                         || message.starts_with("No such customer"));
@@ -103,6 +163,16 @@ impl From<StripeError> for StripeFailure {
 impl From<StripeFailure> for ApiError {
     fn from(failure: StripeFailure) -> Self {
         let err = match &failure {
+            StripeFailure::KeyModeMismatch { data_mode } => ApiError::new(
+                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "stripe_key_mode_mismatch",
+                format!(
+                    "STRIPE_SECRET_KEY is a {key}-mode key but the stored customer exists in \
+                     {data_mode} mode: set STRIPE_SECRET_KEY to the {data_mode}-mode key of the \
+                     Stripe account, the mode the data was created in.",
+                    key = data_mode.other()
+                ),
+            ),
             StripeFailure::PortalNotConfigured(_) => ApiError::bad_gateway(
                 "portal_not_configured",
                 "The Stripe Customer Portal is not configured for this account: open the Stripe \
@@ -202,23 +272,19 @@ impl StripeGateway {
     }
 
     /// Creates the customer for `user_id`. The idempotency key is derived from
-    /// the user id and the customer being replaced (if any), so a retry after a
-    /// lost answer or a failed commit returns the same customer instead of a
-    /// second one, while a replacement for a deleted customer gets a new key.
+    /// every parameter sent and the customer being replaced (if any), so a
+    /// retry after a lost answer or a failed commit returns the same customer
+    /// instead of a second one, while a replacement for a deleted customer, or
+    /// a request with another email, gets a new key rather than Stripe's
+    /// `idempotency_error`.
     pub async fn create_customer(
         &self,
         user_id: &str,
         email: Option<&str>,
         replacing: Option<&str>,
     ) -> Result<String, StripeFailure> {
-        let mut request = CreateCustomer::new().metadata(HashMap::from([(
-            "user_id".to_string(),
-            user_id.to_string(),
-        )]));
-        if let Some(email) = email {
-            request = request.email(email);
-        }
-        let key = ::stripe::IdempotencyKey::new(customer_idempotency_key(user_id, replacing))
+        let request = customer_request(user_id, email);
+        let key = ::stripe::IdempotencyKey::new(idempotency_key_for(&request, replacing))
             .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
         let customer = self
             .timed(
@@ -262,26 +328,55 @@ impl StripeGateway {
 }
 
 impl StripeGateway {
+    /// Sends `request` through the async-stripe client and answers its body as
+    /// untyped JSON: async-stripe's typed models reject shapes of other API
+    /// versions, and there is no raw-bytes API, but any type it can
+    /// deserialize into will do, and `miniserde`'s `Value` accepts every JSON.
+    async fn json(
+        &self,
+        operation: &str,
+        request: &impl ::stripe::StripeRequest,
+    ) -> Result<Json, StripeFailure> {
+        self.timed(
+            operation,
+            request.build().customize::<Json>().send(&self.client),
+        )
+        .await
+    }
+
     /// The subscription as Stripe holds it now, in the same shape the webhook
-    /// parser produces, so both go through one code path.
+    /// parser produces, through the same lenient parser.
     pub async fn retrieve_subscription(
         &self,
         id: &str,
     ) -> Result<SubscriptionObject, StripeFailure> {
-        let sub = self
-            .timed(
-                "retrieve_subscription",
-                RetrieveSubscription::new(id).send(&self.client),
-            )
+        let body = self
+            .json("retrieve_subscription", &RetrieveSubscription::new(id))
             .await?;
-        Ok(subscription_object(&sub))
+        subscription_from(&body)
+    }
+
+    /// Whether Stripe has deleted `customer`: `GET /v1/customers/{id}` answers
+    /// 200 `{"id":…,"deleted":true}` for a deleted customer
+    /// (docs.stripe.com/api/customers/retrieve), and "No such customer" for
+    /// one it never knew or has purged.
+    pub async fn customer_is_deleted(&self, customer: &str) -> Result<bool, StripeFailure> {
+        let request = RetrieveCustomer::new(customer);
+        match with_retries(|| self.json("retrieve_customer", &request)).await {
+            Ok(Json::Object(body)) => Ok(matches!(body.get("deleted"), Some(Json::Bool(true)))),
+            Ok(_) => Err(StripeFailure::InvalidResponse(
+                "a customer is not a JSON object".into(),
+            )),
+            Err(StripeFailure::NoSuchCustomer) => Ok(true),
+            Err(other) => Err(other),
+        }
     }
 }
 
 impl StripeGateway {
-    /// Every subscription of `customer`, all statuses, every page. Rate
-    /// limits, 5xx answers, timeouts and connection failures are retried with
-    /// doubling backoff.
+    /// Every subscription of `customer`, all statuses, every page, each
+    /// mapped by the lenient parser. Rate limits, 5xx answers, timeouts and
+    /// connection failures are retried with doubling backoff.
     pub async fn list_subscriptions(
         &self,
         customer: &str,
@@ -296,16 +391,41 @@ impl StripeGateway {
             if let Some(after) = &after {
                 request = request.starting_after(after.as_str());
             }
-            let page =
-                with_retries(|| self.timed("list_subscriptions", request.send(&self.client)))
-                    .await?;
-            all.extend(page.data.iter().map(subscription_object));
-            after = page.data.last().map(|s| s.id.to_string());
-            if !page.has_more || after.is_none() {
+            let page = with_retries(|| self.json("list_subscriptions", &request)).await?;
+            let (data, has_more) = list_page(page)?;
+            for item in &data {
+                all.push(subscription_from(item)?);
+            }
+            after = all.last().map(|s| s.id.clone());
+            if !has_more || data.is_empty() {
                 return Ok(all);
             }
         }
     }
+}
+
+/// A list page's `data` and `has_more` (docs.stripe.com/api/pagination). Only
+/// `data` is required; a missing or non-boolean `has_more` reads as the last
+/// page, so a stand-in that leaves it out cannot make the loop run forever.
+fn list_page(page: Json) -> Result<(Vec<Json>, bool), StripeFailure> {
+    let Json::Object(mut page) = page else {
+        return Err(StripeFailure::InvalidResponse(
+            "a list page is not a JSON object".into(),
+        ));
+    };
+    let has_more = matches!(page.get("has_more"), Some(Json::Bool(true)));
+    match page.remove("data") {
+        Some(Json::Array(data)) => Ok((data.into_iter().collect(), has_more)),
+        _ => Err(StripeFailure::InvalidResponse(
+            "a list page has no `data` array".into(),
+        )),
+    }
+}
+
+/// One subscription object, through the webhook's lenient parser.
+fn subscription_from(object: &Json) -> Result<SubscriptionObject, StripeFailure> {
+    parse_subscription(miniserde::json::to_string(object).as_bytes())
+        .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))
 }
 
 /// Retries what is worth retrying (429, 5xx, timeouts, connection failures)
@@ -344,34 +464,46 @@ impl StripeFailure {
     }
 }
 
-fn subscription_object(sub: &stripe_billing::Subscription) -> SubscriptionObject {
-    let first = sub.items.data.first();
-    SubscriptionObject {
-        id: sub.id.to_string(),
-        customer_id: sub.customer.id().to_string(),
-        status: SubscriptionStatus::parse(sub.status.as_str()),
-        price_id: first.map(|item| item.price.id.to_string()),
-        product_id: first.map(|item| item.price.product.id().to_string()),
-        current_period_end: sub.items.data.iter().map(|i| i.current_period_end).max(),
-        cancel_at_period_end: sub.cancel_at_period_end,
-        cancel_at: sub.cancel_at,
-        pause_collection: None,
-        metadata_user_id: sub
-            .metadata
-            .get("user_id")
-            .filter(|u| !u.is_empty())
-            .cloned(),
+/// The customer creation request: what `create_customer` sends, and what
+/// its idempotency key is derived from.
+fn customer_request(user_id: &str, email: Option<&str>) -> CreateCustomer {
+    let mut request = CreateCustomer::new().metadata(HashMap::from([(
+        "user_id".to_string(),
+        user_id.to_string(),
+    )]));
+    if let Some(email) = email {
+        request = request.email(email);
     }
+    request
 }
 
-/// `customer-<sha256(user id, replaced customer)>`: stable for one user and one
-/// generation of customer, at most 73 ASCII characters whatever the user id.
-pub fn customer_idempotency_key(user_id: &str, replacing: Option<&str>) -> String {
+/// `customer-<sha256>` over the replaced customer (length-prefixed, or its
+/// absence) and the exact form body sent, so every parameter the request
+/// carries is covered, now and when one is added: Stripe answers
+/// `idempotency_error` for 24 h when a key is reused with other parameters
+/// (docs.stripe.com/api/idempotent_requests). At most 73 ASCII characters,
+/// within Stripe's 255, whatever the user id or email.
+fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&str>) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(user_id.as_bytes());
-    hasher.update([0]);
-    hasher.update(replacing.unwrap_or("").as_bytes());
+    match replacing {
+        Some(old) => {
+            hasher.update([1]);
+            hasher.update((old.len() as u64).to_be_bytes());
+            hasher.update(old.as_bytes());
+        }
+        None => hasher.update([0]),
+    }
+    hasher.update(request.build().body.unwrap_or_default().as_bytes());
     format!("customer-{}", hex::encode(hasher.finalize()))
+}
+
+/// The idempotency key `create_customer` sends for these parameters.
+pub fn customer_idempotency_key(
+    user_id: &str,
+    email: Option<&str>,
+    replacing: Option<&str>,
+) -> String {
+    idempotency_key_for(&customer_request(user_id, email), replacing)
 }
 
 /// A portal deep link: the task the portal opens on. The subscription is
@@ -448,29 +580,110 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_customer_idempotency_key_is_stable_per_user() {
+    fn the_customer_idempotency_key_is_stable_for_the_same_parameters() {
         assert_eq!(
-            customer_idempotency_key("u1", None),
-            customer_idempotency_key("u1", None)
+            customer_idempotency_key("u1", Some("a@example.test"), None),
+            customer_idempotency_key("u1", Some("a@example.test"), None)
         );
         assert_ne!(
-            customer_idempotency_key("u1", None),
-            customer_idempotency_key("u2", None)
+            customer_idempotency_key("u1", None, None),
+            customer_idempotency_key("u2", None, None)
         );
+    }
+
+    #[test]
+    fn a_changed_email_gets_another_idempotency_key() {
+        let first = customer_idempotency_key("u1", Some("a@example.test"), None);
+
+        assert_ne!(
+            first,
+            customer_idempotency_key("u1", Some("b@example.test"), None)
+        );
+        assert_ne!(first, customer_idempotency_key("u1", None, None));
     }
 
     #[test]
     fn a_replacement_customer_gets_a_new_idempotency_key() {
         assert_ne!(
-            customer_idempotency_key("u1", None),
-            customer_idempotency_key("u1", Some("cus_old"))
+            customer_idempotency_key("u1", None, None),
+            customer_idempotency_key("u1", None, Some("cus_old"))
+        );
+        assert_ne!(
+            customer_idempotency_key("u1", None, Some("cus_old")),
+            customer_idempotency_key("u1", None, Some("cus_older"))
         );
     }
 
     #[test]
-    fn the_idempotency_key_fits_stripes_limit_for_any_user_id() {
-        let key = customer_idempotency_key(&"é".repeat(255), None);
-        assert!(key.len() <= 255 && key.is_ascii());
+    fn the_idempotency_key_covers_the_email_and_metadata_actually_sent() {
+        let body = customer_request("u1", Some("a@example.test"))
+            .build()
+            .body
+            .unwrap_or_default();
+
+        // The key hashes this body, so whatever it carries is covered.
+        assert!(body.contains("a@example.test"), "{body}");
+        assert!(body.contains("user_id]=u1"), "{body}");
+    }
+
+    #[test]
+    fn the_idempotency_key_fits_stripes_limit_for_any_user_id_and_email() {
+        let long = "é".repeat(255);
+        let key = customer_idempotency_key(&long, Some(&long), Some(&long));
+        assert!(key.len() <= 255 && key.is_ascii(), "{key}");
+        assert!(::stripe::IdempotencyKey::new(&key).is_ok());
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_mode_is_not_a_deleted_customer() {
+        let mismatch = |message: &str| {
+            let body = format!(
+                r#"{{"type":"invalid_request_error","code":"resource_missing","param":"customer","message":"{message}"}}"#
+            );
+            let api: ::stripe::ApiErrors = miniserde::json::from_str(&body).unwrap();
+            StripeFailure::from(StripeError::Stripe(Box::new(api), 404))
+        };
+
+        assert!(matches!(
+            mismatch("No such customer: 'cus_1'; a similar object exists in live mode, but a test mode key was used to make this request."),
+            StripeFailure::KeyModeMismatch { data_mode: StripeMode::Live }
+        ));
+        assert!(matches!(
+            mismatch("No such customer: 'cus_1'; a similar object exists in test mode, but a live mode key was used to make this request."),
+            StripeFailure::KeyModeMismatch { data_mode: StripeMode::Test }
+        ));
+        assert!(matches!(
+            mismatch("No such customer: 'cus_1'"),
+            StripeFailure::NoSuchCustomer
+        ));
+    }
+
+    #[test]
+    fn the_mode_mismatch_error_tells_the_operator_which_key_to_use() {
+        let err = ApiError::from(StripeFailure::KeyModeMismatch {
+            data_mode: StripeMode::Live,
+        });
+
+        assert_eq!(err.code(), "stripe_key_mode_mismatch");
+        assert!(
+            err.message()
+                .contains("STRIPE_SECRET_KEY is a test-mode key")
+                && err.message().contains("live-mode key"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn a_list_page_without_has_more_is_the_last_and_one_without_data_is_refused() {
+        let page = |text: &str| list_page(miniserde::json::from_str(text).unwrap());
+
+        let (data, more) = page(r#"{"data":[{"id":"sub_1"}]}"#).unwrap();
+        assert_eq!((data.len(), more), (1, false));
+        let (_, more) = page(r#"{"data":[],"has_more":"yes"}"#).unwrap();
+        assert!(!more);
+        assert!(page(r#"{"has_more":true}"#).is_err());
+        assert!(page("[]").is_err());
     }
 
     #[test]

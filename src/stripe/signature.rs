@@ -49,11 +49,15 @@ impl WebhookVerifier {
         let header = header.ok_or(SignatureError::MissingHeader)?;
         let parsed = parse_header(header)?;
 
-        // The window applies in both directions: a timestamp far in the future is as suspect
-        // as an old one (clock games to extend a captured request's life). Checked before any
-        // HMAC work so replays are cheap to reject, and so they report the timestamp problem
-        // even when the signature would not match either. `abs_diff` cannot overflow.
-        if now.abs_diff(parsed.timestamp) > self.tolerance_secs {
+        // Only a timestamp *older* than the tolerance is refused, as Stripe's own libraries do
+        // (stripe-node `src/Webhooks.ts`: `timestampAge > tolerance`; stripe-go
+        // `webhook/client.go`: `time.Since(t) > tolerance`; docs.stripe.com/webhooks, "Prevent
+        // replay attacks"). A future timestamp means this host's clock is behind Stripe's;
+        // refusing it would drop every delivery until NTP is fixed, so it is accepted and the
+        // caller reports the skew (see [`ahead_of_clock`]). Checked before any HMAC work so
+        // replays are cheap to reject and report the timestamp problem even when the
+        // signature would not match either. i128 cannot overflow on any pair of i64.
+        if i128::from(now) - i128::from(parsed.timestamp) > i128::from(self.tolerance_secs) {
             return Err(SignatureError::TimestampOutOfTolerance);
         }
 
@@ -85,6 +89,18 @@ impl fmt::Debug for WebhookVerifier {
     }
 }
 
+/// How far ahead of `now` a verified signature timestamp may be before it is reported as clock
+/// skew: deliveries take a moment, and clocks a few seconds apart are normal.
+pub const CLOCK_SKEW_NOTICE_SECS: u64 = 60;
+
+/// Seconds by which a verified signature `timestamp` is ahead of this host's clock (`now`), when
+/// that is more than [`CLOCK_SKEW_NOTICE_SECS`]: Stripe signs at send time, so this host's clock
+/// is at least that far behind Stripe's. `None` for a timestamp at, before or just after `now`.
+pub fn ahead_of_clock(timestamp: i64, now: i64) -> Option<u64> {
+    let ahead = u64::try_from(i128::from(timestamp) - i128::from(now)).ok()?;
+    (ahead > CLOCK_SKEW_NOTICE_SECS).then_some(ahead)
+}
+
 /// Why a webhook request failed verification.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
@@ -92,7 +108,7 @@ pub enum SignatureError {
     MissingHeader,
     #[error("malformed Stripe-Signature header")]
     MalformedHeader,
-    #[error("signature timestamp outside the tolerance window")]
+    #[error("signature timestamp older than the tolerance")]
     TimestampOutOfTolerance,
     #[error("no signature matches the payload")]
     NoMatchingSignature,
@@ -270,16 +286,10 @@ mod tests {
     #[test]
     fn a_timestamp_exactly_at_the_tolerance_edge_is_accepted() {
         let header = header_with(SIG_TEST_SECRET);
-        let v = verifier(&[SECRET]);
 
-        assert_eq!(
-            v.verify(Some(&header), BODY, TIMESTAMP + 300),
-            Ok(TIMESTAMP)
-        );
-        assert_eq!(
-            v.verify(Some(&header), BODY, TIMESTAMP - 300),
-            Ok(TIMESTAMP)
-        );
+        let result = verifier(&[SECRET]).verify(Some(&header), BODY, TIMESTAMP + 300);
+
+        assert_eq!(result, Ok(TIMESTAMP));
     }
 
     #[test]
@@ -292,16 +302,41 @@ mod tests {
     }
 
     #[test]
-    fn a_future_timestamp_beyond_the_tolerance_is_rejected() {
+    fn a_future_timestamp_beyond_the_tolerance_is_accepted_as_stripes_libraries_do() {
         let header = header_with(SIG_TEST_SECRET);
+        let v = verifier(&[SECRET]);
 
-        let result = verifier(&[SECRET]).verify(Some(&header), BODY, TIMESTAMP - 301);
-
-        assert_eq!(result, Err(SignatureError::TimestampOutOfTolerance));
+        assert_eq!(
+            v.verify(Some(&header), BODY, TIMESTAMP - 301),
+            Ok(TIMESTAMP)
+        );
+        assert_eq!(
+            v.verify(Some(&header), BODY, TIMESTAMP - 86_400),
+            Ok(TIMESTAMP)
+        );
     }
 
     #[test]
-    fn an_out_of_window_timestamp_is_reported_even_when_the_signature_is_also_wrong() {
+    fn a_future_timestamp_still_needs_a_matching_signature() {
+        let header = header_with(SIG_ROLLED_SECRET);
+
+        let result = verifier(&[SECRET]).verify(Some(&header), BODY, TIMESTAMP - 3600);
+
+        assert_eq!(result, Err(SignatureError::NoMatchingSignature));
+    }
+
+    #[test]
+    fn only_a_timestamp_more_than_a_minute_ahead_counts_as_clock_skew() {
+        assert_eq!(ahead_of_clock(TIMESTAMP, TIMESTAMP), None);
+        assert_eq!(ahead_of_clock(TIMESTAMP - 300, TIMESTAMP), None);
+        assert_eq!(ahead_of_clock(TIMESTAMP + 60, TIMESTAMP), None);
+        assert_eq!(ahead_of_clock(TIMESTAMP + 61, TIMESTAMP), Some(61));
+        assert_eq!(ahead_of_clock(i64::MAX, i64::MIN), Some(u64::MAX));
+        assert_eq!(ahead_of_clock(i64::MIN, i64::MAX), None);
+    }
+
+    #[test]
+    fn an_expired_timestamp_is_reported_even_when_the_signature_is_also_wrong() {
         let header = header_with(SIG_ROLLED_SECRET);
 
         let result = verifier(&[SECRET]).verify(Some(&header), b"other", TIMESTAMP + 10_000);
@@ -310,13 +345,19 @@ mod tests {
     }
 
     #[test]
-    fn extreme_timestamps_are_rejected_without_overflow() {
+    fn extreme_timestamps_are_judged_without_overflow() {
         let v = verifier(&[SECRET]);
-        let header = format!("t={},v1={SIG_TEST_SECRET}", i64::MIN);
+        let oldest = format!("t={},v1={SIG_TEST_SECRET}", i64::MIN);
+        let newest = format!("t={},v1={SIG_TEST_SECRET}", i64::MAX);
 
         assert_eq!(
-            v.verify(Some(&header), BODY, i64::MAX),
+            v.verify(Some(&oldest), BODY, i64::MAX),
             Err(SignatureError::TimestampOutOfTolerance)
+        );
+        // Far in the future is not refused for its age, only for its signature.
+        assert_eq!(
+            v.verify(Some(&newest), BODY, i64::MIN),
+            Err(SignatureError::NoMatchingSignature)
         );
         assert_eq!(
             v.verify(Some("t=99999999999999999999,v1=00"), BODY, 0),

@@ -406,3 +406,214 @@ async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
     assert!(app.user("user_1").unwrap().paid);
     assert!(exit.success(), "{exit:?}");
 }
+
+// --- sync repairs what it can and refuses what it must (issue 13).
+
+fn stored_status(app: &TestApp, subscription: &str) -> (String, Option<String>) {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        status: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        price_id: Option<String>,
+    }
+    let row: Row = diesel::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT status, price_id FROM subscriptions WHERE id = $1")
+            .bind::<diesel::sql_types::Text, _>(subscription),
+        &mut app.db(),
+    )
+    .unwrap();
+    (row.status, row.price_id)
+}
+
+/// Users `user_a`/`cus_a`, `user_b`/`cus_b`, … each paid through a webhook
+/// for `sub_a`, `sub_b`, …
+async fn paid_users(letters: &[&str]) -> TestApp {
+    let app = spawn_app().await;
+    for l in letters {
+        app.execute(&format!(
+            "INSERT INTO users (id, stripe_customer_id) VALUES ('user_{l}', 'cus_{l}')"
+        ));
+        app.deliver(&event(
+            &format!("evt_{l}"),
+            "customer.subscription.created",
+            now() - 1000,
+            sub(&format!("sub_{l}"), &format!("cus_{l}"), "active"),
+        ))
+        .await;
+        assert!(app.user(&format!("user_{l}")).unwrap().paid);
+    }
+    app
+}
+
+#[tokio::test]
+async fn sync_stores_subscriptions_in_older_api_version_shapes_and_succeeds() {
+    let app = spawn_app().await;
+    for (user, customer) in [("user_a", "cus_a"), ("user_b", "cus_b")] {
+        app.execute(&format!(
+            "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
+        ));
+    }
+    // Before 2025-03-31: period on the subscription, items carry only `plan`;
+    // plus a field no version of ours knows, and no `billing_mode`.
+    let mut old = old_subscription("sub_old", "cus_a", "active", now() + 20 * DAY);
+    old["a_field_from_the_future"] = json!({"nested": [1, {"deep": null}]});
+    // Older still: the plan on the subscription and no `items` at all.
+    let oldest = json!({
+        "id": "sub_oldest", "object": "subscription", "customer": "cus_b",
+        "status": "trialing", "current_period_end": now() + 10 * DAY,
+        "cancel_at_period_end": false, "metadata": {}, "livemode": false,
+        "plan": {"id": "plan_ancient", "object": "plan", "product": "prod_ancient"}
+    });
+    mount_list(&app, "cus_a", None, list(vec![old], false)).await;
+    mount_list(&app, "cus_b", None, list(vec![oldest], false)).await;
+
+    let (ok, output) = run_sync(&app, &[]);
+
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("customers checked: 2, subscriptions changed: 2, failures: 0"),
+        "{output}"
+    );
+    assert_eq!(
+        stored_status(&app, "sub_old"),
+        ("active".into(), Some("plan_legacy".into()))
+    );
+    assert_eq!(
+        stored_status(&app, "sub_oldest"),
+        ("trialing".into(), Some("plan_ancient".into()))
+    );
+    assert!(app.user("user_a").unwrap().paid);
+    assert!(app.user("user_b").unwrap().paid);
+}
+
+const MODE_MISMATCH: &str = "a similar object exists in live mode, but a test mode key was used \
+                             to make this request.";
+
+#[tokio::test]
+async fn sync_with_a_key_of_the_wrong_mode_stops_at_once_naming_the_key_and_forgets_nothing() {
+    let app = paid_users(&["a", "b"]).await;
+    for customer in ["cus_a", "cus_b"] {
+        mount_list(
+            &app,
+            customer,
+            None,
+            stripe_error(
+                404,
+                "invalid_request_error",
+                Some("resource_missing"),
+                &format!("No such customer: '{customer}'; {MODE_MISMATCH}"),
+            ),
+        )
+        .await;
+    }
+
+    let (ok, output) = run_sync(&app, &[]);
+
+    assert!(!ok, "{output}");
+    assert!(output.contains("STRIPE_SECRET_KEY"), "{output}");
+    assert!(output.contains("live mode"), "{output}");
+    // Every other customer would answer the same: one request, then stop.
+    assert_eq!(
+        app.stripe_requests("GET", "/v1/subscriptions").await.len(),
+        1
+    );
+    for l in ["a", "b"] {
+        let user = app.user(&format!("user_{l}")).unwrap();
+        assert_eq!(user.stripe_customer_id, Some(format!("cus_{l}")));
+        assert!(user.paid);
+        assert_eq!(stored_status(&app, &format!("sub_{l}")).0, "active");
+    }
+    assert!(app
+        .stripe_requests("POST", "/v1/customers")
+        .await
+        .is_empty());
+}
+
+/// `cus_a`: listing its subscriptions answers "No such customer".
+/// `cus_b`: the list is empty and the customer reads `{"deleted": true}`.
+/// `cus_c`: the list is empty but Stripe still knows the customer: kept.
+async fn app_with_customers_gone_from_stripe() -> TestApp {
+    let app = paid_users(&["a", "b", "c"]).await;
+    mount_list(
+        &app,
+        "cus_a",
+        None,
+        stripe_error(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            "No such customer: 'cus_a'",
+        ),
+    )
+    .await;
+    mount_list(&app, "cus_b", None, list(vec![], false)).await;
+    mount_list(&app, "cus_c", None, list(vec![], false)).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/customers/cus_b"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cus_b", "object": "customer", "deleted": true
+        })))
+        .mount(&app.stripe)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/customers/cus_c"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(customer_json("cus_c", None)))
+        .mount(&app.stripe)
+        .await;
+    app
+}
+
+#[tokio::test]
+async fn sync_forgets_a_customer_stripe_no_longer_knows_and_the_next_portal_visit_creates_one() {
+    let app = app_with_customers_gone_from_stripe().await;
+
+    let (ok, output) = run_sync(&app, &[]);
+
+    assert!(ok, "{output}");
+    for gone in ["cus_a", "cus_b"] {
+        assert!(
+            output.contains(&format!(
+                "customer {gone} no longer exists in Stripe: forgotten"
+            )),
+            "{output}"
+        );
+    }
+    assert!(output.contains("failures: 0"), "{output}");
+    for l in ["a", "b"] {
+        let user = app.user(&format!("user_{l}")).unwrap();
+        assert!(!user.paid, "user_{l}");
+        assert_eq!(user.stripe_customer_id, None, "user_{l}");
+        assert_eq!(stored_status(&app, &format!("sub_{l}")).0, "canceled");
+    }
+    let kept = app.user("user_c").unwrap();
+    assert!(kept.paid);
+    assert_eq!(kept.stripe_customer_id.as_deref(), Some("cus_c"));
+
+    mount_working_stripe(&app.stripe).await;
+    let response = app.create_portal(&token_for("user_a", None)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
+    assert_eq!(
+        app.user("user_a").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_fake_1")
+    );
+}
+
+#[tokio::test]
+async fn sync_dry_run_reports_a_customer_stripe_no_longer_knows_and_writes_nothing() {
+    let app = app_with_customers_gone_from_stripe().await;
+
+    let (ok, output) = run_sync(&app, &["--dry-run"]);
+
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("customer cus_a no longer exists in Stripe: would be forgotten"),
+        "{output}"
+    );
+    for l in ["a", "b", "c"] {
+        let user = app.user(&format!("user_{l}")).unwrap();
+        assert!(user.paid, "user_{l}");
+        assert_eq!(user.stripe_customer_id, Some(format!("cus_{l}")));
+    }
+}

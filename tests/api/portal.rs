@@ -8,9 +8,19 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::fake_stripe::*;
 use crate::helpers::*;
 
-fn expected_idempotency_key(user_id: &str, replacing: &str) -> String {
+/// What the key must cover, computed independently of the service: the
+/// replaced customer (length-prefixed) and the exact form body Stripe got.
+fn expected_idempotency_key(request: &wiremock::Request, replacing: Option<&str>) -> String {
     let mut h = Sha256::new();
-    h.update(format!("{user_id}\0{replacing}").as_bytes());
+    match replacing {
+        Some(old) => {
+            h.update([1]);
+            h.update((old.len() as u64).to_be_bytes());
+            h.update(old.as_bytes());
+        }
+        None => h.update([0]),
+    }
+    h.update(&request.body);
     format!("customer-{}", hex::encode(h.finalize()))
 }
 
@@ -47,7 +57,7 @@ async fn a_first_call_creates_the_customer_and_answers_the_portal_url() {
     );
     assert_eq!(
         header(&created[0], "idempotency-key"),
-        Some(expected_idempotency_key("user_1", "").as_str())
+        Some(expected_idempotency_key(&created[0], None).as_str())
     );
     let sessions = app
         .stripe_requests("POST", "/v1/billing_portal/sessions")
@@ -277,6 +287,41 @@ async fn an_unreachable_stripe_gives_502_with_its_own_code() {
     assert_eq!(body["error"], "stripe_unreachable");
 }
 
+/// Stripe answers `idempotency_error` for 24 h to a key reused with other
+/// parameters (docs.stripe.com/api/idempotent_requests).
+#[tokio::test]
+async fn a_retry_after_the_email_changed_sends_another_idempotency_key() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(stripe_error(
+            500,
+            "api_error",
+            None,
+            "An unknown error occurred",
+        ))
+        .up_to_n_times(1)
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+
+    let failed = app
+        .create_portal(&token_for("user_1", Some("old@example.com")))
+        .await;
+    let retried = app
+        .create_portal(&token_for("user_1", Some("new@example.com")))
+        .await;
+
+    assert_eq!(failed.status(), 502);
+    assert_eq!(retried.status(), 200);
+    let created = app.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(form(&created[1])["email"], "new@example.com");
+    assert_ne!(
+        header(&created[0], "idempotency-key"),
+        header(&created[1], "idempotency-key")
+    );
+}
+
 #[tokio::test]
 async fn a_customer_deleted_in_stripe_is_replaced_once_and_stored() {
     let app = spawn_app().await;
@@ -303,7 +348,7 @@ async fn a_customer_deleted_in_stripe_is_replaced_once_and_stored() {
     assert_eq!(created.len(), 1);
     assert_eq!(
         header(&created[0], "idempotency-key"),
-        Some(expected_idempotency_key("user_1", "cus_deleted").as_str())
+        Some(expected_idempotency_key(&created[0], Some("cus_deleted")).as_str())
     );
     assert_eq!(
         app.user("user_1").unwrap().stripe_customer_id.as_deref(),
@@ -413,4 +458,40 @@ async fn get_is_not_allowed_on_create_portal() {
     assert_eq!(response.headers()["allow"], "POST");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_key_of_the_wrong_mode_is_a_configuration_error_and_replaces_no_customer() {
+    let app = spawn_app().await;
+    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_live_1')");
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(stripe_error(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            "No such customer: 'cus_live_1'; a similar object exists in live mode, but a test \
+             mode key was used to make this request.",
+        ))
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+
+    let response = app.create_portal(&token_for("user_1", None)).await;
+
+    assert_eq!(response.status(), 500);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_key_mode_mismatch");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("STRIPE_SECRET_KEY"), "{message}");
+    assert!(message.contains("test-mode key"), "{message}");
+    assert!(message.contains("live mode"), "{message}");
+    assert!(app
+        .stripe_requests("POST", "/v1/customers")
+        .await
+        .is_empty());
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_live_1")
+    );
 }

@@ -79,17 +79,24 @@ fn source(form: &Form) -> Result<Option<String>, StripeApiError> {
 /// `cancel_at`: a unix time, empty to clear, or (flexible mode only) Stripe's
 /// `min_period_end`/`max_period_end`, which with one item are its period end
 /// (docs.stripe.com/changelog/basil/2025-05-28/cancel-at-enums).
-fn cancel_at(form: &Form, sub: Option<&Subscription>) -> Result<Option<Option<i64>>, StripeApiError> {
+fn cancel_at(
+    form: &Form,
+    sub: Option<&Subscription>,
+) -> Result<Option<Option<i64>>, StripeApiError> {
     let Some(value) = form.get("cancel_at") else {
         return Ok(None);
     };
     match (value.as_str(), sub) {
         ("", _) => Ok(Some(None)),
-        ("min_period_end" | "max_period_end", Some(sub)) if sub.billing_mode == BillingMode::Flexible => {
+        ("min_period_end" | "max_period_end", Some(sub))
+            if sub.billing_mode == BillingMode::Flexible =>
+        {
             Ok(Some(Some(sub.current_period_end)))
         }
         ("min_period_end" | "max_period_end", _) => Err(StripeApiError::invalid(
-            format!("cancel_at={value} is only available for subscriptions in flexible billing mode."),
+            format!(
+                "cancel_at={value} is only available for subscriptions in flexible billing mode."
+            ),
             Some("cancel_at"),
         )),
         _ => integer(form, "cancel_at").map(|t| Some(t)),
@@ -383,12 +390,12 @@ fn account_settings(state: &mut State, form: &Form) -> Result<Value, StripeApiEr
             "unpaid" => Dunning::Unpaid,
             "canceled" => Dunning::Canceled,
             "past_due" => Dunning::PastDue,
-            other => {
-                return Err(StripeApiError::invalid(
-                    format!("Invalid dunning: must be one of unpaid, canceled or past_due (got '{other}')."),
-                    Some("dunning"),
-                ))
-            }
+            other => return Err(StripeApiError::invalid(
+                format!(
+                    "Invalid dunning: must be one of unpaid, canceled or past_due (got '{other}')."
+                ),
+                Some("dunning"),
+            )),
         };
     }
     if let Some(days) = integer(form, "retry_days")? {

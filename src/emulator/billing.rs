@@ -126,11 +126,20 @@ impl Emulator {
     fn run_due(&self, state: &mut State, id: &str, due: Due) {
         match due {
             Due::Resume => {
-                let sub = state.subscriptions.get_mut(id).expect("due for a stored one");
-                let previous = json!({"pause_collection": subscription_json(sub)["pause_collection"]});
+                let sub = state
+                    .subscriptions
+                    .get_mut(id)
+                    .expect("due for a stored one");
+                let previous =
+                    json!({"pause_collection": subscription_json(sub)["pause_collection"]});
                 sub.pause_collection = None;
                 let object = subscription_json(sub);
-                self.emit(state, "customer.subscription.updated", object, Some(previous));
+                self.emit(
+                    state,
+                    "customer.subscription.updated",
+                    object,
+                    Some(previous),
+                );
             }
             Due::Expire => {
                 if let Some(invoice) = state.subscriptions[id].latest_invoice.clone() {
@@ -163,7 +172,10 @@ impl Emulator {
     /// A period end: the next period starts and its invoice is created.
     fn renew(&self, state: &mut State, id: &str) {
         let t = self.now(state);
-        let sub = state.subscriptions.get_mut(id).expect("due for a stored one");
+        let sub = state
+            .subscriptions
+            .get_mut(id)
+            .expect("due for a stored one");
         let before = subscription_json(sub);
         let price = Emulator::price(&sub.price).expect("subscriptions only hold seeded prices");
         let (start, end) = (sub.current_period_end, add_month(sub.current_period_end));
@@ -181,9 +193,15 @@ impl Emulator {
         );
         let sub = state.subscriptions.get_mut(id).expect("still stored");
         sub.latest_invoice = Some(invoice.clone());
-        let previous = json!({"items": before["items"], "latest_invoice": before["latest_invoice"]});
+        let previous =
+            json!({"items": before["items"], "latest_invoice": before["latest_invoice"]});
         let object = subscription_json(sub);
-        self.emit(state, "customer.subscription.updated", object, Some(previous));
+        self.emit(
+            state,
+            "customer.subscription.updated",
+            object,
+            Some(previous),
+        );
         let created = invoice_json(
             state.invoice_mut(&invoice).expect("just stored"),
             &self.base_url,
@@ -230,21 +248,20 @@ impl Emulator {
         }
         collection.attempts += 1;
         let first = *collection.first_attempt.get_or_insert(t);
-        if self.charge(state, &customer, &collection.invoice) {
+        let retry_days = state.settings.retry_days;
+        // Retries spread evenly over the window; the last at its end.
+        let retry_at = (collection.attempts <= RETRIES).then(|| {
+            first + retry_days * DAY * i64::from(collection.attempts) / i64::from(RETRIES)
+        });
+        if self.charge(state, &customer, &collection.invoice, retry_at) {
             state.subscriptions.get_mut(id).expect("stored").collecting = None;
             if status != "active" {
                 self.set_status(state, id, "active");
             }
             return;
         }
-        if collection.attempts <= RETRIES {
-            let retry_days = state.settings.retry_days;
-            // Retries spread evenly over the window; the last at its end.
-            collection.next_attempt =
-                first + retry_days * DAY * i64::from(collection.attempts) / i64::from(RETRIES);
-            if let Some(i) = state.invoice_mut(&collection.invoice) {
-                i.next_payment_attempt = Some(collection.next_attempt);
-            }
+        if let Some(retry_at) = retry_at {
+            collection.next_attempt = retry_at;
             state.subscriptions.get_mut(id).expect("stored").collecting = Some(collection);
             if status == "active" {
                 self.set_status(state, id, "past_due");
@@ -368,7 +385,10 @@ mod tests {
                 .iter()
                 .filter(|(t, _, _)| t == "invoice.payment_failed")
                 .count();
-            assert_eq!(failures as u32, RETRIES, "{dunning:?}: the first attempt and all but the last retry");
+            assert_eq!(
+                failures as u32, RETRIES,
+                "{dunning:?}: the first attempt and all but the last retry"
+            );
 
             emu.advance_clock(&mut state, "clock", first_attempt + 14 * DAY)
                 .unwrap();
@@ -387,8 +407,10 @@ mod tests {
         assert_eq!(state.subscriptions[&id].status, "past_due");
 
         let customer = state.subscriptions[&id].customer.clone();
-        emu.set_card_token(&mut state, &customer, "tok_visa").unwrap();
-        emu.advance_clock(&mut state, "clock", end + 10 * DAY).unwrap();
+        emu.set_card_token(&mut state, &customer, "tok_visa")
+            .unwrap();
+        emu.advance_clock(&mut state, "clock", end + 10 * DAY)
+            .unwrap();
 
         assert_eq!(state.subscriptions[&id].status, "active");
         assert!(state.subscriptions[&id].collecting.is_none());
@@ -414,13 +436,24 @@ mod tests {
             .unwrap();
         state.at = None;
         assert_eq!(sub.status, "incomplete");
-        let types: Vec<&str> = state.outbox.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        let types: Vec<&str> = state
+            .outbox
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
         assert!(types.contains(&"invoice.payment_failed"), "{types:?}");
-        assert!(!types.contains(&"customer.subscription.updated"), "{types:?}");
+        assert!(
+            !types.contains(&"customer.subscription.updated"),
+            "{types:?}"
+        );
         state.outbox.clear();
 
-        emu.advance_clock(&mut state, "clock", sub.created + INCOMPLETE_EXPIRES_AFTER - 1)
-            .unwrap();
+        emu.advance_clock(
+            &mut state,
+            "clock",
+            sub.created + INCOMPLETE_EXPIRES_AFTER - 1,
+        )
+        .unwrap();
         assert_eq!(state.subscriptions[&sub.id].status, "incomplete");
         emu.advance_clock(&mut state, "clock", sub.created + INCOMPLETE_EXPIRES_AFTER)
             .unwrap();
@@ -441,7 +474,10 @@ mod tests {
 
         let sub = &state.subscriptions[&id];
         assert_eq!((sub.status.as_str(), sub.ended_at), ("canceled", Some(end)));
-        assert!(!state.invoices.iter().any(|i| i.billing_reason == "subscription_cycle"));
+        assert!(!state
+            .invoices
+            .iter()
+            .any(|i| i.billing_reason == "subscription_cycle"));
     }
 
     #[test]
@@ -465,14 +501,16 @@ mod tests {
         .unwrap();
         state.at = None;
 
-        emu.advance_clock(&mut state, "clock", end + 4 * DAY).unwrap();
+        emu.advance_clock(&mut state, "clock", end + 4 * DAY)
+            .unwrap();
         let sub = &state.subscriptions[&id];
         assert_eq!(sub.status, "active", "no charge, so no failure");
         let latest = sub.latest_invoice.clone().unwrap();
         let renewal = state.invoice_mut(&latest).unwrap();
         assert_eq!(renewal.status, "void");
 
-        emu.advance_clock(&mut state, "clock", end + 6 * DAY).unwrap();
+        emu.advance_clock(&mut state, "clock", end + 6 * DAY)
+            .unwrap();
         assert_eq!(state.subscriptions[&id].pause_collection, None);
     }
 

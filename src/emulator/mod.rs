@@ -622,7 +622,9 @@ impl Emulator {
             subscription_json(&sub),
             None,
         );
-        if self.charge(state, customer, &invoice) {
+        // A failed first payment is not retried: the customer must confirm
+        // it before the subscription expires.
+        if self.charge(state, customer, &invoice, None) {
             sub = self.set_status(state, &id, "active");
             if let Some(checkout) = checkout {
                 let session = json!({
@@ -659,8 +661,15 @@ impl Emulator {
 
     /// Attempts to pay an open or draft invoice with its customer's card:
     /// marks it paid (`invoice.paid`) or counts a failed attempt
-    /// (`invoice.payment_failed`). Returns whether it was paid.
-    fn charge(&self, state: &mut State, customer: &str, invoice: &str) -> bool {
+    /// (`invoice.payment_failed`, carrying `retry_at` as its
+    /// `next_payment_attempt`). Returns whether it was paid.
+    fn charge(
+        &self,
+        state: &mut State,
+        customer: &str,
+        invoice: &str,
+        retry_at: Option<i64>,
+    ) -> bool {
         let t = self.now(state);
         // No card on file is charged as the emulator's implicit 4242 card.
         let fails = state
@@ -675,6 +684,7 @@ impl Emulator {
         i.next_payment_attempt = None;
         if fails {
             i.status = "open";
+            i.next_payment_attempt = retry_at;
         } else {
             i.status = "paid";
             i.paid_at = Some(t);
@@ -844,7 +854,7 @@ impl Emulator {
                     "subscription_update",
                     (t, t),
                 );
-                self.charge(state, &sub.customer, &invoice);
+                self.charge(state, &sub.customer, &invoice, None);
             }
         }
         Ok(sub)

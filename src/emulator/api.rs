@@ -99,7 +99,7 @@ fn cancel_at(
             ),
             Some("cancel_at"),
         )),
-        _ => integer(form, "cancel_at").map(|t| Some(t)),
+        _ => integer(form, "cancel_at").map(Some),
     }
 }
 
@@ -390,12 +390,14 @@ fn account_settings(state: &mut State, form: &Form) -> Result<Value, StripeApiEr
             "unpaid" => Dunning::Unpaid,
             "canceled" => Dunning::Canceled,
             "past_due" => Dunning::PastDue,
-            other => return Err(StripeApiError::invalid(
-                format!(
+            other => {
+                return Err(StripeApiError::invalid(
+                    format!(
                     "Invalid dunning: must be one of unpaid, canceled or past_due (got '{other}')."
                 ),
-                Some("dunning"),
-            )),
+                    Some("dunning"),
+                ))
+            }
         };
     }
     if let Some(days) = integer(form, "retry_days")? {

@@ -419,8 +419,10 @@ mod tests {
     #[test]
     fn a_first_payment_that_fails_leaves_it_incomplete_until_it_expires() {
         let emu = emulator();
-        let mut state = State::default();
-        state.at = Some(emu.clock.unix());
+        let mut state = State {
+            at: Some(emu.clock.unix()),
+            ..Default::default()
+        };
         let customer = emu.create_customer(&mut state, None, None, Default::default());
         emu.set_card_token(&mut state, &customer.id, "tok_chargeCustomerFail")
             .unwrap();

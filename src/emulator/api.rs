@@ -2,8 +2,12 @@
 //! requests (bracketed keys like `metadata[user_id]`), Stripe error objects,
 //! `Idempotency-Key` on POSTs, and list pagination (`limit`,
 //! `starting_after`). Endpoints: customers (create, retrieve, update,
-//! delete), billing portal sessions, subscriptions (create, retrieve, update,
-//! cancel, list), products, prices, invoices (list).
+//! delete; `source=tok_…` attaches a test card), billing portal sessions,
+//! subscriptions (create with `billing_mode[type]`, retrieve, update with
+//! `cancel_at`, `cancel_at_period_end` and `pause_collection`, cancel, list),
+//! products, prices, invoices (list), events (list, `type` filter), Stripe's
+//! test clock advance, and the
+//! emulator-only account settings (see the module doc of [`super`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -46,6 +50,83 @@ fn flag(form: &Form, key: &str) -> Result<Option<bool>, StripeApiError> {
         Some(_) => Err(StripeApiError::invalid(
             format!("Invalid boolean: {key}"),
             None,
+        )),
+    }
+}
+
+fn integer(form: &Form, key: &'static str) -> Result<Option<i64>, StripeApiError> {
+    form.get(key)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| StripeApiError::invalid(format!("Invalid integer: {v}"), Some(key)))
+        })
+        .transpose()
+}
+
+/// `source=tok_…`, checked before anything is created: Stripe fails the
+/// whole request on a bad token.
+fn source(form: &Form) -> Result<Option<String>, StripeApiError> {
+    match text(form, "source") {
+        None => Ok(None),
+        Some(token) => match token_card(&token) {
+            Some(TEST_CARD_DECLINED) => Err(StripeApiError::card_declined()),
+            Some(_) => Ok(Some(token)),
+            None => Err(StripeApiError::missing("token", &token, "source")),
+        },
+    }
+}
+
+/// `cancel_at`: a unix time, empty to clear, or (flexible mode only) Stripe's
+/// `min_period_end`/`max_period_end`, which with one item are its period end
+/// (docs.stripe.com/changelog/basil/2025-05-28/cancel-at-enums).
+fn cancel_at(
+    form: &Form,
+    sub: Option<&Subscription>,
+) -> Result<Option<Option<i64>>, StripeApiError> {
+    let Some(value) = form.get("cancel_at") else {
+        return Ok(None);
+    };
+    match (value.as_str(), sub) {
+        ("", _) => Ok(Some(None)),
+        ("min_period_end" | "max_period_end", Some(sub))
+            if sub.billing_mode == BillingMode::Flexible =>
+        {
+            Ok(Some(Some(sub.current_period_end)))
+        }
+        ("min_period_end" | "max_period_end", _) => Err(StripeApiError::invalid(
+            format!(
+                "cancel_at={value} is only available for subscriptions in flexible billing mode."
+            ),
+            Some("cancel_at"),
+        )),
+        _ => integer(form, "cancel_at").map(Some),
+    }
+}
+
+/// `pause_collection[behavior]` (+ `[resumes_at]`), or an empty
+/// `pause_collection=` to resume (docs.stripe.com/api/subscriptions/update#update_subscription-pause_collection).
+fn pause_collection(form: &Form) -> Result<Option<Option<PauseCollection>>, StripeApiError> {
+    let behavior = form.get("pause_collection[behavior]");
+    let resumes_at = integer(form, "pause_collection[resumes_at]")?;
+    match (form.get("pause_collection"), behavior) {
+        (Some(empty), None) if empty.is_empty() && resumes_at.is_none() => Ok(Some(None)),
+        (_, Some(b)) if matches!(b.as_str(), "keep_as_draft" | "mark_uncollectible" | "void") => {
+            Ok(Some(Some(PauseCollection {
+                behavior: b.clone(),
+                resumes_at,
+            })))
+        }
+        (_, Some(b)) => Err(StripeApiError::invalid(
+            format!(
+                "Invalid pause_collection[behavior]: must be one of keep_as_draft, \
+                 mark_uncollectible, or void (got '{b}')."
+            ),
+            Some("pause_collection"),
+        )),
+        (None, None) if resumes_at.is_none() => Ok(None),
+        _ => Err(StripeApiError::invalid(
+            "Missing required param: pause_collection[behavior].",
+            Some("pause_collection"),
         )),
     }
 }
@@ -135,13 +216,17 @@ fn route(
 ) -> Result<Value, StripeApiError> {
     match (method.as_str(), segments) {
         ("POST", ["customers"]) => {
+            let token = source(form)?;
             let c = emu.create_customer(
                 state,
                 text(form, "email"),
                 text(form, "name"),
                 metadata(form),
             );
-            Ok(customer_json(&c))
+            if let Some(token) = token {
+                emu.set_card_token(state, &c.id, &token)?;
+            }
+            Ok(customer_json(&state.customers[&c.id]))
         }
         ("GET", ["customers", id]) => state
             .customers
@@ -149,6 +234,13 @@ fn route(
             .map(customer_json)
             .ok_or_else(|| StripeApiError::missing("customer", id, "id")),
         ("POST", ["customers", id]) => {
+            let token = source(form)?;
+            if !state.customers.contains_key(*id) {
+                return Err(StripeApiError::missing("customer", id, "id"));
+            }
+            if let Some(token) = token {
+                emu.set_card_token(state, id, &token)?;
+            }
             let c = state
                 .customers
                 .get_mut(*id)
@@ -173,7 +265,18 @@ fn route(
             let price = text(form, "items[0][price]").ok_or_else(|| {
                 StripeApiError::invalid("Missing required param: items[0][price].", Some("items"))
             })?;
-            let sub = emu.create_subscription(state, &customer, &price, metadata(form))?;
+            let mode = match form.get("billing_mode[type]").map(String::as_str) {
+                None | Some("flexible") => BillingMode::Flexible,
+                Some("classic") => BillingMode::Classic,
+                Some(other) => {
+                    return Err(StripeApiError::invalid(
+                        format!("Invalid billing_mode[type]: must be one of classic or flexible (got '{other}')."),
+                        Some("billing_mode"),
+                    ))
+                }
+            };
+            let sub =
+                emu.create_subscription(state, &customer, &price, metadata(form), mode, None)?;
             Ok(subscription_json(&sub))
         }
         ("GET", ["subscriptions"]) => {
@@ -188,7 +291,7 @@ fn route(
                 .filter(|s| match status {
                     "all" => true,
                     // Stripe's default hides canceled subscriptions.
-                    "active_or_past" => s.status != "canceled",
+                    "active_or_past" => !s.has_ended(),
                     wanted => s.status == wanted,
                 })
                 .map(|s| (s.id.clone(), subscription_json(s)))
@@ -201,13 +304,14 @@ fn route(
             .map(subscription_json)
             .ok_or_else(|| StripeApiError::missing("subscription", id, "id")),
         ("POST", ["subscriptions", id]) => {
-            let sub = emu.update_subscription(
-                state,
-                id,
-                form.get("items[0][price]").map(String::as_str),
-                flag(form, "cancel_at_period_end")?,
-                text(form, "cancellation_details[feedback]"),
-            )?;
+            let change = SubscriptionChange {
+                price: form.get("items[0][price]").cloned(),
+                cancel_at_period_end: flag(form, "cancel_at_period_end")?,
+                cancel_at: cancel_at(form, state.subscriptions.get(*id))?,
+                pause_collection: pause_collection(form)?,
+                feedback: text(form, "cancellation_details[feedback]"),
+            };
+            let sub = emu.update_subscription(state, id, change)?;
             Ok(subscription_json(&sub))
         }
         ("DELETE", ["subscriptions", id]) => {
@@ -219,6 +323,16 @@ fn route(
             )?;
             Ok(subscription_json(&sub))
         }
+        ("POST", ["test_helpers", "test_clocks", clock, "advance"]) => {
+            let frozen_time = integer(form, "frozen_time")?.ok_or_else(|| {
+                StripeApiError::invalid("Missing required param: frozen_time.", Some("frozen_time"))
+            })?;
+            emu.advance_clock(state, clock, frozen_time)
+        }
+        ("GET", ["test_helpers", "test_clocks", clock]) => {
+            Ok(billing::test_clock_json(clock, emu.clock.unix()))
+        }
+        ("POST", ["test_helpers", "account_settings"]) => account_settings(state, form),
         ("GET", ["products"]) => {
             let items = Emulator::prices()
                 .iter()
@@ -232,6 +346,17 @@ fn route(
                 .map(|p| (p.id.to_string(), price_json(p)))
                 .collect();
             page(items, q, "/v1/prices")
+        }
+        ("GET", ["events"]) => {
+            // Newest first, as Stripe lists; `type` filters to one type.
+            let items = state
+                .events
+                .iter()
+                .rev()
+                .filter(|e| q.get("type").is_none_or(|t| e["type"] == json!(t)))
+                .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e.clone()))
+                .collect();
+            page(items, q, "/v1/events")
         }
         ("GET", ["invoices"]) => {
             let items = state
@@ -255,6 +380,51 @@ fn route(
             param: None,
         }),
     }
+}
+
+/// The emulator-only account settings (see the module doc of [`super`]).
+fn account_settings(state: &mut State, form: &Form) -> Result<Value, StripeApiError> {
+    let mut settings = state.settings.clone();
+    if let Some(dunning) = form.get("dunning") {
+        settings.dunning = match dunning.as_str() {
+            "unpaid" => Dunning::Unpaid,
+            "canceled" => Dunning::Canceled,
+            "past_due" => Dunning::PastDue,
+            other => {
+                return Err(StripeApiError::invalid(
+                    format!(
+                    "Invalid dunning: must be one of unpaid, canceled or past_due (got '{other}')."
+                ),
+                    Some("dunning"),
+                ))
+            }
+        };
+    }
+    if let Some(days) = integer(form, "retry_days")? {
+        // Up to four weeks, so a renewal's retries end before the next one.
+        if !(1..=28).contains(&days) {
+            return Err(StripeApiError::invalid(
+                "retry_days must be between 1 and 28.",
+                Some("retry_days"),
+            ));
+        }
+        settings.retry_days = days;
+    }
+    if let Some(order) = form.get("delivery_order") {
+        settings.delivery_order = match order.as_str() {
+            "shuffled" => DeliveryOrder::Shuffled,
+            "in_order" => DeliveryOrder::InOrder,
+            "reverse" => DeliveryOrder::Reverse,
+            other => {
+                return Err(StripeApiError::invalid(
+                    format!("Invalid delivery_order: must be one of shuffled, in_order or reverse (got '{other}')."),
+                    Some("delivery_order"),
+                ))
+            }
+        };
+    }
+    state.settings = settings;
+    Ok(state.settings.to_json())
 }
 
 fn create_portal_session(
@@ -313,7 +483,7 @@ fn create_portal_session(
         id: emu.new_id("bps"),
         customer,
         return_url: text(form, "return_url").unwrap_or_else(|| "/".into()),
-        created: now(),
+        created: emu.now(state),
         flow,
         configuration: text(form, "configuration").unwrap_or_else(|| "bpc_emulator_default".into()),
         locale: text(form, "locale"),

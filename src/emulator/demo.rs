@@ -2,7 +2,9 @@
 //! session cookie for a demo user, and `POST /demo/subscribe` is a stand-in
 //! for Stripe Checkout that creates a subscription in the emulator. The
 //! subscription reaches Postgres the way a real one does: the emulator's
-//! signed `customer.subscription.created` webhook.
+//! signed webhooks, as a Checkout sends them (`customer.subscription.created`
+//! `incomplete`, `updated` `active`, `invoice.paid` and
+//! `checkout.session.completed`, all in one second, in no guaranteed order).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,7 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::Emulator;
+use super::{BillingMode, Checkout, Emulator};
 use crate::auth::{check_same_origin, issue_token, AuthenticatedUser, Claims, SESSION_COOKIE};
 use crate::billing::portal::user_customer;
 use crate::error::ApiError;
@@ -57,12 +59,22 @@ pub async fn subscribe(
         let active = s
             .subscriptions
             .values()
-            .any(|sub| sub.customer == customer && sub.status != "canceled");
+            .any(|sub| sub.customer == customer && !sub.has_ended());
         if active {
             return Ok(None);
         }
-        emu.create_subscription(s, &customer, price, metadata)
-            .map(Some)
+        let checkout = Checkout {
+            client_reference_id: user.id.as_str().to_string(),
+        };
+        emu.create_subscription(
+            s,
+            &customer,
+            price,
+            metadata,
+            BillingMode::Flexible,
+            Some(checkout),
+        )
+        .map(Some)
     });
     match created {
         Ok(Some(sub)) => Ok(HttpResponse::Ok().json(json!({

@@ -3,39 +3,78 @@
 //! `/stripe-emulator/` on its own port and points its Stripe client there.
 //!
 //! It owns the emulated Stripe account: customers, subscriptions, seeded
-//! products and prices, invoices and portal sessions, kept in memory. It speaks
-//! Stripe's wire format ([`api`]: form-encoded requests, Stripe error objects,
-//! `Idempotency-Key`), serves a hosted portal ([`portal`]), and emits the event
-//! Stripe would for every state change, delivered asynchronously and signed to
-//! the service's real `/webhooks/stripe`, retried with backoff on non-2xx. The
-//! service's own code path does the sync; nothing is shortcut.
+//! products and prices, invoices, portal sessions and the account's settings,
+//! kept in memory. It speaks Stripe's wire format ([`api`]: form-encoded
+//! requests, Stripe error objects, `Idempotency-Key`), serves a hosted portal
+//! ([`portal`]), and emits the events Stripe would for every state change,
+//! signed and delivered to the service's real `/webhooks/stripe`
+//! ([`delivery`]). The service's own code path does the sync; nothing is
+//! shortcut.
+//!
+//! What it reproduces of real Stripe, because a fake that is kinder than Stripe
+//! is a test the service passes for nothing (see `shared/stripe/BEHAVIOUR.md`):
+//! - **Time.** Every stamp comes from the shared virtual [`Clock`]; a test
+//!   clock advance ([`billing`]) runs renewals, payment retries, scheduled
+//!   cancellations, resumptions and expiries in chronological order, each
+//!   event stamped with the virtual second it happened at. Webhook signatures
+//!   alone use the wall clock, as Stripe's do.
+//! - **A new subscription** is created `incomplete` and turns `active` in the
+//!   same second when its first invoice is paid; with a failing card it stays
+//!   `incomplete` and expires after 23 hours.
+//! - **Renewals** charge the customer's card an hour after the period ends;
+//!   a failure makes the subscription `past_due`, Smart Retries try again
+//!   within `retry_days`, and the account's dunning setting decides what the
+//!   last failure does.
+//! - **Billing modes**: new subscriptions are `flexible` (the default since
+//!   API version 2025-09-30.clover), where the portal's "cancel at period end"
+//!   sets `cancel_at` and leaves `cancel_at_period_end` false.
+//! - **Pause collection**, and **delivery in no guaranteed order**.
+//!
+//! Test cards (docs.stripe.com/testing): 4242 4242 4242 4242 (`tok_visa`)
+//! succeeds; 4000 0000 0000 0341 (`tok_chargeCustomerFail`) attaches to the
+//! customer but every charge fails; 4000 0000 0000 0002 (`tok_chargeDeclined`)
+//! is declined when attached. A customer with no card on file is charged as if
+//! it had 4242 4242 4242 4242, so API-created subscriptions need no card.
+//!
+//! Emulator-only endpoints (not Stripe APIs), for tests and the demo:
+//! - `POST /stripe-emulator/v1/test_helpers/account_settings` with any of
+//!   `dunning=unpaid|canceled|past_due` (what the last failed retry does;
+//!   default `canceled`, Stripe's default), `retry_days` (1–28, default 14,
+//!   Stripe's default retry window) and `delivery_order=shuffled|in_order|
+//!   reverse` (the arrival order of one operation's events; default
+//!   `shuffled`). Answers the settings.
+//! - Stripe's own `POST /v1/test_helpers/test_clocks/{id}/advance`
+//!   (`frozen_time=<unix secs>`) drives the one account-wide clock, whatever
+//!   the id.
 //!
 //! Objects are rendered from Stripe's own example objects
 //! (`fixtures/*.json`, from stripe/openapi `fixtures3.json`, MIT licence) so
 //! async-stripe's strict types parse them.
 
 pub mod api;
+pub mod billing;
+pub mod delivery;
 pub mod demo;
 pub mod portal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
-use crate::stripe::signature;
 
 /// Stripe's portal sessions expire after about five minutes.
 pub const PORTAL_SESSION_TTL_SECS: i64 = 5 * 60;
-const DAY: i64 = 86_400;
-/// Delivery attempts per event, with doubling backoff from [`RETRY_BASE`].
-const DELIVERY_ATTEMPTS: u32 = 8;
-const RETRY_BASE: Duration = Duration::from_millis(500);
-/// The test card that always succeeds, and the one that is always declined.
+pub const DAY: i64 = 86_400;
+/// The API version events are rendered in: a clover-era version, where new
+/// subscriptions default to flexible billing mode.
+pub const API_VERSION: &str = "2025-09-30.clover";
+/// The test card that always succeeds, the one that attaches but whose
+/// charges fail, and the one that is declined (docs.stripe.com/testing).
 pub const TEST_CARD_OK: &str = "4242424242424242";
+pub const TEST_CARD_CHARGE_FAILS: &str = "4000000000000341";
 pub const TEST_CARD_DECLINED: &str = "4000000000000002";
 
 #[derive(Debug, Clone, Default)]
@@ -52,6 +91,8 @@ pub struct Card {
     pub last4: String,
     pub exp_month: u32,
     pub exp_year: u32,
+    /// 4000 0000 0000 0341: attached, but every charge fails.
+    pub charges_fail: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,20 +114,61 @@ pub struct Price {
     pub unit_amount: i64,
 }
 
+/// docs.stripe.com/billing/subscriptions/billing-mode
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillingMode {
+    Classic,
+    Flexible,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseCollection {
+    /// `keep_as_draft`, `mark_uncollectible` or `void`.
+    pub behavior: String,
+    pub resumes_at: Option<i64>,
+}
+
+/// An invoice Stripe is trying to collect, and when it tries next.
+#[derive(Debug, Clone)]
+pub struct Collection {
+    pub invoice: String,
+    /// Charge attempts made so far.
+    pub attempts: u32,
+    /// When the first attempt was made; retries are spread from there.
+    pub first_attempt: Option<i64>,
+    pub next_attempt: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub id: String,
     pub customer: String,
     pub price: String,
     pub status: String,
+    pub billing_mode: BillingMode,
     pub cancel_at_period_end: bool,
+    pub cancel_at: Option<i64>,
+    /// When a cancellation was requested (Stripe's meaning, also for a
+    /// scheduled one), not when the subscription ended.
     pub canceled_at: Option<i64>,
+    pub ended_at: Option<i64>,
     pub current_period_start: i64,
     pub current_period_end: i64,
     pub created: i64,
     pub metadata: BTreeMap<String, String>,
     pub cancellation_feedback: Option<String>,
     pub cancellation_comment: Option<String>,
+    pub cancellation_reason: Option<&'static str>,
+    pub pause_collection: Option<PauseCollection>,
+    pub latest_invoice: Option<String>,
+    pub collecting: Option<Collection>,
+}
+
+impl Subscription {
+    /// Stripe's terminal statuses: nothing happens to these any more.
+    pub fn has_ended(&self) -> bool {
+        matches!(self.status.as_str(), "canceled" | "incomplete_expired")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +180,14 @@ pub struct Invoice {
     pub amount: i64,
     pub description: String,
     pub created: i64,
+    /// `draft`, `open`, `paid`, `uncollectible` or `void`.
+    pub status: &'static str,
+    pub billing_reason: &'static str,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub attempt_count: u32,
+    pub paid_at: Option<i64>,
+    pub next_payment_attempt: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +208,61 @@ pub struct PortalSession {
     pub locale: Option<String>,
 }
 
+/// What happens when the last retry of a renewal fails (Dashboard: Billing →
+/// Revenue recovery → "If all retries for a payment fail").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dunning {
+    Unpaid,
+    Canceled,
+    PastDue,
+}
+
+/// The arrival order of the events one operation emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOrder {
+    /// Stripe's: no guaranteed order (docs.stripe.com/webhooks "Event ordering").
+    Shuffled,
+    InOrder,
+    Reverse,
+}
+
+/// The emulated account's settings (emulator-only, see the module doc).
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub dunning: Dunning,
+    pub retry_days: i64,
+    pub delivery_order: DeliveryOrder,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            dunning: Dunning::Canceled,
+            retry_days: 14,
+            delivery_order: DeliveryOrder::Shuffled,
+        }
+    }
+}
+
+impl AccountSettings {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "object": "emulator.account_settings",
+            "dunning": match self.dunning {
+                Dunning::Unpaid => "unpaid",
+                Dunning::Canceled => "canceled",
+                Dunning::PastDue => "past_due",
+            },
+            "retry_days": self.retry_days,
+            "delivery_order": match self.delivery_order {
+                DeliveryOrder::Shuffled => "shuffled",
+                DeliveryOrder::InOrder => "in_order",
+                DeliveryOrder::Reverse => "reverse",
+            },
+        })
+    }
+}
+
 /// The emulated Stripe account.
 #[derive(Default)]
 pub struct State {
@@ -125,10 +270,26 @@ pub struct State {
     pub subscriptions: BTreeMap<String, Subscription>,
     pub invoices: Vec<Invoice>,
     pub sessions: HashMap<String, PortalSession>,
+    pub settings: AccountSettings,
     /// Idempotency-Key → (request fingerprint, status, body).
     idempotency: HashMap<String, (String, u16, Value)>,
-    /// Events produced by the current operation, delivered after the lock.
+    /// The instant the current operation happens at: pinned for a whole
+    /// operation so its events share one `created` second, as at Stripe, and
+    /// set to each due time while a test clock advance replays the past.
+    at: Option<i64>,
+    /// Every event emitted, oldest first, for `GET /v1/events`.
+    pub events: Vec<Value>,
+    /// Events of the operation in progress.
     outbox: Vec<Value>,
+    /// Finished operations' events, each in its arrival order, sent after
+    /// the lock.
+    batches: Vec<Vec<Value>>,
+}
+
+impl State {
+    pub fn invoice_mut(&mut self, id: &str) -> Option<&mut Invoice> {
+        self.invoices.iter_mut().find(|i| i.id == id)
+    }
 }
 
 /// A Stripe-style error: HTTP status, type, code, message, param.
@@ -177,14 +338,30 @@ impl StripeApiError {
     }
 }
 
+/// A change to a subscription, as the API or the portal asks for it.
+#[derive(Debug, Default)]
+pub struct SubscriptionChange {
+    pub price: Option<String>,
+    pub cancel_at_period_end: Option<bool>,
+    /// `Some(None)` clears a scheduled cancellation.
+    pub cancel_at: Option<Option<i64>>,
+    /// `Some(None)` resumes collection.
+    pub pause_collection: Option<Option<PauseCollection>>,
+    pub feedback: Option<String>,
+}
+
+/// A Checkout stand-in: the session that completes with a subscription.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub client_reference_id: String,
+}
+
 pub struct Emulator {
     state: Mutex<State>,
     counter: AtomicU64,
     /// `http://127.0.0.1:{port}/stripe-emulator`: the API base and portal host.
     pub base_url: String,
-    webhook_url: String,
-    webhook_secret: String,
-    http: reqwest::Client,
+    deliveries: delivery::Deliveries,
     /// Shared with the service: the emulator's "now", which a test can
     /// advance like a Stripe test clock.
     pub clock: Clock,
@@ -198,8 +375,22 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
-pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+/// The test card behind one of Stripe's test tokens.
+pub fn token_card(token: &str) -> Option<&'static str> {
+    match token {
+        "tok_visa" => Some(TEST_CARD_OK),
+        "tok_chargeCustomerFail" => Some(TEST_CARD_CHARGE_FAILS),
+        "tok_chargeDeclined" => Some(TEST_CARD_DECLINED),
+        _ => None,
+    }
+}
+
+/// One calendar month after `t`, as Stripe's monthly periods run (the 31st
+/// runs to the last day of a shorter month).
+pub fn add_month(t: i64) -> i64 {
+    chrono::DateTime::from_timestamp(t, 0)
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .map_or(t + 30 * DAY, |d| d.timestamp())
 }
 
 impl Emulator {
@@ -213,9 +404,7 @@ impl Emulator {
             state: Mutex::new(State::default()),
             counter: AtomicU64::new(0),
             base_url,
-            webhook_url,
-            webhook_secret,
-            http: reqwest::Client::new(),
+            deliveries: delivery::Deliveries::new(webhook_url, webhook_secret),
             clock,
         })
     }
@@ -254,17 +443,40 @@ impl Emulator {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs one operation on the account, then sends the events it produced.
+    /// The emulated "now": the instant of the operation in progress, else the
+    /// virtual clock.
+    pub fn now(&self, state: &State) -> i64 {
+        state.at.unwrap_or_else(|| self.clock.unix())
+    }
+
+    /// Runs one operation on the account at one instant of the virtual clock,
+    /// then sends the events it produced.
     pub fn with_state<T>(self: &Arc<Self>, f: impl FnOnce(&Self, &mut State) -> T) -> T {
-        let (result, events) = {
-            let mut state = self.lock();
-            let result = f(self, &mut state);
-            (result, std::mem::take(&mut state.outbox))
-        };
-        for event in events {
-            self.deliver(event);
+        let mut state = self.lock();
+        state.at = Some(self.clock.unix());
+        let result = f(self, &mut state);
+        state.at = None;
+        self.end_operation(&mut state);
+        // Queued under the lock, so operations arrive in the order they ran.
+        for batch in std::mem::take(&mut state.batches) {
+            self.deliveries.send(self, batch);
         }
         result
+    }
+
+    /// Closes the current operation: its events, put in the account's
+    /// delivery order, become one batch.
+    fn end_operation(&self, state: &mut State) {
+        let mut events = std::mem::take(&mut state.outbox);
+        if events.is_empty() {
+            return;
+        }
+        match state.settings.delivery_order {
+            DeliveryOrder::InOrder => {}
+            DeliveryOrder::Reverse => events.reverse(),
+            DeliveryOrder::Shuffled => delivery::shuffle(&mut events),
+        }
+        state.batches.push(events);
     }
 
     /// Replays the stored answer for a repeated `Idempotency-Key`, or runs
@@ -322,7 +534,7 @@ impl Emulator {
             metadata,
             address: Address::default(),
             card: None,
-            created: now(),
+            created: self.now(state),
         };
         state
             .customers
@@ -340,7 +552,7 @@ impl Emulator {
         let ids: Vec<String> = state
             .subscriptions
             .values()
-            .filter(|s| s.customer == id && s.status != "canceled")
+            .filter(|s| s.customer == id && !s.has_ended())
             .map(|s| s.id.clone())
             .collect();
         for sub in ids {
@@ -350,47 +562,141 @@ impl Emulator {
         Ok(json!({"id": id, "object": "customer", "deleted": true}))
     }
 
+    /// Creates a subscription the way Stripe does with the default
+    /// `payment_behavior=allow_incomplete`: `incomplete` until its first
+    /// invoice is paid, which with a working card happens in the same second
+    /// (so `created` and `updated` share a `created` second and may arrive in
+    /// either order: laravel/cashier-stripe PR #1466). With a failing card it
+    /// stays `incomplete` and expires after 23 hours
+    /// (docs.stripe.com/billing/subscriptions/overview#payment-status).
     pub fn create_subscription(
         &self,
         state: &mut State,
         customer: &str,
         price: &str,
         metadata: BTreeMap<String, String>,
+        billing_mode: BillingMode,
+        checkout: Option<Checkout>,
     ) -> Result<Subscription, StripeApiError> {
         if !state.customers.contains_key(customer) {
             return Err(StripeApiError::missing("customer", customer, "customer"));
         }
         let price = Self::price(price)
             .ok_or_else(|| StripeApiError::missing("price", price, "items[0][price]"))?;
-        let t = now();
-        let sub = Subscription {
-            id: self.new_id("sub"),
+        let t = self.now(state);
+        let id = self.new_id("sub");
+        let invoice = self.new_invoice(
+            state,
+            &id,
+            customer,
+            &price,
+            format!("{} (monthly)", price.product_name),
+            "subscription_create",
+            (t, t),
+        );
+        let mut sub = Subscription {
+            id: id.clone(),
             customer: customer.to_string(),
             price: price.id.to_string(),
-            status: "active".into(),
+            status: "incomplete".into(),
+            billing_mode,
             cancel_at_period_end: false,
+            cancel_at: None,
             canceled_at: None,
+            ended_at: None,
             current_period_start: t,
-            current_period_end: t + 30 * DAY,
+            current_period_end: add_month(t),
             created: t,
             metadata,
             cancellation_feedback: None,
             cancellation_comment: None,
+            cancellation_reason: None,
+            pause_collection: None,
+            latest_invoice: Some(invoice.clone()),
+            collecting: None,
         };
-        state.subscriptions.insert(sub.id.clone(), sub.clone());
+        state.subscriptions.insert(id.clone(), sub.clone());
         self.emit(
             state,
             "customer.subscription.created",
             subscription_json(&sub),
             None,
         );
-        self.invoice(
-            state,
-            &sub,
-            &price,
-            format!("{} (monthly)", price.product_name),
-        );
+        // A failed first payment is not retried: the customer must confirm
+        // it before the subscription expires.
+        if self.charge(state, customer, &invoice, None) {
+            sub = self.set_status(state, &id, "active");
+            if let Some(checkout) = checkout {
+                let session = json!({
+                    "id": self.new_id("cs_test"), "object": "checkout.session",
+                    "mode": "subscription", "status": "complete", "payment_status": "paid",
+                    "customer": customer, "subscription": id, "invoice": invoice,
+                    "client_reference_id": checkout.client_reference_id,
+                    "created": t, "livemode": false, "metadata": {},
+                });
+                self.emit(state, "checkout.session.completed", session, None);
+            }
+        }
         Ok(sub)
+    }
+
+    /// Moves a subscription to `status`, emitting `updated` with the status
+    /// it had.
+    fn set_status(&self, state: &mut State, id: &str, status: &str) -> Subscription {
+        let sub = state
+            .subscriptions
+            .get_mut(id)
+            .expect("set_status is called for a stored subscription");
+        let previous = json!({"status": sub.status});
+        sub.status = status.to_string();
+        let sub = sub.clone();
+        self.emit(
+            state,
+            "customer.subscription.updated",
+            subscription_json(&sub),
+            Some(previous),
+        );
+        sub
+    }
+
+    /// Attempts to pay an open or draft invoice with its customer's card:
+    /// marks it paid (`invoice.paid`) or counts a failed attempt
+    /// (`invoice.payment_failed`, carrying `retry_at` as its
+    /// `next_payment_attempt`). Returns whether it was paid.
+    fn charge(
+        &self,
+        state: &mut State,
+        customer: &str,
+        invoice: &str,
+        retry_at: Option<i64>,
+    ) -> bool {
+        let t = self.now(state);
+        // No card on file is charged as the emulator's implicit 4242 card.
+        let fails = state
+            .customers
+            .get(customer)
+            .and_then(|c| c.card.as_ref())
+            .is_some_and(|c| c.charges_fail);
+        let Some(i) = state.invoice_mut(invoice) else {
+            return false;
+        };
+        i.attempt_count += 1;
+        i.next_payment_attempt = None;
+        if fails {
+            i.status = "open";
+            i.next_payment_attempt = retry_at;
+        } else {
+            i.status = "paid";
+            i.paid_at = Some(t);
+        }
+        let object = invoice_json(i, &self.base_url);
+        let type_ = if fails {
+            "invoice.payment_failed"
+        } else {
+            "invoice.paid"
+        };
+        self.emit(state, type_, object, None);
+        !fails
     }
 
     fn live_subscription<'a>(
@@ -401,47 +707,131 @@ impl Emulator {
             .subscriptions
             .get_mut(id)
             .ok_or_else(|| StripeApiError::missing("subscription", id, "id"))?;
-        if sub.status == "canceled" {
+        if sub.has_ended() {
             return Err(StripeApiError::invalid(
-                "A canceled subscription can only update its cancellation_details and metadata.",
+                format!(
+                    "A {} subscription can only update its cancellation_details and metadata.",
+                    sub.status.replace('_', " ")
+                ),
                 None,
             ));
         }
         Ok(sub)
     }
 
-    /// Switches plan (and invoices the new one) and/or sets
-    /// `cancel_at_period_end`.
+    /// The portal's "cancel at the end of the billing period": in flexible
+    /// mode the portal sets `cancel_at` to the period end and leaves
+    /// `cancel_at_period_end` false; in classic mode it sets
+    /// `cancel_at_period_end` (docs.stripe.com/billing/subscriptions/billing-mode/compare;
+    /// stripe/stripe-node #2470).
+    pub fn schedule_cancel(
+        &self,
+        state: &mut State,
+        id: &str,
+        feedback: Option<String>,
+    ) -> Result<Subscription, StripeApiError> {
+        let sub = Self::live_subscription(state, id)?;
+        let change = match sub.billing_mode {
+            BillingMode::Flexible => SubscriptionChange {
+                cancel_at: Some(Some(sub.current_period_end)),
+                feedback,
+                ..Default::default()
+            },
+            BillingMode::Classic => SubscriptionChange {
+                cancel_at_period_end: Some(true),
+                feedback,
+                ..Default::default()
+            },
+        };
+        self.update_subscription(state, id, change)
+    }
+
+    /// Applies a change as Stripe's `POST /v1/subscriptions/{id}` does, and
+    /// emits one `updated` with the `previous_attributes` it changed.
+    ///
+    /// `cancel_at_period_end` behaves the same in both billing modes through
+    /// the API (only the portal chooses `cancel_at` in flexible mode); it and
+    /// `cancel_at` cannot be sent together, as at Stripe; either one set
+    /// records `canceled_at` (docs.stripe.com/api/subscriptions/object#subscription_object-canceled_at).
     pub fn update_subscription(
         &self,
         state: &mut State,
         id: &str,
-        price: Option<&str>,
-        cancel_at_period_end: Option<bool>,
-        feedback: Option<String>,
+        change: SubscriptionChange,
     ) -> Result<Subscription, StripeApiError> {
-        let new_price = price
+        let t = self.now(state);
+        let new_price = change
+            .price
+            .as_deref()
             .map(|p| {
                 Self::price(p).ok_or_else(|| StripeApiError::missing("price", p, "items[0][price]"))
             })
             .transpose()?;
+        if change.cancel_at_period_end.is_some() && change.cancel_at.is_some() {
+            return Err(StripeApiError::invalid(
+                "You may only specify one of these parameters: cancel_at, cancel_at_period_end.",
+                Some("cancel_at"),
+            ));
+        }
+        if let Some(Some(at)) = change.cancel_at {
+            if at <= t {
+                return Err(StripeApiError::invalid(
+                    format!("cancel_at must be in the future (now is {t})."),
+                    Some("cancel_at"),
+                ));
+            }
+        }
+        if let Some(Some(pause)) = &change.pause_collection {
+            if pause.resumes_at.is_some_and(|r| r <= t) {
+                return Err(StripeApiError::invalid(
+                    format!("pause_collection[resumes_at] must be in the future (now is {t})."),
+                    Some("pause_collection"),
+                ));
+            }
+        }
         let sub = Self::live_subscription(state, id)?;
         let before = subscription_json(sub);
         let mut previous = serde_json::Map::new();
+        let record = |field: &str, previous: &mut serde_json::Map<String, Value>| {
+            previous
+                .entry(field.to_string())
+                .or_insert_with(|| before[field].clone());
+        };
         if let Some(price) = &new_price {
             if sub.price != price.id {
-                previous.insert("items".into(), before["items"].clone());
+                record("items", &mut previous);
                 sub.price = price.id.to_string();
             }
         }
-        if let Some(cancel) = cancel_at_period_end {
-            if sub.cancel_at_period_end != cancel {
-                previous.insert(
-                    "cancel_at_period_end".into(),
-                    json!(sub.cancel_at_period_end),
-                );
-                sub.cancel_at_period_end = cancel;
-                sub.cancellation_feedback = if cancel { feedback } else { None };
+        let scheduled = match (change.cancel_at_period_end, change.cancel_at) {
+            (Some(true), _) => Some((true, Some(sub.current_period_end))),
+            (Some(false), _) | (_, Some(None)) => Some((false, None)),
+            (None, Some(Some(at))) => Some((false, Some(at))),
+            (None, None) => None,
+        };
+        if let Some((at_period_end, cancel_at)) = scheduled {
+            if (sub.cancel_at_period_end, sub.cancel_at) != (at_period_end, cancel_at) {
+                if sub.cancel_at_period_end != at_period_end {
+                    record("cancel_at_period_end", &mut previous);
+                }
+                if sub.cancel_at != cancel_at {
+                    record("cancel_at", &mut previous);
+                }
+                let canceled_at = cancel_at.map(|_| t);
+                if sub.canceled_at != canceled_at {
+                    record("canceled_at", &mut previous);
+                }
+                sub.cancel_at_period_end = at_period_end;
+                sub.cancel_at = cancel_at;
+                sub.canceled_at = canceled_at;
+                sub.cancellation_reason = cancel_at.map(|_| "cancellation_requested");
+                sub.cancellation_feedback = cancel_at.and(change.feedback);
+            }
+        }
+        if let Some(pause) = change.pause_collection {
+            if sub.pause_collection != pause {
+                record("pause_collection", &mut previous);
+                sub.pause_collection = pause;
             }
         }
         let sub = sub.clone();
@@ -453,14 +843,18 @@ impl Emulator {
                 Some(Value::Object(previous)),
             );
         }
-        if let Some(price) = new_price.filter(|_| !sub.cancel_at_period_end || price.is_some()) {
+        if let Some(price) = new_price {
             if before["items"]["data"][0]["price"]["id"] != json!(price.id) {
-                self.invoice(
+                let invoice = self.new_invoice(
                     state,
-                    &sub,
+                    &sub.id,
+                    &sub.customer,
                     &price,
                     format!("Switch to {}", price.product_name),
+                    "subscription_update",
+                    (t, t),
                 );
+                self.charge(state, &sub.customer, &invoice, None);
             }
         }
         Ok(sub)
@@ -473,22 +867,33 @@ impl Emulator {
         feedback: Option<String>,
         comment: Option<String>,
     ) -> Result<Subscription, StripeApiError> {
+        let t = self.now(state);
         let sub = Self::live_subscription(state, id)?;
-        sub.status = "canceled".into();
-        sub.canceled_at = Some(now());
-        sub.cancel_at_period_end = false;
+        sub.canceled_at = Some(t);
         sub.cancellation_feedback = feedback;
         sub.cancellation_comment = comment;
-        let sub = sub.clone();
-        self.emit(
-            state,
-            "customer.subscription.deleted",
-            subscription_json(&sub),
-            None,
-        );
-        Ok(sub)
+        self.end_subscription(state, id, "cancellation_requested");
+        Ok(state.subscriptions[id].clone())
     }
 
+    /// Ends a subscription now (`customer.subscription.deleted`, status
+    /// `canceled`): cancelled by request, at its `cancel_at`, or by dunning.
+    fn end_subscription(&self, state: &mut State, id: &str, reason: &'static str) {
+        let t = self.now(state);
+        let Some(sub) = state.subscriptions.get_mut(id) else {
+            return;
+        };
+        sub.status = "canceled".into();
+        sub.ended_at = Some(t);
+        sub.canceled_at.get_or_insert(t);
+        sub.cancellation_reason = Some(reason);
+        sub.collecting = None;
+        let object = subscription_json(sub);
+        self.emit(state, "customer.subscription.deleted", object, None);
+    }
+
+    /// Attaches a card by number (the portal's form). 4000 0000 0000 0341
+    /// attaches, but its charges fail; 4000 0000 0000 0002 is declined.
     pub fn set_card(
         &self,
         state: &mut State,
@@ -501,13 +906,13 @@ impl Emulator {
         if digits == TEST_CARD_DECLINED {
             return Err(StripeApiError::card_declined());
         }
-        if digits != TEST_CARD_OK {
+        if digits != TEST_CARD_OK && digits != TEST_CARD_CHARGE_FAILS {
             return Err(StripeApiError {
                 status: 402,
                 kind: "card_error",
                 code: Some("incorrect_number"),
                 message: "Your card number is incorrect. In this emulator use the test card \
-                          4242 4242 4242 4242."
+                          4242 4242 4242 4242 (or 4000 0000 0000 0341, whose charges fail)."
                     .into(),
                 param: Some("number"),
             });
@@ -522,23 +927,41 @@ impl Emulator {
             .customers
             .get_mut(customer)
             .ok_or_else(|| StripeApiError::missing("customer", customer, "customer"))?;
-        c.card = Some(Card {
+        let card = Card {
             brand: "visa".into(),
             last4: digits[12..].to_string(),
             exp_month,
             exp_year,
-        });
+            charges_fail: digits == TEST_CARD_CHARGE_FAILS,
+        };
+        c.card = Some(card.clone());
         let object = customer_json(c);
         let pm = self.new_id("pm");
         self.emit(
             state,
             "payment_method.attached",
             json!({"id": pm, "object": "payment_method", "type": "card", "customer": customer,
-                   "card": {"brand": "visa", "last4": &digits[12..], "exp_month": exp_month, "exp_year": exp_year}}),
+                   "card": {"brand": "visa", "last4": card.last4, "exp_month": exp_month, "exp_year": exp_year}}),
             None,
         );
         self.emit(state, "customer.updated", object, None);
         Ok(())
+    }
+
+    /// Attaches a card by Stripe's test token (the API's `source`
+    /// parameter): `tok_visa`, `tok_chargeCustomerFail` or
+    /// `tok_chargeDeclined` (docs.stripe.com/testing#cards-responses).
+    pub fn set_card_token(
+        &self,
+        state: &mut State,
+        customer: &str,
+        token: &str,
+    ) -> Result<(), StripeApiError> {
+        let number =
+            token_card(token).ok_or_else(|| StripeApiError::missing("token", token, "source"))?;
+        let year = chrono::DateTime::from_timestamp(self.now(state), 0)
+            .map_or(2030, |d| chrono::Datelike::year(&d) as u32 + 3);
+        self.set_card(state, customer, number, 12, year)
     }
 
     pub fn set_address(
@@ -561,20 +984,37 @@ impl Emulator {
         Ok(())
     }
 
-    fn invoice(&self, state: &mut State, sub: &Subscription, price: &Price, description: String) {
-        let number = format!("EMU-{:04}", state.invoices.len() + 1);
+    /// Stores a new draft invoice and returns its id.
+    #[allow(clippy::too_many_arguments)]
+    fn new_invoice(
+        &self,
+        state: &mut State,
+        subscription: &str,
+        customer: &str,
+        price: &Price,
+        description: String,
+        billing_reason: &'static str,
+        (period_start, period_end): (i64, i64),
+    ) -> String {
         let invoice = Invoice {
             id: self.new_id("in"),
-            number,
-            customer: sub.customer.clone(),
-            subscription: Some(sub.id.clone()),
+            number: format!("EMU-{:04}", state.invoices.len() + 1),
+            customer: customer.to_string(),
+            subscription: Some(subscription.to_string()),
             amount: price.unit_amount,
             description,
-            created: now(),
+            created: self.now(state),
+            status: "draft",
+            billing_reason,
+            period_start,
+            period_end,
+            attempt_count: 0,
+            paid_at: None,
+            next_payment_attempt: None,
         };
-        let object = invoice_json(&invoice, &self.base_url);
+        let id = invoice.id.clone();
         state.invoices.push(invoice);
-        self.emit(state, "invoice.paid", object, None);
+        id
     }
 
     fn emit(&self, state: &mut State, type_: &str, object: Value, previous: Option<Value>) {
@@ -582,53 +1022,20 @@ impl Emulator {
         if let Some(previous) = previous {
             data["previous_attributes"] = previous;
         }
-        state.outbox.push(json!({
+        let created = self.now(state);
+        let event = json!({
             "id": self.new_id("evt"),
             "object": "event",
-            "api_version": "2025-08-27.basil",
-            "created": now(),
+            "api_version": API_VERSION,
+            "created": created,
             "data": data,
             "livemode": false,
             "pending_webhooks": 1,
             "request": {"id": null, "idempotency_key": null},
             "type": type_,
-        }));
-    }
-
-    /// Sends one event to the service's webhook endpoint, signed like Stripe
-    /// signs, retrying with doubling backoff until it is acknowledged.
-    fn deliver(self: &Arc<Self>, event: Value) {
-        let emu = self.clone();
-        actix_web::rt::spawn(async move {
-            let body = event.to_string();
-            let (id, type_) = (event["id"].clone(), event["type"].clone());
-            let mut wait = RETRY_BASE;
-            for attempt in 1..=DELIVERY_ATTEMPTS {
-                let header = signature::sign(&emu.webhook_secret, now(), body.as_bytes());
-                let outcome = emu
-                    .http
-                    .post(&emu.webhook_url)
-                    .header("content-type", "application/json")
-                    .header("stripe-signature", header)
-                    .body(body.clone())
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await;
-                match outcome {
-                    Ok(r) if r.status().is_success() => return,
-                    Ok(r) => log::warn!(
-                        "emulator: delivery {attempt} of {type_} {id} answered {}; retrying in {wait:?}",
-                        r.status()
-                    ),
-                    Err(e) => log::warn!(
-                        "emulator: delivery {attempt} of {type_} {id} failed ({e}); retrying in {wait:?}"
-                    ),
-                }
-                actix_web::rt::time::sleep(wait).await;
-                wait *= 2;
-            }
-            log::error!("emulator: gave up delivering {type_} {id}");
         });
+        state.events.push(event.clone());
+        state.outbox.push(event);
     }
 
     pub fn portal_url(&self, session: &str) -> String {
@@ -703,20 +1110,24 @@ pub fn subscription_json(s: &Subscription) -> Value {
     v["billing_cycle_anchor_config"] = Value::Null;
     v["billing_schedules"] = json!([]);
     v["cancel_at_period_end"] = json!(s.cancel_at_period_end);
-    v["cancel_at"] = if s.cancel_at_period_end {
-        json!(s.current_period_end)
-    } else {
-        Value::Null
-    };
+    v["cancel_at"] = json!(s.cancel_at);
     v["canceled_at"] = json!(s.canceled_at);
-    v["ended_at"] = json!(s.canceled_at);
+    v["ended_at"] = json!(s.ended_at);
     v["cancellation_details"] = json!({"comment": s.cancellation_comment,
-        "feedback": s.cancellation_feedback, "reason": s.canceled_at.map(|_| "cancellation_requested")});
+        "feedback": s.cancellation_feedback, "reason": s.cancellation_reason});
+    v["billing_mode"] = match s.billing_mode {
+        BillingMode::Flexible => json!({"type": "flexible",
+            "flexible": {"proration_discounts": "included"}, "updated_at": s.created}),
+        BillingMode::Classic => json!({"type": "classic", "flexible": null, "updated_at": null}),
+    };
     v["metadata"] = json!(s.metadata);
-    v["pause_collection"] = Value::Null;
+    v["pause_collection"] = match &s.pause_collection {
+        Some(p) => json!({"behavior": p.behavior, "resumes_at": p.resumes_at}),
+        None => Value::Null,
+    };
     v["pending_update"] = Value::Null;
     v["next_pending_invoice_item_invoice"] = Value::Null;
-    v["latest_invoice"] = Value::Null;
+    v["latest_invoice"] = json!(s.latest_invoice);
     v["trial_end"] = Value::Null;
     v["trial_start"] = Value::Null;
     let item = &mut v["items"]["data"][0];
@@ -748,13 +1159,12 @@ pub fn invoice_json(i: &Invoice, base_url: &str) -> Value {
     v["customer"] = json!(i.customer);
     v["created"] = json!(i.created);
     v["effective_at"] = json!(i.created);
-    v["period_start"] = json!(i.created);
-    v["period_end"] = json!(i.created);
-    v["status"] = json!("paid");
+    v["period_start"] = json!(i.period_start);
+    v["period_end"] = json!(i.period_end);
+    v["status"] = json!(i.status);
     v["description"] = json!(i.description);
     for field in [
         "amount_due",
-        "amount_paid",
         "subtotal",
         "subtotal_excluding_tax",
         "total",
@@ -762,12 +1172,19 @@ pub fn invoice_json(i: &Invoice, base_url: &str) -> Value {
     ] {
         v[field] = json!(i.amount);
     }
-    v["amount_remaining"] = json!(0);
+    let paid = if i.status == "paid" { i.amount } else { 0 };
+    v["amount_paid"] = json!(paid);
+    v["amount_remaining"] = json!(i.amount - paid);
+    v["attempt_count"] = json!(i.attempt_count);
+    v["attempted"] = json!(i.attempt_count > 0);
+    v["auto_advance"] = json!(matches!(i.status, "draft" | "open"));
     v["currency"] = json!("usd");
-    v["billing_reason"] = json!("subscription_create");
+    v["billing_reason"] = json!(i.billing_reason);
     v["collection_method"] = json!("charge_automatically");
-    v["status_transitions"] = json!({"finalized_at": i.created, "marked_uncollectible_at": null,
-                                     "paid_at": i.created, "voided_at": null});
+    let finalized = (i.status != "draft").then_some(i.created);
+    v["status_transitions"] = json!({"finalized_at": finalized,
+        "marked_uncollectible_at": (i.status == "uncollectible").then_some(i.created),
+        "paid_at": i.paid_at, "voided_at": (i.status == "void").then_some(i.created)});
     v["parent"] = json!({"quote_details": null, "type": "subscription_details",
         "subscription_details": {"metadata": null, "subscription": i.subscription}});
     v["lines"] = json!({"object": "list", "data": [], "has_more": false,
@@ -777,7 +1194,7 @@ pub fn invoice_json(i: &Invoice, base_url: &str) -> Value {
     v["webhooks_delivered_at"] = json!(i.created);
     v["due_date"] = Value::Null;
     v["automatically_finalizes_at"] = Value::Null;
-    v["next_payment_attempt"] = Value::Null;
+    v["next_payment_attempt"] = json!(i.next_payment_attempt);
     v
 }
 

@@ -3,8 +3,11 @@
 //! subscription and billing cycle, switch plan, cancel (at period end or now,
 //! with optional feedback), renew, update the payment method (test card
 //! 4242 4242 4242 4242), update the billing address, view and download
-//! invoices, and "Return to app". Sessions expire after five minutes; a deep
-//! link (`flow_data`) opens on its task and returns to the app when done.
+//! invoices, and "Return to app". Sessions expire after five minutes of the
+//! virtual clock; a deep link (`flow_data`) opens on its task and returns to
+//! the app when done. For the demo, a "Test clock" control advances the
+//! account's clock by 15 days or a month, to reach a renewal, a failed
+//! payment or the end of a retry window without waiting.
 
 // Helpers return the finished error page as `Err(HttpResponse)`; boxing it
 // would buy nothing on this development-only path.
@@ -101,7 +104,7 @@ fn session(emu: &Emulator, id: &str) -> Result<PortalSession, HttpResponse> {
             None,
         )
     })?;
-    if now() - session.created > PORTAL_SESSION_TTL_SECS {
+    if emu.clock.unix() - session.created > PORTAL_SESSION_TTL_SECS {
         return Err(plain_page(
             410,
             "This session has expired",
@@ -177,17 +180,28 @@ pub async fn home(
     let subs: Vec<&Subscription> = state
         .subscriptions
         .values()
-        .filter(|s| s.customer == customer.id && s.status != "canceled")
+        .filter(|s| s.customer == customer.id && !s.has_ended())
         .collect();
     if subs.is_empty() {
         body += "<p class=\"muted\">No active subscription.</p>";
     }
     for sub in subs {
         let price = Emulator::price(&sub.price).expect("seeded price");
-        let cycle = if sub.cancel_at_period_end {
-            format!("Cancels on {}", date(sub.current_period_end))
-        } else {
-            format!("Renews on {}", date(sub.current_period_end))
+        let cycle = match (sub.cancel_at, sub.status.as_str()) {
+            (Some(at), _) => format!("Cancels on {}", date(at)),
+            (None, "past_due") => "Your last payment failed; we will retry it".into(),
+            (None, "unpaid") => "Unpaid: update your payment method".into(),
+            (None, "incomplete") => "Awaiting the first payment".into(),
+            (None, _) => format!("Renews on {}", date(sub.current_period_end)),
+        };
+        let cycle = match &sub.pause_collection {
+            Some(p) => format!(
+                "{cycle}. Payment collection is paused{}",
+                p.resumes_at
+                    .map(|r| format!(" until {}", date(r)))
+                    .unwrap_or_default()
+            ),
+            None => cycle,
         };
         body += &format!(
             "<p><strong>{name}</strong> · {amount} per month</p><p class=\"muted\">Billing cycle: \
@@ -199,7 +213,7 @@ pub async fn home(
             end = date(sub.current_period_end),
             id = sub.id,
         );
-        if sub.cancel_at_period_end {
+        if sub.cancel_at.is_some() {
             body += &format!(
                 "<form method=\"post\" action=\"{url}/renew\"><input type=\"hidden\" name=\"subscription\" \
                  value=\"{}\"><button id=\"renew\" type=\"submit\">Renew plan</button></form>",
@@ -252,8 +266,15 @@ pub async fn home(
         body += "<tr><td class=\"muted\">No invoices yet.</td></tr>";
     }
     for i in invoices {
+        let status = match i.status {
+            "paid" => "Paid",
+            "open" => "Open",
+            "draft" => "Draft",
+            "void" => "Void",
+            _ => "Uncollectible",
+        };
         body += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>Paid</td><td><a href=\"{}/invoices/{}/pdf\" \
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{status}</td><td><a href=\"{}/invoices/{}/pdf\" \
              download>Download</a></td></tr>",
             date(i.created),
             esc(&i.description),
@@ -263,6 +284,15 @@ pub async fn home(
         );
     }
     body += "</table></section>";
+    body += &format!(
+        "<section aria-labelledby=\"tc\"><h2 id=\"tc\">Test clock</h2><p class=\"muted\">Emulated \
+         time: {}. Advance it to reach a renewal, a failed payment or the end of the retry window.</p>\
+         <form method=\"post\" action=\"{url}/advance\" class=\"row\">\
+         <button id=\"advance-15-days\" class=\"secondary\" type=\"submit\" name=\"by\" value=\"15d\">Advance 15 days</button>\
+         <button id=\"advance-1-month\" class=\"secondary\" type=\"submit\" name=\"by\" value=\"1m\">Advance 1 month</button>\
+         </form></section>",
+        date(emu.clock.unix()),
+    );
     drop(state);
     layout(&session, "Billing", &body)
 }
@@ -378,7 +408,11 @@ pub async fn plan_submit(
         f.subscription
     );
     match act(&emu, &session, Some(&f.subscription), back, |emu, state| {
-        emu.update_subscription(state, &f.subscription, Some(&f.price), None, None)
+        let change = SubscriptionChange {
+            price: Some(f.price.clone()),
+            ..Default::default()
+        };
+        emu.update_subscription(state, &f.subscription, change)
             .map(|_| ())
     }) {
         Ok(()) => done(&emu, &session, "Your plan was updated."),
@@ -461,7 +495,7 @@ pub async fn cancel_submit(
             emu.cancel_now(state, &f.subscription, feedback, comment)
                 .map(|_| ())
         } else {
-            emu.update_subscription(state, &f.subscription, None, Some(true), feedback)
+            emu.schedule_cancel(state, &f.subscription, feedback)
                 .map(|_| ())
         }
     }) {
@@ -498,7 +532,11 @@ pub async fn renew_submit(
         Some(&f.subscription),
         base(&emu, &session.id),
         |emu, state| {
-            emu.update_subscription(state, &f.subscription, None, Some(false), None)
+            let change = SubscriptionChange {
+                cancel_at: Some(None),
+                ..Default::default()
+            };
+            emu.update_subscription(state, &f.subscription, change)
                 .map(|_| ())
         },
     ) {
@@ -529,7 +567,7 @@ pub async fn payment_method_form(
          placeholder=\"12/34\" autocomplete=\"cc-exp\" required></div><div><label for=\"cvc\">CVC</label>\
          <input id=\"cvc\" name=\"cvc\" inputmode=\"numeric\" autocomplete=\"cc-csc\" placeholder=\"123\" required></div></div>\
          <p class=\"muted\">Test mode: use 4242 4242 4242 4242 with any future date and any CVC \
-         (4000 0000 0000 0002 is declined).</p><p><button id=\"save-card\" type=\"submit\">Save card</button></p>\
+         (4000 0000 0000 0341 is accepted but its charges fail; 4000 0000 0000 0002 is declined).</p><p><button id=\"save-card\" type=\"submit\">Save card</button></p>\
          </form></section>",
         err = error_line(&q.error),
         url = base(&emu, &session.id),
@@ -647,6 +685,57 @@ pub async fn address_submit(
     }
 }
 
+#[derive(Deserialize)]
+pub struct AdvanceForm {
+    by: String,
+}
+
+/// The demo's test clock control: advances the account's clock by 15 days or
+/// one calendar month, running whatever falls due, and comes back.
+pub async fn advance_submit(
+    path: web::Path<String>,
+    f: web::Form<AdvanceForm>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let now = emu.clock.unix();
+    let to = match f.by.as_str() {
+        "15d" => now + 15 * DAY,
+        "1m" => add_month(now),
+        _ => {
+            return see_other(&format!(
+                "{}?error=Unknown+advance",
+                base(&emu, &session.id)
+            ))
+        }
+    };
+    let advanced = emu.with_state(|emu, state| {
+        emu.advance_clock(state, "clock_emulator", to)?;
+        // The session is the demo user's window on the account, not an
+        // object of the account: it lives five minutes of the demo user's
+        // time, so the jump does not expire it.
+        if let Some(s) = state.sessions.get_mut(&session.id) {
+            s.created = to;
+        }
+        Ok::<_, StripeApiError>(())
+    });
+    match advanced {
+        Ok(()) => done(
+            &emu,
+            &session,
+            &format!("The test clock now reads {}.", date(to)),
+        ),
+        Err(e) => see_other(&format!(
+            "{}?error={}",
+            base(&emu, &session.id),
+            url::form_urlencoded::byte_serialize(e.message.as_bytes()).collect::<String>()
+        )),
+    }
+}
+
 /// `GET /stripe-emulator/invoices/{id}/pdf`: a small but real PDF.
 pub async fn invoice_pdf(path: web::Path<String>, emu: web::Data<Arc<Emulator>>) -> HttpResponse {
     let invoice = emu.lock().invoices.iter().find(|i| i.id == *path).cloned();
@@ -658,7 +747,11 @@ pub async fn invoice_pdf(path: web::Path<String>, emu: web::Data<Arc<Emulator>>)
         format!("Date: {}", date(i.created)),
         format!("Customer: {}", i.customer),
         i.description.clone(),
-        format!("Amount paid: {}", money(i.amount)),
+        format!(
+            "Amount: {} ({})",
+            money(i.amount),
+            if i.status == "paid" { "paid" } else { i.status }
+        ),
         "Test mode - issued by the local Stripe emulator".to_string(),
     ];
     HttpResponse::Ok()
@@ -728,6 +821,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/p/session/{id}/cancel", web::get().to(cancel_form))
             .route("/p/session/{id}/cancel", web::post().to(cancel_submit))
             .route("/p/session/{id}/renew", web::post().to(renew_submit))
+            .route("/p/session/{id}/advance", web::post().to(advance_submit))
             .route(
                 "/p/session/{id}/payment-method",
                 web::get().to(payment_method_form),
@@ -759,7 +853,7 @@ mod tests {
                 id: emu.new_id("bps"),
                 customer: customer.id,
                 return_url: "http://app.test/settings/billing".into(),
-                created: now() - age_secs,
+                created: emu.clock.unix() - age_secs,
                 flow: None,
                 configuration: "bpc_x".into(),
                 locale: None,

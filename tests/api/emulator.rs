@@ -43,7 +43,7 @@ fn emulator_client(app: &TestApp) -> stripe::Client {
         .unwrap()
 }
 
-async fn emulator_post(
+pub async fn emulator_post(
     app: &TestApp,
     path: &str,
     form: &[(&str, &str)],
@@ -66,7 +66,7 @@ async fn emulator_post(
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-async fn emulator_get(app: &TestApp, path: &str) -> Value {
+pub async fn emulator_get(app: &TestApp, path: &str) -> Value {
     app.client
         .get(app.url(&format!("/stripe-emulator/v1/{path}")))
         .bearer_auth("sk_test_emulator")
@@ -76,6 +76,20 @@ async fn emulator_get(app: &TestApp, path: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Sets the emulated account's settings (an emulator-only endpoint).
+pub async fn account_settings(app: &TestApp, form: &[(&str, &str)]) {
+    let (status, body) = emulator_post(app, "test_helpers/account_settings", form, None).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// For tests about something other than ordering: one operation's events
+/// arrive in the order Stripe created them. (The default, like Stripe, is no
+/// order; until the service breaks same-second ties by lifecycle, a shuffled
+/// `created`/`updated` pair can leave a new subscription `incomplete`.)
+pub async fn deliver_in_order(app: &TestApp) {
+    account_settings(app, &[("delivery_order", "in_order")]).await;
 }
 
 /// Polls until `check` holds (webhooks arrive asynchronously), at most 10 s.
@@ -219,6 +233,7 @@ async fn the_emulator_honours_idempotency_keys_and_answers_stripe_errors() {
 #[tokio::test]
 async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
+    deliver_in_order(&app).await;
     let token = token_for("user_1", Some("ada@example.com"));
     assert_eq!(app.create_portal(&token).await.status(), 200);
     let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
@@ -258,6 +273,7 @@ async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
 async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let app = spawn_emulated_app_with(|vars| route_database_through(vars, &proxy)).await;
+    deliver_in_order(&app).await;
     let token = token_for("user_1", None);
     assert_eq!(app.create_portal(&token).await.status(), 200);
     let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
@@ -316,6 +332,7 @@ async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
 #[tokio::test]
 async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
+    deliver_in_order(&app).await;
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .build()

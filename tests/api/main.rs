@@ -3,6 +3,7 @@
 
 mod auth;
 mod browser;
+mod emulated_billing;
 mod emulator;
 mod events;
 mod fake_stripe;

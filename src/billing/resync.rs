@@ -15,11 +15,11 @@ use anyhow::Context as _;
 use chrono::Utc;
 use diesel::prelude::*;
 
+use crate::billing::refetch::{FetchLock, Refetcher};
 use crate::billing::sync::{apply_subscription, customer_deleted, timestamp, PaidRule};
+use crate::clock::Clock;
 use crate::db::schema;
 use crate::db::subscriptions::{self, Provenance, Subscription};
-use crate::billing::refetch::{FetchLock, Refetcher};
-use crate::clock::Clock;
 use crate::db::{self, PgPool};
 use crate::stripe::client::{StripeFailure, StripeGateway};
 use crate::stripe::events::SubscriptionObject;
@@ -133,7 +133,6 @@ fn ending(row: &Subscription) -> bool {
 /// How long a run waits for a webhook's re-read of the same customer, which
 /// may itself wait on Stripe for up to the client timeout (at most 10 s).
 const FETCH_LOCK_TIMEOUT_MS: u128 = 30_000;
-
 
 pub async fn resync(
     pool: &PgPool,

@@ -554,7 +554,6 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
         return;
     };
     let app = crate::emulator::spawn_emulated_app_with(|_| {}).await;
-    crate::emulator::deliver_in_order(&app).await;
 
     // Signed out: the demo sign-in is offered.
     browser.open_billing(&app).await;

@@ -148,8 +148,6 @@ async fn a_new_subscription_is_created_incomplete_and_turns_active_in_the_same_s
 }
 
 #[tokio::test]
-#[ignore = "needs the same-second tie rule of issue 13 item 1 (the sync work on main); \
-            today the last arrival wins and `created` (incomplete) arrives last"]
 async fn delivered_in_reverse_a_new_subscription_still_ends_active() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("delivery_order", "reverse")]).await;
@@ -456,4 +454,175 @@ async fn the_portals_test_clock_control_advances_a_month_and_keeps_the_session()
         .as_i64()
         .unwrap();
     assert!(after - before >= 28 * DAY, "{before} → {after}");
+}
+
+// --- What the service makes of it: /billing/status and users.paid, end to end.
+
+async fn status_of(app: &TestApp, user: &str) -> Value {
+    app.status(&token_for(user, None)).await["data"].clone()
+}
+
+async fn status_becomes(
+    app: &TestApp,
+    user: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..300 {
+        let status = status_of(app, user).await;
+        if check(&status) {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "timed out waiting for {user}'s status to show {what}: {}",
+        status_of(app, user).await
+    );
+}
+
+/// A first purchase sends `created` (incomplete) and `updated` (active) in one
+/// second; Stripe does not order deliveries. Every order ends paid.
+#[tokio::test]
+async fn a_new_subscription_delivered_in_any_order_makes_its_user_paid() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    for (n, order) in ["reverse", "shuffled", "in_order", "shuffled", "reverse"]
+        .iter()
+        .enumerate()
+    {
+        account_settings(&app, &[("delivery_order", order)]).await;
+        let user = format!("user_{n}");
+        let customer = customer_for(&app, &user).await;
+
+        subscribe(&app, &customer, &[]).await;
+
+        let status = status_becomes(&app, &user, "paid", |s| s["paid"] == true).await;
+        assert_eq!(status["reason"], "active", "{order}");
+        assert!(app.user(&user).unwrap().paid, "{order}");
+    }
+}
+
+#[tokio::test]
+async fn a_flexible_mode_cancellation_in_the_portal_is_reported_as_cancel_at() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let sub = active_subscription(&app, "user_1", &[]).await;
+    let id = sub["id"].as_str().unwrap();
+    let end = period_end(&sub);
+
+    let (status, canceled) = emulator_post(
+        &app,
+        &format!("subscriptions/{id}"),
+        &[("cancel_at", &end.to_string())],
+        None,
+    )
+    .await;
+
+    assert_eq!(status, 200, "{canceled}");
+    assert_eq!(canceled["cancel_at_period_end"], false);
+    let expected = chrono::DateTime::from_timestamp(end, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let status = status_becomes(&app, "user_1", "cancelAt", |s| s["cancelAt"].is_string()).await;
+    assert_eq!(status["cancelAt"], expected);
+    assert_eq!(status["cancelAtPeriodEnd"], false);
+    assert_eq!(status["paid"], true);
+}
+
+/// A failed renewal with the account's dunning set to "leave past due": the
+/// grace is all that ends access, and it does so with no event from Stripe.
+#[tokio::test]
+async fn a_failed_renewal_keeps_access_in_the_grace_and_loses_it_when_the_grace_ends() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    account_settings(&app, &[("dunning", "past_due"), ("retry_days", "3")]).await;
+    let sub = subscription_with_failing_card(&app).await;
+    let id = sub["id"].as_str().unwrap();
+    let renewal = period_end(&sub);
+
+    advance(&app, renewal + 3_600).await;
+    stored_status_becomes(&app, id, "past_due").await;
+    let in_grace = status_becomes(&app, "user_1", "past_due_in_grace", |s| {
+        s["reason"] == "past_due_in_grace"
+    })
+    .await;
+    assert_eq!(in_grace["paid"], true);
+    assert!(app.user("user_1").unwrap().paid);
+    let grace_ends =
+        chrono::DateTime::parse_from_rfc3339(in_grace["graceEndsAt"].as_str().unwrap())
+            .unwrap()
+            .timestamp();
+    assert!(
+        (grace_ends - (renewal + 14 * DAY)).abs() <= 2 * 3_600,
+        "{in_grace}"
+    );
+
+    // Past the last retry (3 days): left past due, still in grace.
+    advance(&app, renewal + 5 * DAY).await;
+    let settled = subscription_events(&app);
+    assert_eq!(
+        status_of(&app, "user_1").await["reason"],
+        "past_due_in_grace"
+    );
+
+    // Past the grace: no event arrives, yet the user is unpaid, in the
+    // status and (through the sweep the clock wakes) in users.paid.
+    advance(&app, grace_ends + 60).await;
+    let ended = status_of(&app, "user_1").await;
+    assert_eq!(
+        (ended["paid"].clone(), ended["reason"].clone()),
+        (json!(false), json!("past_due_grace_ended"))
+    );
+    eventually("users.paid turned off by the sweep", || {
+        !app.user("user_1").unwrap().paid
+    })
+    .await;
+    assert_eq!(
+        subscription_events(&app),
+        settled,
+        "no subscription event was needed"
+    );
+}
+
+fn subscription_events(app: &TestApp) -> i64 {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM stripe_events WHERE type LIKE 'customer.subscription.%'",
+    )
+    .get_result::<Count>(&mut app.db())
+    .unwrap()
+    .n
+}
+
+#[tokio::test]
+async fn paused_collection_through_the_emulator_is_paid_only_when_configured_to() {
+    for (setting, paid) in [("true", true), ("false", false)] {
+        let app = spawn_emulated_app_with(|vars| {
+            vars.insert("BILLING_COLLECTION_PAUSED_IS_PAID".into(), setting.into());
+        })
+        .await;
+        let sub = active_subscription(&app, "user_1", &[]).await;
+
+        let (status, _) = emulator_post(
+            &app,
+            &format!("subscriptions/{}", sub["id"].as_str().unwrap()),
+            &[("pause_collection[behavior]", "keep_as_draft")],
+            None,
+        )
+        .await;
+
+        assert_eq!(status, 200);
+        let shown = status_becomes(&app, "user_1", "collection_paused", |s| {
+            s["reason"] == "collection_paused"
+        })
+        .await;
+        assert_eq!(shown["paid"], paid, "setting {setting}");
+        assert_eq!(shown["status"], "active", "setting {setting}");
+        eventually("users.paid follows", || {
+            app.user("user_1").unwrap().paid == paid
+        })
+        .await;
+    }
 }

@@ -84,17 +84,10 @@ pub async fn account_settings(app: &TestApp, form: &[(&str, &str)]) {
     assert_eq!(status, 200, "{body}");
 }
 
-/// For tests about something other than ordering: one operation's events
-/// arrive in the order Stripe created them. (The default, like Stripe, is no
-/// order; until the service breaks same-second ties by lifecycle, a shuffled
-/// `created`/`updated` pair can leave a new subscription `incomplete`.)
-pub async fn deliver_in_order(app: &TestApp) {
-    account_settings(app, &[("delivery_order", "in_order")]).await;
-}
-
-/// Polls until `check` holds (webhooks arrive asynchronously), at most 10 s.
+/// Polls until `check` holds (webhooks arrive asynchronously), at most 30 s:
+/// generous, so a loaded machine only makes a passing test slower.
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         if check() {
             return;
         }
@@ -233,7 +226,6 @@ async fn the_emulator_honours_idempotency_keys_and_answers_stripe_errors() {
 #[tokio::test]
 async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
-    deliver_in_order(&app).await;
     let token = token_for("user_1", Some("ada@example.com"));
     assert_eq!(app.create_portal(&token).await.status(), 200);
     let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
@@ -259,9 +251,12 @@ async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
         .unwrap();
     eventually("unpaid", || !app.user("user_1").unwrap().paid).await;
 
-    assert_eq!(
-        app.event_outcome_of_type("customer.subscription.created"),
-        "applied"
+    // `created` (incomplete) and `updated` (active) share a second and arrive
+    // in either order: `created` is applied first or recognised as older.
+    let created = app.event_outcome_of_type("customer.subscription.created");
+    assert!(
+        ["applied", "stale"].contains(&created.as_str()),
+        "{created}"
     );
     assert_eq!(
         app.event_outcome_of_type("customer.subscription.deleted"),
@@ -273,7 +268,6 @@ async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
 async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let app = spawn_emulated_app_with(|vars| route_database_through(vars, &proxy)).await;
-    deliver_in_order(&app).await;
     let token = token_for("user_1", None);
     assert_eq!(app.create_portal(&token).await.status(), 200);
     let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
@@ -332,7 +326,6 @@ async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
 #[tokio::test]
 async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
-    deliver_in_order(&app).await;
     let client = reqwest::Client::builder()
         .cookie_store(true)
         .build()

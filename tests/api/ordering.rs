@@ -49,7 +49,7 @@ impl State {
             0 | 1 => {
                 next.status = if self.status == "incomplete" && seed % 12 < 2 {
                     "incomplete_expired"
-                } else if seed % 24 == 0 {
+                } else if seed.is_multiple_of(24) {
                     "canceled"
                 } else {
                     LIVE[(seed / 6) as usize % LIVE.len()]
@@ -63,7 +63,7 @@ impl State {
                 next.cancel = None;
             }
         }
-        if self.status == "incomplete" && next.status == "incomplete" && seed % 2 == 0 {
+        if self.status == "incomplete" && next.status == "incomplete" && seed.is_multiple_of(2) {
             next.status = "active";
         }
         (next != *self).then_some(next)

@@ -341,26 +341,33 @@ fn fetched(status: &str, price: &str) -> billing_portal::stripe::events::Subscri
     parse_subscription(sub.to_string().as_bytes()).unwrap()
 }
 
+/// Stores what a fetch that started at `started_at` read, as `sync` and the
+/// tie-break do.
+fn store_fetched(
+    conn: &mut PgConnection,
+    status: &str,
+    price: &str,
+    started_at: DateTime<Utc>,
+) -> Outcome {
+    apply_subscription(
+        conn,
+        &fetched(status, price),
+        &Provenance::Fetch { started_at },
+        PaidRule::new(14, true),
+        Utc::now(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_fetch_that_started_before_the_stored_state_was_written_does_not_overwrite_it() {
     let app = app_with_user(|_| {}).await;
     let mut conn = app.db();
-    let rule = PaidRule::new(14, true);
     let started_late = Utc::now();
     let started_early = started_late - TimeDelta::seconds(5);
-    let apply = |conn: &mut PgConnection, price: &str, started_at: DateTime<Utc>| {
-        apply_subscription(
-            conn,
-            &fetched("active", price),
-            &Provenance::Fetch { started_at },
-            rule,
-            Utc::now(),
-        )
-        .unwrap()
-    };
 
-    let newer = apply(&mut conn, "price_newer", started_late);
-    let older = apply(&mut conn, "price_older", started_early);
+    let newer = store_fetched(&mut conn, "active", "price_newer", started_late);
+    let older = store_fetched(&mut conn, "active", "price_older", started_early);
 
     assert_eq!((newer, older), (Outcome::Applied, Outcome::Stale));
     assert_eq!(status_of(&app).await["priceId"], "price_newer");
@@ -382,14 +389,7 @@ async fn a_fetch_does_not_overwrite_a_same_second_event_written_after_it_started
     ))
     .await;
 
-    let outcome = apply_subscription(
-        &mut app.db(),
-        &fetched("active", "price_fetched"),
-        &Provenance::Fetch { started_at },
-        PaidRule::new(14, true),
-        Utc::now(),
-    )
-    .unwrap();
+    let outcome = store_fetched(&mut app.db(), "active", "price_fetched", started_at);
 
     assert_eq!(outcome, Outcome::Stale);
     assert_eq!(status_of(&app).await["priceId"], "price_event");
@@ -407,16 +407,7 @@ async fn a_fetch_overwrites_an_event_from_an_earlier_second() {
     ))
     .await;
 
-    let outcome = apply_subscription(
-        &mut app.db(),
-        &fetched("active", "price_pro_monthly"),
-        &Provenance::Fetch {
-            started_at: Utc::now(),
-        },
-        PaidRule::new(14, true),
-        Utc::now(),
-    )
-    .unwrap();
+    let outcome = store_fetched(&mut app.db(), "active", "price_pro_monthly", Utc::now());
 
     assert_eq!(outcome, Outcome::Applied);
     assert_eq!(status_of(&app).await["reason"], "active");

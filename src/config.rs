@@ -579,4 +579,28 @@ mod tests {
         let s = settings(&[("DATABASE_URL", "postgres://app:hunter2@db:6543/billing")]).unwrap();
         assert_eq!(s.database.display_target(), "db:6543/billing");
     }
+
+    #[test]
+    fn the_retired_past_due_flag_is_refused_naming_its_replacement() {
+        let err = settings(&[("BILLING_PAST_DUE_IS_PAID", "true")]).unwrap_err();
+
+        let message = err.to_string();
+        assert!(message.contains("BILLING_PAST_DUE_IS_PAID"), "{message}");
+        assert!(message.contains("BILLING_PAST_DUE_GRACE_DAYS"), "{message}");
+    }
+
+    #[test]
+    fn the_grace_defaults_to_stripes_two_week_retry_window_and_is_bounded() {
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.billing_past_due_grace_days, 14);
+        assert!(defaults.billing_collection_paused_is_paid);
+        assert_eq!(
+            settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "0")])
+                .unwrap()
+                .billing_past_due_grace_days,
+            0
+        );
+        assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "400")]).is_err());
+        assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "-1")]).is_err());
+    }
 }

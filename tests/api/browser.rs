@@ -593,9 +593,12 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
     browser.wait_for_state("unpaid").await;
     assert!(!browser.has("#manage-subscription").await);
     browser.screenshot("demo-returned").await;
-    assert_eq!(
-        app.event_outcome_of_type("customer.subscription.created"),
-        "applied"
+    // `created` (incomplete) and `updated` (active) share a second and arrive
+    // in random order, as from Stripe: `created` is applied or seen as older.
+    let created = app.event_outcome_of_type("customer.subscription.created");
+    assert!(
+        ["applied", "stale"].contains(&created.as_str()),
+        "{created}"
     );
     assert_eq!(
         app.event_outcome_of_type("customer.subscription.deleted"),

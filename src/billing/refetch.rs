@@ -8,6 +8,8 @@
 //! across all instances; and the store itself refuses a read that started
 //! before newer state was written (see the `paid_correctness` migration).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Text};
 use diesel::RunQueryDsl;
@@ -85,7 +87,7 @@ impl FetchLock {
 /// against the stored state ([`Outcome::Undecidable`]) whatever that says.
 pub async fn apply_event_refetched(
     refetcher: &Refetcher<'_>,
-    event: Event,
+    event: Arc<Event>,
 ) -> Result<Outcome, ApiError> {
     let EventKind::Subscription(payload, _) = &event.kind else {
         return Err(ApiError::internal(

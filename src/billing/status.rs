@@ -68,17 +68,6 @@ impl SubscriptionStatus {
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Canceled | Self::IncompleteExpired)
     }
-
-    /// How far along Stripe's lifecycle the status is: `incomplete` comes first, the live
-    /// statuses next, the terminal ones last. Two events of the same second are ordered by it
-    /// (`billing_lifecycle_rank` in SQL is the same table).
-    pub fn lifecycle_rank(&self) -> u8 {
-        match self {
-            Self::Incomplete => 0,
-            Self::Canceled | Self::IncompleteExpired => 2,
-            _ => 1,
-        }
-    }
 }
 
 /// Why a user is or is not paid: a stable code apps and the page can act on.
@@ -377,18 +366,6 @@ mod tests {
         let codes: std::collections::HashSet<&str> =
             Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(codes.len(), Reason::ALL.len());
-    }
-
-    #[test]
-    fn incomplete_comes_before_live_statuses_and_those_before_terminal_ones() {
-        use SubscriptionStatus as S;
-        assert!(S::Incomplete.lifecycle_rank() < S::Active.lifecycle_rank());
-        assert!(S::PastDue.lifecycle_rank() < S::Canceled.lifecycle_rank());
-        assert_eq!(S::Active.lifecycle_rank(), S::Unpaid.lifecycle_rank());
-        assert_eq!(
-            S::Canceled.lifecycle_rank(),
-            S::IncompleteExpired.lifecycle_rank()
-        );
     }
 
     #[test]

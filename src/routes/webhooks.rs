@@ -88,12 +88,14 @@ pub async fn stripe_webhook(
         if db::run(&state.pool, move |conn| events::exists(conn, &id)).await? {
             return Ok(received(&state, &event_id, &event_type, Outcome::Duplicate));
         }
-        let outcome = refetch::apply_event_refetched(&refetcher(state.stripe()?), event).await?;
+        let outcome =
+            refetch::apply_event_refetched(&refetcher(state.stripe()?), event.into()).await?;
         return Ok(received(&state, &event_id, &event_type, outcome));
     }
 
-    let (rule, clock) = (state.paid_rule, state.clock.clone());
-    let payload = event.clone();
+    // Shared, not copied: a tie re-reads and applies the same event again.
+    let event = std::sync::Arc::new(event);
+    let (rule, clock, payload) = (state.paid_rule, state.clock.clone(), event.clone());
     let outcome = db::run(&state.pool, move |conn| {
         sync::apply_event(conn, &payload, None, rule, clock.now())
     })

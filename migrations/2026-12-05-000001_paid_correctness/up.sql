@@ -258,8 +258,12 @@ BEGIN
                 -- laid over it is exactly A. Mere containment is not enough: with
                 -- three or more changes in one second a field can change back, and
                 -- an equal state is not proof of an equal moment (A, B, A again).
-                new_follows := new_state || COALESCE(p_previous, '{}') = stored_state;
-                old_follows := stored_state || COALESCE(s.previous_attributes, '{}') = new_state;
+                -- An event without previous_attributes (`created`, `deleted`)
+                -- says nothing about what came before it.
+                new_follows := COALESCE(p_previous, '{}') <> '{}'
+                               AND new_state || p_previous = stored_state;
+                old_follows := COALESCE(s.previous_attributes, '{}') <> '{}'
+                               AND stored_state || s.previous_attributes = new_state;
                 IF old_follows AND NOT new_follows THEN
                     RETURN 'stale';
                 ELSIF NOT (new_follows AND NOT old_follows) THEN

@@ -2,7 +2,7 @@
 //! signature, parsing an event, and checking a session JWT. Run with
 //! `cargo bench`; criterion prints the figures.
 
-use billing_portal::auth::{issue_token, Claims, JwtVerifier};
+use billing_portal::http::auth::{issue_token, Claims, JwtVerifier};
 use billing_portal::stripe::events::parse_event;
 use billing_portal::stripe::signature::{sign, WebhookVerifier};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

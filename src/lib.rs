@@ -1,15 +1,22 @@
 //! Stripe Customer Portal service: portal sessions for signed-in users, signed
 //! webhook sync of subscriptions into Postgres, and the Billing Settings page.
+//!
+//! Layers, each importing only the ones below it (`docs/architecture.md`):
+//! - [`startup`] and `main`: the composition root;
+//! - [`http`]: routes, handlers, authentication, error answers, OpenAPI;
+//! - [`billing`]: the use cases;
+//! - [`db`], [`stripe`]: infrastructure;
+//! - [`ids`], [`clock`], [`config`], [`metrics`]: shared by all;
+//! - [`emulator`]: a stand-in for Stripe for development, beside the service.
 
-pub mod auth;
 pub mod billing;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod db;
 pub mod emulator;
-pub mod error;
+pub mod http;
+pub mod ids;
 pub mod metrics;
-pub mod request_id;
-pub mod routes;
 pub mod startup;
 pub mod stripe;

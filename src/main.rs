@@ -3,18 +3,16 @@
 //! token for curl, signed with `AUTH_JWT_SECRET`).
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use billing_portal::auth::{issue_token, Claims};
 use billing_portal::billing::resync::{resync, Progress};
-use billing_portal::billing::sync::PaidRule;
+use billing_portal::clock::Clock;
 use billing_portal::config::Settings;
+use billing_portal::context::{self, StripeTarget};
 use billing_portal::db;
-use billing_portal::metrics::Metrics;
+use billing_portal::http::auth::{issue_token, Claims};
 use billing_portal::startup::Application;
-use billing_portal::stripe::client::StripeGateway;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -58,7 +56,7 @@ enum Command {
     },
 }
 
-#[actix_web::main]
+#[actix_rt::main]
 async fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Err(err) = run(Cli::parse()).await {
@@ -95,10 +93,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 days >= 7,
                 "--days must be at least 7: Stripe retries deliveries for up to 3 days"
             );
-            db::prepare_database(&settings.database)?;
-            let mut conn = db::connect(&settings.database)?;
-            let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-            let deleted = db::events::prune(&mut conn, cutoff, 10_000)?;
+            let billing =
+                context::build(&settings, StripeTarget::Configured, Clock::system()).await?;
+            let cutoff = billing.clock.now() - chrono::Duration::days(i64::from(days));
+            let deleted = db::run(&billing.pool, move |conn| {
+                db::events::prune(conn, cutoff, 10_000)
+            })
+            .await?;
             println!(
                 "pruned {deleted} webhook events received before {}",
                 cutoff.format("%Y-%m-%d %H:%M UTC")
@@ -118,24 +119,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
-    let Some(key) = &settings.stripe.secret_key else {
+    if settings.stripe.secret_key.is_none() {
         // The emulator's state lives inside a running service, and it never
         // runs in production: there is nothing here to sync against.
         anyhow::bail!("sync needs STRIPE_SECRET_KEY: it reads subscriptions from Stripe");
-    };
-    let stripe = StripeGateway::new(
-        key,
-        settings.stripe.api_base.as_deref(),
-        settings.stripe.timeout,
-        None,
-        Arc::new(Metrics::new()),
-    )?;
-    db::prepare_database(&settings.database)?;
-    let pool = db::build_pool(&settings.database)?;
-    let rule = PaidRule::new(
-        settings.billing_past_due_grace_days,
-        settings.billing_collection_paused_is_paid,
-    );
+    }
+    let billing = context::build(&settings, StripeTarget::Configured, Clock::system()).await?;
     // A progress bar on a terminal, plain lines otherwise (CI, cron, logs).
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
@@ -150,7 +139,7 @@ async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
         None => println!("{line}"),
     };
     let verb = if dry_run { "would change" } else { "changed" };
-    let report = resync(&pool, &stripe, rule, dry_run, |event| match event {
+    let report = resync(&billing, dry_run, |event| match event {
         Progress::Start { customers } => match &bar {
             Some(bar) => bar.set_length(customers as u64),
             None => println!("checking {customers} customers"),

@@ -1,70 +1,27 @@
-//! [`Application::build`]: the one place the service is wired together, used
-//! by `main` and by every test. It prepares the database (create, migrate),
-//! builds the pool and the Stripe client once, binds the listener (port 0 in
-//! tests) and registers shared state outside the `HttpServer::new` closure so
-//! all workers share one pool.
+//! [`Application::build`]: the HTTP server, wired together, used by `main`
+//! and by every test. It binds the listener (port 0 in tests), starts the
+//! emulator when there is no Stripe key, builds the shared context once
+//! ([`crate::context::build`]) and registers it outside the `HttpServer::new`
+//! closure so all workers share one pool.
 
 use std::net::TcpListener;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service};
 use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use log::{info, warn};
-use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
+use secrecy::ExposeSecret;
 
-use crate::emulator::{self, Emulator};
-use crate::metrics::Metrics;
-use crate::request_id;
-use actix_web::dev::Service;
-
-use crate::auth::JwtVerifier;
 use crate::billing::sweep;
-use crate::billing::sync::PaidRule;
 use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
-use crate::db::{self, PgPool};
-use crate::error::ApiError;
-use crate::routes;
-use crate::stripe::client::StripeGateway;
+use crate::context::{self, StripeTarget};
+use crate::emulator::demo::DemoMode;
+use crate::emulator::{self, Emulator};
+use crate::http::auth::JwtVerifier;
+use crate::http::{self, request_id, AppState};
 use crate::stripe::signature::WebhookVerifier;
-
-/// What every handler shares.
-/// Demo mode: the emulator runs and demo sign-in is offered.
-pub struct DemoMode {
-    pub emulator: Arc<Emulator>,
-    pub jwt_secret: SecretString,
-}
-
-pub struct AppState {
-    pub pool: PgPool,
-    pub stripe: Option<StripeGateway>,
-    pub portal_return_url: String,
-    /// `APP_BASE_URL` as an origin, accepted in `Origin` headers.
-    pub app_origin: String,
-    /// How long a first create-portal may wait for the user's row lock: the
-    /// holder may be waiting on Stripe for up to its client timeout.
-    pub customer_lock_timeout_ms: u128,
-    pub paid_rule: PaidRule,
-    pub webhook_verifier: WebhookVerifier,
-    pub webhook_refetch: bool,
-    pub demo: Option<DemoMode>,
-    pub metrics: Arc<Metrics>,
-    /// The billing clock; the emulator's when it runs (see [`crate::clock`]).
-    pub clock: Clock,
-}
-
-impl AppState {
-    pub fn stripe(&self) -> Result<&StripeGateway, ApiError> {
-        self.stripe.as_ref().ok_or_else(|| {
-            ApiError::service_unavailable(
-                "stripe_not_configured",
-                "Stripe is not configured: set STRIPE_SECRET_KEY",
-            )
-        })
-    }
-}
 
 /// Portal links should open on the origin the user browses (so
 /// `APP_BASE_URL` when it is this very server on localhost), else loopback.
@@ -81,28 +38,6 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db_settings = settings.database.clone();
-        let paid_rule = PaidRule::new(
-            settings.billing_past_due_grace_days,
-            settings.billing_collection_paused_is_paid,
-        );
-        let clock = Clock::system();
-        let start_clock = clock.clone();
-        let pool = web::block(move || {
-            db::prepare_database(&db_settings)?;
-            let pool = db::build_pool(&db_settings)?;
-            // The paid rule may have changed since the flags were stored.
-            let changed =
-                db::users::recompute_all_paid(&mut **pool.get()?, &paid_rule.at(start_clock.now()))
-                    .context("Failed to recompute paid flags")?;
-            if changed > 0 {
-                info!("paid rule changed: recomputed {changed} users' paid flag");
-            }
-            Ok::<_, anyhow::Error>(pool)
-        })
-        .await
-        .context("database preparation did not finish")??;
-
         if settings.uses_development_secrets() {
             warn!(
                 "AUTH_JWT_SECRET or STRIPE_WEBHOOK_SECRET is unset: using development-only \
@@ -112,6 +47,7 @@ impl Application {
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
         let port = listener.local_addr()?.port();
+        let clock = Clock::system();
 
         // No key outside production: the in-process Stripe emulator, on this
         // very port (config validation already refused this in production).
@@ -136,36 +72,18 @@ impl Application {
             }
             _ => None,
         };
-        let metrics = Arc::new(Metrics::new());
-        let stripe = match (&settings.stripe.secret_key, &emulator) {
-            (Some(key), _) => Some(StripeGateway::new(
-                key,
-                settings.stripe.api_base.as_deref(),
-                settings.stripe.timeout,
-                settings.stripe.portal_configuration.clone(),
-                metrics.clone(),
-            )?),
-            (None, Some((_, api_base))) => Some(StripeGateway::new(
-                &SecretString::from("sk_test_emulator"),
-                Some(api_base),
-                settings.stripe.timeout,
-                settings.stripe.portal_configuration.clone(),
-                metrics.clone(),
-            )?),
-            (None, None) => None,
+        let target = match &emulator {
+            Some((_, api_base)) => StripeTarget::Emulator(api_base.clone()),
+            None => StripeTarget::Configured,
         };
+        let billing = context::build(&settings, target, clock.clone()).await?;
         let demo = emulator.map(|(emulator, _)| DemoMode {
             emulator,
             jwt_secret: settings.auth_jwt_secret.clone(),
         });
-        let emulator_data = demo.as_ref().map(|d| web::Data::new(d.emulator.clone()));
         let state = web::Data::new(AppState {
-            pool,
-            stripe,
-            portal_return_url: settings.portal_return_url(),
+            billing,
             app_origin: settings.app_origin(),
-            customer_lock_timeout_ms: settings.stripe.timeout.as_millis() * 2 + 5_000,
-            paid_rule,
             webhook_verifier: WebhookVerifier::new(
                 settings
                     .stripe
@@ -175,24 +93,18 @@ impl Application {
                     .collect(),
                 settings.stripe.webhook_tolerance_secs,
             ),
-            webhook_refetch: settings.stripe.webhook_refetch,
-            demo,
-            metrics: metrics.clone(),
-            clock,
+            demo: demo.is_some(),
         });
-        sweep::spawn(
-            state.pool.clone(),
-            state.clock.clone(),
-            state.paid_rule,
-            state.metrics.clone(),
-        );
+        sweep::spawn(state.billing.clone());
+        let metrics = state.billing.metrics.clone();
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
+        let demo = demo.map(web::Data::new);
         let server = HttpServer::new(move || {
-            let emulator_data = emulator_data.clone();
+            let demo = demo.clone();
             let metrics = metrics.clone();
             App::new()
-                .wrap(routes::json_errors())
+                .wrap(http::json_errors())
                 .wrap_fn(move |req, srv| {
                     let metrics = metrics.clone();
                     let method = req.method().to_string();
@@ -218,14 +130,15 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(jwt.clone())
                 .configure(move |cfg| {
-                    if let Some(emu) = emulator_data {
-                        cfg.app_data(emu);
+                    if let Some(demo) = demo {
+                        cfg.app_data(web::Data::new(demo.emulator.clone()));
+                        cfg.app_data(demo);
                         emulator::portal::configure(cfg);
                         cfg.route("/demo/sign-in", web::post().to(emulator::demo::sign_in));
                         cfg.route("/demo/subscribe", web::post().to(emulator::demo::subscribe));
                     }
                 })
-                .configure(routes::configure)
+                .configure(http::configure)
         })
         .listen(listener)?
         // SIGTERM and Ctrl-C: stop accepting, let in-flight requests finish

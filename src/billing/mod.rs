@@ -1,10 +1,21 @@
-//! Billing domain rules: subscription statuses and the paid rule ([`status`]),
-//! who gets which Stripe customer and portal session ([`portal`]), applying
-//! Stripe's subscription state to Postgres ([`sync`]), reading it back from
-//! the API without going backwards ([`refetch`]), repairing every customer
-//! ([`resync`]), ending grace periods on time ([`sweep`]) and what a user's
-//! billing status is ([`summary`]).
+//! The use cases: everything the service does, in terms of users, customers
+//! and subscriptions, independent of HTTP. Handlers and CLI commands call
+//! these; these call the infrastructure ([`crate::db`], [`crate::stripe`]).
+//!
+//! - [`status`]: subscription statuses and the paid rule;
+//! - [`summary`]: what a user's billing status is ([`summary::of_user`]);
+//! - [`customers`]: the user's one Stripe customer;
+//! - [`portal`]: portal sessions and their deep-link flows;
+//! - [`webhook`]: receiving one verified Stripe event;
+//! - [`sync`]: applying Stripe's subscription state to Postgres, in order;
+//! - [`refetch`]: reading it back from the API without going backwards;
+//! - [`resync`]: repairing every customer (the `sync` command);
+//! - [`sweep`]: ending grace periods on time.
+//!
+//! [`Billing`] is what they share; `crate::context::build` makes it from the
+//! settings, for the server, every command and every test alike.
 
+pub mod customers;
 pub mod portal;
 pub mod refetch;
 pub mod resync;
@@ -12,3 +23,57 @@ pub mod status;
 pub mod summary;
 pub mod sweep;
 pub mod sync;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::db::{DbError, PgPool};
+use crate::metrics::Metrics;
+use crate::stripe::client::{StripeFailure, StripeGateway};
+
+pub use status::PaidRule;
+
+/// The shared context of every use case. Cloning is cheap (handles).
+#[derive(Clone)]
+pub struct Billing {
+    pub pool: PgPool,
+    /// None only without a key and without the emulator.
+    pub stripe: Option<StripeGateway>,
+    pub rule: PaidRule,
+    /// The billing clock; the emulator's when it runs (see [`crate::clock`]).
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    /// Where the portal sends the user back: the Billing Settings page.
+    pub portal_return_url: String,
+    /// How long to wait for a user's row lock or a customer's fetch lock: the
+    /// holder may be waiting on Stripe for up to its client timeout.
+    pub lock_timeout_ms: u128,
+    /// `STRIPE_WEBHOOK_REFETCH`: apply subscription events with the state
+    /// re-read from Stripe instead of the payload's copy.
+    pub webhook_refetch: bool,
+}
+
+impl Billing {
+    pub fn stripe(&self) -> Result<&StripeGateway, Error> {
+        self.stripe.as_ref().ok_or(Error::StripeNotConfigured)
+    }
+}
+
+/// Why a use case failed, in its own terms; the HTTP layer decides what each
+/// means on the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Stripe is not configured: set STRIPE_SECRET_KEY")]
+    StripeNotConfigured,
+    /// A flow that acts on a subscription, for a user without a current one.
+    #[error("no current subscription to change or cancel")]
+    NoSubscription,
+    /// A cancel flow for a subscription already set to end.
+    #[error("the subscription is already set to end")]
+    AlreadyCanceling,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Stripe(#[from] StripeFailure),
+}

@@ -14,24 +14,11 @@ use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Text};
 use diesel::RunQueryDsl;
 
-use crate::billing::sync::{self, Fetched, Outcome, PaidRule};
-use crate::clock::Clock;
-use crate::db::{DbError, OpenTransaction, PgPool};
-use crate::error::ApiError;
-use crate::stripe::client::StripeGateway;
+use super::sync::{self, Fetched, Outcome};
+use super::{Billing, Error};
+use crate::db::{DbError, OpenTransaction};
+use crate::ids::CustomerId;
 use crate::stripe::events::{Event, EventKind};
-
-/// What a fetch-and-store needs from the service.
-#[derive(Clone, Copy)]
-pub struct Refetcher<'a> {
-    pub pool: &'a PgPool,
-    pub stripe: &'a StripeGateway,
-    pub clock: &'a Clock,
-    pub rule: PaidRule,
-    /// How long to wait for another fetch of the same customer: it may itself
-    /// be waiting on Stripe for up to the client timeout.
-    pub lock_timeout_ms: u128,
-}
 
 /// The customer's fetch lock, held by an open transaction until
 /// [`FetchLock::store`] commits or the lock is dropped (rolled back).
@@ -42,11 +29,11 @@ pub struct FetchLock {
 }
 
 impl FetchLock {
-    pub async fn acquire(refetcher: &Refetcher<'_>, customer_id: &str) -> Result<Self, DbError> {
-        let mut tx = OpenTransaction::begin(refetcher.pool).await?;
+    pub async fn acquire(billing: &Billing, customer_id: &CustomerId) -> Result<Self, DbError> {
+        let mut tx = OpenTransaction::begin(&billing.pool).await?;
         let (key, wait) = (
             format!("billing-fetch:{customer_id}"),
-            refetcher.lock_timeout_ms,
+            billing.lock_timeout_ms,
         );
         tx.run(move |conn| {
             diesel::sql_query(format!("SET LOCAL statement_timeout = {wait}")).execute(conn)?;
@@ -58,7 +45,7 @@ impl FetchLock {
         .await?;
         Ok(Self {
             tx,
-            started_at: refetcher.clock.now(),
+            started_at: billing.clock.now(),
         })
     }
 
@@ -85,17 +72,18 @@ impl FetchLock {
 /// the event with what was read, under the customer's fetch lock. Used when
 /// `STRIPE_WEBHOOK_REFETCH` is on, and whenever an event cannot be ordered
 /// against the stored state ([`Outcome::Undecidable`]) whatever that says.
-pub async fn apply_event_refetched(
-    refetcher: &Refetcher<'_>,
-    event: Arc<Event>,
-) -> Result<Outcome, ApiError> {
+pub async fn apply_event_refetched(billing: &Billing, event: Arc<Event>) -> Result<Outcome, Error> {
     let EventKind::Subscription(payload, _) = &event.kind else {
-        return Err(ApiError::internal(
-            "refetch of an event without a subscription",
-        ));
+        // Nothing to re-read: only subscription events are ever undecidable.
+        let (rule, clock) = (billing.rule, billing.clock.clone());
+        return Ok(crate::db::run(&billing.pool, move |conn| {
+            sync::apply_event(conn, &event, None, rule, clock.now())
+        })
+        .await?);
     };
-    let lock = FetchLock::acquire(refetcher, &payload.customer_id).await?;
-    let subscription = match refetcher.stripe.retrieve_subscription(&payload.id).await {
+    let stripe = billing.stripe()?;
+    let lock = FetchLock::acquire(billing, &payload.customer_id).await?;
+    let subscription = match stripe.retrieve_subscription(&payload.id).await {
         Ok(subscription) => subscription,
         Err(failure) => {
             lock.release().await;
@@ -106,7 +94,7 @@ pub async fn apply_event_refetched(
         subscription,
         started_at: lock.started_at,
     };
-    let (rule, clock) = (refetcher.rule, refetcher.clock.clone());
+    let (rule, clock) = (billing.rule, billing.clock.clone());
     Ok(lock
         .store(move |conn| sync::apply_event(conn, &event, Some(&fresh), rule, clock.now()))
         .await?)

@@ -12,15 +12,16 @@
 //! mode, which would fail every customer the same way and stops the run.
 
 use anyhow::Context as _;
-use chrono::Utc;
+
 use diesel::prelude::*;
 
-use crate::billing::refetch::{FetchLock, Refetcher};
-use crate::billing::sync::{apply_subscription, customer_deleted, timestamp, PaidRule};
-use crate::clock::Clock;
+use super::refetch::FetchLock;
+use super::sync::{apply_subscription, customer_deleted, state_of};
+use super::Billing;
 use crate::db::schema;
 use crate::db::subscriptions::{self, Provenance, Subscription};
 use crate::db::{self, PgPool};
+use crate::ids::{CustomerId, SubscriptionId, UserId};
 use crate::stripe::client::{StripeFailure, StripeGateway};
 use crate::stripe::events::SubscriptionObject;
 
@@ -30,7 +31,7 @@ pub struct Report {
     pub changed: usize,
     /// Customers Stripe no longer knows, forgotten (or, in a dry run, to be).
     pub forgotten: usize,
-    pub failures: Vec<(String, String)>,
+    pub failures: Vec<(CustomerId, String)>,
 }
 
 /// What the caller shows as the run goes.
@@ -39,25 +40,25 @@ pub enum Progress<'a> {
         customers: usize,
     },
     Change {
-        user: &'a str,
-        subscription: &'a str,
+        user: &'a UserId,
+        subscription: &'a SubscriptionId,
         before: String,
         after: String,
     },
     Failed {
-        user: &'a str,
-        customer: &'a str,
+        user: &'a UserId,
+        customer: &'a CustomerId,
         reason: String,
     },
     Checked {
-        user: &'a str,
-        customer: &'a str,
+        user: &'a UserId,
+        customer: &'a CustomerId,
         subscriptions: usize,
     },
     /// Stripe no longer knows `customer`: it is (or would be) forgotten.
     Forgotten {
-        user: &'a str,
-        customer: &'a str,
+        user: &'a UserId,
+        customer: &'a CustomerId,
     },
 }
 
@@ -74,7 +75,7 @@ enum Listed {
 async fn list(
     pool: &PgPool,
     stripe: &StripeGateway,
-    customer: &str,
+    customer: &CustomerId,
 ) -> anyhow::Result<Result<Listed, StripeFailure>> {
     let subs = match stripe.list_subscriptions(customer).await {
         Ok(subs) => subs,
@@ -112,17 +113,7 @@ fn describe(status: &str, price: Option<&str>, ending: bool) -> String {
 
 /// Whether applying `sub` would change what is stored.
 fn differs(stored: Option<&Subscription>, sub: &SubscriptionObject) -> bool {
-    let Some(row) = stored else { return true };
-    let pause = sub.pause_collection.as_ref();
-    row.status != sub.status.as_str()
-        || row.customer_id != sub.customer_id
-        || row.price_id.as_deref() != sub.price_id.as_deref()
-        || row.product_id.as_deref() != sub.product_id.as_deref()
-        || row.cancel_at_period_end != sub.cancel_at_period_end
-        || row.cancel_at != sub.cancel_at.and_then(timestamp)
-        || row.pause_behavior.as_deref() != pause.map(|p| p.behavior.as_str())
-        || row.pause_resumes_at != pause.and_then(|p| p.resumes_at).and_then(timestamp)
-        || row.current_period_end != sub.current_period_end.and_then(timestamp)
+    stored.is_none_or(|row| state_of(sub, row.user_id.as_ref()).differs_from(row))
 }
 
 /// Whether the stored subscription is set to end, in either billing mode.
@@ -135,12 +126,16 @@ fn ending(row: &Subscription) -> bool {
 const FETCH_LOCK_TIMEOUT_MS: u128 = 30_000;
 
 pub async fn resync(
-    pool: &PgPool,
-    stripe: &StripeGateway,
-    rule: PaidRule,
+    billing: &Billing,
     dry_run: bool,
     mut progress: impl FnMut(Progress<'_>),
 ) -> anyhow::Result<Report> {
+    let stripe = billing.stripe()?;
+    let billing = &Billing {
+        lock_timeout_ms: FETCH_LOCK_TIMEOUT_MS,
+        ..billing.clone()
+    };
+    let (pool, rule, clock) = (&billing.pool, billing.rule, &billing.clock);
     let customers = db::run(pool, db::users::with_customers).await?;
     let mut report = Report {
         customers: customers.len(),
@@ -149,18 +144,10 @@ pub async fn resync(
     progress(Progress::Start {
         customers: customers.len(),
     });
-    let clock = Clock::system();
-    let refetcher = Refetcher {
-        pool,
-        stripe,
-        clock: &clock,
-        rule,
-        lock_timeout_ms: FETCH_LOCK_TIMEOUT_MS,
-    };
     for (user, customer) in customers {
         // Held from before the read until what it read is stored, so a
         // webhook's re-read of the same customer never crosses this one.
-        let lock = FetchLock::acquire(&refetcher, &customer).await?;
+        let lock = FetchLock::acquire(billing, &customer).await?;
         let listed = list(pool, stripe, &customer).await;
         let lock = match &listed {
             Ok(Ok(Listed::Subscriptions(_))) => Some(lock),
@@ -179,9 +166,9 @@ pub async fn resync(
                 });
                 if !dry_run {
                     // What a `customer.deleted` webhook does, in one transaction.
-                    let gone = customer.clone();
+                    let (gone, clock) = (customer.clone(), clock.clone());
                     db::transaction(pool, move |conn| {
-                        let now = Utc::now();
+                        let now = clock.now();
                         customer_deleted(conn, &gone, now, rule, now)
                     })
                     .await?;

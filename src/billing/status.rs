@@ -1,74 +1,16 @@
 //! The subscription status as a domain type, and the rule for which statuses pay.
 //!
-//! Owns `SubscriptionStatus`: parsing Stripe's wire strings (leniently, so a status Stripe adds
-//! later never breaks webhook processing), turning them back into wire strings for storage, and
-//! deciding whether a subscription grants access ([`PaidRule`]) and why ([`Reason`]). The rule's
+//! Decides whether a subscription in a given [`SubscriptionStatus`] (Stripe's vocabulary, owned
+//! by [`crate::stripe::status`]) grants access ([`PaidRule`]) and why ([`Reason`]). The rule's
 //! parameters come from configuration through the caller; this module reads no settings itself.
 //!
 //! The same rule runs in Postgres as `billing_grants_access` (the
 //! `paid_correctness` migration) so `users.paid` can be recomputed in the statement that stores
-//! a subscription; `tests/api/paid_rule.rs` holds the two together over every combination.
-
-use std::fmt;
+//! a subscription; `tests/api/paid.rs` holds the two together over every combination.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
-
-/// A Stripe subscription status.
-///
-/// Unrecognised values are kept verbatim in `Unknown` rather than rejected: Stripe adds statuses
-/// over time and an event we cannot classify must still be stored (as unpaid) instead of failing.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum SubscriptionStatus {
-    Active,
-    Trialing,
-    PastDue,
-    Canceled,
-    Unpaid,
-    Incomplete,
-    IncompleteExpired,
-    Paused,
-    Unknown(String),
-}
-
-impl SubscriptionStatus {
-    /// Parse a Stripe status string. Never fails: anything unrecognised becomes `Unknown`.
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "active" => Self::Active,
-            "trialing" => Self::Trialing,
-            "past_due" => Self::PastDue,
-            "canceled" => Self::Canceled,
-            "unpaid" => Self::Unpaid,
-            "incomplete" => Self::Incomplete,
-            "incomplete_expired" => Self::IncompleteExpired,
-            "paused" => Self::Paused,
-            other => Self::Unknown(other.to_owned()),
-        }
-    }
-
-    /// The Stripe wire string; `Unknown` gives back exactly what was parsed, so storing and
-    /// re-reading a status never loses information.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Active => "active",
-            Self::Trialing => "trialing",
-            Self::PastDue => "past_due",
-            Self::Canceled => "canceled",
-            Self::Unpaid => "unpaid",
-            Self::Incomplete => "incomplete",
-            Self::IncompleteExpired => "incomplete_expired",
-            Self::Paused => "paused",
-            Self::Unknown(s) => s,
-        }
-    }
-
-    /// Whether Stripe will never move the subscription out of this status again.
-    pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::Canceled | Self::IncompleteExpired)
-    }
-}
+pub use crate::stripe::status::SubscriptionStatus;
 
 /// Why a user is or is not paid: a stable code apps and the page can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,34 +130,6 @@ impl PaidRule {
 
     pub fn grants_access(self, facts: AccessFacts<'_>, now: DateTime<Utc>) -> bool {
         self.judge(facts, now).0
-    }
-}
-
-impl fmt::Display for SubscriptionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for SubscriptionStatus {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // A visitor rather than `String::deserialize` so borrowed strings (the common case with
-        // `serde_json::from_slice`) are matched without allocating.
-        struct StatusVisitor;
-
-        impl Visitor<'_> for StatusVisitor {
-            type Value = SubscriptionStatus;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a subscription status string")
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(SubscriptionStatus::parse(v))
-            }
-        }
-
-        deserializer.deserialize_str(StatusVisitor)
     }
 }
 

@@ -4,8 +4,31 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::billing::status::{AccessFacts, PaidRule, Reason, SubscriptionStatus};
-use crate::db::subscriptions::Subscription;
+use super::customers::Member;
+use super::status::{AccessFacts, PaidRule, Reason, SubscriptionStatus};
+use super::{Billing, Error};
+use crate::db::subscriptions::{self, Subscription};
+use crate::db::{self, users};
+
+/// The user's billing status, from Postgres only (never a Stripe call),
+/// judged now rather than read from `users.paid`: an ended grace shows at
+/// once. Records the user (and a changed email) on the way.
+pub async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
+    let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
+    let subs = db::run(&billing.pool, move |conn| {
+        // The steady state, a known user whose email is unchanged, is one
+        // prepared statement; a new user or a changed email is written first.
+        match users::find_with_subscriptions(conn, &id)? {
+            Some((row, subs)) if email.is_none() || row.email == email => Ok(subs),
+            _ => {
+                users::insert_or_update(conn, &id, email.as_deref())?;
+                subscriptions::of_user(conn, &id)
+            }
+        }
+    })
+    .await?;
+    Ok(summarize(&subs, billing.rule, billing.clock.now()))
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BillingSummary {
@@ -97,7 +120,7 @@ mod tests {
         Subscription {
             id: id.into(),
             customer_id: "cus_1".into(),
-            user_id: Some("u1".into()),
+            user_id: Some(crate::ids::UserId::parse("u1").unwrap()),
             status: status.into(),
             price_id: Some(format!("price_{id}")),
             product_id: None,

@@ -6,17 +6,15 @@
 //! endpoint does not wait for it: it judges the stored subscriptions at the
 //! moment it answers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
 use futures_util::future::{select, Either};
 
-use crate::billing::sync::PaidRule;
+use super::{Billing, PaidRule};
 use crate::clock::Clock;
 use crate::db::{self, users, DbError, PgPool};
-use crate::metrics::Metrics;
 
 /// Well inside the promised minute between a grace ending and the flag
 /// following, and cheap: one indexed statement over past-due subscriptions.
@@ -26,7 +24,14 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 const SWEEP_LOCK: i64 = 0x6269_6c6c_7377_6570; // "billswep"
 
 /// Runs the sweep in the background for the life of the process.
-pub fn spawn(pool: PgPool, clock: Clock, rule: PaidRule, metrics: Arc<Metrics>) {
+pub fn spawn(billing: Billing) {
+    let Billing {
+        pool,
+        clock,
+        rule,
+        metrics,
+        ..
+    } = billing;
     // A plain tokio task (not actix's thread-local spawn): `Application::build`
     // runs under actix's runtime in `main` and under a bare tokio one in tests.
     tokio::spawn(async move {

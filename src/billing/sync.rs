@@ -11,9 +11,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::auth::UserId;
 use crate::db::subscriptions::{self, Provenance, RuleParams, Stored, SubscriptionState};
 use crate::db::{events, users};
+use crate::ids::{CustomerId, UserId};
 use crate::stripe::events::{CheckoutSessionObject, Event, EventKind, SubscriptionObject};
 
 /// What a delivery did; stored on the event row and counted in metrics.
@@ -44,7 +44,7 @@ impl Outcome {
     }
 }
 
-pub use crate::billing::status::PaidRule;
+use super::status::PaidRule;
 
 impl PaidRule {
     /// The rule's parameters at `now`, as the SQL side takes them.
@@ -142,22 +142,9 @@ pub fn apply_subscription(
     now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
     let user = user_for(conn, sub)?;
-    let pause = sub.pause_collection.as_ref();
     let stored = subscriptions::store(
         conn,
-        &SubscriptionState {
-            id: &sub.id,
-            customer_id: &sub.customer_id,
-            user_id: user.as_deref(),
-            status: sub.status.as_str(),
-            price_id: sub.price_id.as_deref(),
-            product_id: sub.product_id.as_deref(),
-            current_period_end: sub.current_period_end.and_then(timestamp),
-            cancel_at_period_end: sub.cancel_at_period_end,
-            cancel_at: sub.cancel_at.and_then(timestamp),
-            pause_behavior: pause.map(|p| p.behavior.as_str()),
-            pause_resumes_at: pause.and_then(|p| p.resumes_at).and_then(timestamp),
-        },
+        &state_of(sub, user.as_ref()),
         provenance,
         &rule.at(now),
     )?;
@@ -168,14 +155,35 @@ pub fn apply_subscription(
     })
 }
 
-fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<String>> {
+/// The one mapping of a Stripe subscription to the row that stores it.
+pub(crate) fn state_of<'a>(
+    sub: &'a SubscriptionObject,
+    user: Option<&'a UserId>,
+) -> SubscriptionState<'a> {
+    let pause = sub.pause_collection.as_ref();
+    SubscriptionState {
+        id: &sub.id,
+        customer_id: &sub.customer_id,
+        user_id: user,
+        status: sub.status.as_str(),
+        price_id: sub.price_id.as_deref(),
+        product_id: sub.product_id.as_deref(),
+        current_period_end: sub.current_period_end.and_then(timestamp),
+        cancel_at_period_end: sub.cancel_at_period_end,
+        cancel_at: sub.cancel_at.and_then(timestamp),
+        pause_behavior: pause.map(|p| p.behavior.as_str()),
+        pause_resumes_at: pause.and_then(|p| p.resumes_at).and_then(timestamp),
+    }
+}
+
+fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<UserId>> {
     if let Some(user) = users::find_by_customer(conn, &sub.customer_id)? {
         return Ok(Some(user));
     }
     match sub.metadata_user_id.as_deref().map(UserId::parse) {
         Some(Ok(user)) => {
-            users::link_customer_if_unset(conn, user.as_str(), &sub.customer_id)?;
-            Ok(Some(user.as_str().to_string()))
+            users::link_customer_if_unset(conn, &user, &sub.customer_id)?;
+            Ok(Some(user))
         }
         Some(Err(reason)) => {
             log::warn!(
@@ -190,7 +198,7 @@ fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Op
 
 pub fn customer_deleted(
     conn: &mut PgConnection,
-    customer_id: &str,
+    customer_id: &CustomerId,
     as_of: DateTime<Utc>,
     rule: PaidRule,
     now: DateTime<Utc>,
@@ -218,10 +226,10 @@ fn checkout_completed(
     let Ok(user) = UserId::parse(reference) else {
         return Ok(Outcome::Ignored);
     };
-    users::link_customer_if_unset(conn, user.as_str(), customer)?;
-    if users::find_by_customer(conn, customer)?.as_deref() == Some(user.as_str()) {
-        subscriptions::link_customer(conn, customer, user.as_str())?;
-        users::recompute_paid(conn, user.as_str(), &rule.at(now))?;
+    users::link_customer_if_unset(conn, &user, customer)?;
+    if users::find_by_customer(conn, customer)?.as_ref() == Some(&user) {
+        subscriptions::link_customer(conn, customer, &user)?;
+        users::recompute_paid(conn, &user, &rule.at(now))?;
     }
     Ok(Outcome::Applied)
 }

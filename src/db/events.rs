@@ -6,13 +6,14 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::stripe_events;
+use crate::ids::EventId;
 
 /// Claims the event id for this transaction. `false` means another delivery
 /// already recorded it (or is recording it: the insert waits on that
 /// transaction and then sees the conflict), so nothing must be applied.
 pub fn claim(
     conn: &mut PgConnection,
-    id: &str,
+    id: &EventId,
     type_: &str,
     created: DateTime<Utc>,
     outcome: &str,
@@ -29,7 +30,7 @@ pub fn claim(
         .map(|inserted| inserted == 1)
 }
 
-pub fn set_outcome(conn: &mut PgConnection, id: &str, outcome: &str) -> QueryResult<()> {
+pub fn set_outcome(conn: &mut PgConnection, id: &EventId, outcome: &str) -> QueryResult<()> {
     diesel::update(stripe_events::table.find(id))
         .set(stripe_events::outcome.eq(outcome))
         .execute(conn)
@@ -55,6 +56,6 @@ pub fn prune(conn: &mut PgConnection, cutoff: DateTime<Utc>, batch: i64) -> Quer
     }
 }
 
-pub fn exists(conn: &mut PgConnection, id: &str) -> QueryResult<bool> {
+pub fn exists(conn: &mut PgConnection, id: &EventId) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(stripe_events::table.find(id))).get_result(conn)
 }

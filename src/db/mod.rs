@@ -27,7 +27,6 @@ use secrecy::ExposeSecret;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::DatabaseSettings;
-use crate::error::ApiError;
 
 pub type PgPooled = PooledConnection<PgManager>;
 
@@ -187,9 +186,11 @@ pub enum DbError {
     Query(#[from] DieselError),
 }
 
-impl From<DbError> for ApiError {
-    fn from(err: DbError) -> Self {
-        let unavailable = match &err {
+impl DbError {
+    /// Whether the database is out of reach (down, saturated, timing out)
+    /// rather than the query being wrong: worth a retry shortly.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
             DbError::Unavailable(_) => true,
             DbError::Query(DieselError::DatabaseError(kind, info)) => {
                 matches!(
@@ -200,15 +201,6 @@ impl From<DbError> for ApiError {
             }
             DbError::Query(DieselError::BrokenTransactionManager) => true,
             DbError::Query(_) => false,
-        };
-        if unavailable {
-            ApiError::service_unavailable(
-                "database_unavailable",
-                "the database is unavailable, please retry shortly",
-            )
-            .with_cause(err)
-        } else {
-            ApiError::internal(err)
         }
     }
 }

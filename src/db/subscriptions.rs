@@ -7,13 +7,14 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
 
 use super::schema::subscriptions;
+use crate::ids::{CustomerId, SubscriptionId, UserId};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions)]
 pub struct Subscription {
-    pub id: String,
-    pub customer_id: String,
-    pub user_id: Option<String>,
+    pub id: SubscriptionId,
+    pub customer_id: CustomerId,
+    pub user_id: Option<UserId>,
     pub status: String,
     pub price_id: Option<String>,
     pub product_id: Option<String>,
@@ -27,11 +28,12 @@ pub struct Subscription {
     pub synced_at: DateTime<Utc>,
 }
 
-/// A subscription state to store.
+/// A subscription state to store: the one mapping of a Stripe subscription
+/// to a row (`billing::sync::state_of` builds it).
 pub struct SubscriptionState<'a> {
-    pub id: &'a str,
-    pub customer_id: &'a str,
-    pub user_id: Option<&'a str>,
+    pub id: &'a SubscriptionId,
+    pub customer_id: &'a CustomerId,
+    pub user_id: Option<&'a UserId>,
     pub status: &'a str,
     pub price_id: Option<&'a str>,
     pub product_id: Option<&'a str>,
@@ -40,6 +42,22 @@ pub struct SubscriptionState<'a> {
     pub cancel_at: Option<DateTime<Utc>>,
     pub pause_behavior: Option<&'a str>,
     pub pause_resumes_at: Option<DateTime<Utc>>,
+}
+
+impl SubscriptionState<'_> {
+    /// Whether storing this state would change `row`'s Stripe fields (the
+    /// user link and bookkeeping columns aside).
+    pub fn differs_from(&self, row: &Subscription) -> bool {
+        row.status != self.status
+            || row.customer_id != *self.customer_id
+            || row.price_id.as_deref() != self.price_id
+            || row.product_id.as_deref() != self.product_id
+            || row.current_period_end != self.current_period_end
+            || row.cancel_at_period_end != self.cancel_at_period_end
+            || row.cancel_at != self.cancel_at
+            || row.pause_behavior.as_deref() != self.pause_behavior
+            || row.pause_resumes_at != self.pause_resumes_at
+    }
 }
 
 /// Where a state comes from, which decides how it is ordered against the stored one.
@@ -153,9 +171,9 @@ pub fn store(
 /// the customer. Returns the users whose paid flag must be recomputed.
 pub fn cancel_all_of_customer(
     conn: &mut PgConnection,
-    customer_id: &str,
+    customer_id: &CustomerId,
     as_of: DateTime<Utc>,
-) -> QueryResult<Vec<String>> {
+) -> QueryResult<Vec<UserId>> {
     diesel::update(subscriptions::table.filter(subscriptions::customer_id.eq(customer_id)))
         .set((
             subscriptions::status.eq("canceled"),
@@ -170,15 +188,15 @@ pub fn cancel_all_of_customer(
             subscriptions::updated_at.eq(diesel::dsl::now),
         ))
         .returning(subscriptions::user_id)
-        .get_results::<Option<String>>(conn)
+        .get_results::<Option<UserId>>(conn)
         .map(|users| users.into_iter().flatten().collect())
 }
 
 /// Attaches the customer's so far unlinked subscriptions to `user_id`.
 pub fn link_customer(
     conn: &mut PgConnection,
-    customer_id: &str,
-    user_id: &str,
+    customer_id: &CustomerId,
+    user_id: &UserId,
 ) -> QueryResult<usize> {
     diesel::update(
         subscriptions::table
@@ -189,14 +207,14 @@ pub fn link_customer(
     .execute(conn)
 }
 
-pub fn of_user(conn: &mut PgConnection, user_id: &str) -> QueryResult<Vec<Subscription>> {
+pub fn of_user(conn: &mut PgConnection, user_id: &UserId) -> QueryResult<Vec<Subscription>> {
     subscriptions::table
         .filter(subscriptions::user_id.eq(user_id))
         .select(Subscription::as_select())
         .load(conn)
 }
 
-pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<Subscription>> {
+pub fn find(conn: &mut PgConnection, id: &SubscriptionId) -> QueryResult<Option<Subscription>> {
     subscriptions::table
         .find(id)
         .select(Subscription::as_select())

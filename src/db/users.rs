@@ -7,13 +7,14 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 
 use super::schema::{subscriptions, users};
 use super::subscriptions::{RuleParams, Subscription};
+use crate::ids::{CustomerId, UserId};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
-    pub id: String,
+    pub id: UserId,
     pub email: Option<String>,
-    pub stripe_customer_id: Option<String>,
+    pub stripe_customer_id: Option<CustomerId>,
     pub paid: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -22,7 +23,7 @@ pub struct User {
 /// Inserts the user on first sight and keeps the email current. The common
 /// case, a known user whose email is unchanged, is one prepared `SELECT`
 /// (Diesel never prepares upserts); an unchanged row is never rewritten.
-pub fn upsert(conn: &mut PgConnection, id: &str, email: Option<&str>) -> QueryResult<User> {
+pub fn upsert(conn: &mut PgConnection, id: &UserId, email: Option<&str>) -> QueryResult<User> {
     if let Some(user) = find(conn, id)? {
         if email.is_none() || user.email.as_deref() == email {
             return Ok(user);
@@ -35,7 +36,7 @@ pub fn upsert(conn: &mut PgConnection, id: &str, email: Option<&str>) -> QueryRe
 /// and found it missing or with another email.
 pub fn insert_or_update(
     conn: &mut PgConnection,
-    id: &str,
+    id: &UserId,
     email: Option<&str>,
 ) -> QueryResult<User> {
     match upsert_statement(conn, id, email).optional()? {
@@ -47,7 +48,11 @@ pub fn insert_or_update(
     }
 }
 
-fn upsert_statement(conn: &mut PgConnection, id: &str, email: Option<&str>) -> QueryResult<User> {
+fn upsert_statement(
+    conn: &mut PgConnection,
+    id: &UserId,
+    email: Option<&str>,
+) -> QueryResult<User> {
     diesel::sql_query(
         "WITH up AS ( \
              INSERT INTO users (id, email) VALUES ($1, $2) \
@@ -67,7 +72,7 @@ fn upsert_statement(conn: &mut PgConnection, id: &str, email: Option<&str>) -> Q
 /// Locks the user's row for the rest of the transaction and returns its
 /// customer id; concurrent first requests for one user queue here, so only
 /// one of them ever asks Stripe for a customer.
-pub fn lock_customer_id(conn: &mut PgConnection, id: &str) -> QueryResult<Option<String>> {
+pub fn lock_customer_id(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<CustomerId>> {
     users::table
         .find(id)
         .select(users::stripe_customer_id)
@@ -75,7 +80,11 @@ pub fn lock_customer_id(conn: &mut PgConnection, id: &str) -> QueryResult<Option
         .get_result(conn)
 }
 
-pub fn set_customer_id(conn: &mut PgConnection, id: &str, customer_id: &str) -> QueryResult<()> {
+pub fn set_customer_id(
+    conn: &mut PgConnection,
+    id: &UserId,
+    customer_id: &CustomerId,
+) -> QueryResult<()> {
     diesel::update(users::table.find(id))
         .set((
             users::stripe_customer_id.eq(customer_id),
@@ -85,7 +94,7 @@ pub fn set_customer_id(conn: &mut PgConnection, id: &str, customer_id: &str) -> 
         .map(|_| ())
 }
 
-pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<User>> {
+pub fn find(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<User>> {
     users::table
         .find(id)
         .select(User::as_select())
@@ -97,7 +106,7 @@ pub fn find(conn: &mut PgConnection, id: &str) -> QueryResult<Option<User>> {
 /// join), for the status endpoint's steady state; `None` for an unknown user.
 pub fn find_with_subscriptions(
     conn: &mut PgConnection,
-    id: &str,
+    id: &UserId,
 ) -> QueryResult<Option<(User, Vec<Subscription>)>> {
     let rows: Vec<(User, Option<Subscription>)> = users::table
         .left_join(subscriptions::table)
@@ -113,7 +122,10 @@ pub fn find_with_subscriptions(
 }
 
 /// The user holding `customer_id`, if any.
-pub fn find_by_customer(conn: &mut PgConnection, customer_id: &str) -> QueryResult<Option<String>> {
+pub fn find_by_customer(
+    conn: &mut PgConnection,
+    customer_id: &CustomerId,
+) -> QueryResult<Option<UserId>> {
     users::table
         .filter(users::stripe_customer_id.eq(customer_id))
         .select(users::id)
@@ -122,10 +134,13 @@ pub fn find_by_customer(conn: &mut PgConnection, customer_id: &str) -> QueryResu
 }
 
 /// Forgets a customer Stripe deleted; returns the user that held it.
-pub fn forget_customer(conn: &mut PgConnection, customer_id: &str) -> QueryResult<Option<String>> {
+pub fn forget_customer(
+    conn: &mut PgConnection,
+    customer_id: &CustomerId,
+) -> QueryResult<Option<UserId>> {
     diesel::update(users::table.filter(users::stripe_customer_id.eq(customer_id)))
         .set((
-            users::stripe_customer_id.eq(None::<String>),
+            users::stripe_customer_id.eq(None::<CustomerId>),
             users::updated_at.eq(diesel::dsl::now),
         ))
         .returning(users::id)
@@ -139,8 +154,8 @@ pub fn forget_customer(conn: &mut PgConnection, customer_id: &str) -> QueryResul
 /// through create-portal.
 pub fn link_customer_if_unset(
     conn: &mut PgConnection,
-    id: &str,
-    customer_id: &str,
+    id: &UserId,
+    customer_id: &CustomerId,
 ) -> QueryResult<()> {
     diesel::sql_query(
         "INSERT INTO users (id, stripe_customer_id) \
@@ -169,7 +184,7 @@ extern "SQL" {
 
 /// Sets the user's paid flag from their subscriptions at `rule.now`. Writes
 /// only when the flag changes.
-pub fn recompute_paid(conn: &mut PgConnection, id: &str, rule: &RuleParams) -> QueryResult<()> {
+pub fn recompute_paid(conn: &mut PgConnection, id: &UserId, rule: &RuleParams) -> QueryResult<()> {
     diesel::select(billing_recompute_paid(
         id,
         rule.now,
@@ -219,7 +234,7 @@ fn recompute_where(
 }
 
 /// (user id, customer id) for every user with a Stripe customer.
-pub fn with_customers(conn: &mut PgConnection) -> QueryResult<Vec<(String, String)>> {
+pub fn with_customers(conn: &mut PgConnection) -> QueryResult<Vec<(UserId, CustomerId)>> {
     users::table
         .filter(users::stripe_customer_id.is_not_null())
         .order(users::id)

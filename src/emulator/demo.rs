@@ -13,20 +13,23 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{BillingMode, Checkout, Emulator};
-use crate::auth::{check_same_origin, issue_token, AuthenticatedUser, Claims, SESSION_COOKIE};
-use crate::billing::portal::user_customer;
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::billing::customers;
+use crate::http::auth::{
+    check_same_origin, issue_token, AuthenticatedUser, Claims, SESSION_COOKIE,
+};
+use crate::http::error::{ApiError, ErrorCode};
+use crate::http::AppState;
 
 pub const DEMO_USER: &str = "demo_user";
 pub const DEMO_EMAIL: &str = "demo@example.com";
 
-fn demo(state: &AppState) -> Result<&super::super::startup::DemoMode, ApiError> {
-    state.demo.as_ref().ok_or_else(ApiError::not_found)
+/// Demo mode: the emulator runs and demo sign-in is offered.
+pub struct DemoMode {
+    pub emulator: std::sync::Arc<Emulator>,
+    pub jwt_secret: secrecy::SecretString,
 }
 
-pub async fn sign_in(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let demo = demo(&state)?;
+pub async fn sign_in(demo: web::Data<DemoMode>) -> Result<HttpResponse, ApiError> {
     let token = issue_token(
         &demo.jwt_secret,
         &Claims {
@@ -49,10 +52,13 @@ pub async fn subscribe(
     req: HttpRequest,
     user: AuthenticatedUser,
     state: web::Data<AppState>,
+    demo: web::Data<DemoMode>,
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req, &user, &state.app_origin)?;
-    let emulator = demo(&state)?.emulator.clone();
-    let customer = user_customer(&state, &user).await?;
+    let emulator = demo.emulator.clone();
+    let customer = customers::ensure(&state.billing, user.member())
+        .await?
+        .to_string();
     let price = Emulator::prices()[1].id;
     let metadata = BTreeMap::from([("user_id".to_string(), user.id.as_str().to_string())]);
     let created = emulator.with_state(|emu, s| {
@@ -82,9 +88,9 @@ pub async fn subscribe(
             "data": {"subscriptionId": sub.id}
         }))),
         Ok(None) => Err(ApiError::conflict(
-            "already_subscribed",
+            ErrorCode::AlreadySubscribed,
             "you already have a subscription; manage it in the portal",
         )),
-        Err(e) => Err(ApiError::bad_gateway("stripe_error", e.message)),
+        Err(e) => Err(ApiError::bad_gateway(ErrorCode::StripeError, e.message)),
     }
 }

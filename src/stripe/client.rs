@@ -36,7 +36,7 @@ use stripe_billing::subscription::{
 use stripe_billing::BillingPortalSessionLocale;
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
 
-use crate::error::ApiError;
+use crate::ids::{CustomerId, SubscriptionId, UserId};
 use crate::metrics::Metrics;
 use crate::stripe::events::{parse_subscription, SubscriptionObject};
 use std::sync::Arc;
@@ -87,7 +87,7 @@ pub enum StripeMode {
 }
 
 impl StripeMode {
-    fn other(self) -> Self {
+    pub fn other(self) -> Self {
         match self {
             Self::Test => Self::Live,
             Self::Live => Self::Test,
@@ -157,48 +157,6 @@ impl From<StripeError> for StripeFailure {
                 StripeFailure::InvalidResponse(msg)
             }
         }
-    }
-}
-
-impl From<StripeFailure> for ApiError {
-    fn from(failure: StripeFailure) -> Self {
-        let err = match &failure {
-            StripeFailure::KeyModeMismatch { data_mode } => ApiError::new(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "stripe_key_mode_mismatch",
-                format!(
-                    "STRIPE_SECRET_KEY is a {key}-mode key but the stored customer exists in \
-                     {data_mode} mode: set STRIPE_SECRET_KEY to the {data_mode}-mode key of the \
-                     Stripe account, the mode the data was created in.",
-                    key = data_mode.other()
-                ),
-            ),
-            StripeFailure::PortalNotConfigured(_) => ApiError::bad_gateway(
-                "portal_not_configured",
-                "The Stripe Customer Portal is not configured for this account: open the Stripe \
-                 Dashboard, Settings > Billing > Customer portal, and save the settings (in the \
-                 same test or live mode as STRIPE_SECRET_KEY), or set STRIPE_PORTAL_CONFIGURATION.",
-            ),
-            StripeFailure::RateLimited => ApiError::service_unavailable(
-                "stripe_rate_limited",
-                "Stripe is rate limiting requests, please retry in a few seconds",
-            ),
-            StripeFailure::Timeout => ApiError::bad_gateway(
-                "stripe_timeout",
-                "Stripe did not answer in time, please retry",
-            ),
-            StripeFailure::Unreachable(_) => ApiError::bad_gateway(
-                "stripe_unreachable",
-                "Stripe cannot be reached right now, please retry",
-            ),
-            StripeFailure::NoSuchCustomer
-            | StripeFailure::Api { .. }
-            | StripeFailure::InvalidResponse(_) => ApiError::bad_gateway(
-                "stripe_error",
-                "Stripe could not process the request, please retry",
-            ),
-        };
-        err.with_cause(failure)
     }
 }
 
@@ -279,10 +237,10 @@ impl StripeGateway {
     /// `idempotency_error`.
     pub async fn create_customer(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         email: Option<&str>,
-        replacing: Option<&str>,
-    ) -> Result<String, StripeFailure> {
+        replacing: Option<&CustomerId>,
+    ) -> Result<CustomerId, StripeFailure> {
         let request = customer_request(user_id, email);
         let key = ::stripe::IdempotencyKey::new(idempotency_key_for(&request, replacing))
             .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
@@ -295,7 +253,7 @@ impl StripeGateway {
                     .send(&self.client),
             )
             .await?;
-        Ok(customer.id.to_string())
+        Ok(CustomerId::from(customer.id.to_string()))
     }
 
     /// Creates a portal session for `customer_id` and returns its URL. With a
@@ -303,13 +261,13 @@ impl StripeGateway {
     /// redirects to `return_url`.
     pub async fn create_portal_session(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         return_url: &str,
         locale: Option<&Locale>,
         flow: Option<&PortalFlow>,
     ) -> Result<String, StripeFailure> {
         let mut request = CreateBillingPortalSession::new()
-            .customer(customer_id)
+            .customer(customer_id.as_str())
             .return_url(return_url);
         if let Some(flow) = flow {
             request = request.flow_data(flow.to_flow_data(return_url));
@@ -348,10 +306,13 @@ impl StripeGateway {
     /// parser produces, through the same lenient parser.
     pub async fn retrieve_subscription(
         &self,
-        id: &str,
+        id: &SubscriptionId,
     ) -> Result<SubscriptionObject, StripeFailure> {
         let body = self
-            .json("retrieve_subscription", &RetrieveSubscription::new(id))
+            .json(
+                "retrieve_subscription",
+                &RetrieveSubscription::new(id.as_str()),
+            )
             .await?;
         subscription_from(&body)
     }
@@ -360,8 +321,8 @@ impl StripeGateway {
     /// 200 `{"id":…,"deleted":true}` for a deleted customer
     /// (docs.stripe.com/api/customers/retrieve), and "No such customer" for
     /// one it never knew or has purged.
-    pub async fn customer_is_deleted(&self, customer: &str) -> Result<bool, StripeFailure> {
-        let request = RetrieveCustomer::new(customer);
+    pub async fn customer_is_deleted(&self, customer: &CustomerId) -> Result<bool, StripeFailure> {
+        let request = RetrieveCustomer::new(customer.as_str());
         match with_retries(|| self.json("retrieve_customer", &request)).await {
             Ok(Json::Object(body)) => Ok(matches!(body.get("deleted"), Some(Json::Bool(true)))),
             Ok(_) => Err(StripeFailure::InvalidResponse(
@@ -379,13 +340,13 @@ impl StripeGateway {
     /// connection failures are retried with doubling backoff.
     pub async fn list_subscriptions(
         &self,
-        customer: &str,
+        customer: &CustomerId,
     ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
         let mut all = Vec::new();
-        let mut after: Option<String> = None;
+        let mut after: Option<SubscriptionId> = None;
         loop {
             let mut request = ListSubscription::new()
-                .customer(customer)
+                .customer(customer.as_str())
                 .status(ListSubscriptionStatus::All)
                 .limit(100);
             if let Some(after) = &after {
@@ -466,7 +427,7 @@ impl StripeFailure {
 
 /// The customer creation request: what `create_customer` sends, and what
 /// its idempotency key is derived from.
-fn customer_request(user_id: &str, email: Option<&str>) -> CreateCustomer {
+fn customer_request(user_id: &UserId, email: Option<&str>) -> CreateCustomer {
     let mut request = CreateCustomer::new().metadata(HashMap::from([(
         "user_id".to_string(),
         user_id.to_string(),
@@ -483,13 +444,13 @@ fn customer_request(user_id: &str, email: Option<&str>) -> CreateCustomer {
 /// `idempotency_error` for 24 h when a key is reused with other parameters
 /// (docs.stripe.com/api/idempotent_requests). At most 73 ASCII characters,
 /// within Stripe's 255, whatever the user id or email.
-fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&str>) -> String {
+fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&CustomerId>) -> String {
     let mut hasher = Sha256::new();
     match replacing {
         Some(old) => {
             hasher.update([1]);
-            hasher.update((old.len() as u64).to_be_bytes());
-            hasher.update(old.as_bytes());
+            hasher.update((old.as_str().len() as u64).to_be_bytes());
+            hasher.update(old.as_str().as_bytes());
         }
         None => hasher.update([0]),
     }
@@ -497,56 +458,96 @@ fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&str>) -> Str
     format!("customer-{}", hex::encode(hasher.finalize()))
 }
 
-/// The idempotency key `create_customer` sends for these parameters.
-pub fn customer_idempotency_key(
-    user_id: &str,
-    email: Option<&str>,
-    replacing: Option<&str>,
-) -> String {
-    idempotency_key_for(&customer_request(user_id, email), replacing)
+/// A portal deep link, as Stripe names it in `flow_data[type]`: the one type
+/// the request body parses into, the OpenAPI document describes, the use case
+/// checks and the Stripe request (or the emulator) carries.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowKind {
+    PaymentMethodUpdate,
+    SubscriptionCancel,
+    SubscriptionUpdate,
 }
 
-/// A portal deep link: the task the portal opens on. The subscription is
-/// always the user's own, from Postgres, never one named by the request.
+impl FlowKind {
+    pub const ALL: [FlowKind; 3] = [
+        FlowKind::PaymentMethodUpdate,
+        FlowKind::SubscriptionCancel,
+        FlowKind::SubscriptionUpdate,
+    ];
+
+    /// Stripe's name, the same the request body and the schema use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentMethodUpdate => "payment_method_update",
+            Self::SubscriptionCancel => "subscription_cancel",
+            Self::SubscriptionUpdate => "subscription_update",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "`{s}` is not a portal flow; use one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// Whether the flow acts on a subscription (Stripe requires its id).
+    pub fn needs_subscription(self) -> bool {
+        !matches!(self, Self::PaymentMethodUpdate)
+    }
+}
+
+/// The task the portal opens on, with the subscription it acts on when the
+/// flow needs one: always the user's own, from Postgres, never one named by
+/// the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PortalFlow {
-    PaymentMethodUpdate,
-    SubscriptionCancel { subscription: String },
-    SubscriptionUpdate { subscription: String },
+pub struct PortalFlow {
+    pub kind: FlowKind,
+    pub subscription: Option<SubscriptionId>,
 }
 
 impl PortalFlow {
     fn to_flow_data(&self, return_url: &str) -> CreateBillingPortalSessionFlowData {
-        let (kind, cancel, update) = match self {
-            Self::PaymentMethodUpdate => (
-                CreateBillingPortalSessionFlowDataType::PaymentMethodUpdate,
-                None,
-                None,
-            ),
-            Self::SubscriptionCancel { subscription } => (
-                CreateBillingPortalSessionFlowDataType::SubscriptionCancel,
-                Some(CreateBillingPortalSessionFlowDataSubscriptionCancel::new(
-                    subscription,
-                )),
-                None,
-            ),
-            Self::SubscriptionUpdate { subscription } => (
-                CreateBillingPortalSessionFlowDataType::SubscriptionUpdate,
-                None,
-                Some(CreateBillingPortalSessionFlowDataSubscriptionUpdate::new(
-                    subscription,
-                )),
-            ),
-        };
+        let subscription = self.subscription.as_ref().map(SubscriptionId::as_str);
+        let mut data = CreateBillingPortalSessionFlowData::new(match self.kind {
+            FlowKind::PaymentMethodUpdate => {
+                CreateBillingPortalSessionFlowDataType::PaymentMethodUpdate
+            }
+            FlowKind::SubscriptionCancel => {
+                CreateBillingPortalSessionFlowDataType::SubscriptionCancel
+            }
+            FlowKind::SubscriptionUpdate => {
+                CreateBillingPortalSessionFlowDataType::SubscriptionUpdate
+            }
+        });
+        match (self.kind, subscription) {
+            (FlowKind::SubscriptionCancel, Some(id)) => {
+                data.subscription_cancel = Some(
+                    CreateBillingPortalSessionFlowDataSubscriptionCancel::new(id),
+                )
+            }
+            (FlowKind::SubscriptionUpdate, Some(id)) => {
+                data.subscription_update = Some(
+                    CreateBillingPortalSessionFlowDataSubscriptionUpdate::new(id),
+                )
+            }
+            _ => {}
+        }
         let mut after = CreateBillingPortalSessionFlowDataAfterCompletion::new(
             CreateBillingPortalSessionFlowDataAfterCompletionType::Redirect,
         );
         after.redirect =
             Some(CreateBillingPortalSessionFlowDataAfterCompletionRedirect::new(return_url));
-        let mut data = CreateBillingPortalSessionFlowData::new(kind);
         data.after_completion = Some(after);
-        data.subscription_cancel = cancel;
-        data.subscription_update = update;
         data
     }
 }
@@ -578,6 +579,19 @@ impl Locale {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The idempotency key `create_customer` sends for these parameters.
+    fn customer_idempotency_key(
+        user: &str,
+        email: Option<&str>,
+        replacing: Option<&str>,
+    ) -> String {
+        let (user, replacing) = (
+            UserId::parse(user).unwrap(),
+            replacing.map(CustomerId::from),
+        );
+        idempotency_key_for(&customer_request(&user, email), replacing.as_ref())
+    }
 
     #[test]
     fn the_customer_idempotency_key_is_stable_for_the_same_parameters() {
@@ -616,7 +630,7 @@ mod tests {
 
     #[test]
     fn the_idempotency_key_covers_the_email_and_metadata_actually_sent() {
-        let body = customer_request("u1", Some("a@example.test"))
+        let body = customer_request(&UserId::parse("u1").unwrap(), Some("a@example.test"))
             .build()
             .body
             .unwrap_or_default();
@@ -656,22 +670,6 @@ mod tests {
             mismatch("No such customer: 'cus_1'"),
             StripeFailure::NoSuchCustomer
         ));
-    }
-
-    #[test]
-    fn the_mode_mismatch_error_tells_the_operator_which_key_to_use() {
-        let err = ApiError::from(StripeFailure::KeyModeMismatch {
-            data_mode: StripeMode::Live,
-        });
-
-        assert_eq!(err.code(), "stripe_key_mode_mismatch");
-        assert!(
-            err.message()
-                .contains("STRIPE_SECRET_KEY is a test-mode key")
-                && err.message().contains("live-mode key"),
-            "{}",
-            err.message()
-        );
     }
 
     #[test]

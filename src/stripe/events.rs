@@ -21,12 +21,13 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::billing::status::SubscriptionStatus;
+use crate::ids::{CustomerId, EventId, SubscriptionId};
+use crate::stripe::status::SubscriptionStatus;
 
 /// A verified Stripe event, reduced to what the service uses.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub id: String,
+    pub id: EventId,
     pub type_: String,
     /// Stripe's creation time (unix seconds); orders events applied to the same subscription.
     pub created: i64,
@@ -40,7 +41,7 @@ pub enum EventKind {
     /// `data.previous_attributes` says the state was just before it.
     Subscription(SubscriptionObject, PreviousAttributes),
     /// `customer.deleted`.
-    CustomerDeleted { customer_id: String },
+    CustomerDeleted { customer_id: CustomerId },
     /// `checkout.session.completed`.
     CheckoutCompleted(CheckoutSessionObject),
     /// Any other type (including other `customer.subscription.*` types); its object is not read.
@@ -50,8 +51,8 @@ pub enum EventKind {
 /// The subscription fields the service stores, from either API shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionObject {
-    pub id: String,
-    pub customer_id: String,
+    pub id: SubscriptionId,
+    pub customer_id: CustomerId,
     pub status: SubscriptionStatus,
     /// `items.data[0].price.id`, else `items.data[0].plan.id`, else top-level `plan.id`.
     pub price_id: Option<String>,
@@ -89,9 +90,9 @@ pub struct PreviousAttributes(pub serde_json::Map<String, serde_json::Value>);
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckoutSessionObject {
     pub id: String,
-    pub customer_id: Option<String>,
+    pub customer_id: Option<CustomerId>,
     pub client_reference_id: Option<String>,
-    pub subscription_id: Option<String>,
+    pub subscription_id: Option<SubscriptionId>,
 }
 
 /// Why a body could not be turned into an [`Event`] or [`SubscriptionObject`].
@@ -134,7 +135,9 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
             let envelope: Envelope<CustomerWire> = from_json(body, &head.type_)?;
             let customer_id = non_empty(envelope.data.object.id)
                 .ok_or_else(|| missing("customer object", &["id"]))?;
-            EventKind::CustomerDeleted { customer_id }
+            EventKind::CustomerDeleted {
+                customer_id: customer_id.into(),
+            }
         }
         "checkout.session.completed" => {
             let envelope: Envelope<CheckoutWire> = from_json(body, &head.type_)?;
@@ -144,7 +147,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
     };
 
     Ok(Event {
-        id: head.id,
+        id: head.id.into(),
         type_: head.type_,
         created: head.created,
         kind,
@@ -537,8 +540,8 @@ impl SubscriptionWire {
         }
 
         Ok(SubscriptionObject {
-            id,
-            customer_id,
+            id: id.into(),
+            customer_id: customer_id.into(),
             status,
             price_id,
             product_id,
@@ -570,9 +573,9 @@ impl CheckoutWire {
     fn into_domain(self) -> Result<CheckoutSessionObject, EventParseError> {
         Ok(CheckoutSessionObject {
             id: non_empty(self.id).ok_or_else(|| missing("checkout session object", &["id"]))?,
-            customer_id: non_empty(self.customer),
+            customer_id: non_empty(self.customer).map(CustomerId::from),
             client_reference_id: non_empty(self.client_reference_id),
-            subscription_id: non_empty(self.subscription),
+            subscription_id: non_empty(self.subscription).map(SubscriptionId::from),
         })
     }
 }

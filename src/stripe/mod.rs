@@ -1,7 +1,9 @@
 //! Everything that speaks Stripe: the API client wrapper ([`client`]), the
-//! webhook signature check ([`signature`]) and the lenient webhook event types
-//! ([`events`]).
+//! webhook signature check ([`signature`]), the lenient webhook event types
+//! ([`events`]) and the subscription status vocabulary ([`status`]). Nothing
+//! here knows about users' access or HTTP answers.
 
 pub mod client;
 pub mod events;
 pub mod signature;
+pub mod status;

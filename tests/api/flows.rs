@@ -237,7 +237,7 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
     let app = spawn_app().await;
     let doc = openapi(&app).await;
 
-    let served: BTreeSet<(String, String)> = billing_portal::routes::served()
+    let served: BTreeSet<(String, String)> = billing_portal::http::served()
         .into_iter()
         .map(|(method, path)| (method.to_string(), path.to_string()))
         .collect();

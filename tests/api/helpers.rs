@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use billing_portal::auth::{issue_token, Claims};
 use billing_portal::config::Settings;
+use billing_portal::http::auth::{issue_token, Claims};
 use billing_portal::startup::Application;
 use diesel::prelude::*;
 use secrecy::SecretString;

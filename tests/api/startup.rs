@@ -100,7 +100,8 @@ fn the_token_command_prints_a_token_the_service_accepts() {
         .unwrap();
     let token = String::from_utf8(output.stdout).unwrap();
 
-    let verifier = billing_portal::auth::JwtVerifier::new(&secrecy::SecretString::from(JWT_SECRET));
+    let verifier =
+        billing_portal::http::auth::JwtVerifier::new(&secrecy::SecretString::from(JWT_SECRET));
     let (id, email) = verifier.verify(token.trim()).unwrap();
     assert_eq!(id.as_str(), "user_42");
     assert_eq!(email.as_deref(), Some("a@example.com"));

@@ -3,9 +3,9 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
 use crate::db;
-use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -18,8 +18,8 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.pool.state();
-    let gauge = &state.metrics.db_pool;
+    let pool = state.billing.pool.state();
+    let gauge = &state.billing.metrics.db_pool;
     gauge
         .with_label_values(&["in_use"])
         .set(i64::from(pool.connections - pool.idle_connections));
@@ -28,7 +28,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .set(i64::from(pool.idle_connections));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(state.billing.metrics.render())
 }
 
 /// Readiness: the database answers.
@@ -38,6 +38,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         (status = 503, description = "Database unreachable", body = ErrorBody),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    db::ping(&state.pool).await?;
+    db::ping(&state.billing.pool).await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }

@@ -8,11 +8,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{check_same_origin, AuthenticatedUser};
-use crate::billing::portal::{portal_url, FlowKind, PortalOptions};
-use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
-use crate::stripe::client::{Locale, PORTAL_LOCALES};
+use super::auth::{check_same_origin, AuthenticatedUser};
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::AppState;
+use crate::billing::portal::{self, PortalOptions};
+use crate::stripe::client::{FlowKind, Locale, PORTAL_LOCALES};
 
 /// Optional body; no body opens the portal's home page.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -23,7 +23,7 @@ pub struct CreatePortalRequest {
     locale: Option<String>,
     /// Open the portal straight on one task; after it, the portal returns to
     /// the Billing Settings page.
-    #[schema(value_type = Option<PortalFlowName>)]
+    #[schema(value_type = Option<FlowKind>)]
     flow: Option<String>,
 }
 
@@ -42,16 +42,6 @@ impl utoipa::PartialSchema for PortalLocale {
 }
 
 impl ToSchema for PortalLocale {}
-
-/// The portal deep links.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum PortalFlowName {
-    PaymentMethodUpdate,
-    SubscriptionCancel,
-    SubscriptionUpdate,
-}
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -104,14 +94,19 @@ pub async fn create_portal(
         .as_deref()
         .map(Locale::parse)
         .transpose()
-        .map_err(|reason| ApiError::bad_request("invalid_locale", reason))?;
+        .map_err(|reason| ApiError::bad_request(ErrorCode::InvalidLocale, reason))?;
     let flow = options
         .flow
         .as_deref()
         .map(FlowKind::parse)
         .transpose()
-        .map_err(|reason| ApiError::bad_request("invalid_flow", reason))?;
-    let portal_url = portal_url(&state, &user, PortalOptions { locale, flow }).await?;
+        .map_err(|reason| ApiError::bad_request(ErrorCode::InvalidFlow, reason))?;
+    let portal_url = portal::open(
+        &state.billing,
+        user.member(),
+        PortalOptions { locale, flow },
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(PortalResponse {
         message: "portal created",
         data: PortalData { portal_url },
@@ -136,14 +131,14 @@ fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<CreatePortalRequest, Api
         if !json {
             return Err(ApiError::new(
                 actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "the request body must be JSON (Content-Type: application/json)",
             ));
         }
     }
     let invalid = |e: serde_json::Error| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("the request body is not a valid portal request: {e}"),
         )
     };
@@ -153,7 +148,7 @@ fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<CreatePortalRequest, Api
         serde_json::Value::Null => Ok(CreatePortalRequest::default()),
         value @ serde_json::Value::Object(_) => serde_json::from_value(value).map_err(invalid),
         _ => Err(ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "the request body is not a valid portal request: it must be a JSON object",
         )),
     }

@@ -6,7 +6,7 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 
-use crate::startup::AppState;
+use super::AppState;
 
 const HTML: &str = include_str!("../web/billing.html");
 const CSS: &str = include_str!("../web/billing.css");
@@ -32,7 +32,7 @@ fn asset(content_type: &'static str, body: &str) -> HttpResponse {
 #[utoipa::path(get, path = "/settings/billing", tag = "page",
     responses((status = 200, description = "The page", content_type = "text/html")))]
 pub async fn billing_page(state: web::Data<AppState>) -> HttpResponse {
-    if state.demo.is_some() {
+    if state.demo {
         return asset(
             "text/html; charset=utf-8",
             DEMO_HTML.get_or_init(|| {

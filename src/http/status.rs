@@ -6,11 +6,10 @@ use chrono::SecondsFormat;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::AuthenticatedUser;
-use crate::billing::summary::summarize;
-use crate::db::{self, subscriptions, users};
-use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use super::auth::AuthenticatedUser;
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::billing::summary;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -71,21 +70,7 @@ pub async fn billing_status(
     user: AuthenticatedUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, email) = (user.id.as_str().to_owned(), user.email);
-    let subs = db::run(&state.pool, move |conn| {
-        // The steady state, a known user whose email is unchanged, is one
-        // prepared statement; a new user or a changed email is written first.
-        match users::find_with_subscriptions(conn, &id)? {
-            Some((row, subs)) if email.is_none() || row.email == email => Ok(subs),
-            _ => {
-                users::insert_or_update(conn, &id, email.as_deref())?;
-                subscriptions::of_user(conn, &id)
-            }
-        }
-    })
-    .await?;
-    // Judged now, not read from `users.paid`: an ended grace shows at once.
-    let summary = summarize(&subs, state.paid_rule, state.clock.now());
+    let summary = summary::of_user(&state.billing, user.member()).await?;
     let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -1,13 +1,14 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 description of the whole HTTP API,
 //! generated from the handlers' own annotations and types (utoipa), so it
-//! cannot drift from the code; a test compares it with [`super::served`].
+//! cannot drift from the code: its paths are [`Endpoints`], the same list the
+//! server routes from.
 
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, page, portal, status, webhooks};
-use crate::error::ErrorBody;
+use super::error::{ErrorBody, ErrorCode};
+use super::Endpoints;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,19 +18,7 @@ use crate::error::ErrorBody;
                        signed Stripe webhooks synced into Postgres, billing status, and the \
                        Billing Settings page. Every error is `{\"message\", \"error\"}`."
     ),
-    paths(
-        portal::create_portal,
-        status::billing_status,
-        webhooks::stripe_webhook,
-        page::billing_page,
-        page::billing_css,
-        page::billing_js,
-        health::healthz,
-        health::readyz,
-        health::metrics,
-        openapi_json,
-    ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, ErrorCode)),
     modifiers(&SecuritySchemes),
     tags(
         (name = "billing", description = "For the signed-in user (JWT as bearer token or cookie)"),
@@ -77,5 +66,12 @@ impl Modify for SecuritySchemes {
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"))
 )]
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(document())
+}
+
+/// The whole document: the API's description and every endpoint.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(Endpoints::openapi());
+    doc
 }

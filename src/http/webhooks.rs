@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::billing::refetch::{self, Refetcher};
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::AppState;
 use crate::billing::sync::{self, Outcome};
-use crate::db::{self, events};
-use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
-use crate::stripe::events::{parse_event, EventKind};
+use crate::billing::webhook;
+use crate::ids::EventId;
+use crate::stripe::events::parse_event;
 use crate::stripe::signature;
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -55,60 +55,27 @@ pub async fn stripe_webhook(
         .verify(header, &body, now)
         .map_err(|e| {
             log::warn!("webhook refused: {e}");
-            state.metrics.signature_failures.inc();
+            state.billing.metrics.signature_failures.inc();
             rejected(&state, "unverified");
-            ApiError::bad_request(e.code(), e.to_string())
+            ApiError::from(e)
         })?;
     if let Some(ahead) = signature::ahead_of_clock(signed_at, now) {
         clock_skew(&state, ahead);
     }
     let event = parse_event(&body).map_err(|e| {
         rejected(&state, "not_an_event");
-        ApiError::bad_request("invalid_event", e.to_string())
+        ApiError::bad_request(ErrorCode::InvalidEvent, e.to_string())
     })?;
     if sync::timestamp(event.created).is_none() {
         rejected(&state, &event.type_);
         return Err(ApiError::bad_request(
-            "invalid_event",
+            ErrorCode::InvalidEvent,
             "event `created` is not a valid time",
         ));
     }
 
-    let refetcher = |stripe| Refetcher {
-        pool: &state.pool,
-        stripe,
-        clock: &state.clock,
-        rule: state.paid_rule,
-        lock_timeout_ms: state.customer_lock_timeout_ms,
-    };
     let (event_id, event_type) = (event.id.clone(), event.type_.clone());
-    if state.webhook_refetch && matches!(event.kind, EventKind::Subscription(..)) {
-        let id = event.id.clone();
-        // A redelivery must not cost a Stripe call.
-        if db::run(&state.pool, move |conn| events::exists(conn, &id)).await? {
-            return Ok(received(&state, &event_id, &event_type, Outcome::Duplicate));
-        }
-        let outcome =
-            refetch::apply_event_refetched(&refetcher(state.stripe()?), event.into()).await?;
-        return Ok(received(&state, &event_id, &event_type, outcome));
-    }
-
-    // Shared, not copied: a tie re-reads and applies the same event again.
-    let event = std::sync::Arc::new(event);
-    let (rule, clock, payload) = (state.paid_rule, state.clock.clone(), event.clone());
-    let outcome = db::run(&state.pool, move |conn| {
-        sync::apply_event(conn, &payload, None, rule, clock.now())
-    })
-    .await?;
-    let outcome = if outcome == Outcome::Undecidable {
-        // Two events of one second that neither lifecycle order nor
-        // previous_attributes can order: Stripe's current state decides.
-        log::info!("webhook {event_id} {event_type}: same-second tie; re-reading from Stripe");
-        state.metrics.tie_refetches.inc();
-        refetch::apply_event_refetched(&refetcher(state.stripe()?), event).await?
-    } else {
-        outcome
-    };
+    let outcome = webhook::receive(&state.billing, event).await?;
     Ok(received(&state, &event_id, &event_type, outcome))
 }
 
@@ -117,7 +84,7 @@ pub async fn stripe_webhook(
 /// log with one line per delivery.
 fn clock_skew(state: &AppState, ahead: u64) {
     static LOGGED: AtomicBool = AtomicBool::new(false);
-    state.metrics.webhook_clock_skew.inc();
+    state.billing.metrics.webhook_clock_skew.inc();
     if !LOGGED.swap(true, Ordering::Relaxed) {
         log::warn!(
             "clock skew: a Stripe webhook was signed {ahead} s ahead of this host's clock, so \
@@ -129,15 +96,17 @@ fn clock_skew(state: &AppState, ahead: u64) {
 
 fn rejected(state: &AppState, type_: &str) {
     state
+        .billing
         .metrics
         .webhook_events
         .with_label_values(&[type_, "rejected"])
         .inc();
 }
 
-fn received(state: &AppState, id: &str, type_: &str, outcome: Outcome) -> HttpResponse {
+fn received(state: &AppState, id: &EventId, type_: &str, outcome: Outcome) -> HttpResponse {
     log::info!("webhook {id} {type_}: {}", outcome.as_str());
     state
+        .billing
         .metrics
         .webhook_events
         .with_label_values(&[type_, outcome.as_str()])

@@ -1,0 +1,45 @@
+//! Receiving one verified, parsed Stripe event: record it and apply it once,
+//! in order ([`super::sync`]), re-reading the subscription from Stripe when
+//! `STRIPE_WEBHOOK_REFETCH` asks for it or when the event cannot be ordered
+//! against the stored state ([`Outcome::Undecidable`]).
+
+use std::sync::Arc;
+
+use super::refetch::apply_event_refetched;
+use super::sync::{self, Outcome};
+use super::{Billing, Error};
+use crate::db::{self, events};
+use crate::stripe::events::{Event, EventKind};
+
+/// What the delivery did. An error means nothing was acknowledged: the caller
+/// answers so that Stripe delivers the event again.
+pub async fn receive(billing: &Billing, event: Event) -> Result<Outcome, Error> {
+    if billing.webhook_refetch && matches!(event.kind, EventKind::Subscription(..)) {
+        let id = event.id.clone();
+        // A redelivery must not cost a Stripe call.
+        if db::run(&billing.pool, move |conn| events::exists(conn, &id)).await? {
+            return Ok(Outcome::Duplicate);
+        }
+        return apply_event_refetched(billing, event.into()).await;
+    }
+
+    // Shared, not copied: a tie re-reads and applies the same event again.
+    let event = Arc::new(event);
+    let (rule, clock, payload) = (billing.rule, billing.clock.clone(), event.clone());
+    let outcome = db::run(&billing.pool, move |conn| {
+        sync::apply_event(conn, &payload, None, rule, clock.now())
+    })
+    .await?;
+    if outcome != Outcome::Undecidable {
+        return Ok(outcome);
+    }
+    // Two events of one second that neither lifecycle order nor
+    // previous_attributes can order: Stripe's current state decides.
+    log::info!(
+        "webhook {} {}: same-second tie; re-reading from Stripe",
+        event.id,
+        event.type_
+    );
+    billing.metrics.tie_refetches.inc();
+    apply_event_refetched(billing, event).await
+}

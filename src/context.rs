@@ -1,0 +1,82 @@
+//! [`build`]: the one function that turns [`Settings`] into the use cases'
+//! shared context ([`Billing`]): the database prepared (created, migrated),
+//! the pool, the Stripe client, the paid rule and the clock. The server, every
+//! command-line command and every test build it here, so none wires it by hand.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use log::info;
+use secrecy::SecretString;
+
+use crate::billing::{Billing, PaidRule};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::db::{self, users};
+use crate::metrics::Metrics;
+use crate::stripe::client::StripeGateway;
+
+/// Which Stripe the context talks to.
+pub enum StripeTarget {
+    /// `STRIPE_SECRET_KEY` (and `STRIPE_API_BASE` when set); none when unset.
+    Configured,
+    /// The local emulator's API at this base URL, with a placeholder key.
+    Emulator(String),
+}
+
+/// Prepares the database and builds the context. Blocking work runs on the
+/// blocking thread pool.
+pub async fn build(
+    settings: &Settings,
+    stripe: StripeTarget,
+    clock: Clock,
+) -> anyhow::Result<Billing> {
+    let rule = PaidRule::new(
+        settings.billing_past_due_grace_days,
+        settings.billing_collection_paused_is_paid,
+    );
+    let db_settings = settings.database.clone();
+    let start = clock.now();
+    let pool = actix_web::web::block(move || {
+        db::prepare_database(&db_settings)?;
+        let pool = db::build_pool(&db_settings)?;
+        // The paid rule may have changed since the flags were stored.
+        let changed = users::recompute_all_paid(&mut **pool.get()?, &rule.at(start))
+            .context("Failed to recompute paid flags")?;
+        if changed > 0 {
+            info!("paid rule changed: recomputed {changed} users' paid flag");
+        }
+        Ok::<_, anyhow::Error>(pool)
+    })
+    .await
+    .context("database preparation did not finish")??;
+
+    let metrics = Arc::new(Metrics::new());
+    let gateway = |key: &SecretString, base: Option<&str>| {
+        StripeGateway::new(
+            key,
+            base,
+            settings.stripe.timeout,
+            settings.stripe.portal_configuration.clone(),
+            metrics.clone(),
+        )
+    };
+    let stripe = match (&settings.stripe.secret_key, stripe) {
+        (Some(key), _) => Some(gateway(key, settings.stripe.api_base.as_deref())?),
+        (None, StripeTarget::Emulator(base)) => Some(gateway(
+            &SecretString::from("sk_test_emulator"),
+            Some(&base),
+        )?),
+        (None, StripeTarget::Configured) => None,
+    };
+    Ok(Billing {
+        pool,
+        stripe,
+        rule,
+        clock,
+        metrics,
+        portal_return_url: settings.portal_return_url(),
+        lock_timeout_ms: settings.stripe.timeout.as_millis() * 2 + 5_000,
+        webhook_refetch: settings.stripe.webhook_refetch,
+    })
+}

@@ -1,0 +1,390 @@
+//! The one error type every handler returns, and the JSON body it becomes:
+//! `{"message":"<human readable>","error":"<stable_snake_case_code>"}`.
+//!
+//! The codes are one enum, [`ErrorCode`], which the OpenAPI document lists.
+//! The layers below speak their own errors ([`billing::Error`],
+//! [`DbError`], [`StripeFailure`], [`SignatureError`]); this module alone
+//! decides which status and code each becomes.
+//!
+//! 4xx messages are written for the person at the keyboard; 5xx bodies are
+//! generic on purpose and the cause (database or Stripe detail) goes only to
+//! the log, because actix's default would put `Display` text, and so internal
+//! detail, in the body.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::billing;
+use crate::db::DbError;
+use crate::stripe::client::StripeFailure;
+use crate::stripe::signature::SignatureError;
+
+/// Every `error` code the service answers: stable, snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // Authentication and CSRF.
+    Unauthenticated,
+    InvalidToken,
+    TokenExpired,
+    CsrfHeaderMissing,
+    CrossOriginRequest,
+    // Bad requests.
+    BadRequest,
+    InvalidBody,
+    InvalidLocale,
+    InvalidFlow,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    HttpError,
+    // Webhook deliveries.
+    MissingSignature,
+    MalformedSignature,
+    TimestampOutOfTolerance,
+    SignatureMismatch,
+    InvalidEvent,
+    // Billing state.
+    NoSubscription,
+    SubscriptionAlreadyCanceling,
+    AlreadySubscribed,
+    // Stripe.
+    StripeNotConfigured,
+    StripeKeyModeMismatch,
+    PortalNotConfigured,
+    StripeRateLimited,
+    StripeTimeout,
+    StripeUnreachable,
+    StripeError,
+    // This service.
+    DatabaseUnavailable,
+    InternalError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::CsrfHeaderMissing => "csrf_header_missing",
+            Self::CrossOriginRequest => "cross_origin_request",
+            Self::BadRequest => "bad_request",
+            Self::InvalidBody => "invalid_body",
+            Self::InvalidLocale => "invalid_locale",
+            Self::InvalidFlow => "invalid_flow",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::HttpError => "http_error",
+            Self::MissingSignature => "missing_signature",
+            Self::MalformedSignature => "malformed_signature",
+            Self::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
+            Self::SignatureMismatch => "signature_mismatch",
+            Self::InvalidEvent => "invalid_event",
+            Self::NoSubscription => "no_subscription",
+            Self::SubscriptionAlreadyCanceling => "subscription_already_canceling",
+            Self::AlreadySubscribed => "already_subscribed",
+            Self::StripeNotConfigured => "stripe_not_configured",
+            Self::StripeKeyModeMismatch => "stripe_key_mode_mismatch",
+            Self::PortalNotConfigured => "portal_not_configured",
+            Self::StripeRateLimited => "stripe_rate_limited",
+            Self::StripeTimeout => "stripe_timeout",
+            Self::StripeUnreachable => "stripe_unreachable",
+            Self::StripeError => "stripe_error",
+            Self::DatabaseUnavailable => "database_unavailable",
+            Self::InternalError => "internal_error",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+    /// Logged for 5xx answers, never sent.
+    cause: Option<String>,
+}
+
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// For people: what went wrong and what to do.
+    #[schema(example = "invalid session token")]
+    pub message: &'a str,
+    /// For programs: a stable snake_case code.
+    #[schema(example = "invalid_token")]
+    pub error: ErrorCode,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// Keeps the cause for the log line (5xx only; 4xx causes are the message).
+    pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such endpoint",
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds the {limit} byte limit"),
+        )
+    }
+
+    pub fn bad_gateway(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, code, message)
+    }
+
+    pub fn service_unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            "internal server error",
+        )
+        .with_cause(cause)
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code.as_str()
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code.as_str())?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status.is_server_error() {
+            log::error!("{} {}", self.status.as_u16(), self);
+        }
+        HttpResponse::build(self.status).json(ErrorBody {
+            message: &self.message,
+            error: self.code,
+        })
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        if err.is_unavailable() {
+            ApiError::service_unavailable(
+                ErrorCode::DatabaseUnavailable,
+                "the database is unavailable, please retry shortly",
+            )
+            .with_cause(err)
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}
+
+impl From<StripeFailure> for ApiError {
+    fn from(failure: StripeFailure) -> Self {
+        let err = match &failure {
+            StripeFailure::KeyModeMismatch { data_mode } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::StripeKeyModeMismatch,
+                format!(
+                    "STRIPE_SECRET_KEY is a {key}-mode key but the stored customer exists in \
+                     {data_mode} mode: set STRIPE_SECRET_KEY to the {data_mode}-mode key of the \
+                     Stripe account, the mode the data was created in.",
+                    key = data_mode.other()
+                ),
+            ),
+            StripeFailure::PortalNotConfigured(_) => ApiError::bad_gateway(
+                ErrorCode::PortalNotConfigured,
+                "The Stripe Customer Portal is not configured for this account: open the Stripe \
+                 Dashboard, Settings > Billing > Customer portal, and save the settings (in the \
+                 same test or live mode as STRIPE_SECRET_KEY), or set STRIPE_PORTAL_CONFIGURATION.",
+            ),
+            StripeFailure::RateLimited => ApiError::service_unavailable(
+                ErrorCode::StripeRateLimited,
+                "Stripe is rate limiting requests, please retry in a few seconds",
+            ),
+            StripeFailure::Timeout => ApiError::bad_gateway(
+                ErrorCode::StripeTimeout,
+                "Stripe did not answer in time, please retry",
+            ),
+            StripeFailure::Unreachable(_) => ApiError::bad_gateway(
+                ErrorCode::StripeUnreachable,
+                "Stripe cannot be reached right now, please retry",
+            ),
+            StripeFailure::NoSuchCustomer
+            | StripeFailure::Api { .. }
+            | StripeFailure::InvalidResponse(_) => ApiError::bad_gateway(
+                ErrorCode::StripeError,
+                "Stripe could not process the request, please retry",
+            ),
+        };
+        err.with_cause(failure)
+    }
+}
+
+impl From<SignatureError> for ApiError {
+    fn from(err: SignatureError) -> Self {
+        let code = match err {
+            SignatureError::MissingHeader => ErrorCode::MissingSignature,
+            SignatureError::MalformedHeader => ErrorCode::MalformedSignature,
+            SignatureError::TimestampOutOfTolerance => ErrorCode::TimestampOutOfTolerance,
+            SignatureError::NoMatchingSignature => ErrorCode::SignatureMismatch,
+        };
+        ApiError::bad_request(code, err.to_string())
+    }
+}
+
+impl From<billing::Error> for ApiError {
+    fn from(err: billing::Error) -> Self {
+        match err {
+            billing::Error::StripeNotConfigured => ApiError::service_unavailable(
+                ErrorCode::StripeNotConfigured,
+                "Stripe is not configured: set STRIPE_SECRET_KEY",
+            ),
+            billing::Error::NoSubscription => ApiError::conflict(
+                ErrorCode::NoSubscription,
+                "you have no current subscription to change or cancel",
+            ),
+            // Classic billing mode sets `cancel_at_period_end`; flexible mode
+            // (the default since API 2025-09-30) sets only `cancel_at`.
+            billing::Error::AlreadyCanceling => ApiError::conflict(
+                ErrorCode::SubscriptionAlreadyCanceling,
+                "your subscription is already set to end; renew it in the portal instead",
+            ),
+            billing::Error::Db(e) => e.into(),
+            billing::Error::Stripe(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_of(err: ApiError) -> String {
+        let bytes = err.error_response().into_body().try_into_bytes().unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_server_error_body_never_carries_its_cause() {
+        let body = body_of(ApiError::internal(
+            "connection to 10.0.0.3 failed: password authentication failed",
+        ));
+        assert_eq!(
+            body,
+            r#"{"message":"internal server error","error":"internal_error"}"#
+        );
+    }
+
+    #[test]
+    fn a_client_error_body_has_message_and_code() {
+        let body = body_of(ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            "body is not JSON",
+        ));
+        assert_eq!(
+            body,
+            r#"{"message":"body is not JSON","error":"invalid_body"}"#
+        );
+    }
+
+    #[test]
+    fn the_mode_mismatch_error_tells_the_operator_which_key_to_use() {
+        let err = ApiError::from(StripeFailure::KeyModeMismatch {
+            data_mode: crate::stripe::client::StripeMode::Live,
+        });
+
+        assert_eq!(err.code(), "stripe_key_mode_mismatch");
+        assert!(
+            err.message()
+                .contains("STRIPE_SECRET_KEY is a test-mode key")
+                && err.message().contains("live-mode key"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn signature_error_codes_are_stable_snake_case() {
+        let code = |e: SignatureError| ApiError::from(e).code();
+        assert_eq!(code(SignatureError::MissingHeader), "missing_signature");
+        assert_eq!(code(SignatureError::MalformedHeader), "malformed_signature");
+        assert_eq!(
+            code(SignatureError::TimestampOutOfTolerance),
+            "timestamp_out_of_tolerance"
+        );
+        assert_eq!(
+            code(SignatureError::NoMatchingSignature),
+            "signature_mismatch"
+        );
+    }
+
+    #[test]
+    fn every_code_serializes_as_its_name() {
+        for code in [ErrorCode::InvalidToken, ErrorCode::StripeKeyModeMismatch] {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::json!(code.as_str())
+            );
+        }
+    }
+}

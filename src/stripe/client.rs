@@ -465,6 +465,7 @@ fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&CustomerId>)
     Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schema(as = PortalFlowName)]
 pub enum FlowKind {
     PaymentMethodUpdate,
     SubscriptionCancel,

@@ -16,20 +16,20 @@ use prometheus::{
 
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: IntCounterVec,
-    pub webhook_events: IntCounterVec,
-    pub signature_failures: IntCounter,
-    pub webhook_clock_skew: IntCounter,
-    pub portal_sessions: IntCounter,
-    pub stripe_calls: IntCounterVec,
-    pub stripe_latency: HistogramVec,
-    pub db_pool: IntGaugeVec,
-    pub tie_refetches: IntCounter,
-    pub grace_expirations: IntCounter,
+    pub(crate) http_requests: IntCounterVec,
+    pub(crate) webhook_events: IntCounterVec,
+    pub(crate) signature_failures: IntCounter,
+    pub(crate) webhook_clock_skew: IntCounter,
+    pub(crate) portal_sessions: IntCounter,
+    pub(crate) stripe_calls: IntCounterVec,
+    pub(crate) stripe_latency: HistogramVec,
+    pub(crate) db_pool: IntGaugeVec,
+    pub(crate) tie_refetches: IntCounter,
+    pub(crate) grace_expirations: IntCounter,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let registry = Registry::new_custom(Some("billing_portal".into()), None)
             .expect("a valid metric prefix");
         let http_requests = IntCounterVec::new(
@@ -131,7 +131,7 @@ impl Metrics {
         }
     }
 
-    pub fn stripe_call(&self, operation: &str, outcome: &str, elapsed: Duration) {
+    pub(crate) fn stripe_call(&self, operation: &str, outcome: &str, elapsed: Duration) {
         self.stripe_calls
             .with_label_values(&[operation, outcome])
             .inc();
@@ -141,7 +141,7 @@ impl Metrics {
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

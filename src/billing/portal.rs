@@ -13,14 +13,14 @@ use crate::stripe::client::{FlowKind, Locale, PortalFlow, StripeFailure};
 use crate::stripe::status::SubscriptionStatus;
 
 #[derive(Debug, Default)]
-pub struct PortalOptions {
-    pub locale: Option<Locale>,
-    pub flow: Option<FlowKind>,
+pub(crate) struct PortalOptions {
+    pub(crate) locale: Option<Locale>,
+    pub(crate) flow: Option<FlowKind>,
 }
 
 /// Returns the portal URL for `user`, creating their Stripe customer first if
 /// they have none, or replacing it once if Stripe says it no longer exists.
-pub async fn open(
+pub(crate) async fn open(
     billing: &Billing,
     user: Member<'_>,
     options: PortalOptions,

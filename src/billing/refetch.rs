@@ -22,14 +22,17 @@ use crate::stripe::events::{Event, EventKind};
 
 /// The customer's fetch lock, held by an open transaction until
 /// [`FetchLock::store`] commits or the lock is dropped (rolled back).
-pub struct FetchLock {
+pub(crate) struct FetchLock {
     tx: OpenTransaction,
     /// When the read began, on the billing clock: after the lock was granted.
-    pub started_at: DateTime<Utc>,
+    pub(crate) started_at: DateTime<Utc>,
 }
 
 impl FetchLock {
-    pub async fn acquire(billing: &Billing, customer_id: &CustomerId) -> Result<Self, DbError> {
+    pub(crate) async fn acquire(
+        billing: &Billing,
+        customer_id: &CustomerId,
+    ) -> Result<Self, DbError> {
         let mut tx = OpenTransaction::begin(&billing.pool).await?;
         let (key, wait) = (
             format!("billing-fetch:{customer_id}"),
@@ -50,7 +53,7 @@ impl FetchLock {
     }
 
     /// Runs `store` in the locked transaction and commits, releasing the lock.
-    pub async fn store<T, F>(mut self, store: F) -> Result<T, DbError>
+    pub(crate) async fn store<T, F>(mut self, store: F) -> Result<T, DbError>
     where
         F: FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<T> + Send + 'static,
         T: Send + 'static,
@@ -61,7 +64,7 @@ impl FetchLock {
     }
 
     /// Gives the lock back without storing anything.
-    pub async fn release(self) {
+    pub(crate) async fn release(self) {
         if let Err(e) = self.tx.rollback().await {
             log::warn!("releasing a fetch lock failed (the connection is discarded): {e}");
         }
@@ -72,7 +75,10 @@ impl FetchLock {
 /// the event with what was read, under the customer's fetch lock. Used when
 /// `STRIPE_WEBHOOK_REFETCH` is on, and whenever an event cannot be ordered
 /// against the stored state ([`Outcome::Undecidable`]) whatever that says.
-pub async fn apply_event_refetched(billing: &Billing, event: Arc<Event>) -> Result<Outcome, Error> {
+pub(crate) async fn apply_event_refetched(
+    billing: &Billing,
+    event: Arc<Event>,
+) -> Result<Outcome, Error> {
     let EventKind::Subscription(payload, _) = &event.kind else {
         // Nothing to re-read: only subscription events are ever undecidable.
         let (rule, clock) = (billing.rule, billing.clock.clone());

@@ -13,7 +13,7 @@ use crate::db::{self, users};
 /// The user's billing status, from Postgres only (never a Stripe call),
 /// judged now rather than read from `users.paid`: an ended grace shows at
 /// once. Records the user (and a changed email) on the way.
-pub async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
+pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
     let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
     let subs = db::run(&billing.pool, move |conn| {
         // The steady state, a known user whose email is unchanged, is one
@@ -31,20 +31,20 @@ pub async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSumma
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct BillingSummary {
-    pub paid: bool,
-    pub reason: Reason,
-    pub status: Option<String>,
-    pub price_id: Option<String>,
-    pub product_id: Option<String>,
-    pub current_period_end: Option<DateTime<Utc>>,
-    pub cancel_at_period_end: bool,
+pub(crate) struct BillingSummary {
+    pub(crate) paid: bool,
+    pub(crate) reason: Reason,
+    pub(crate) status: Option<String>,
+    pub(crate) price_id: Option<String>,
+    pub(crate) product_id: Option<String>,
+    pub(crate) current_period_end: Option<DateTime<Utc>>,
+    pub(crate) cancel_at_period_end: bool,
     /// When the subscription is set to end, in either billing mode: `cancel_at`
     /// (flexible mode sets only that), else the period end when classic mode's
     /// `cancel_at_period_end` is set without it (older API versions).
-    pub cancel_at: Option<DateTime<Utc>>,
-    pub grace_ends_at: Option<DateTime<Utc>>,
-    pub synced_at: Option<DateTime<Utc>>,
+    pub(crate) cancel_at: Option<DateTime<Utc>>,
+    pub(crate) grace_ends_at: Option<DateTime<Utc>>,
+    pub(crate) synced_at: Option<DateTime<Utc>>,
 }
 
 fn facts(s: &Subscription) -> (SubscriptionStatus, Option<DateTime<Utc>>, bool) {
@@ -56,7 +56,7 @@ fn facts(s: &Subscription) -> (SubscriptionStatus, Option<DateTime<Utc>>, bool) 
 }
 
 /// Judges one stored subscription at `now`.
-pub fn judge(s: &Subscription, rule: PaidRule, now: DateTime<Utc>) -> (bool, Reason) {
+pub(crate) fn judge(s: &Subscription, rule: PaidRule, now: DateTime<Utc>) -> (bool, Reason) {
     let (status, past_due_since, collection_paused) = facts(s);
     rule.judge(
         AccessFacts {
@@ -71,7 +71,7 @@ pub fn judge(s: &Subscription, rule: PaidRule, now: DateTime<Utc>) -> (bool, Rea
 /// The user's current subscription: one that grants access if any does, else
 /// the one changed most recently (so a canceled user sees "canceled", not
 /// nothing). Also the subscription portal deep links act on.
-pub fn current_subscription(
+pub(crate) fn current_subscription(
     subs: &[Subscription],
     rule: PaidRule,
     now: DateTime<Utc>,
@@ -81,7 +81,7 @@ pub fn current_subscription(
 }
 
 /// When the subscription is set to end, in either billing mode.
-pub fn ends_at(s: &Subscription) -> Option<DateTime<Utc>> {
+pub(crate) fn ends_at(s: &Subscription) -> Option<DateTime<Utc>> {
     s.cancel_at
         .or(s.current_period_end.filter(|_| s.cancel_at_period_end))
 }
@@ -89,7 +89,11 @@ pub fn ends_at(s: &Subscription) -> Option<DateTime<Utc>> {
 /// The user's billing status at `now`. `paid` is judged here rather than read
 /// from `users.paid`, so an ended grace shows at once; the sweep brings the
 /// column along within a minute.
-pub fn summarize(subs: &[Subscription], rule: PaidRule, now: DateTime<Utc>) -> BillingSummary {
+pub(crate) fn summarize(
+    subs: &[Subscription],
+    rule: PaidRule,
+    now: DateTime<Utc>,
+) -> BillingSummary {
     let current = current_subscription(subs, rule, now);
     let (paid, reason) = current.map_or((false, Reason::NoSubscription), |s| judge(s, rule, now));
     BillingSummary {

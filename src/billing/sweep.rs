@@ -24,7 +24,7 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 const SWEEP_LOCK: i64 = 0x6269_6c6c_7377_6570; // "billswep"
 
 /// Runs the sweep in the background for the life of the process.
-pub fn spawn(billing: Billing) {
+pub(crate) fn spawn(billing: Billing) {
     let Billing {
         pool,
         clock,

@@ -48,7 +48,7 @@ use super::status::PaidRule;
 
 impl PaidRule {
     /// The rule's parameters at `now`, as the SQL side takes them.
-    pub fn at(self, now: DateTime<Utc>) -> RuleParams {
+    pub(crate) fn at(self, now: DateTime<Utc>) -> RuleParams {
         RuleParams {
             now,
             grace_secs: self.grace_secs(),
@@ -63,16 +63,16 @@ pub fn timestamp(secs: i64) -> Option<DateTime<Utc>> {
 
 /// A subscription as just read from the API, and when that read started.
 #[derive(Debug, Clone)]
-pub struct Fetched {
-    pub subscription: SubscriptionObject,
-    pub started_at: DateTime<Utc>,
+pub(crate) struct Fetched {
+    pub(crate) subscription: SubscriptionObject,
+    pub(crate) started_at: DateTime<Utc>,
 }
 
 /// Records and applies one verified event in a single transaction. `fresh`
 /// is the subscription as just fetched from the API (`STRIPE_WEBHOOK_REFETCH`,
 /// or after [`Outcome::Undecidable`]), applied instead of the payload's copy.
 /// `now` is the billing clock's.
-pub fn apply_event(
+pub(crate) fn apply_event(
     conn: &mut PgConnection,
     event: &Event,
     fresh: Option<&Fetched>,
@@ -196,7 +196,7 @@ fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Op
     }
 }
 
-pub fn customer_deleted(
+pub(crate) fn customer_deleted(
     conn: &mut PgConnection,
     customer_id: &CustomerId,
     as_of: DateTime<Utc>,

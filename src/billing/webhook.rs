@@ -13,7 +13,7 @@ use crate::stripe::events::{Event, EventKind};
 
 /// What the delivery did. An error means nothing was acknowledged: the caller
 /// answers so that Stripe delivers the event again.
-pub async fn receive(billing: &Billing, event: Event) -> Result<Outcome, Error> {
+pub(crate) async fn receive(billing: &Billing, event: Event) -> Result<Outcome, Error> {
     if billing.webhook_refetch && matches!(event.kind, EventKind::Subscription(..)) {
         let id = event.id.clone();
         // A redelivery must not cost a Stripe call.

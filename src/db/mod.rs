@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::DatabaseSettings;
 
-pub type PgPooled = PooledConnection<PgManager>;
+pub(crate) type PgPooled = PooledConnection<PgManager>;
 
 /// The r2d2 pool plus a fair queue in front of it. Requests take a permit
 /// (one per pooled connection) before they go to the blocking thread pool, so
@@ -174,7 +174,7 @@ impl ManageConnection for PgManager {
     }
 }
 
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// A database failure as handlers see it.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +189,7 @@ pub enum DbError {
 impl DbError {
     /// Whether the database is out of reach (down, saturated, timing out)
     /// rather than the query being wrong: worth a retry shortly.
-    pub fn is_unavailable(&self) -> bool {
+    pub(crate) fn is_unavailable(&self) -> bool {
         match self {
             DbError::Unavailable(_) => true,
             DbError::Query(DieselError::DatabaseError(kind, info)) => {
@@ -241,7 +241,7 @@ where
 /// Dropped without [`OpenTransaction::commit`] (an error, a cancelled request),
 /// the connection goes back to the pool with its transaction open, r2d2 sees
 /// it as broken and closes it, and Postgres rolls the transaction back.
-pub struct OpenTransaction {
+pub(crate) struct OpenTransaction {
     conn: Option<PgPooled>,
     // Declared after `conn`, so dropped after it: the place is given back
     // only once the connection is back in the pool. (If the request is
@@ -251,7 +251,7 @@ pub struct OpenTransaction {
 }
 
 impl OpenTransaction {
-    pub async fn begin(pool: &PgPool) -> Result<Self, DbError> {
+    pub(crate) async fn begin(pool: &PgPool) -> Result<Self, DbError> {
         let admission = pool.admit().await?;
         let pool = pool.clone();
         let (conn, admission) = web::block(move || {
@@ -287,11 +287,11 @@ impl OpenTransaction {
         Ok(result?)
     }
 
-    pub async fn commit(mut self) -> Result<(), DbError> {
+    pub(crate) async fn commit(mut self) -> Result<(), DbError> {
         self.run(AnsiTransactionManager::commit_transaction).await
     }
 
-    pub async fn rollback(mut self) -> Result<(), DbError> {
+    pub(crate) async fn rollback(mut self) -> Result<(), DbError> {
         self.run(AnsiTransactionManager::rollback_transaction).await
     }
 }

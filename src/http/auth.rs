@@ -19,7 +19,7 @@ use super::error::{ApiError, ErrorCode};
 use crate::billing::customers::Member;
 use crate::ids::UserId;
 
-pub const SESSION_COOKIE: &str = "billing_session";
+pub(crate) const SESSION_COOKIE: &str = "billing_session";
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -30,21 +30,21 @@ pub struct Claims {
 
 /// How the credentials arrived; cookie-authenticated writes need CSRF checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialSource {
+pub(crate) enum CredentialSource {
     Bearer,
     Cookie,
 }
 
 #[derive(Debug, Clone)]
 pub struct AuthenticatedUser {
-    pub id: UserId,
+    pub(crate) id: UserId,
     pub email: Option<String>,
-    pub source: CredentialSource,
+    pub(crate) source: CredentialSource,
 }
 
 impl AuthenticatedUser {
     /// The user as the use cases take them.
-    pub fn member(&self) -> Member<'_> {
+    pub(crate) fn member(&self) -> Member<'_> {
         Member {
             id: &self.id,
             email: self.email.as_deref(),
@@ -101,14 +101,14 @@ pub fn issue_token(secret: &SecretString, claims: &Claims) -> String {
 /// The header the Billing Settings page sends with every request. A
 /// cross-site form cannot set it, and a cross-site `fetch` that sets it needs a
 /// CORS preflight this service never grants.
-pub const CSRF_HEADER: &str = "x-requested-with";
+pub(crate) const CSRF_HEADER: &str = "x-requested-with";
 
 /// Cross-site request forgery guard for state-changing requests. Bearer tokens
 /// are never sent by a browser on its own, so only cookie-authenticated
 /// requests are checked: they must carry [`CSRF_HEADER`], and an `Origin`
 /// header, when present, must be this service's own origin (as the `Host`
 /// header names it) or the app's (`APP_BASE_URL`).
-pub fn check_same_origin(
+pub(crate) fn check_same_origin(
     req: &HttpRequest,
     user: &AuthenticatedUser,
     app_origin: &str,

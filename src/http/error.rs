@@ -25,7 +25,7 @@ use crate::stripe::signature::SignatureError;
 /// Every `error` code the service answers: stable, snake_case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     // Authentication and CSRF.
     Unauthenticated,
     InvalidToken,
@@ -66,7 +66,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Unauthenticated => "unauthenticated",
             Self::InvalidToken => "invalid_token",
@@ -114,17 +114,17 @@ pub struct ApiError {
 
 /// The body of every error answer.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     /// For people: what went wrong and what to do.
     #[schema(example = "invalid session token")]
-    pub message: &'a str,
+    pub(crate) message: &'a str,
     /// For programs: a stable snake_case code.
     #[schema(example = "invalid_token")]
-    pub error: ErrorCode,
+    pub(crate) error: ErrorCode,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -134,28 +134,28 @@ impl ApiError {
     }
 
     /// Keeps the cause for the log line (5xx only; 4xx causes are the message).
-    pub fn with_cause(mut self, cause: impl fmt::Display) -> Self {
+    pub(crate) fn with_cause(mut self, cause: impl fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
         self
     }
 
-    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
-    pub fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, code, message)
     }
 
-    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
-    pub fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
@@ -163,23 +163,15 @@ impl ApiError {
         )
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            format!("request body exceeds the {limit} byte limit"),
-        )
-    }
-
-    pub fn bad_gateway(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_gateway(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, code, message)
     }
 
-    pub fn service_unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn service_unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
-    pub fn internal(cause: impl fmt::Display) -> Self {
+    pub(crate) fn internal(cause: impl fmt::Display) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InternalError,
@@ -188,11 +180,13 @@ impl ApiError {
         .with_cause(cause)
     }
 
-    pub fn code(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> &'static str {
         self.code.as_str()
     }
 
-    pub fn message(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 }

@@ -10,14 +10,14 @@ use crate::db;
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))))]
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Prometheus metrics of this instance (text exposition format).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.billing.pool.state();
     let gauge = &state.billing.metrics.db_pool;
     gauge
@@ -37,7 +37,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
         (status = 503, description = "Database unreachable", body = ErrorBody),
     ))]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     db::ping(&state.billing.pool).await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }

@@ -31,18 +31,18 @@ use error::{ApiError, ErrorBody, ErrorCode};
 
 /// What every handler shares: the use cases' context and what only HTTP needs.
 pub struct AppState {
-    pub billing: Billing,
+    pub(crate) billing: Billing,
     /// `APP_BASE_URL` as an origin, accepted in `Origin` headers.
-    pub app_origin: String,
-    pub webhook_verifier: WebhookVerifier,
+    pub(crate) app_origin: String,
+    pub(crate) webhook_verifier: WebhookVerifier,
     /// Demo mode (the emulator runs): the page offers demo sign-in.
-    pub demo: bool,
+    pub(crate) demo: bool,
 }
 
 /// Portal requests carry at most a tiny JSON body.
 const PORTAL_BODY_LIMIT: usize = 16 * 1024;
 /// Stripe's events are far smaller; anything larger is not Stripe.
-pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Declares the served endpoints once: `Endpoints` documents them (its
 /// OpenAPI paths come from each handler's `#[utoipa::path]`), and
@@ -99,7 +99,7 @@ fn operations(
     .collect()
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     let mut handlers = handlers();
     for (path, item) in Endpoints::openapi().paths.paths {
         let limit = match path.as_str() {
@@ -133,7 +133,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Makes the errors actix answers by itself (a body over the limit, an
 /// unreadable body) JSON like every other error; ours already are.
-pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+pub(crate) fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(to_json_error)
 }
 

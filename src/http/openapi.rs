@@ -27,7 +27,7 @@ use super::Endpoints;
         (name = "operations", description = "Probes and this document"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct SecuritySchemes;
 
@@ -65,12 +65,12 @@ impl Modify for SecuritySchemes {
     tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"))
 )]
-pub async fn openapi_json() -> HttpResponse {
+pub(crate) async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(document())
 }
 
 /// The whole document: the API's description and every endpoint.
-pub fn document() -> utoipa::openapi::OpenApi {
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(Endpoints::openapi());
     doc

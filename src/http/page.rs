@@ -12,7 +12,7 @@ const HTML: &str = include_str!("../web/billing.html");
 const CSS: &str = include_str!("../web/billing.css");
 const JS: &str = include_str!("../web/billing.js");
 
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
      style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
      base-uri 'none'; form-action 'self'";
 
@@ -31,7 +31,7 @@ fn asset(content_type: &'static str, body: &str) -> HttpResponse {
 /// The Billing Settings page (HTML).
 #[utoipa::path(get, path = "/settings/billing", tag = "page",
     responses((status = 200, description = "The page", content_type = "text/html")))]
-pub async fn billing_page(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn billing_page(state: web::Data<AppState>) -> HttpResponse {
     if state.demo {
         return asset(
             "text/html; charset=utf-8",
@@ -52,13 +52,13 @@ static DEMO_HTML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// The page's stylesheet.
 #[utoipa::path(get, path = "/settings/billing/assets/billing.css", tag = "page",
     responses((status = 200, description = "CSS", content_type = "text/css")))]
-pub async fn billing_css() -> HttpResponse {
+pub(crate) async fn billing_css() -> HttpResponse {
     asset("text/css; charset=utf-8", CSS)
 }
 
 /// The page's script.
 #[utoipa::path(get, path = "/settings/billing/assets/billing.js", tag = "page",
     responses((status = 200, description = "JavaScript", content_type = "text/javascript")))]
-pub async fn billing_js() -> HttpResponse {
+pub(crate) async fn billing_js() -> HttpResponse {
     asset("text/javascript; charset=utf-8", JS)
 }

@@ -17,7 +17,7 @@ use crate::stripe::client::{FlowKind, Locale, PORTAL_LOCALES};
 /// Optional body; no body opens the portal's home page.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreatePortalRequest {
+pub(crate) struct CreatePortalRequest {
     /// A locale the Stripe portal supports (`fr`, `pt-BR`, `auto`…).
     #[schema(value_type = Option<PortalLocale>)]
     locale: Option<String>,
@@ -29,7 +29,7 @@ pub struct CreatePortalRequest {
 
 /// A locale the Stripe Customer Portal supports: the schema lists exactly
 /// [`PORTAL_LOCALES`], the list [`Locale::parse`] accepts.
-pub struct PortalLocale;
+pub(crate) struct PortalLocale;
 
 impl utoipa::PartialSchema for PortalLocale {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -45,14 +45,14 @@ impl ToSchema for PortalLocale {}
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PortalData {
+pub(crate) struct PortalData {
     /// The Stripe-hosted portal session; valid for a few minutes.
     #[schema(example = "https://billing.stripe.com/p/session/test_YWNjdF8x")]
     portal_url: String,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct PortalResponse {
+pub(crate) struct PortalResponse {
     #[schema(example = "portal created")]
     message: &'static str,
     data: PortalData,
@@ -81,7 +81,7 @@ pub struct PortalResponse {
     ),
     security(("bearer_jwt" = []), ("session_cookie" = []))
 )]
-pub async fn create_portal(
+pub(crate) async fn create_portal(
     req: HttpRequest,
     body: web::Bytes,
     user: AuthenticatedUser,

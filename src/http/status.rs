@@ -13,7 +13,7 @@ use crate::billing::summary;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusData {
+pub(crate) struct StatusData {
     /// Whether the user has a subscription that grants access now.
     paid: bool,
     /// Why the user is or is not paid, a stable code: `active`, `trialing`, `past_due_in_grace`,
@@ -48,7 +48,7 @@ pub struct StatusData {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct StatusResponse {
+pub(crate) struct StatusResponse {
     #[schema(example = "billing status")]
     message: &'static str,
     data: StatusData,
@@ -66,7 +66,7 @@ pub struct StatusResponse {
     ),
     security(("bearer_jwt" = []), ("session_cookie" = []))
 )]
-pub async fn billing_status(
+pub(crate) async fn billing_status(
     user: AuthenticatedUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

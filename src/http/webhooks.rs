@@ -18,7 +18,7 @@ use crate::stripe::events::parse_event;
 use crate::stripe::signature;
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Received {
+pub(crate) struct Received {
     received: bool,
 }
 
@@ -40,7 +40,7 @@ pub struct Received {
         (status = 503, description = "Could not be stored; Stripe will retry", body = ErrorBody),
     )
 )]
-pub async fn stripe_webhook(
+pub(crate) async fn stripe_webhook(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,

@@ -87,7 +87,7 @@ pub enum StripeMode {
 }
 
 impl StripeMode {
-    pub fn other(self) -> Self {
+    pub(crate) fn other(self) -> Self {
         match self {
             Self::Test => Self::Live,
             Self::Live => Self::Test,
@@ -175,7 +175,7 @@ impl std::fmt::Debug for StripeGateway {
 }
 
 impl StripeGateway {
-    pub fn new(
+    pub(crate) fn new(
         secret_key: &SecretString,
         api_base: Option<&str>,
         timeout: Duration,
@@ -235,7 +235,7 @@ impl StripeGateway {
     /// instead of a second one, while a replacement for a deleted customer, or
     /// a request with another email, gets a new key rather than Stripe's
     /// `idempotency_error`.
-    pub async fn create_customer(
+    pub(crate) async fn create_customer(
         &self,
         user_id: &UserId,
         email: Option<&str>,
@@ -259,7 +259,7 @@ impl StripeGateway {
     /// Creates a portal session for `customer_id` and returns its URL. With a
     /// `flow`, the portal opens straight on that task and, once it is done,
     /// redirects to `return_url`.
-    pub async fn create_portal_session(
+    pub(crate) async fn create_portal_session(
         &self,
         customer_id: &CustomerId,
         return_url: &str,
@@ -304,7 +304,7 @@ impl StripeGateway {
 
     /// The subscription as Stripe holds it now, in the same shape the webhook
     /// parser produces, through the same lenient parser.
-    pub async fn retrieve_subscription(
+    pub(crate) async fn retrieve_subscription(
         &self,
         id: &SubscriptionId,
     ) -> Result<SubscriptionObject, StripeFailure> {
@@ -321,7 +321,10 @@ impl StripeGateway {
     /// 200 `{"id":…,"deleted":true}` for a deleted customer
     /// (docs.stripe.com/api/customers/retrieve), and "No such customer" for
     /// one it never knew or has purged.
-    pub async fn customer_is_deleted(&self, customer: &CustomerId) -> Result<bool, StripeFailure> {
+    pub(crate) async fn customer_is_deleted(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<bool, StripeFailure> {
         let request = RetrieveCustomer::new(customer.as_str());
         match with_retries(|| self.json("retrieve_customer", &request)).await {
             Ok(Json::Object(body)) => Ok(matches!(body.get("deleted"), Some(Json::Bool(true)))),
@@ -338,7 +341,7 @@ impl StripeGateway {
     /// Every subscription of `customer`, all statuses, every page, each
     /// mapped by the lenient parser. Rate limits, 5xx answers, timeouts and
     /// connection failures are retried with doubling backoff.
-    pub async fn list_subscriptions(
+    pub(crate) async fn list_subscriptions(
         &self,
         customer: &CustomerId,
     ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
@@ -416,7 +419,7 @@ async fn tokio_sleep(duration: Duration) {
 
 impl StripeFailure {
     /// Whether trying again later can succeed.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::RateLimited | Self::Timeout | Self::Unreachable(_) => true,
             Self::Api { status, .. } => *status >= 500,
@@ -466,21 +469,21 @@ fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&CustomerId>)
 )]
 #[serde(rename_all = "snake_case")]
 #[schema(as = PortalFlowName)]
-pub enum FlowKind {
+pub(crate) enum FlowKind {
     PaymentMethodUpdate,
     SubscriptionCancel,
     SubscriptionUpdate,
 }
 
 impl FlowKind {
-    pub const ALL: [FlowKind; 3] = [
+    pub(crate) const ALL: [FlowKind; 3] = [
         FlowKind::PaymentMethodUpdate,
         FlowKind::SubscriptionCancel,
         FlowKind::SubscriptionUpdate,
     ];
 
     /// Stripe's name, the same the request body and the schema use.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::PaymentMethodUpdate => "payment_method_update",
             Self::SubscriptionCancel => "subscription_cancel",
@@ -488,7 +491,7 @@ impl FlowKind {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
@@ -502,7 +505,7 @@ impl FlowKind {
     }
 
     /// Whether the flow acts on a subscription (Stripe requires its id).
-    pub fn needs_subscription(self) -> bool {
+    pub(crate) fn needs_subscription(self) -> bool {
         !matches!(self, Self::PaymentMethodUpdate)
     }
 }
@@ -511,9 +514,9 @@ impl FlowKind {
 /// flow needs one: always the user's own, from Postgres, never one named by
 /// the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortalFlow {
-    pub kind: FlowKind,
-    pub subscription: Option<SubscriptionId>,
+pub(crate) struct PortalFlow {
+    pub(crate) kind: FlowKind,
+    pub(crate) subscription: Option<SubscriptionId>,
 }
 
 impl PortalFlow {
@@ -555,7 +558,7 @@ impl PortalFlow {
 
 /// The locales the Stripe Customer Portal supports; the OpenAPI document
 /// lists the same (a test checks async-stripe knows each one).
-pub const PORTAL_LOCALES: &[&str] = &[
+pub(crate) const PORTAL_LOCALES: &[&str] = &[
     "auto", "bg", "cs", "da", "de", "el", "en", "en-AU", "en-CA", "en-GB", "en-IE", "en-IN",
     "en-NZ", "en-SG", "es", "es-419", "et", "fi", "fil", "fr", "fr-CA", "hr", "hu", "id", "it",
     "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru", "sk", "sl",
@@ -564,10 +567,10 @@ pub const PORTAL_LOCALES: &[&str] = &[
 
 /// A portal locale Stripe knows (`fr`, `pt-BR`, `auto`…).
 #[derive(Debug, Clone)]
-pub struct Locale(BillingPortalSessionLocale);
+pub(crate) struct Locale(BillingPortalSessionLocale);
 
 impl Locale {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         if !PORTAL_LOCALES.contains(&s) {
             return Err(format!(
                 "`{s}` is not a locale the Stripe Customer Portal supports (e.g. `fr`, `de`, `pt-BR`, `auto`)"

@@ -12,9 +12,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool};
 use futures_util::future::{select, Either};
 
-use super::{Billing, PaidRule};
-use crate::clock::Clock;
-use crate::db::{self, users, DbError, PgPool};
+use super::Billing;
+use crate::db::{self, users, DbError};
 
 /// Well inside the promised minute between a grace ending and the flag
 /// following, and cheap: one indexed statement over past-due subscriptions.
@@ -25,27 +24,20 @@ const SWEEP_LOCK: i64 = 0x6269_6c6c_7377_6570; // "billswep"
 
 /// Runs the sweep in the background for the life of the process.
 pub(crate) fn spawn(billing: Billing) {
-    let Billing {
-        pool,
-        clock,
-        rule,
-        metrics,
-        ..
-    } = billing;
     // A plain tokio task (not actix's thread-local spawn): `Application::build`
     // runs under actix's runtime in `main` and under a bare tokio one in tests.
     tokio::spawn(async move {
         loop {
             let tick = Box::pin(tokio::time::sleep(SWEEP_INTERVAL));
-            let advanced = Box::pin(clock.advanced());
+            let advanced = Box::pin(billing.clock.advanced());
             if let Either::Right(_) = select(tick, advanced).await {
                 log::debug!("billing clock advanced: sweeping grace periods now");
             }
-            match sweep_once(&pool, &clock, rule).await {
+            match sweep_once(&billing).await {
                 Ok(0) => {}
                 Ok(n) => {
                     log::info!("grace sweep: {n} users' paid flag changed");
-                    metrics.grace_expirations.inc_by(n as u64);
+                    billing.metrics.grace_expirations.inc_by(n as u64);
                 }
                 Err(e) => log::warn!("grace sweep failed (retried next tick): {e}"),
             }
@@ -55,9 +47,9 @@ pub(crate) fn spawn(billing: Billing) {
 
 /// One sweep; returns how many users' flag changed (0 when another instance
 /// holds the lock and does the work).
-pub async fn sweep_once(pool: &PgPool, clock: &Clock, rule: PaidRule) -> Result<usize, DbError> {
-    let clock = clock.clone();
-    db::transaction(pool, move |conn| {
+pub async fn sweep_once(billing: &Billing) -> Result<usize, DbError> {
+    let (clock, rule) = (billing.clock.clone(), billing.rule);
+    db::transaction(&billing.pool, move |conn| {
         let locked: bool = diesel::select(
             diesel::dsl::sql::<Bool>("pg_try_advisory_xact_lock(")
                 .bind::<BigInt, _>(SWEEP_LOCK)

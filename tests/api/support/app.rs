@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real service (via `Application::build`, as `main` does)
 //! on a random port, with its own freshly created Postgres database, dropped
-//! when the test ends, and a fake Stripe (wiremock) on loopback.
+//! when the test ends, and a fake Stripe (wiremock) on loopback; plus what a
+//! test reads back from that database and from the fake Stripe.
 
 use std::collections::HashMap;
 
@@ -123,10 +124,6 @@ impl TestApp {
             .n
     }
 
-    pub fn execute(&self, sql: &str) {
-        diesel::sql_query(sql).execute(&mut self.db()).unwrap();
-    }
-
     pub async fn create_portal(&self, token: &str) -> reqwest::Response {
         self.client
             .post(self.url("/billing/create-portal"))
@@ -183,9 +180,7 @@ impl TestApp {
             .unwrap()
             .outcome
     }
-}
 
-impl TestApp {
     /// The outcome of the (only) stored event of `type_`.
     pub fn event_outcome_of_type(&self, type_: &str) -> String {
         #[derive(QueryableByName)]

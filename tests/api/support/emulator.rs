@@ -1,19 +1,10 @@
 //! The in-process Stripe emulator (no `STRIPE_SECRET_KEY`): an app that runs it, its API as
-//! async-stripe and a plain HTTP client see it, its account settings, and waiting for the
-//! webhooks it delivers asynchronously.
+//! async-stripe and a plain HTTP client see it, and its account settings.
 
 use serde_json::Value;
 use stripe::ClientBuilder;
 
-use super::app::{spawn_app_with, TestApp};
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::app::{free_port, spawn_app_with, TestApp};
 
 /// The service with no Stripe key, reachable at `APP_BASE_URL` (so the
 /// portal's "Return to app" comes back to it).
@@ -78,16 +69,4 @@ pub async fn emulator_get(app: &TestApp, path: &str) -> Value {
 pub async fn account_settings(app: &TestApp, form: &[(&str, &str)]) {
     let (status, body) = emulator_post(app, "test_helpers/account_settings", form, None).await;
     assert_eq!(status, 200, "{body}");
-}
-
-/// Polls until `check` holds (webhooks arrive asynchronously), at most 30 s:
-/// generous, so a loaded machine only makes a passing test slower.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }

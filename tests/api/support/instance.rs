@@ -4,8 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::app::{admin_url, TestApp, APP_BASE_URL, JWT_SECRET, STRIPE_KEY, WEBHOOK_SECRET};
-use super::emulator::free_port;
+use super::app::{
+    admin_url, free_port, TestApp, APP_BASE_URL, JWT_SECRET, STRIPE_KEY, WEBHOOK_SECRET,
+};
 
 /// A copy of the service as its own process, killed when dropped.
 pub struct Instance {

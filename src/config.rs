@@ -599,6 +599,15 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_file_wins_over_the_defaults_and_a_variable_over_both() {
+        assert_eq!(settings(&[]).unwrap().host, "127.0.0.1");
+        assert_eq!(settings(&production_vars()).unwrap().host, "0.0.0.0");
+        let mut vars = production_vars();
+        vars.push(("HOST", "10.0.0.1"));
+        assert_eq!(settings(&vars).unwrap().host, "10.0.0.1");
+    }
+
+    #[test]
     fn several_comma_separated_webhook_secrets_are_all_kept() {
         let s = settings(&[("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new")]).unwrap();
         let secrets: Vec<_> = s
@@ -812,6 +821,19 @@ mod tests {
                         ".env.example: {name} holds a real-looking secret"
                     );
                     assert!(!listed.contains(&name), ".env.example lists {name} twice");
+                    // A comment that states the default, `(default 14)`, states SETTINGS' one.
+                    let stated = previous
+                        .and_then(|p| p.split_once("(default "))
+                        .and_then(|(_, rest)| rest.split([',', ')']).next());
+                    if let (Some(stated), Some(setting)) =
+                        (stated, SETTINGS.iter().find(|s| s.name == name))
+                    {
+                        assert_eq!(
+                            Some(stated),
+                            setting.default,
+                            ".env.example: the comment above {name} states another default"
+                        );
+                    }
                     listed.push(name);
                 }
                 None => previous = Some(line),

@@ -41,20 +41,19 @@ pub struct Setting {
     pub meaning: &'static str,
 }
 
+/// A setting the environment or a config file may set.
 const fn file_or_env(
     name: &'static str,
     default: Option<&'static str>,
     meaning: &'static str,
 ) -> Setting {
     Setting {
-        name,
-        default,
-        secret: false,
         in_files: true,
-        meaning,
+        ..env_only(name, default, meaning)
     }
 }
 
+/// A setting read from the environment alone.
 const fn env_only(
     name: &'static str,
     default: Option<&'static str>,
@@ -69,6 +68,7 @@ const fn env_only(
     }
 }
 
+/// A secret: environment only, no default, never logged.
 const fn secret_env(name: &'static str, meaning: &'static str) -> Setting {
     Setting {
         name,

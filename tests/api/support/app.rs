@@ -190,30 +190,27 @@ pub fn header<'a>(request: &'a wiremock::Request, name: &str) -> Option<&'a str>
 
 impl TestApp {
     pub fn event_outcome(&self, id: &str) -> String {
-        #[derive(QueryableByName)]
-        struct Outcome {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            outcome: String,
-        }
-        diesel::sql_query("SELECT outcome FROM stripe_events WHERE id = $1")
-            .bind::<diesel::sql_types::Text, _>(id)
-            .get_result::<Outcome>(&mut self.db())
-            .unwrap()
-            .outcome
+        self.event_outcome_where("id", id)
     }
 
     /// The outcome of the (only) stored event of `type_`.
     pub fn event_outcome_of_type(&self, type_: &str) -> String {
+        self.event_outcome_where("type", type_)
+    }
+
+    fn event_outcome_where(&self, column: &str, value: &str) -> String {
         #[derive(QueryableByName)]
         struct Outcome {
             #[diesel(sql_type = diesel::sql_types::Text)]
             outcome: String,
         }
-        diesel::sql_query("SELECT outcome FROM stripe_events WHERE type = $1")
-            .bind::<diesel::sql_types::Text, _>(type_)
-            .get_result::<Outcome>(&mut self.db())
-            .unwrap()
-            .outcome
+        diesel::sql_query(format!(
+            "SELECT outcome FROM stripe_events WHERE {column} = $1"
+        ))
+        .bind::<diesel::sql_types::Text, _>(value)
+        .get_result::<Outcome>(&mut self.db())
+        .unwrap()
+        .outcome
     }
 }
 

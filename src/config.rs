@@ -1,5 +1,9 @@
-//! Settings: `config/base.toml`, then `config/{APP_ENV}.toml`, then the
-//! environment variables named in DESIGN.md (environment wins).
+//! Settings: the defaults in [`SETTINGS`], then `config/{APP_ENV}.toml`, then
+//! the environment variables of the same names (environment wins).
+//!
+//! [`SETTINGS`] is the one list of configuration variables: start-up loading
+//! reads exactly those, and a test checks that README.md's configuration table
+//! and `.env.example` list exactly those, with the same defaults.
 //!
 //! Secrets (`STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `AUTH_JWT_SECRET`) come
 //! from the environment only, are held as [`SecretString`] so they never print,
@@ -20,32 +24,127 @@ pub const DEV_JWT_SECRET: &str = "development-only-jwt-secret-do-not-use-in-prod
 /// Used only outside production when `STRIPE_WEBHOOK_SECRET` is unset.
 pub const DEV_WEBHOOK_SECRET: &str = "whsec_development_only_do_not_use_in_production";
 
-/// Non-secret keys that may come from the config files or the environment.
-const KEYS: &[&str] = &[
-    "database_url",
-    "database_pool_size",
-    "database_connect_timeout_secs",
-    "database_statement_timeout_ms",
-    "host",
-    "port",
-    "app_base_url",
-    "portal_return_path",
-    "stripe_api_base",
-    "stripe_timeout_secs",
-    "stripe_webhook_tolerance_secs",
-    "stripe_webhook_refetch",
-    "stripe_portal_configuration",
-    "billing_past_due_grace_days",
-    "billing_collection_paused_is_paid",
-    "shutdown_timeout_secs",
-    "event_retention_days",
+/// One configuration variable.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The environment variable; its lower-case form is the key in `config/*.toml`.
+    pub name: &'static str,
+    /// The value when nothing sets it; `None`: unset.
+    pub default: Option<&'static str>,
+    /// Environment only (refused in a config file), never logged.
+    pub secret: bool,
+    /// Whether `config/{development,production}.toml` may set it too. The others are read
+    /// from the environment alone: secrets, `APP_ENV` (it chooses the file), a path to a
+    /// secret, and `RUST_LOG` (read by env_logger in `main`).
+    pub in_files: bool,
+    /// What it does, as the README's configuration table says it (markdown).
+    pub meaning: &'static str,
+}
+
+/// A setting the environment or a config file may set.
+const fn file_or_env(
+    name: &'static str,
+    default: Option<&'static str>,
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        in_files: true,
+        ..env_only(name, default, meaning)
+    }
+}
+
+/// A setting read from the environment alone.
+const fn env_only(
+    name: &'static str,
+    default: Option<&'static str>,
+    meaning: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        default,
+        secret: false,
+        in_files: false,
+        meaning,
+    }
+}
+
+/// A secret: environment only, no default, never logged.
+const fn secret_env(name: &'static str, meaning: &'static str) -> Setting {
+    Setting {
+        name,
+        default: None,
+        secret: true,
+        in_files: false,
+        meaning,
+    }
+}
+
+/// Every configuration variable the service reads, in the README's order.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    env_only("APP_ENV", Some("development"),
+        "`development`, `test` or `production`; production refuses missing secrets and unsafe defaults, naming the variable"),
+    file_or_env("DATABASE_URL", Some("postgres://postgres@127.0.0.1:5432/billing_portal"),
+        "Postgres; the database is created if missing"),
+    file_or_env("DATABASE_POOL_SIZE", Some("10"),
+        "connections in this instance's pool"),
+    file_or_env("DATABASE_CONNECT_TIMEOUT_SECS", Some("5"),
+        "how long to wait for a connection (then 503)"),
+    file_or_env("DATABASE_STATEMENT_TIMEOUT_MS", Some("5000"),
+        "Postgres `statement_timeout` for every pooled connection"),
+    file_or_env("HOST", Some("127.0.0.1"),
+        "listen address (`0.0.0.0` in `config/production.toml`)"),
+    file_or_env("PORT", Some("8080"),
+        "listen port"),
+    file_or_env("APP_BASE_URL", Some("http://localhost:8080"),
+        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH`"),
+    file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
+        "where Stripe sends the user back"),
+    secret_env("STRIPE_SECRET_KEY",
+        "`sk_test_…` or `sk_live_…`; unset outside production starts the local Stripe emulator; required in production"),
+    file_or_env("STRIPE_API_BASE", None,
+        "point the Stripe client elsewhere (tests, a local fake); unset means Stripe's API"),
+    file_or_env("STRIPE_TIMEOUT_SECS", Some("10"),
+        "Stripe client timeout per request, 1 to 10"),
+    secret_env("STRIPE_WEBHOOK_SECRET",
+        "`whsec_…`; several, comma separated, while a secret is rolled"),
+    env_only("STRIPE_WEBHOOK_SECRET_FILE", None,
+        "a file holding the `whsec_…` secret, read when `STRIPE_WEBHOOK_SECRET` is unset"),
+    file_or_env("STRIPE_WEBHOOK_TOLERANCE_SECS", Some("300"),
+        "how old a signature timestamp may be; a future one is accepted, as by Stripe's libraries; 0 is refused"),
+    file_or_env("STRIPE_WEBHOOK_REFETCH", Some("false"),
+        "retrieve each subscription from Stripe before applying its event (same-second ties that cannot be ordered are retrieved whatever this says)"),
+    file_or_env("STRIPE_PORTAL_CONFIGURATION", None,
+        "`bpc_…` portal configuration id (else your default configuration)"),
+    secret_env("AUTH_JWT_SECRET",
+        "HS256 secret shared with your app; at least 32 bytes in production"),
+    file_or_env("BILLING_PAST_DUE_GRACE_DAYS", Some("14"),
+        "days a `past_due` subscription keeps access, counted from when it became past due (Stripe's default retry window is two weeks); 0 = none, at most 366. Replaces `BILLING_PAST_DUE_IS_PAID`, which is refused"),
+    file_or_env("BILLING_COLLECTION_PAUSED_IS_PAID", Some("true"),
+        "whether an `active` subscription whose payment collection is paused (`pause_collection`) keeps access"),
+    file_or_env("EVENT_RETENTION_DAYS", Some("90"),
+        "how long webhook event ids are kept for dedupe before `prune` removes them; at least 7"),
+    file_or_env("SHUTDOWN_TIMEOUT_SECS", Some("25"),
+        "after SIGTERM or Ctrl-C, how long in-flight requests may take to finish"),
+    env_only("RUST_LOG", Some("info"),
+        "env_logger filter"),
 ];
-/// Secret keys: (config key, environment name). Environment only.
-const SECRET_KEYS: &[(&str, &str)] = &[
-    ("stripe_secret_key", "STRIPE_SECRET_KEY"),
-    ("stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET"),
-    ("auth_jwt_secret", "AUTH_JWT_SECRET"),
-];
+
+/// Retired variables: set, they refuse start-up with the reason, so that a silently ignored
+/// setting never changes who is paid.
+const RETIRED: &[(&str, &str)] = &[(
+    "BILLING_PAST_DUE_IS_PAID",
+    "was replaced by BILLING_PAST_DUE_GRACE_DAYS (days a past_due subscription keeps access; \
+     0 = none, default 14): unset it and set that",
+)];
+
+/// The setting named `name`, which must be in [`SETTINGS`].
+fn setting_named(name: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in SETTINGS"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
@@ -86,8 +185,11 @@ pub enum ConfigError {
     UnsafeForProduction { key: &'static str, reason: String },
 }
 
-/// What the config files and the environment say, before validation.
+/// What the defaults, the config file and the environment say, before validation: one field
+/// per [`SETTINGS`] entry that config files may set (an unknown key is refused, so the two
+/// cannot drift apart).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     database_url: String,
     database_pool_size: u32,
@@ -162,38 +264,55 @@ impl Settings {
     /// Settings from any variable lookup (tests pass a map), layered over the
     /// config files embedded in the binary, so a deployed binary needs no files.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        if var("BILLING_PAST_DUE_IS_PAID").is_some() {
-            // A silently ignored setting would change who is paid.
-            return Err(ConfigError::Invalid {
-                key: "BILLING_PAST_DUE_IS_PAID",
-                reason: "was replaced by BILLING_PAST_DUE_GRACE_DAYS (days a past_due \
-                         subscription keeps access; 0 = none, default 14): unset it and set that"
-                    .into(),
-            });
+        let var = |key: &str| {
+            // Every variable read here is one SETTINGS lists (or a retired one), so the
+            // README and .env.example, checked against SETTINGS, cannot miss it.
+            debug_assert!(
+                SETTINGS.iter().any(|s| s.name == key) || RETIRED.iter().any(|r| r.0 == key),
+                "{key} is read but not in SETTINGS"
+            );
+            lookup(key).filter(|v| !v.trim().is_empty())
+        };
+        for &(name, reason) in RETIRED {
+            if var(name).is_some() {
+                return Err(ConfigError::Invalid {
+                    key: name,
+                    reason: reason.to_string(),
+                });
+            }
         }
-        let app_env = AppEnv::parse(&var("APP_ENV").unwrap_or_default())?;
+        let app_env = AppEnv::parse(
+            &var("APP_ENV")
+                .or_else(|| setting_named("APP_ENV").default.map(Into::into))
+                .unwrap_or_default(),
+        )?;
 
-        let mut builder = Config::builder()
-            .add_source(File::from_str(
-                include_str!("../config/base.toml"),
-                FileFormat::Toml,
-            ))
-            .add_source(File::from_str(env_file(app_env), FileFormat::Toml));
-        for key in KEYS {
-            if let Some(value) = var(&key.to_ascii_uppercase()) {
+        let mut builder = Config::builder();
+        for setting in SETTINGS.iter().filter(|s| s.in_files) {
+            if let Some(default) = setting.default {
                 builder = builder
-                    .set_override(*key, value)
+                    .set_default(setting.name.to_ascii_lowercase(), default)
+                    .map_err(|e| ConfigError::Load(e.to_string()))?;
+            }
+        }
+        builder = builder.add_source(File::from_str(env_file(app_env), FileFormat::Toml));
+        for setting in SETTINGS.iter().filter(|s| s.in_files) {
+            if let Some(value) = var(setting.name) {
+                builder = builder
+                    .set_override(setting.name.to_ascii_lowercase(), value)
                     .map_err(|e| ConfigError::Load(e.to_string()))?;
             }
         }
         let config = builder
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        for (key, env_name) in SECRET_KEYS {
-            if config.get_string(key).is_ok() {
+        for setting in SETTINGS.iter().filter(|s| s.secret) {
+            if config
+                .get_string(&setting.name.to_ascii_lowercase())
+                .is_ok()
+            {
                 return Err(ConfigError::Invalid {
-                    key: env_name,
+                    key: setting.name,
                     reason: "is a secret and must come from the environment, not a config file"
                         .into(),
                 });
@@ -480,6 +599,15 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_file_wins_over_the_defaults_and_a_variable_over_both() {
+        assert_eq!(settings(&[]).unwrap().host, "127.0.0.1");
+        assert_eq!(settings(&production_vars()).unwrap().host, "0.0.0.0");
+        let mut vars = production_vars();
+        vars.push(("HOST", "10.0.0.1"));
+        assert_eq!(settings(&vars).unwrap().host, "10.0.0.1");
+    }
+
+    #[test]
     fn several_comma_separated_webhook_secrets_are_all_kept() {
         let s = settings(&[("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new")]).unwrap();
         let secrets: Vec<_> = s
@@ -602,5 +730,155 @@ mod tests {
         );
         assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "400")]).is_err());
         assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "-1")]).is_err());
+    }
+
+    fn repository_file(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// README.md's configuration table as [`SETTINGS`] renders it, row by row.
+    fn readme_rows() -> Vec<String> {
+        let mut rows = vec![
+            "| variable | default | secret | meaning |".to_string(),
+            "|---|---|---|---|".to_string(),
+        ];
+        rows.extend(SETTINGS.iter().map(|s| {
+            let default = s.default.map_or("none".into(), |d| format!("`{d}`"));
+            let secret = if s.secret { "yes" } else { "no" };
+            format!("| `{}` | {default} | {secret} | {} |", s.name, s.meaning)
+        }));
+        rows
+    }
+
+    #[test]
+    fn the_readme_configuration_table_is_the_settings_table() {
+        let readme = repository_file("README.md");
+        let section = readme
+            .split_once("\n## Configuration\n")
+            .expect("README.md has a `## Configuration` section")
+            .1;
+        let table: Vec<&str> = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let expected = readme_rows();
+        let names = |rows: &[&str]| -> Vec<String> {
+            rows.iter()
+                .skip(2)
+                .filter_map(|r| r.split('`').nth(1).map(String::from))
+                .collect()
+        };
+        let expected_refs: Vec<&str> = expected.iter().map(String::as_str).collect();
+        assert_eq!(
+            names(&table),
+            names(&expected_refs),
+            "README.md's configuration table must name exactly SETTINGS (src/config.rs), in order"
+        );
+        for (row, want) in table.iter().zip(&expected) {
+            assert_eq!(
+                row,
+                want,
+                "README.md's configuration table differs from SETTINGS (src/config.rs); the whole \
+                 table should read:\n{}",
+                expected.join("\n")
+            );
+        }
+    }
+
+    /// Set in `.env` only for docker-compose.yml's postgres service; the binary never reads them.
+    const COMPOSE_ONLY: &[&str] = &["POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"];
+
+    #[test]
+    fn env_example_lists_every_setting_once_each_with_a_comment() {
+        let text = repository_file(".env.example");
+        let mut listed = Vec::new();
+        let mut previous: Option<&str> = None;
+        for line in text.lines() {
+            // `NAME=value`, or `#NAME=value` for one left unset.
+            let entry = line.strip_prefix('#').unwrap_or(line);
+            let name = entry.split_once('=').map(|(n, _)| n).filter(|n| {
+                n.starts_with(|c: char| c.is_ascii_uppercase())
+                    && n.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            });
+            match name {
+                Some(name) => {
+                    assert!(
+                        previous.is_some_and(|p| p.starts_with("# ")),
+                        ".env.example: {name} has no comment line above it"
+                    );
+                    let value = &entry[name.len() + 1..];
+                    let real_looking = ["sk_test_", "sk_live_", "rk_test_", "rk_live_", "whsec_"]
+                        .iter()
+                        .filter_map(|prefix| value.strip_prefix(prefix))
+                        .any(|rest| {
+                            rest.len() >= 8 && rest.chars().all(|c| c.is_ascii_alphanumeric())
+                        });
+                    assert!(
+                        !real_looking,
+                        ".env.example: {name} holds a real-looking secret"
+                    );
+                    assert!(!listed.contains(&name), ".env.example lists {name} twice");
+                    // A comment that states the default, `(default 14)`, states SETTINGS' one.
+                    let stated = previous
+                        .and_then(|p| p.split_once("(default "))
+                        .and_then(|(_, rest)| rest.split([',', ')']).next());
+                    if let (Some(stated), Some(setting)) =
+                        (stated, SETTINGS.iter().find(|s| s.name == name))
+                    {
+                        assert_eq!(
+                            Some(stated),
+                            setting.default,
+                            ".env.example: the comment above {name} states another default"
+                        );
+                    }
+                    listed.push(name);
+                }
+                None => previous = Some(line),
+            }
+            if name.is_some() {
+                previous = None;
+            }
+        }
+        let mut listed: Vec<&str> = listed
+            .into_iter()
+            .filter(|n| !COMPOSE_ONLY.contains(n))
+            .collect();
+        let mut expected: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        listed.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(
+            listed, expected,
+            ".env.example must list exactly the names in SETTINGS (src/config.rs), plus {COMPOSE_ONLY:?}"
+        );
+    }
+
+    #[test]
+    fn the_settings_table_is_consistent() {
+        for (i, s) in SETTINGS.iter().enumerate() {
+            assert!(
+                SETTINGS[..i].iter().all(|other| other.name != s.name),
+                "{} is in SETTINGS twice",
+                s.name
+            );
+            assert!(
+                !(s.secret && s.in_files),
+                "{} is a secret but may be in a file",
+                s.name
+            );
+            assert!(
+                !(s.secret && s.default.is_some()),
+                "{} is a secret with a default",
+                s.name
+            );
+        }
+        for (name, _) in RETIRED {
+            assert!(
+                SETTINGS.iter().all(|s| s.name != *name),
+                "{name} is retired"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@
 //!   is not (checked in that direction only: see `check_error`).
 #![no_main]
 
-use billing_portal_fuzz::stripe::events::{
+use billing_portal::stripe::events::{
     parse_event, parse_subscription, CheckoutSessionObject, EventKind, EventParseError,
     SubscriptionObject,
 };

@@ -22,7 +22,7 @@
 //!   exactly when `now - t <= tolerance` and rejected as out of tolerance otherwise.
 #![no_main]
 
-use billing_portal_fuzz::stripe::signature::{parse_header, sign, SignatureError, WebhookVerifier};
+use billing_portal::stripe::signature::{parse_header, sign, SignatureError, WebhookVerifier};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

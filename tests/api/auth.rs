@@ -2,8 +2,7 @@ use base64::Engine as _;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::fake_stripe::mount_working_stripe;
-use crate::helpers::*;
+use crate::support::*;
 
 fn b64(value: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
@@ -111,7 +110,7 @@ fn bad_credentials() -> Vec<(&'static str, Option<String>, Option<String>)> {
     ]
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn every_bad_credential_answers_401_json_and_changes_nothing() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -142,7 +141,7 @@ async fn every_bad_credential_answers_401_json_and_changes_nothing() {
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_expired_token_is_told_apart_from_an_invalid_one() {
     let app = spawn_app().await;
     let expired = signed(
@@ -158,7 +157,7 @@ async fn an_expired_token_is_told_apart_from_an_invalid_one() {
     assert_eq!(body["error"], "token_expired");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_session_cookie_authenticates_like_a_bearer_token() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;

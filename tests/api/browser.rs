@@ -14,10 +14,7 @@ use tokio::sync::Semaphore;
 use wiremock::matchers::{method, path};
 use wiremock::Mock;
 
-use crate::events::*;
-use crate::fake_stripe::*;
-use crate::helpers::*;
-use crate::proxy::{route_database_through, TcpProxy};
+use crate::support::*;
 
 /// Two cores: more browsers at once only makes each slower.
 static BROWSERS: Semaphore = Semaphore::const_new(2);
@@ -207,9 +204,10 @@ impl Drop for Browser {
 
 /// A user with an active subscription, stored through the real webhook path.
 async fn paid_user(app: &TestApp, user: &str, cancel_at_period_end: bool) {
-    app.execute(&format!(
-        "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', 'cus_{user}')"
-    ));
+    app.given()
+        .user(user)
+        .with_customer(&format!("cus_{user}"))
+        .store();
     let mut sub = current_subscription(
         &format!("sub_{user}"),
         &format!("cus_{user}"),
@@ -228,7 +226,7 @@ async fn paid_user(app: &TestApp, user: &str, cancel_at_period_end: bool) {
     assert_eq!(delivered.status(), 200);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_paid_user_sees_the_manage_subscription_button_and_renewal_date() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -256,7 +254,7 @@ async fn a_paid_user_sees_the_manage_subscription_button_and_renewal_date() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_subscription_ending_at_period_end_says_when_it_ends() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -277,13 +275,13 @@ async fn a_subscription_ending_at_period_end_says_when_it_ends() {
 
 /// Flexible billing mode, the default for new subscriptions since API
 /// 2025-09-30, sets `cancel_at` and leaves `cancel_at_period_end` false.
-#[tokio::test]
+#[actix_rt::test]
 async fn a_subscription_set_to_end_in_flexible_mode_says_when_it_ends() {
     let Some(browser) = Browser::start().await else {
         return;
     };
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let end = now() + 10 * 86_400;
     let mut sub = current_subscription("sub_1", "cus_1", "active", end);
     sub["cancel_at"] = json!(end);
@@ -306,7 +304,7 @@ async fn a_subscription_set_to_end_in_flexible_mode_says_when_it_ends() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unpaid_user_never_sees_the_button() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -324,7 +322,7 @@ async fn an_unpaid_user_never_sees_the_button() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn clicking_the_button_shows_the_loading_state_and_lands_on_the_portal() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -364,7 +362,7 @@ async fn clicking_the_button_shows_the_loading_state_and_lands_on_the_portal() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_stripe_failure_shows_the_message_and_enables_the_button_again() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -409,7 +407,7 @@ async fn a_stripe_failure_shows_the_message_and_enables_the_button_again() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_visitor_without_a_session_is_asked_to_sign_in() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -426,7 +424,7 @@ async fn a_visitor_without_a_session_is_asked_to_sign_in() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_failed_status_request_offers_a_retry_that_recovers() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -454,7 +452,7 @@ async fn a_failed_status_request_offers_a_retry_that_recovers() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_page_fits_a_360_pixel_wide_screen() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -481,7 +479,7 @@ async fn the_page_fits_a_360_pixel_wide_screen() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_secondary_actions_open_their_portal_flows() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -517,7 +515,7 @@ async fn the_secondary_actions_open_their_portal_flows() {
     browser.close().await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_subscription_already_ending_offers_no_cancel_action() {
     let Some(browser) = Browser::start().await else {
         return;
@@ -548,12 +546,12 @@ async fn click(browser: &Browser, css: &str) {
         .unwrap();
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = crate::emulator::spawn_emulated_app_with(|_| {}).await;
+    let app = spawn_emulated_app_with(|_| {}).await;
 
     // Signed out: the demo sign-in is offered.
     browser.open_billing(&app).await;
@@ -585,7 +583,7 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
     click(&browser, "#return-to-app").await;
 
     // Back on the page: the cancellation arrived by webhook, no button.
-    crate::emulator::eventually("the cancellation webhook", || {
+    eventually("the cancellation webhook", || {
         !app.user("demo_user").unwrap().paid
     })
     .await;

@@ -6,10 +6,7 @@
 use diesel::prelude::*;
 use serde_json::{json, Value};
 
-use crate::emulator::{
-    account_settings, emulator_get, emulator_post, eventually, spawn_emulated_app_with,
-};
-use crate::helpers::*;
+use crate::support::*;
 
 const DAY: i64 = 86_400;
 
@@ -114,7 +111,7 @@ async fn active_subscription(app: &TestApp, user: &str, extra: &[(&str, &str)]) 
     sub
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_new_subscription_is_created_incomplete_and_turns_active_in_the_same_second() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("delivery_order", "in_order")]).await;
@@ -147,7 +144,7 @@ async fn a_new_subscription_is_created_incomplete_and_turns_active_in_the_same_s
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn delivered_in_reverse_a_new_subscription_still_ends_active() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("delivery_order", "reverse")]).await;
@@ -168,7 +165,7 @@ async fn delivered_in_reverse_a_new_subscription_still_ends_active() {
     assert_eq!(stored(&app, id).unwrap().status, "active");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn cancelling_at_period_end_in_the_portal_sets_cancel_at_in_flexible_mode() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("delivery_order", "in_order")]).await;
@@ -202,7 +199,7 @@ async fn cancelling_at_period_end_in_the_portal_sets_cancel_at_in_flexible_mode(
     assert!(previous.get("cancel_at_period_end").is_none(), "{previous}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_classic_subscription_cancelled_in_the_portal_sets_cancel_at_period_end() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let customer = customer_for(&app, "user_1").await;
@@ -229,7 +226,7 @@ async fn a_classic_subscription_cancelled_in_the_portal_sets_cancel_at_period_en
     assert_eq!(after["cancel_at"], json!(period_end(&sub)));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_api_sets_and_clears_cancel_at_and_refuses_what_stripe_refuses() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let customer = customer_for(&app, "user_1").await;
@@ -258,7 +255,7 @@ async fn the_api_sets_and_clears_cancel_at_and_refuses_what_stripe_refuses() {
     assert_eq!(both, 400);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn advancing_the_clock_past_the_period_end_renews_the_subscription() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("delivery_order", "in_order")]).await;
@@ -309,7 +306,7 @@ async fn subscription_with_failing_card(app: &TestApp) -> Value {
     sub
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_renewal_charged_to_a_failing_card_makes_the_subscription_past_due() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("delivery_order", "in_order")]).await;
@@ -327,7 +324,7 @@ async fn a_renewal_charged_to_a_failing_card_makes_the_subscription_past_due() {
     assert!(failed[0]["data"]["object"]["next_payment_attempt"].is_i64());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn when_the_last_retry_fails_the_dunning_setting_decides_the_status() {
     for (dunning, status) in [("unpaid", "unpaid"), ("canceled", "canceled")] {
         let app = spawn_emulated_app_with(|_| {}).await;
@@ -355,7 +352,7 @@ async fn when_the_last_retry_fails_the_dunning_setting_decides_the_status() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn pausing_collection_shows_in_the_answer_and_a_paused_renewal_charges_nothing() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("delivery_order", "in_order")]).await;
@@ -400,7 +397,7 @@ async fn pausing_collection_shows_in_the_answer_and_a_paused_renewal_charges_not
     assert_eq!(resumed["pause_collection"], Value::Null);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn advancing_the_clock_to_a_time_not_in_the_future_is_refused() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let clock = emulator_get(&app, "test_helpers/test_clocks/clock_any").await;
@@ -423,7 +420,7 @@ async fn advancing_the_clock_to_a_time_not_in_the_future_is_refused() {
     assert_eq!(garbage, 400);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_portals_test_clock_control_advances_a_month_and_keeps_the_session() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let portal: Value = app
@@ -483,7 +480,7 @@ async fn status_becomes(
 
 /// A first purchase sends `created` (incomplete) and `updated` (active) in one
 /// second; Stripe does not order deliveries. Every order ends paid.
-#[tokio::test]
+#[actix_rt::test]
 async fn a_new_subscription_delivered_in_any_order_makes_its_user_paid() {
     let app = spawn_emulated_app_with(|_| {}).await;
     for (n, order) in ["reverse", "shuffled", "in_order", "shuffled", "reverse"]
@@ -502,7 +499,7 @@ async fn a_new_subscription_delivered_in_any_order_makes_its_user_paid() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_flexible_mode_cancellation_in_the_portal_is_reported_as_cancel_at() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let sub = active_subscription(&app, "user_1", &[]).await;
@@ -530,7 +527,7 @@ async fn a_flexible_mode_cancellation_in_the_portal_is_reported_as_cancel_at() {
 
 /// A failed renewal with the account's dunning set to "leave past due": the
 /// grace is all that ends access, and it does so with no event from Stripe.
-#[tokio::test]
+#[actix_rt::test]
 async fn a_failed_renewal_keeps_access_in_the_grace_and_loses_it_when_the_grace_ends() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("dunning", "past_due"), ("retry_days", "3")]).await;
@@ -596,7 +593,7 @@ fn subscription_events(app: &TestApp) -> i64 {
     .n
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn paused_collection_through_the_emulator_is_paid_only_when_configured_to() {
     for (setting, paid) in [("true", true), ("false", false)] {
         let app = spawn_emulated_app_with(|vars| {

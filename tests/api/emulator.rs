@@ -2,101 +2,15 @@
 //! in-process Stripe emulator on the service's own port.
 
 use serde_json::Value;
-use stripe::ClientBuilder;
 use stripe_billing::subscription::{
     CancelSubscription, CreateSubscription, CreateSubscriptionItems, ListSubscription,
     ListSubscriptionStatus, RetrieveSubscription, UpdateSubscription,
 };
 use stripe_core::customer::{CreateCustomer, DeleteCustomer, RetrieveCustomer};
 
-use crate::helpers::*;
-use crate::proxy::{route_database_through, TcpProxy};
+use crate::support::*;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The service with no Stripe key, reachable at `APP_BASE_URL` (so the
-/// portal's "Return to app" comes back to it).
-pub async fn spawn_emulated_app_with(
-    customize: impl FnOnce(&mut std::collections::HashMap<String, String>),
-) -> TestApp {
-    let port = free_port();
-    spawn_app_with(|vars| {
-        vars.remove("STRIPE_SECRET_KEY");
-        vars.remove("STRIPE_API_BASE");
-        vars.insert("PORT".into(), port.to_string());
-        vars.insert("APP_BASE_URL".into(), format!("http://127.0.0.1:{port}"));
-        customize(vars);
-    })
-    .await
-}
-
-fn emulator_client(app: &TestApp) -> stripe::Client {
-    ClientBuilder::new("sk_test_emulator")
-        .url(format!("{}/stripe-emulator/", app.address))
-        .build()
-        .unwrap()
-}
-
-pub async fn emulator_post(
-    app: &TestApp,
-    path: &str,
-    form: &[(&str, &str)],
-    key: Option<&str>,
-) -> (u16, Value) {
-    let mut request = app
-        .client
-        .post(app.url(&format!("/stripe-emulator/v1/{path}")))
-        .bearer_auth("sk_test_emulator")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form)
-                .finish(),
-        );
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-pub async fn emulator_get(app: &TestApp, path: &str) -> Value {
-    app.client
-        .get(app.url(&format!("/stripe-emulator/v1/{path}")))
-        .bearer_auth("sk_test_emulator")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Sets the emulated account's settings (an emulator-only endpoint).
-pub async fn account_settings(app: &TestApp, form: &[(&str, &str)]) {
-    let (status, body) = emulator_post(app, "test_helpers/account_settings", form, None).await;
-    assert_eq!(status, 200, "{body}");
-}
-
-/// Polls until `check` holds (webhooks arrive asynchronously), at most 30 s:
-/// generous, so a loaded machine only makes a passing test slower.
-pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-#[tokio::test]
+#[actix_rt::test]
 async fn the_emulators_answers_parse_with_async_stripes_types() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let client = emulator_client(&app);
@@ -178,7 +92,7 @@ async fn the_emulators_answers_parse_with_async_stripes_types() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn create_portal_works_with_no_stripe_key_at_all() {
     let app = spawn_emulated_app_with(|_| {}).await;
 
@@ -199,7 +113,7 @@ async fn create_portal_works_with_no_stripe_key_at_all() {
     assert!(html.contains("Return to app") && html.contains("Invoice history"));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_emulator_honours_idempotency_keys_and_answers_stripe_errors() {
     let app = spawn_emulated_app_with(|_| {}).await;
 
@@ -223,7 +137,7 @@ async fn the_emulator_honours_idempotency_keys_and_answers_stripe_errors() {
     assert_eq!(missing["error"]["param"], "customer");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let token = token_for("user_1", Some("ada@example.com"));
@@ -264,7 +178,7 @@ async fn every_emulated_change_reaches_postgres_through_the_signed_webhook() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let app = spawn_emulated_app_with(|vars| route_database_through(vars, &proxy)).await;
@@ -291,7 +205,7 @@ async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
     eventually("the retried delivery", || app.user("user_1").unwrap().paid).await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
     let app = spawn_app().await;
 
@@ -323,7 +237,7 @@ async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
     assert!(page.contains(r#"<meta name="billing-demo" content="off">"#));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let client = reqwest::Client::builder()

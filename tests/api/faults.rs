@@ -8,12 +8,7 @@ use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::emulator::free_port;
-use crate::events::*;
-use crate::fake_stripe::*;
-use crate::helpers::*;
-use crate::proxy::{route_database_through, TcpProxy};
-use crate::scale::Instance;
+use crate::support::*;
 
 /// Redelivers each refused event until it is acknowledged, as Stripe does.
 async fn redeliver_until_acknowledged(app: &TestApp, base: &str, events: &[Value]) {
@@ -28,11 +23,11 @@ async fn redeliver_until_acknowledged(app: &TestApp, base: &str, events: &[Value
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn postgres_cut_mid_stream_gives_5xx_and_redelivery_applies_every_event_once() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let app = spawn_app_with(|vars| route_database_through(vars, &proxy)).await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let events: Vec<Value> = (0..30)
         .map(|i| {
             event(
@@ -70,10 +65,10 @@ async fn postgres_cut_mid_stream_gives_5xx_and_redelivery_applies_every_event_on
     assert!(app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sigkill_under_load_then_redelivery_ends_in_the_in_order_state() {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let port = free_port();
     let mut service = Instance::start_on(&app, port).await;
     let base = service.base.clone();
@@ -132,7 +127,7 @@ async fn sigkill_under_load_then_redelivery_ends_in_the_in_order_state() {
     assert_eq!(app.count("stripe_events"), 70);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_rate_limited_stripe_gives_503_with_a_clear_message() {
     let app = spawn_app().await;
     Mock::given(method("POST"))
@@ -155,7 +150,7 @@ async fn a_rate_limited_stripe_gives_503_with_a_clear_message() {
     assert_eq!(app.user("user_1").unwrap().stripe_customer_id, None);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn retries_after_stripe_failures_never_make_a_second_customer() {
     let app = spawn_app().await;
     // Customer creation works; portal sessions fail twice (500, then slow).

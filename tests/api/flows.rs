@@ -2,9 +2,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 
-use crate::events::*;
-use crate::fake_stripe::*;
-use crate::helpers::*;
+use crate::support::*;
 
 async fn post_flow(app: &TestApp, user: &str, body: Value) -> reqwest::Response {
     app.client
@@ -17,7 +15,7 @@ async fn post_flow(app: &TestApp, user: &str, body: Value) -> reqwest::Response 
 }
 
 async fn subscribed_user(app: &TestApp, status: &str, cancel_at_period_end: bool) {
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let mut sub = current_subscription("sub_of_user_1", "cus_1", status, now() + 86_400);
     sub["cancel_at_period_end"] = json!(cancel_at_period_end);
     app.deliver(&event("evt_1", "customer.subscription.created", now(), sub))
@@ -40,7 +38,7 @@ fn flow_fields(fields: &HashMap<String, String>) -> HashMap<&str, &str> {
         .collect()
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_payment_method_flow_sends_its_flow_data_and_returns_to_the_billing_page() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -64,7 +62,7 @@ async fn the_payment_method_flow_sends_its_flow_data_and_returns_to_the_billing_
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_cancel_flow_names_the_users_own_subscription_from_postgres() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -93,7 +91,7 @@ async fn the_cancel_flow_names_the_users_own_subscription_from_postgres() {
     assert_eq!(fields["customer"], "cus_1");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_update_flow_names_the_users_own_subscription_from_postgres() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -116,7 +114,7 @@ async fn the_update_flow_names_the_users_own_subscription_from_postgres() {
     assert_eq!(fields["locale"], "de");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_flow_that_needs_a_subscription_gives_409_to_a_user_without_one() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -131,7 +129,7 @@ async fn a_flow_that_needs_a_subscription_gives_409_to_a_user_without_one() {
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_canceled_subscription_cannot_be_canceled_or_updated_again() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -142,7 +140,7 @@ async fn a_canceled_subscription_cannot_be_canceled_or_updated_again() {
     assert_eq!(response.status(), 409);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn canceling_a_subscription_already_ending_gives_409_that_says_so() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -158,11 +156,11 @@ async fn canceling_a_subscription_already_ending_gives_409_that_says_so() {
 /// Flexible billing mode (the default since API 2025-09-30.clover) schedules
 /// a cancellation with `cancel_at` alone (docs.stripe.com/billing/subscriptions/
 /// billing-mode/compare): the guard must see it too.
-#[tokio::test]
+#[actix_rt::test]
 async fn canceling_a_subscription_set_to_end_in_flexible_mode_gives_409_too() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let period_end = now() + 86_400;
     let mut sub = current_subscription("sub_of_user_1", "cus_1", "active", period_end);
     sub["cancel_at"] = json!(period_end);
@@ -181,7 +179,7 @@ async fn canceling_a_subscription_set_to_end_in_flexible_mode_gives_409_too() {
         .is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unknown_flow_is_refused_with_400() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -194,7 +192,7 @@ async fn an_unknown_flow_is_refused_with_400() {
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn no_body_sends_no_flow_data() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -232,7 +230,7 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn every_served_route_is_documented_and_every_documented_route_is_served() {
     let app = spawn_app().await;
     let doc = openapi(&app).await;
@@ -257,7 +255,7 @@ async fn every_served_route_is_documented_and_every_documented_route_is_served()
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_openapi_document_describes_security_errors_and_the_webhook_signature() {
     let app = spawn_app().await;
 

@@ -1,8 +1,8 @@
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::support::*;
 
-#[tokio::test]
+#[actix_rt::test]
 async fn healthz_answers_ok() {
     let app = spawn_app().await;
 
@@ -11,7 +11,7 @@ async fn healthz_answers_ok() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn readyz_answers_ready_while_the_database_is_reachable() {
     let app = spawn_app().await;
 
@@ -22,7 +22,7 @@ async fn readyz_answers_ready_while_the_database_is_reachable() {
     assert_eq!(body["status"], "ready");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unknown_path_answers_a_json_404() {
     let app = spawn_app().await;
 

@@ -4,9 +4,7 @@
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
-use crate::events::*;
-use crate::fake_stripe::mount_working_stripe;
-use crate::helpers::*;
+use crate::support::*;
 
 struct Case {
     name: &'static str,
@@ -351,7 +349,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn every_hostile_request_is_refused_with_json_and_changes_nothing() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;

@@ -8,10 +8,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::events::*;
-use crate::fake_stripe::*;
-use crate::helpers::*;
-use crate::scale::Instance;
+use crate::support::*;
 
 const DAY: i64 = 86_400;
 
@@ -53,9 +50,7 @@ async fn drifted_app() -> TestApp {
         ("user_c", "cus_c"),
         ("user_d", "cus_d"),
     ] {
-        app.execute(&format!(
-            "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
-        ));
+        app.given().user(user).with_customer(customer).store();
     }
     // user_a's cancellation webhook was missed: we still think it is active.
     app.deliver(&event(
@@ -163,7 +158,7 @@ fn paid_flags(app: &TestApp) -> Vec<(String, bool)> {
         .collect()
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sync_dry_run_prints_the_drift_and_writes_nothing() {
     let app = drifted_app().await;
     let before = (paid_flags(&app), app.count("subscriptions"));
@@ -182,7 +177,7 @@ async fn sync_dry_run_prints_the_drift_and_writes_nothing() {
     assert_eq!((paid_flags(&app), app.count("subscriptions")), before);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sync_makes_postgres_match_stripe_across_pages_and_a_rate_limit() {
     let app = drifted_app().await;
 
@@ -208,13 +203,11 @@ async fn sync_makes_postgres_match_stripe_across_pages_and_a_rate_limit() {
     assert!(again.contains("subscriptions changed: 0"), "{again}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn one_customers_failure_does_not_stop_the_others_and_fails_the_run() {
     let app = spawn_app().await;
     for (user, customer) in [("user_a", "cus_a"), ("user_b", "cus_b")] {
-        app.execute(&format!(
-            "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
-        ));
+        app.given().user(user).with_customer(customer).store();
     }
     mount_list(
         &app,
@@ -247,11 +240,11 @@ fn metric(text: &str, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn metrics_count_requests_webhooks_portal_sessions_and_stripe_calls() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let scrape = || async {
         app.client
             .get(app.url("/metrics"))
@@ -327,7 +320,7 @@ async fn metrics_count_requests_webhooks_portal_sessions_and_stripe_calls() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn every_response_carries_a_request_id_and_a_sane_incoming_one_is_kept() {
     let app = spawn_app().await;
 
@@ -352,10 +345,10 @@ async fn every_response_carries_a_request_id_and_a_sane_incoming_one_is_kept() {
     assert_eq!(replaced.headers()["x-request-id"].len(), 32);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     app.deliver(&event(
         "evt_0",
         "customer.subscription.created",
@@ -431,9 +424,10 @@ fn stored_status(app: &TestApp, subscription: &str) -> (String, Option<String>) 
 async fn paid_users(letters: &[&str]) -> TestApp {
     let app = spawn_app().await;
     for l in letters {
-        app.execute(&format!(
-            "INSERT INTO users (id, stripe_customer_id) VALUES ('user_{l}', 'cus_{l}')"
-        ));
+        app.given()
+            .user(&format!("user_{l}"))
+            .with_customer(&format!("cus_{l}"))
+            .store();
         app.deliver(&event(
             &format!("evt_{l}"),
             "customer.subscription.created",
@@ -446,13 +440,11 @@ async fn paid_users(letters: &[&str]) -> TestApp {
     app
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sync_stores_subscriptions_in_older_api_version_shapes_and_succeeds() {
     let app = spawn_app().await;
     for (user, customer) in [("user_a", "cus_a"), ("user_b", "cus_b")] {
-        app.execute(&format!(
-            "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
-        ));
+        app.given().user(user).with_customer(customer).store();
     }
     // Before 2025-03-31: period on the subscription, items carry only `plan`;
     // plus a field no version of ours knows, and no `billing_mode`.
@@ -490,7 +482,7 @@ async fn sync_stores_subscriptions_in_older_api_version_shapes_and_succeeds() {
 const MODE_MISMATCH: &str = "a similar object exists in live mode, but a test mode key was used \
                              to make this request.";
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sync_with_a_key_of_the_wrong_mode_stops_at_once_naming_the_key_and_forgets_nothing() {
     let app = paid_users(&["a", "b"]).await;
     for customer in ["cus_a", "cus_b"] {
@@ -564,7 +556,7 @@ async fn app_with_customers_gone_from_stripe() -> TestApp {
     app
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sync_forgets_a_customer_stripe_no_longer_knows_and_the_next_portal_visit_creates_one() {
     let app = app_with_customers_gone_from_stripe().await;
 
@@ -600,7 +592,7 @@ async fn sync_forgets_a_customer_stripe_no_longer_knows_and_the_next_portal_visi
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sync_dry_run_reports_a_customer_stripe_no_longer_knows_and_writes_nothing() {
     let app = app_with_customers_gone_from_stripe().await;
 

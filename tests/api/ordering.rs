@@ -12,8 +12,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::events::*;
-use crate::helpers::*;
+use crate::support::*;
 
 const PERIOD_END_OFFSET: i64 = 20 * 86_400;
 
@@ -198,7 +197,7 @@ fn expected(state: &State) -> Stored {
 
 #[test]
 fn any_delivery_order_with_same_second_ties_and_duplicates_ends_in_stripes_last_state() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let runtime = actix_rt::System::new();
     let app = runtime.block_on(spawn_app());
     let mut runner = TestRunner::new(Config {
         cases: 48,
@@ -230,9 +229,7 @@ fn any_delivery_order_with_same_second_ties_and_duplicates_ends_in_stripes_last_
                     format!("cus_{stream}_{case}"),
                     format!("user_{stream}_{case}"),
                 );
-                app.execute(&format!(
-                    "INSERT INTO users (id, stripe_customer_id) VALUES ('{user}', '{customer}')"
-                ));
+                app.given().user(&user).with_customer(&customer).store();
                 let events: Vec<Value> = states
                     .iter()
                     .enumerate()
@@ -294,7 +291,7 @@ fn any_delivery_order_with_same_second_ties_and_duplicates_ends_in_stripes_last_
 /// (`incomplete`), `customer.subscription.updated` (`active`), `invoice.paid`
 /// and `checkout.session.completed`, all stamped with one second and delivered
 /// in any order (laravel/cashier-stripe PR #1466, pay-rails/pay #282).
-#[tokio::test]
+#[actix_rt::test]
 async fn a_checkout_in_one_second_ends_paid_in_every_delivery_order() {
     let app = spawn_app().await;
     let t = now() - 60;

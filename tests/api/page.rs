@@ -1,7 +1,6 @@
 use serde_json::Value;
 
-use crate::fake_stripe::mount_working_stripe;
-use crate::helpers::*;
+use crate::support::*;
 
 async fn cookie_post(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = app.client.post(app.url("/billing/create-portal")).header(
@@ -14,7 +13,7 @@ async fn cookie_post(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Respon
     request.send().await.unwrap()
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_billing_page_is_served_with_a_self_only_content_security_policy() {
     let app = spawn_app().await;
 
@@ -44,7 +43,7 @@ async fn the_billing_page_is_served_with_a_self_only_content_security_policy() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_page_assets_are_served_with_their_content_types() {
     let app = spawn_app().await;
 
@@ -62,7 +61,7 @@ async fn the_page_assets_are_served_with_their_content_types() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_cookie_authenticated_post_without_the_custom_header_is_refused() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -75,7 +74,7 @@ async fn a_cookie_authenticated_post_without_the_custom_header_is_refused() {
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_cookie_authenticated_post_from_another_origin_is_refused() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -95,7 +94,7 @@ async fn a_cookie_authenticated_post_from_another_origin_is_refused() {
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_cookie_authenticated_post_from_the_app_or_the_service_origin_is_accepted() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -122,7 +121,7 @@ async fn a_cookie_authenticated_post_from_the_app_or_the_service_origin_is_accep
     assert_eq!(from_service.status(), 200);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_bearer_authenticated_post_needs_no_csrf_header() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;

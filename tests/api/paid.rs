@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::events::*;
-use crate::helpers::*;
+use crate::support::*;
 
 const DAY: i64 = 86_400;
 
@@ -25,7 +24,7 @@ async fn app_with_user(
     customize: impl FnOnce(&mut std::collections::HashMap<String, String>),
 ) -> TestApp {
     let app = spawn_app_with(customize).await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     app
 }
 
@@ -43,7 +42,7 @@ fn rfc3339(secs: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_paid_rule_in_postgres_agrees_with_the_rule_in_rust_in_every_case() {
     let app = spawn_app().await;
     let mut conn = app.db();
@@ -112,7 +111,7 @@ async fn the_paid_rule_in_postgres_agrees_with_the_rule_in_rust_in_every_case() 
     assert_eq!(checked, 9 * 3 * 2 * 2 * 2);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_past_due_user_keeps_access_in_the_grace_and_the_status_says_until_when() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 3_600;
@@ -133,7 +132,7 @@ async fn a_past_due_user_keeps_access_in_the_grace_and_the_status_says_until_whe
     assert!(app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn past_due_for_longer_than_the_grace_is_unpaid_in_the_status_and_the_column() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 15 * DAY;
@@ -152,7 +151,7 @@ async fn past_due_for_longer_than_the_grace_is_unpaid_in_the_status_and_the_colu
     assert!(!app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_grace_counts_from_when_the_subscription_became_past_due_not_from_its_last_event() {
     let app = app_with_user(|vars| {
         vars.insert("BILLING_PAST_DUE_GRACE_DAYS".into(), "3".into());
@@ -183,7 +182,7 @@ async fn the_grace_counts_from_when_the_subscription_became_past_due_not_from_it
     assert!(!app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_sweep_turns_users_paid_off_when_a_grace_ends_with_no_new_event() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 60;
@@ -213,7 +212,7 @@ async fn the_sweep_turns_users_paid_off_when_a_grace_ends_with_no_new_event() {
     assert!(!app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn paused_collection_grants_access_only_when_configured_to() {
     for (setting, paid) in [("true", true), ("false", false)] {
         let app = app_with_user(|vars| {
@@ -235,7 +234,7 @@ async fn paused_collection_grants_access_only_when_configured_to() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_flexible_mode_cancellation_is_reported_as_cancel_at() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 60;
@@ -259,7 +258,7 @@ async fn a_flexible_mode_cancellation_is_reported_as_cancel_at() {
     assert_eq!(status["reason"], "active");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_user_without_a_subscription_is_explained_as_such() {
     let app = app_with_user(|_| {}).await;
 
@@ -274,7 +273,7 @@ async fn a_user_without_a_subscription_is_explained_as_such() {
 /// Cancel and renew in the same second: each event's previous_attributes
 /// describe the other, so neither order can be read from them. Stripe's
 /// current state decides, whatever STRIPE_WEBHOOK_REFETCH says.
-#[tokio::test]
+#[actix_rt::test]
 async fn same_second_events_that_cannot_be_ordered_are_settled_by_reading_stripe() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 60;
@@ -310,7 +309,7 @@ async fn same_second_events_that_cannot_be_ordered_are_settled_by_reading_stripe
     assert_eq!(app.event_outcome("evt_cancel"), "applied");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_tie_whose_stripe_read_fails_is_not_acknowledged_so_stripe_redelivers_it() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 60;
@@ -359,7 +358,7 @@ fn store_fetched(
     .unwrap()
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_fetch_that_started_before_the_stored_state_was_written_does_not_overwrite_it() {
     let app = app_with_user(|_| {}).await;
     let mut conn = app.db();
@@ -373,7 +372,7 @@ async fn a_fetch_that_started_before_the_stored_state_was_written_does_not_overw
     assert_eq!(status_of(&app).await["priceId"], "price_newer");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_fetch_does_not_overwrite_a_same_second_event_written_after_it_started() {
     let app = app_with_user(|_| {}).await;
     let started_at = Utc::now();
@@ -395,7 +394,7 @@ async fn a_fetch_does_not_overwrite_a_same_second_event_written_after_it_started
     assert_eq!(status_of(&app).await["priceId"], "price_event");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_fetch_overwrites_an_event_from_an_earlier_second() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 60;
@@ -415,7 +414,7 @@ async fn a_fetch_overwrites_an_event_from_an_earlier_second() {
 
 /// Bad input inside a verified event: stored leniently, nothing panics,
 /// nothing else changes.
-#[tokio::test]
+#[actix_rt::test]
 async fn malformed_optional_fields_are_read_leniently_and_change_nothing_else() {
     let app = app_with_user(|_| {}).await;
     let t = now() - 60;
@@ -438,7 +437,7 @@ async fn malformed_optional_fields_are_read_leniently_and_change_nothing_else() 
     assert_eq!(app.count("subscriptions"), 1);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn every_reason_code_is_in_the_openapi_description() {
     let app = spawn_app().await;
     let doc: Value = app

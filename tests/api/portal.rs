@@ -5,8 +5,7 @@ use sha2::{Digest, Sha256};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::fake_stripe::*;
-use crate::helpers::*;
+use crate::support::*;
 
 /// What the key must cover, computed independently of the service: the
 /// replaced customer (length-prefixed) and the exact form body Stripe got.
@@ -30,7 +29,7 @@ async fn portal_url_of(response: reqwest::Response) -> String {
     body["data"]["portalUrl"].as_str().unwrap().to_string()
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_first_call_creates_the_customer_and_answers_the_portal_url() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -76,7 +75,7 @@ async fn a_first_call_creates_the_customer_and_answers_the_portal_url() {
     assert_eq!(user.email.as_deref(), Some("ada@example.com"));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_second_call_reuses_the_stored_customer() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -95,7 +94,7 @@ async fn a_second_call_reuses_the_stored_customer() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn twenty_concurrent_first_calls_create_exactly_one_customer() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -119,11 +118,11 @@ async fn twenty_concurrent_first_calls_create_exactly_one_customer() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_user_never_receives_a_session_for_another_users_customer() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_b', 'cus_of_b')");
+    app.given().user("user_b").with_customer("cus_of_b").store();
 
     let url_a = portal_url_of(app.create_portal(&token_for("user_a", None)).await).await;
     let url_b = portal_url_of(app.create_portal(&token_for("user_b", None)).await).await;
@@ -132,11 +131,11 @@ async fn a_user_never_receives_a_session_for_another_users_customer() {
     assert_eq!(url_b, format!("{PORTAL_URL_BASE}cus_of_b"));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_request_body_naming_a_customer_is_refused_and_nothing_is_sent_to_stripe() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_b', 'cus_of_b')");
+    app.given().user("user_b").with_customer("cus_of_b").store();
 
     let response = app
         .client
@@ -153,7 +152,7 @@ async fn a_request_body_naming_a_customer_is_refused_and_nothing_is_sent_to_stri
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_locale_and_portal_configuration_are_passed_to_stripe() {
     let app = spawn_app_with(|vars| {
         vars.insert("STRIPE_PORTAL_CONFIGURATION".into(), "bpc_custom".into());
@@ -179,7 +178,7 @@ async fn the_locale_and_portal_configuration_are_passed_to_stripe() {
     assert_eq!(fields["configuration"], "bpc_custom");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unknown_locale_is_refused_with_a_clear_message() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -200,7 +199,7 @@ async fn an_unknown_locale_is_refused_with_a_clear_message() {
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_stripe_500_answers_502_and_leaves_the_user_without_a_customer() {
     let app = spawn_app().await;
     Mock::given(method("POST"))
@@ -237,7 +236,7 @@ async fn a_stripe_500_answers_502_and_leaves_the_user_without_a_customer() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_stripe_that_does_not_answer_in_time_gives_502_within_the_client_timeout() {
     let app = spawn_app_with(|vars| {
         vars.insert("STRIPE_TIMEOUT_SECS".into(), "1".into());
@@ -267,7 +266,7 @@ async fn a_stripe_that_does_not_answer_in_time_gives_502_within_the_client_timeo
     assert_eq!(app.user("user_1").unwrap().stripe_customer_id, None);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unreachable_stripe_gives_502_with_its_own_code() {
     // Bind then drop a listener: nothing listens on that port any more.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -289,7 +288,7 @@ async fn an_unreachable_stripe_gives_502_with_its_own_code() {
 
 /// Stripe answers `idempotency_error` for 24 h to a key reused with other
 /// parameters (docs.stripe.com/api/idempotent_requests).
-#[tokio::test]
+#[actix_rt::test]
 async fn a_retry_after_the_email_changed_sends_another_idempotency_key() {
     let app = spawn_app().await;
     Mock::given(method("POST"))
@@ -322,10 +321,13 @@ async fn a_retry_after_the_email_changed_sends_another_idempotency_key() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_customer_deleted_in_stripe_is_replaced_once_and_stored() {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_deleted')");
+    app.given()
+        .user("user_1")
+        .with_customer("cus_deleted")
+        .store();
     Mock::given(method("POST"))
         .and(path("/v1/billing_portal/sessions"))
         .and(wiremock::matchers::body_string_contains(
@@ -356,7 +358,7 @@ async fn a_customer_deleted_in_stripe_is_replaced_once_and_stored() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unconfigured_portal_says_which_dashboard_setting_to_save() {
     let app = spawn_app().await;
     Mock::given(method("POST"))
@@ -389,7 +391,7 @@ async fn an_unconfigured_portal_says_which_dashboard_setting_to_save() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_body_that_is_not_json_is_refused() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -420,7 +422,7 @@ async fn a_body_that_is_not_json_is_refused() {
     assert!(app.user("user_1").is_none());
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_json_null_body_means_no_options() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -442,7 +444,7 @@ async fn a_json_null_body_means_no_options() {
     assert!(!fields.contains_key("locale"));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn get_is_not_allowed_on_create_portal() {
     let app = spawn_app().await;
 
@@ -460,10 +462,13 @@ async fn get_is_not_allowed_on_create_portal() {
     assert_eq!(body["error"], "method_not_allowed");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_key_of_the_wrong_mode_is_a_configuration_error_and_replaces_no_customer() {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_live_1')");
+    app.given()
+        .user("user_1")
+        .with_customer("cus_live_1")
+        .store();
     Mock::given(method("POST"))
         .and(path("/v1/billing_portal/sessions"))
         .respond_with(stripe_error(

@@ -3,90 +3,18 @@
 //! Also a saturated pool answers 503 promptly, and `prune` bounds the events
 //! table.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::emulator::free_port;
-use crate::events::*;
-use crate::fake_stripe::*;
-use crate::helpers::*;
-
-/// A copy of the service as its own process, killed when dropped.
-pub struct Instance {
-    pub base: String,
-    child: Child,
-}
-
-impl Instance {
-    pub async fn start(app: &TestApp) -> Self {
-        Self::start_on(app, free_port()).await
-    }
-
-    pub async fn start_on(app: &TestApp, port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
-            .env("APP_ENV", "test")
-            .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
-            .env("DATABASE_POOL_SIZE", "8")
-            .env("PORT", port.to_string())
-            .env("APP_BASE_URL", APP_BASE_URL)
-            .env("STRIPE_SECRET_KEY", STRIPE_KEY)
-            .env("STRIPE_API_BASE", app.stripe.uri())
-            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("AUTH_JWT_SECRET", JWT_SECRET)
-            .env("RUST_LOG", "off")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if let Ok(r) = app.client.get(format!("{base}/readyz")).send().await {
-                if r.status() == 200 {
-                    return Self { base, child };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("instance on {port} did not become ready");
-    }
-}
-
-impl Instance {
-    /// SIGTERM: the graceful shutdown path.
-    pub fn terminate(&self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    /// The exit status, once the process has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-
-    /// SIGKILL: no graceful shutdown, in-flight requests just die.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use crate::support::*;
 
 async fn two_instances(app: &TestApp) -> [Instance; 2] {
     [Instance::start(app).await, Instance::start(app).await]
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn twenty_first_calls_split_across_two_instances_create_one_customer() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;
@@ -118,10 +46,10 @@ async fn twenty_first_calls_split_across_two_instances_create_one_customer() {
     assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_same_event_delivered_to_both_instances_at_once_has_one_effect() {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let instances = two_instances(&app).await;
     let created = event(
         "evt_1",
@@ -139,10 +67,10 @@ async fn the_same_event_delivered_to_both_instances_at_once_has_one_effect() {
     assert!(app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_shuffled_stream_split_across_both_instances_converges_to_the_in_order_state() {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let instances = two_instances(&app).await;
     let statuses = [
         "trialing",
@@ -203,7 +131,7 @@ async fn app_with_its_one_connection_stuck(
         );
     })
     .await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     app.deliver(&event(
         "evt_0",
         "customer.subscription.created",
@@ -229,7 +157,7 @@ async fn app_with_its_one_connection_stuck(
     (app, blocker, stuck)
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
     let (app, blocker, stuck) = app_with_its_one_connection_stuck(1).await;
 
@@ -252,7 +180,7 @@ async fn a_saturated_pool_answers_503_promptly_instead_of_hanging() {
     assert_eq!(stuck.await.unwrap(), 200);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn requests_queued_for_a_busy_pool_are_served_once_it_frees_up() {
     let (app, blocker, stuck) = app_with_its_one_connection_stuck(10).await;
     let queued: Vec<_> = (2..5)
@@ -285,15 +213,15 @@ async fn requests_queued_for_a_busy_pool_are_served_once_it_frees_up() {
     assert_eq!(app.count("users"), 4, "the three queued users were created");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn prune_removes_only_events_older_than_the_retention() {
     let app = spawn_app().await;
-    app.execute(
-        "INSERT INTO stripe_events (id, type, stripe_created_at, received_at, outcome) VALUES \
-         ('evt_old', 'x', now(), now() - interval '91 days', 'applied'), \
-         ('evt_recent', 'x', now(), now() - interval '89 days', 'applied'), \
-         ('evt_new', 'x', now(), now(), 'applied')",
-    );
+    app.given().event("evt_old").received_days_ago(91).store();
+    app.given()
+        .event("evt_recent")
+        .received_days_ago(89)
+        .store();
+    app.given().event("evt_new").store();
 
     let output = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
         .arg("prune")

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::helpers::*;
+use crate::support::*;
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_billing-portal"));
@@ -25,7 +25,7 @@ fn binary() -> Command {
     cmd
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_missing_database_is_created_and_migrated() {
     // spawn_app points at a database name that does not exist yet.
     let app = spawn_app().await;

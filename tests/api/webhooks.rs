@@ -2,15 +2,13 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::events::*;
-use crate::helpers::*;
-use crate::proxy::{route_database_through, TcpProxy};
+use crate::support::*;
 
 const DAY: i64 = 86_400;
 
 async fn app_with_linked_user() -> TestApp {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     app
 }
 
@@ -43,7 +41,7 @@ fn signed_body() -> Vec<u8> {
 
 // --- Signature: vectors computed by openssl, not by our signer.
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_validly_signed_event_is_received_and_stored() {
     let app = app_with_linked_user().await;
     let body = signed_body();
@@ -61,7 +59,7 @@ async fn a_validly_signed_event_is_received_and_stored() {
     assert!(app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_tampered_body_is_refused() {
     let app = app_with_linked_user().await;
     let body = signed_body();
@@ -77,7 +75,7 @@ async fn a_tampered_body_is_refused() {
     assert_refused(&app, response, "signature_mismatch").await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_signature_made_with_another_secret_is_refused() {
     let app = app_with_linked_user().await;
     let body = signed_body();
@@ -92,7 +90,7 @@ async fn a_signature_made_with_another_secret_is_refused() {
     assert_refused(&app, response, "signature_mismatch").await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_second_configured_secret_is_accepted_while_rolling() {
     let app = spawn_app_with(|vars| {
         vars.insert(
@@ -113,7 +111,7 @@ async fn the_second_configured_secret_is_accepted_while_rolling() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn two_v1_signatures_with_one_valid_are_accepted() {
     let app = app_with_linked_user().await;
     let body = signed_body();
@@ -132,7 +130,7 @@ async fn two_v1_signatures_with_one_valid_are_accepted() {
     assert_eq!(response.status(), 200);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_timestamp_older_than_the_tolerance_is_refused() {
     let app = app_with_linked_user().await;
     let body = signed_body();
@@ -166,7 +164,7 @@ async fn clock_skew_count(app: &TestApp) -> f64 {
 
 /// Stripe's libraries refuse only old timestamps (stripe-node `src/Webhooks.ts`, stripe-go
 /// `webhook/client.go`): a host whose clock is behind must keep receiving events.
-#[tokio::test]
+#[actix_rt::test]
 async fn a_timestamp_further_in_the_future_than_the_tolerance_is_accepted_and_counted_as_clock_skew(
 ) {
     let app = app_with_linked_user().await;
@@ -185,7 +183,7 @@ async fn a_timestamp_further_in_the_future_than_the_tolerance_is_accepted_and_co
     assert_eq!(clock_skew_count(&app).await, 1.0);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_timestamp_a_few_seconds_ahead_is_not_counted_as_clock_skew() {
     let app = app_with_linked_user().await;
     let body = signed_body();
@@ -201,7 +199,7 @@ async fn a_timestamp_a_few_seconds_ahead_is_not_counted_as_clock_skew() {
     assert_eq!(clock_skew_count(&app).await, 0.0);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_header_without_a_timestamp_is_refused() {
     let app = app_with_linked_user().await;
     let body = signed_body();
@@ -213,7 +211,7 @@ async fn a_header_without_a_timestamp_is_refused() {
     assert_refused(&app, response, "malformed_signature").await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_garbage_header_is_refused() {
     let app = app_with_linked_user().await;
 
@@ -224,7 +222,7 @@ async fn a_garbage_header_is_refused() {
     assert_refused(&app, response, "malformed_signature").await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_missing_header_is_refused() {
     let app = app_with_linked_user().await;
 
@@ -233,7 +231,7 @@ async fn a_missing_header_is_refused() {
     assert_refused(&app, response, "missing_signature").await;
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_body_over_one_mebibyte_is_refused_with_413_json() {
     let app = app_with_linked_user().await;
     let body = vec![b' '; 1024 * 1024 + 1];
@@ -251,7 +249,7 @@ async fn a_body_over_one_mebibyte_is_refused_with_413_json() {
     assert_eq!(app.count("stripe_events"), 0);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_verified_payload_that_is_not_an_event_is_refused() {
     let app = app_with_linked_user().await;
     let body = br#"{"hello":"world"}"#;
@@ -265,7 +263,7 @@ async fn a_verified_payload_that_is_not_an_event_is_refused() {
 
 // --- What events do.
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_active_subscription_makes_the_user_paid_and_deletion_makes_them_unpaid() {
     let app = app_with_linked_user().await;
     let token = token_for("user_1", None);
@@ -304,7 +302,7 @@ async fn an_active_subscription_makes_the_user_paid_and_deletion_makes_them_unpa
     assert_eq!(unpaid["data"]["status"], "canceled");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn old_api_version_payloads_update_the_status_too() {
     let app = app_with_linked_user().await;
     let token = token_for("user_1", None);
@@ -337,7 +335,7 @@ async fn old_api_version_payloads_update_the_status_too() {
     assert_eq!(unpaid["data"]["paid"], false);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_redelivered_event_answers_200_and_changes_nothing() {
     let app = app_with_linked_user().await;
     let t = now() - 100;
@@ -361,7 +359,7 @@ async fn a_redelivered_event_answers_200_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_same_event_delivered_ten_times_at_once_has_one_effect() {
     let app = app_with_linked_user().await;
     let created = sub_event(
@@ -379,7 +377,7 @@ async fn the_same_event_delivered_ten_times_at_once_has_one_effect() {
     assert!(app.user("user_1").unwrap().paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_older_event_arriving_late_never_overwrites_newer_state() {
     let app = app_with_linked_user().await;
     let t = now() - 100;
@@ -409,7 +407,7 @@ async fn an_older_event_arriving_late_never_overwrites_newer_state() {
     assert_eq!(app.event_outcome("evt_old"), "stale");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_cancellation_is_not_undone_by_another_event_of_the_same_second() {
     let app = app_with_linked_user().await;
     let t = now() - 100;
@@ -433,14 +431,14 @@ async fn a_cancellation_is_not_undone_by_another_event_of_the_same_second() {
     assert_eq!(app.event_outcome("evt_b"), "stale");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn past_due_is_paid_only_while_the_grace_setting_allows_it() {
     for (grace, expected) in [("14", true), ("0", false)] {
         let app = spawn_app_with(|vars| {
             vars.insert("BILLING_PAST_DUE_GRACE_DAYS".into(), grace.into());
         })
         .await;
-        app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+        app.given().user("user_1").with_customer("cus_1").store();
 
         app.deliver(&sub_event(
             "evt_1",
@@ -454,7 +452,7 @@ async fn past_due_is_paid_only_while_the_grace_setting_allows_it() {
     }
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn paused_and_unknown_statuses_are_unpaid() {
     let app = app_with_linked_user().await;
     let t = now() - 100;
@@ -494,7 +492,7 @@ async fn paused_and_unknown_statuses_are_unpaid() {
     assert_eq!((paused, resumed, unknown), (false, true, false));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unknown_customer_is_stored_without_a_user_and_linked_by_checkout() {
     let app = spawn_app().await;
     let t = now() - 100;
@@ -523,7 +521,7 @@ async fn an_unknown_customer_is_stored_without_a_user_and_linked_by_checkout() {
     assert!(user.paid);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn checkout_never_replaces_a_customer_the_user_already_has() {
     let app = app_with_linked_user().await;
 
@@ -542,10 +540,10 @@ async fn checkout_never_replaces_a_customer_the_user_already_has() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn metadata_user_id_names_the_user_when_the_customer_is_unknown() {
     let app = spawn_app().await;
-    app.execute("INSERT INTO users (id) VALUES ('user_5')");
+    app.given().user("user_5").store();
     let mut sub = current_subscription("sub_5", "cus_5", "trialing", now() + 30 * DAY);
     sub["metadata"] = json!({"user_id": "user_5"});
 
@@ -557,7 +555,7 @@ async fn metadata_user_id_names_the_user_when_the_customer_is_unknown() {
     assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_5"));
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn a_deleted_customer_is_forgotten_and_its_user_becomes_unpaid() {
     let app = app_with_linked_user().await;
     let t = now() - 100;
@@ -582,7 +580,7 @@ async fn a_deleted_customer_is_forgotten_and_its_user_becomes_unpaid() {
     assert_eq!(user.stripe_customer_id, None);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn an_unhandled_event_type_is_acknowledged_and_recorded_as_ignored() {
     let app = app_with_linked_user().await;
 
@@ -599,13 +597,13 @@ async fn an_unhandled_event_type_is_acknowledged_and_recorded_as_ignored() {
     assert_eq!(app.event_outcome("evt_1"), "ignored");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn with_refetch_the_subscription_is_read_from_stripe_before_applying() {
     let app = spawn_app_with(|vars| {
         vars.insert("STRIPE_WEBHOOK_REFETCH".into(), "true".into());
     })
     .await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let t = now() - 100;
     Mock::given(method("GET"))
         .and(path("/v1/subscriptions/sub_1"))
@@ -634,11 +632,11 @@ async fn with_refetch_the_subscription_is_read_from_stripe_before_applying() {
     assert_eq!(status["data"]["paid"], false);
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn while_the_database_is_down_events_are_refused_and_applied_once_redelivered() {
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
     let app = spawn_app_with(|vars| route_database_through(vars, &proxy)).await;
-    app.execute("INSERT INTO users (id, stripe_customer_id) VALUES ('user_1', 'cus_1')");
+    app.given().user("user_1").with_customer("cus_1").store();
     let created = sub_event(
         "evt_1",
         "customer.subscription.created",

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::form;
+use super::app::form;
 
 pub const PORTAL_URL_BASE: &str = "https://billing.stripe.test/p/session/";
 

@@ -4,12 +4,12 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{TestApp, WEBHOOK_SECRET};
+use super::app::{TestApp, WEBHOOK_SECRET};
 
 /// Stripe's example subscription (fixtures3.json) with our values filled in.
 pub fn current_subscription(id: &str, customer: &str, status: &str, period_end: i64) -> Value {
     let mut sub: Value =
-        serde_json::from_str(include_str!("../fixtures/subscription.json")).unwrap();
+        serde_json::from_str(include_str!("../../fixtures/subscription.json")).unwrap();
     sub["id"] = json!(id);
     sub["customer"] = json!(customer);
     sub["status"] = json!(status);

@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real service (via `Application::build`, as `main` does)
 //! on a random port, with its own freshly created Postgres database, dropped
-//! when the test ends, and a fake Stripe (wiremock) on loopback.
+//! when the test ends, and a fake Stripe (wiremock) on loopback; plus what a
+//! test reads back from that database and from the fake Stripe.
 
 use std::collections::HashMap;
 
@@ -19,6 +20,27 @@ pub const APP_BASE_URL: &str = "https://app.example.test";
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A loopback port nothing listens on (for a service started with a fixed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until `check` holds (webhooks arrive asynchronously), at most 30 s:
+/// generous, so a loaded machine only makes a passing test slower.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 pub struct TestApp {
@@ -123,10 +145,6 @@ impl TestApp {
             .n
     }
 
-    pub fn execute(&self, sql: &str) {
-        diesel::sql_query(sql).execute(&mut self.db()).unwrap();
-    }
-
     pub async fn create_portal(&self, token: &str) -> reqwest::Response {
         self.client
             .post(self.url("/billing/create-portal"))
@@ -172,32 +190,27 @@ pub fn header<'a>(request: &'a wiremock::Request, name: &str) -> Option<&'a str>
 
 impl TestApp {
     pub fn event_outcome(&self, id: &str) -> String {
-        #[derive(QueryableByName)]
-        struct Outcome {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            outcome: String,
-        }
-        diesel::sql_query("SELECT outcome FROM stripe_events WHERE id = $1")
-            .bind::<diesel::sql_types::Text, _>(id)
-            .get_result::<Outcome>(&mut self.db())
-            .unwrap()
-            .outcome
+        self.event_outcome_where("id", id)
     }
-}
 
-impl TestApp {
     /// The outcome of the (only) stored event of `type_`.
     pub fn event_outcome_of_type(&self, type_: &str) -> String {
+        self.event_outcome_where("type", type_)
+    }
+
+    fn event_outcome_where(&self, column: &str, value: &str) -> String {
         #[derive(QueryableByName)]
         struct Outcome {
             #[diesel(sql_type = diesel::sql_types::Text)]
             outcome: String,
         }
-        diesel::sql_query("SELECT outcome FROM stripe_events WHERE type = $1")
-            .bind::<diesel::sql_types::Text, _>(type_)
-            .get_result::<Outcome>(&mut self.db())
-            .unwrap()
-            .outcome
+        diesel::sql_query(format!(
+            "SELECT outcome FROM stripe_events WHERE {column} = $1"
+        ))
+        .bind::<diesel::sql_types::Text, _>(value)
+        .get_result::<Outcome>(&mut self.db())
+        .unwrap()
+        .outcome
     }
 }
 

@@ -1,0 +1,72 @@
+//! The in-process Stripe emulator (no `STRIPE_SECRET_KEY`): an app that runs it, its API as
+//! async-stripe and a plain HTTP client see it, and its account settings.
+
+use serde_json::Value;
+use stripe::ClientBuilder;
+
+use super::app::{free_port, spawn_app_with, TestApp};
+
+/// The service with no Stripe key, reachable at `APP_BASE_URL` (so the
+/// portal's "Return to app" comes back to it).
+pub async fn spawn_emulated_app_with(
+    customize: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> TestApp {
+    let port = free_port();
+    spawn_app_with(|vars| {
+        vars.remove("STRIPE_SECRET_KEY");
+        vars.remove("STRIPE_API_BASE");
+        vars.insert("PORT".into(), port.to_string());
+        vars.insert("APP_BASE_URL".into(), format!("http://127.0.0.1:{port}"));
+        customize(vars);
+    })
+    .await
+}
+
+/// async-stripe's own client, pointed at the emulator's API.
+pub fn emulator_client(app: &TestApp) -> stripe::Client {
+    ClientBuilder::new("sk_test_emulator")
+        .url(format!("{}/stripe-emulator/", app.address))
+        .build()
+        .unwrap()
+}
+
+pub async fn emulator_post(
+    app: &TestApp,
+    path: &str,
+    form: &[(&str, &str)],
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/stripe-emulator/v1/{path}")))
+        .bearer_auth("sk_test_emulator")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        );
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+pub async fn emulator_get(app: &TestApp, path: &str) -> Value {
+    app.client
+        .get(app.url(&format!("/stripe-emulator/v1/{path}")))
+        .bearer_auth("sk_test_emulator")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Sets the emulated account's settings (an emulator-only endpoint).
+pub async fn account_settings(app: &TestApp, form: &[(&str, &str)]) {
+    let (status, body) = emulator_post(app, "test_helpers/account_settings", form, None).await;
+    assert_eq!(status, 200, "{body}");
+}

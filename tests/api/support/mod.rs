@@ -1,0 +1,20 @@
+//! Everything the tests share, in one place: the service under test with its own database
+//! ([`app`]), rows arranged through builders instead of SQL ([`given`]), signed Stripe
+//! deliveries ([`events`]), the fake Stripe's answers ([`fake_stripe`]), the in-process
+//! emulator ([`emulator`]), extra service processes ([`instance`]) and a cuttable TCP proxy in
+//! front of Postgres ([`proxy`]). A test file needs one import: `use crate::support::*;`.
+
+pub mod app;
+pub mod emulator;
+pub mod events;
+pub mod fake_stripe;
+pub mod given;
+pub mod instance;
+pub mod proxy;
+
+pub use app::*;
+pub use emulator::*;
+pub use events::*;
+pub use fake_stripe::*;
+pub use instance::*;
+pub use proxy::*;

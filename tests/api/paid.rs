@@ -7,7 +7,7 @@ use billing_portal::billing::status::{AccessFacts, PaidRule, Reason, Subscriptio
 use billing_portal::billing::sweep;
 use billing_portal::billing::sync::{apply_subscription, Outcome};
 use billing_portal::clock::Clock;
-use billing_portal::config::DatabaseSettings;
+use billing_portal::context::{self, StripeTarget};
 use billing_portal::db::subscriptions::Provenance;
 use billing_portal::stripe::events::parse_subscription;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -194,19 +194,15 @@ async fn the_sweep_turns_users_paid_off_when_a_grace_ends_with_no_new_event() {
     ))
     .await;
     assert!(app.user("user_1").unwrap().paid);
-    let pool = billing_portal::db::build_pool(&DatabaseSettings {
-        url: format!("{}/{}", admin_url(), app.db_name).into(),
-        pool_size: 2,
-        connect_timeout: std::time::Duration::from_secs(5),
-        statement_timeout: std::time::Duration::from_secs(5),
-    })
-    .unwrap();
+    // A second instance's view of the same database and rule (14 days' grace).
     let clock = Clock::system();
-    let rule = PaidRule::new(14, true);
+    let billing = context::build(&app.settings, StripeTarget::Configured, clock.clone())
+        .await
+        .unwrap();
 
-    let before = sweep::sweep_once(&pool, &clock, rule).await.unwrap();
+    let before = sweep::sweep_once(&billing).await.unwrap();
     clock.advance(14 * DAY);
-    let after = sweep::sweep_once(&pool, &clock, rule).await.unwrap();
+    let after = sweep::sweep_once(&billing).await.unwrap();
 
     assert_eq!((before, after), (0, 1));
     assert!(!app.user("user_1").unwrap().paid);

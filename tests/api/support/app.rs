@@ -47,6 +47,9 @@ pub struct TestApp {
     pub address: String,
     pub stripe: MockServer,
     pub db_name: String,
+    /// What the service was started with, for building the same context
+    /// (`context::build`) beside it.
+    pub settings: Settings,
     pub client: reqwest::Client,
 }
 
@@ -77,13 +80,16 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut HashMap<String, String>)
     .collect();
     customize(&mut vars);
     let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings");
-    let app = Application::build(settings).await.expect("app builds");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         stripe,
         db_name,
+        settings,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -11,6 +11,7 @@
 //! [`super::events`]) or `billing::sync::apply_subscription`, the paths the service itself uses.
 
 use billing_portal::db;
+use billing_portal::ids::{CustomerId, EventId, UserId};
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 
@@ -64,9 +65,11 @@ impl UserBuilder<'_> {
 
     pub fn store(self) {
         let mut conn = self.app.db();
-        db::users::upsert(&mut conn, &self.id, None).expect("user stored");
+        let id = UserId::parse(&self.id).expect("a valid user id");
+        db::users::upsert(&mut conn, &id, None).expect("user stored");
         if let Some(customer) = &self.customer {
-            db::users::set_customer_id(&mut conn, &self.id, customer).expect("customer stored");
+            db::users::set_customer_id(&mut conn, &id, &CustomerId::from(customer.as_str()))
+                .expect("customer stored");
         }
     }
 }
@@ -86,8 +89,9 @@ impl EventBuilder<'_> {
 
     pub fn store(self) {
         let mut conn = self.app.db();
-        let claimed = db::events::claim(&mut conn, &self.id, "x", Utc::now(), "applied")
-            .expect("event stored");
+        let id = EventId::from(self.id.as_str());
+        let claimed =
+            db::events::claim(&mut conn, &id, "x", Utc::now(), "applied").expect("event stored");
         assert!(claimed, "event {} was already stored", self.id);
         // The service stamps `received_at` itself (a column default); only a test backdates it.
         diesel::sql_query("UPDATE stripe_events SET received_at = $2 WHERE id = $1")

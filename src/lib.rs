@@ -6,7 +6,8 @@ pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod db;
-pub mod emulator;
+#[cfg(feature = "emulator")]
+mod emulator;
 pub mod error;
 pub mod metrics;
 pub mod request_id;

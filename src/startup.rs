@@ -11,10 +11,9 @@ use actix_web::middleware::Logger;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use log::{info, warn};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::sync::Arc;
 
-use crate::emulator::{self, Emulator};
 use crate::metrics::Metrics;
 use crate::request_id;
 use actix_web::dev::Service;
@@ -30,13 +29,11 @@ use crate::routes;
 use crate::stripe::client::StripeGateway;
 use crate::stripe::signature::WebhookVerifier;
 
-/// What every handler shares.
-/// Demo mode: the emulator runs and demo sign-in is offered.
-pub struct DemoMode {
-    pub emulator: Arc<Emulator>,
-    pub jwt_secret: SecretString,
-}
+/// Demo mode: the local Stripe emulator runs (see `src/emulator/`), and the
+/// page offers its demo sign-in and checkout.
+pub struct DemoMode;
 
+/// What every handler shares.
 pub struct AppState {
     pub pool: PgPool,
     pub stripe: Option<StripeGateway>,
@@ -64,14 +61,6 @@ impl AppState {
             )
         })
     }
-}
-
-/// Portal links should open on the origin the user browses (so
-/// `APP_BASE_URL` when it is this very server on localhost), else loopback.
-fn emulator_public_origin(app_origin: &str, port: u16) -> Option<String> {
-    let url = url::Url::parse(app_origin).ok()?;
-    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1"));
-    (local && url.port_or_known_default() == Some(port)).then(|| app_origin.to_string())
 }
 
 pub struct Application {
@@ -114,51 +103,33 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         // No key outside production: the in-process Stripe emulator, on this
-        // very port (config validation already refused this in production).
-        let emulator = match (&settings.stripe.secret_key, settings.app_env) {
-            (None, env) if env != AppEnv::Production => {
-                let local = format!("http://127.0.0.1:{port}");
-                let public =
-                    emulator_public_origin(&settings.app_origin(), port).unwrap_or(local.clone());
-                let emu = Emulator::new(
-                    format!("{public}/stripe-emulator"),
-                    format!("{local}/webhooks/stripe"),
-                    settings.stripe.webhook_secrets[0]
-                        .expose_secret()
-                        .to_string(),
-                    clock.clone(),
-                );
-                warn!(
-                    "*** STRIPE_SECRET_KEY is unset: using the LOCAL STRIPE EMULATOR at {public}/stripe-emulator \
-                     (no real Stripe calls; demo sign-in enabled). Set STRIPE_SECRET_KEY to use Stripe. ***"
-                );
-                Some((emu, format!("{local}/stripe-emulator")))
-            }
-            _ => None,
+        // very port. Configuration already refused a missing key in
+        // production, and everywhere in a build without the emulator.
+        #[cfg(feature = "emulator")]
+        let emulator = crate::emulator::Mounted::start(&settings, port, &clock);
+        let stripe_api = match &settings.stripe.secret_key {
+            Some(key) => Some((key.clone(), settings.stripe.api_base.clone())),
+            #[cfg(feature = "emulator")]
+            None => emulator.as_ref().map(|e| e.stripe_api()),
+            #[cfg(not(feature = "emulator"))]
+            None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let stripe = match (&settings.stripe.secret_key, &emulator) {
-            (Some(key), _) => Some(StripeGateway::new(
-                key,
-                settings.stripe.api_base.as_deref(),
-                settings.stripe.timeout,
-                settings.stripe.portal_configuration.clone(),
-                metrics.clone(),
-            )?),
-            (None, Some((_, api_base))) => Some(StripeGateway::new(
-                &SecretString::from("sk_test_emulator"),
-                Some(api_base),
-                settings.stripe.timeout,
-                settings.stripe.portal_configuration.clone(),
-                metrics.clone(),
-            )?),
-            (None, None) => None,
-        };
-        let demo = emulator.map(|(emulator, _)| DemoMode {
-            emulator,
-            jwt_secret: settings.auth_jwt_secret.clone(),
-        });
-        let emulator_data = demo.as_ref().map(|d| web::Data::new(d.emulator.clone()));
+        let stripe = stripe_api
+            .map(|(key, api_base)| {
+                StripeGateway::new(
+                    &key,
+                    api_base.as_deref(),
+                    settings.stripe.timeout,
+                    settings.stripe.portal_configuration.clone(),
+                    metrics.clone(),
+                )
+            })
+            .transpose()?;
+        #[cfg(feature = "emulator")]
+        let (demo, emulator) = (emulator.as_ref().map(|_| DemoMode), emulator.map(Arc::new));
+        #[cfg(not(feature = "emulator"))]
+        let demo = None;
         let state = web::Data::new(AppState {
             pool,
             stripe,
@@ -189,7 +160,8 @@ impl Application {
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
         let server = HttpServer::new(move || {
-            let emulator_data = emulator_data.clone();
+            #[cfg(feature = "emulator")]
+            let emulator = emulator.clone();
             let metrics = metrics.clone();
             App::new()
                 .wrap(routes::json_errors())
@@ -217,12 +189,10 @@ impl Application {
                 .wrap(Logger::new(r#"%{x-request-id}o %a "%r" %s %b %Dms"#))
                 .app_data(state.clone())
                 .app_data(jwt.clone())
-                .configure(move |cfg| {
-                    if let Some(emu) = emulator_data {
-                        cfg.app_data(emu);
-                        emulator::portal::configure(cfg);
-                        cfg.route("/demo/sign-in", web::post().to(emulator::demo::sign_in));
-                        cfg.route("/demo/subscribe", web::post().to(emulator::demo::subscribe));
+                .configure(move |_cfg| {
+                    #[cfg(feature = "emulator")]
+                    if let Some(emulator) = emulator {
+                        emulator.configure(_cfg);
                     }
                 })
                 .configure(routes::configure)

@@ -20,7 +20,9 @@
 
 use serde_json::{json, Value};
 
-use super::*;
+use super::account::Emulator;
+use super::model::*;
+use super::objects::*;
 
 /// Retries after the first failed charge of an invoice.
 pub const RETRIES: u32 = 3;
@@ -281,7 +283,10 @@ impl Emulator {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::clock::Clock;
 
     fn emulator() -> Arc<Emulator> {
         Emulator::new(

@@ -12,14 +12,6 @@ use stripe_core::customer::{CreateCustomer, DeleteCustomer, RetrieveCustomer};
 use crate::helpers::*;
 use crate::proxy::{route_database_through, TcpProxy};
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The service with no Stripe key, reachable at `APP_BASE_URL` (so the
 /// portal's "Return to app" comes back to it).
 pub async fn spawn_emulated_app_with(
@@ -289,38 +281,6 @@ async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
 
     assert_eq!(status, 200);
     eventually("the retried delivery", || app.user("user_1").unwrap().paid).await;
-}
-
-#[tokio::test]
-async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
-    let app = spawn_app().await;
-
-    let api = app
-        .client
-        .get(app.url("/stripe-emulator/v1/prices"))
-        .bearer_auth("sk_test_x")
-        .send()
-        .await
-        .unwrap();
-    let demo = app
-        .client
-        .post(app.url("/demo/sign-in"))
-        .send()
-        .await
-        .unwrap();
-    let page = app
-        .client
-        .get(app.url("/settings/billing"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-
-    assert_eq!(api.status(), 404);
-    assert_eq!(demo.status(), 404);
-    assert!(page.contains(r#"<meta name="billing-demo" content="off">"#));
 }
 
 #[tokio::test]

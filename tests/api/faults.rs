@@ -8,7 +8,6 @@ use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::emulator::free_port;
 use crate::events::*;
 use crate::fake_stripe::*;
 use crate::helpers::*;

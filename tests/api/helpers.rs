@@ -16,6 +16,15 @@ pub const STRIPE_KEY: &str = "sk_test_fake_key_for_tests";
 pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
 pub const APP_BASE_URL: &str = "https://app.example.test";
 
+/// A port nothing listens on yet.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -187,6 +196,7 @@ impl TestApp {
 
 impl TestApp {
     /// The outcome of the (only) stored event of `type_`.
+    #[cfg(feature = "emulator")]
     pub fn event_outcome_of_type(&self, type_: &str) -> String {
         #[derive(QueryableByName)]
         struct Outcome {

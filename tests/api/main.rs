@@ -3,7 +3,10 @@
 
 mod auth;
 mod browser;
+// These drive the local Stripe emulator, which only the `emulator` feature builds.
+#[cfg(feature = "emulator")]
 mod emulated_billing;
+#[cfg(feature = "emulator")]
 mod emulator;
 mod events;
 mod fake_stripe;
@@ -21,3 +24,4 @@ mod proxy;
 mod scale;
 mod startup;
 mod webhooks;
+mod without_emulator;

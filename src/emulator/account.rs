@@ -214,6 +214,9 @@ impl Emulator {
     /// either order: laravel/cashier-stripe PR #1466). With a failing card it
     /// stays `incomplete` and expires after 23 hours
     /// (docs.stripe.com/billing/subscriptions/overview#payment-status).
+    /// Bought through the Checkout Session `checkout`, the subscription is
+    /// recorded on it, and a paid first invoice completes it in the same
+    /// second (`checkout.session.completed`).
     pub fn create_subscription(
         &self,
         state: &mut State,

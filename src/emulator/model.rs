@@ -1,5 +1,6 @@
 //! The emulated Stripe account's objects, held in memory: customers,
-//! subscriptions, invoices, portal sessions and the account's settings, plus
+//! subscriptions, invoices, portal and Checkout sessions and the account's
+//! settings, plus
 //! the Stripe error an operation answers with. No behaviour beyond small
 //! helpers: [`super::account`] changes these, [`super::objects`] renders them.
 

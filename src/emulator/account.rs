@@ -14,15 +14,15 @@ use super::model::*;
 use super::objects::*;
 use crate::clock::Clock;
 
-pub struct Emulator {
+pub(crate) struct Emulator {
     state: Mutex<State>,
     counter: AtomicU64,
     /// `http://127.0.0.1:{port}/stripe-emulator`: the API base and portal host.
-    pub base_url: String,
+    pub(crate) base_url: String,
     pub(super) deliveries: delivery::Deliveries,
     /// Shared with the service: the emulator's "now", which a test can
     /// advance like a Stripe test clock.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Emulator {
 }
 
 impl Emulator {
-    pub fn new(
+    pub(crate) fn new(
         base_url: String,
         webhook_url: String,
         webhook_secret: String,
@@ -50,7 +50,7 @@ impl Emulator {
     }
 
     /// The seeded catalogue: two monthly plans.
-    pub fn prices() -> [Price; 2] {
+    pub(crate) fn prices() -> [Price; 2] {
         [
             Price {
                 id: "price_emu_starter_monthly",
@@ -67,12 +67,12 @@ impl Emulator {
         ]
     }
 
-    pub fn price(id: &str) -> Option<Price> {
+    pub(crate) fn price(id: &str) -> Option<Price> {
         Self::prices().into_iter().find(|p| p.id == id)
     }
 
     /// A fresh id with Stripe's prefix, unique in this process.
-    pub fn new_id(&self, prefix: &str) -> String {
+    pub(crate) fn new_id(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let random = uuid::Uuid::new_v4().simple().to_string();
         format!("{prefix}_emu{n}{}", &random[..10])
@@ -84,19 +84,19 @@ impl Emulator {
     }
 
     /// Reads the account without changing it (no operation, no events).
-    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.lock())
     }
 
     /// The emulated "now": the instant of the operation in progress, else the
     /// virtual clock.
-    pub fn now(&self, state: &State) -> i64 {
+    pub(crate) fn now(&self, state: &State) -> i64 {
         state.at.unwrap_or_else(|| self.clock.unix())
     }
 
     /// Runs one operation on the account at one instant of the virtual clock,
     /// then sends the events it produced.
-    pub fn with_state<T>(self: &Arc<Self>, f: impl FnOnce(&Self, &mut State) -> T) -> T {
+    pub(crate) fn with_state<T>(self: &Arc<Self>, f: impl FnOnce(&Self, &mut State) -> T) -> T {
         let mut state = self.lock();
         state.at = Some(self.clock.unix());
         let result = f(self, &mut state);
@@ -127,7 +127,7 @@ impl Emulator {
     /// Replays the stored answer for a repeated `Idempotency-Key`, or runs
     /// `f` and stores its answer. A key reused with other parameters is an
     /// `idempotency_error`, as at Stripe.
-    pub fn idempotent(
+    pub(crate) fn idempotent(
         self: &Arc<Self>,
         key: Option<&str>,
         fingerprint: String,
@@ -165,7 +165,7 @@ impl Emulator {
     // --- Operations shared by the API and the hosted portal. Each records the
     // events Stripe would send.
 
-    pub fn create_customer(
+    pub(crate) fn create_customer(
         &self,
         state: &mut State,
         email: Option<String>,
@@ -188,7 +188,11 @@ impl Emulator {
         customer
     }
 
-    pub fn delete_customer(&self, state: &mut State, id: &str) -> Result<Value, StripeApiError> {
+    pub(crate) fn delete_customer(
+        &self,
+        state: &mut State,
+        id: &str,
+    ) -> Result<Value, StripeApiError> {
         let customer = state
             .customers
             .remove(id)
@@ -217,7 +221,7 @@ impl Emulator {
     /// Bought through the Checkout Session `checkout`, the subscription is
     /// recorded on it, and a paid first invoice completes it in the same
     /// second (`checkout.session.completed`).
-    pub fn create_subscription(
+    pub(crate) fn create_subscription(
         &self,
         state: &mut State,
         customer: &str,
@@ -371,7 +375,7 @@ impl Emulator {
     /// `cancel_at_period_end` false; in classic mode it sets
     /// `cancel_at_period_end` (docs.stripe.com/billing/subscriptions/billing-mode/compare;
     /// stripe/stripe-node #2470).
-    pub fn schedule_cancel(
+    pub(crate) fn schedule_cancel(
         &self,
         state: &mut State,
         id: &str,
@@ -400,7 +404,7 @@ impl Emulator {
     /// the API (only the portal chooses `cancel_at` in flexible mode); it and
     /// `cancel_at` cannot be sent together, as at Stripe; either one set
     /// records `canceled_at` (docs.stripe.com/api/subscriptions/object#subscription_object-canceled_at).
-    pub fn update_subscription(
+    pub(crate) fn update_subscription(
         &self,
         state: &mut State,
         id: &str,
@@ -507,7 +511,7 @@ impl Emulator {
         Ok(sub)
     }
 
-    pub fn cancel_now(
+    pub(crate) fn cancel_now(
         &self,
         state: &mut State,
         id: &str,
@@ -541,7 +545,7 @@ impl Emulator {
 
     /// Attaches a card by number (the portal's form). 4000 0000 0000 0341
     /// attaches, but its charges fail; 4000 0000 0000 0002 is declined.
-    pub fn set_card(
+    pub(crate) fn set_card(
         &self,
         state: &mut State,
         customer: &str,
@@ -597,7 +601,7 @@ impl Emulator {
     /// Attaches a card by Stripe's test token (the API's `source`
     /// parameter): `tok_visa`, `tok_chargeCustomerFail` or
     /// `tok_chargeDeclined` (docs.stripe.com/testing#cards-responses).
-    pub fn set_card_token(
+    pub(crate) fn set_card_token(
         &self,
         state: &mut State,
         customer: &str,
@@ -610,7 +614,7 @@ impl Emulator {
         self.set_card(state, customer, number, 12, year)
     }
 
-    pub fn set_address(
+    pub(crate) fn set_address(
         &self,
         state: &mut State,
         customer: &str,
@@ -690,7 +694,7 @@ impl Emulator {
         state.outbox.push(event);
     }
 
-    pub fn portal_url(&self, session: &str) -> String {
+    pub(crate) fn portal_url(&self, session: &str) -> String {
         format!("{}/p/session/{session}", self.base_url)
     }
 }

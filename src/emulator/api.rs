@@ -179,7 +179,7 @@ fn page(items: Vec<(String, Value)>, q: &Form, url: &str) -> Result<Value, Strip
 }
 
 /// Every `/v1/…` request lands here.
-pub async fn handle(
+pub(crate) async fn handle(
     req: HttpRequest,
     body: web::Bytes,
     emu: web::Data<Arc<Emulator>>,

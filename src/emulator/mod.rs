@@ -90,7 +90,7 @@ use account::Emulator;
 const API_KEY: &str = "sk_test_emulator";
 
 /// The emulator as the service mounts it on its own port.
-pub struct Mounted {
+pub(crate) struct Mounted {
     emulator: Arc<Emulator>,
     /// The API base on loopback, for the service's own Stripe client and the
     /// demo: it never depends on how users reach the service.
@@ -103,7 +103,7 @@ impl Mounted {
     /// (configuration already refused a missing key in production), else
     /// `None`. It shares the service's billing `clock` and delivers its
     /// events to the service's webhook endpoint on `port`.
-    pub fn start(settings: &Settings, port: u16, clock: &Clock) -> Option<Self> {
+    pub(crate) fn start(settings: &Settings, port: u16, clock: &Clock) -> Option<Self> {
         if settings.stripe.secret_key.is_some() || settings.app_env == AppEnv::Production {
             return None;
         }
@@ -131,7 +131,7 @@ impl Mounted {
     }
 
     /// The key and API base the service's Stripe client uses.
-    pub fn stripe_api(&self) -> (SecretString, Option<String>) {
+    pub(crate) fn stripe_api(&self) -> (SecretString, Option<String>) {
         (
             SecretString::from(API_KEY),
             Some(self.local_api_base.clone()),
@@ -140,7 +140,7 @@ impl Mounted {
 
     /// Registers the emulator's routes (`/stripe-emulator/…`) and the demo's
     /// (`/demo/…`) on one worker's app.
-    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+    pub(crate) fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(self.emulator.clone()));
         cfg.service(
             web::scope("/stripe-emulator")

@@ -9,151 +9,151 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{json, Value};
 
 /// Stripe's portal sessions expire after about five minutes.
-pub const PORTAL_SESSION_TTL_SECS: i64 = 5 * 60;
-pub const DAY: i64 = 86_400;
+pub(crate) const PORTAL_SESSION_TTL_SECS: i64 = 5 * 60;
+pub(crate) const DAY: i64 = 86_400;
 /// The API version events are rendered in: a clover-era version, where new
 /// subscriptions default to flexible billing mode.
-pub const API_VERSION: &str = "2025-09-30.clover";
+pub(crate) const API_VERSION: &str = "2025-09-30.clover";
 /// The test card that always succeeds, the one that attaches but whose
 /// charges fail, and the one that is declined (docs.stripe.com/testing).
-pub const TEST_CARD_OK: &str = "4242424242424242";
-pub const TEST_CARD_CHARGE_FAILS: &str = "4000000000000341";
-pub const TEST_CARD_DECLINED: &str = "4000000000000002";
+pub(crate) const TEST_CARD_OK: &str = "4242424242424242";
+pub(crate) const TEST_CARD_CHARGE_FAILS: &str = "4000000000000341";
+pub(crate) const TEST_CARD_DECLINED: &str = "4000000000000002";
 
 #[derive(Debug, Clone, Default)]
-pub struct Address {
-    pub line1: Option<String>,
-    pub city: Option<String>,
-    pub postal_code: Option<String>,
-    pub country: Option<String>,
+pub(crate) struct Address {
+    pub(crate) line1: Option<String>,
+    pub(crate) city: Option<String>,
+    pub(crate) postal_code: Option<String>,
+    pub(crate) country: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Card {
-    pub last4: String,
-    pub exp_month: u32,
-    pub exp_year: u32,
+pub(crate) struct Card {
+    pub(crate) last4: String,
+    pub(crate) exp_month: u32,
+    pub(crate) exp_year: u32,
     /// 4000 0000 0000 0341: attached, but every charge fails.
-    pub charges_fail: bool,
+    pub(crate) charges_fail: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct Customer {
-    pub id: String,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub metadata: BTreeMap<String, String>,
-    pub address: Address,
-    pub card: Option<Card>,
-    pub created: i64,
+pub(crate) struct Customer {
+    pub(crate) id: String,
+    pub(crate) email: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) address: Address,
+    pub(crate) card: Option<Card>,
+    pub(crate) created: i64,
 }
 
 #[derive(Debug, Clone)]
-pub struct Price {
-    pub id: &'static str,
-    pub product: &'static str,
-    pub product_name: &'static str,
-    pub unit_amount: i64,
+pub(crate) struct Price {
+    pub(crate) id: &'static str,
+    pub(crate) product: &'static str,
+    pub(crate) product_name: &'static str,
+    pub(crate) unit_amount: i64,
 }
 
 /// docs.stripe.com/billing/subscriptions/billing-mode
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BillingMode {
+pub(crate) enum BillingMode {
     Classic,
     Flexible,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PauseCollection {
+pub(crate) struct PauseCollection {
     /// `keep_as_draft`, `mark_uncollectible` or `void`.
-    pub behavior: String,
-    pub resumes_at: Option<i64>,
+    pub(crate) behavior: String,
+    pub(crate) resumes_at: Option<i64>,
 }
 
 /// An invoice Stripe is trying to collect, and when it tries next.
 #[derive(Debug, Clone)]
-pub struct Collection {
-    pub invoice: String,
+pub(crate) struct Collection {
+    pub(crate) invoice: String,
     /// Charge attempts made so far.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// When the first attempt was made; retries are spread from there.
-    pub first_attempt: Option<i64>,
-    pub next_attempt: i64,
+    pub(crate) first_attempt: Option<i64>,
+    pub(crate) next_attempt: i64,
 }
 
 #[derive(Debug, Clone)]
-pub struct Subscription {
-    pub id: String,
-    pub customer: String,
-    pub price: String,
-    pub status: String,
-    pub billing_mode: BillingMode,
-    pub cancel_at_period_end: bool,
-    pub cancel_at: Option<i64>,
+pub(crate) struct Subscription {
+    pub(crate) id: String,
+    pub(crate) customer: String,
+    pub(crate) price: String,
+    pub(crate) status: String,
+    pub(crate) billing_mode: BillingMode,
+    pub(crate) cancel_at_period_end: bool,
+    pub(crate) cancel_at: Option<i64>,
     /// When a cancellation was requested (Stripe's meaning, also for a
     /// scheduled one), not when the subscription ended.
-    pub canceled_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub current_period_start: i64,
-    pub current_period_end: i64,
-    pub created: i64,
-    pub metadata: BTreeMap<String, String>,
-    pub cancellation_feedback: Option<String>,
-    pub cancellation_comment: Option<String>,
-    pub cancellation_reason: Option<&'static str>,
-    pub pause_collection: Option<PauseCollection>,
-    pub latest_invoice: Option<String>,
-    pub collecting: Option<Collection>,
+    pub(crate) canceled_at: Option<i64>,
+    pub(crate) ended_at: Option<i64>,
+    pub(crate) current_period_start: i64,
+    pub(crate) current_period_end: i64,
+    pub(crate) created: i64,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) cancellation_feedback: Option<String>,
+    pub(crate) cancellation_comment: Option<String>,
+    pub(crate) cancellation_reason: Option<&'static str>,
+    pub(crate) pause_collection: Option<PauseCollection>,
+    pub(crate) latest_invoice: Option<String>,
+    pub(crate) collecting: Option<Collection>,
 }
 
 impl Subscription {
     /// Stripe's terminal statuses: nothing happens to these any more.
-    pub fn has_ended(&self) -> bool {
+    pub(crate) fn has_ended(&self) -> bool {
         matches!(self.status.as_str(), "canceled" | "incomplete_expired")
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Invoice {
-    pub id: String,
-    pub number: String,
-    pub customer: String,
-    pub subscription: Option<String>,
-    pub amount: i64,
-    pub description: String,
-    pub created: i64,
+pub(crate) struct Invoice {
+    pub(crate) id: String,
+    pub(crate) number: String,
+    pub(crate) customer: String,
+    pub(crate) subscription: Option<String>,
+    pub(crate) amount: i64,
+    pub(crate) description: String,
+    pub(crate) created: i64,
     /// `draft`, `open`, `paid`, `uncollectible` or `void`.
-    pub status: &'static str,
-    pub billing_reason: &'static str,
-    pub period_start: i64,
-    pub period_end: i64,
-    pub attempt_count: u32,
-    pub paid_at: Option<i64>,
-    pub next_payment_attempt: Option<i64>,
+    pub(crate) status: &'static str,
+    pub(crate) billing_reason: &'static str,
+    pub(crate) period_start: i64,
+    pub(crate) period_end: i64,
+    pub(crate) attempt_count: u32,
+    pub(crate) paid_at: Option<i64>,
+    pub(crate) next_payment_attempt: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlowKind {
+pub(crate) enum FlowKind {
     PaymentMethodUpdate,
     SubscriptionCancel,
     SubscriptionUpdate,
 }
 
 #[derive(Debug, Clone)]
-pub struct PortalSession {
-    pub id: String,
-    pub customer: String,
-    pub return_url: String,
-    pub created: i64,
-    pub flow: Option<(FlowKind, Option<String>)>,
-    pub configuration: String,
-    pub locale: Option<String>,
+pub(crate) struct PortalSession {
+    pub(crate) id: String,
+    pub(crate) customer: String,
+    pub(crate) return_url: String,
+    pub(crate) created: i64,
+    pub(crate) flow: Option<(FlowKind, Option<String>)>,
+    pub(crate) configuration: String,
+    pub(crate) locale: Option<String>,
 }
 
 /// What happens when the last retry of a renewal fails (Dashboard: Billing →
 /// Revenue recovery → "If all retries for a payment fail").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dunning {
+pub(crate) enum Dunning {
     Unpaid,
     Canceled,
     PastDue,
@@ -161,7 +161,7 @@ pub enum Dunning {
 
 /// The arrival order of the events one operation emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryOrder {
+pub(crate) enum DeliveryOrder {
     /// Stripe's: no guaranteed order (docs.stripe.com/webhooks "Event ordering").
     Shuffled,
     InOrder,
@@ -170,10 +170,10 @@ pub enum DeliveryOrder {
 
 /// The emulated account's settings (emulator-only, see the module doc).
 #[derive(Debug, Clone)]
-pub struct AccountSettings {
-    pub dunning: Dunning,
-    pub retry_days: i64,
-    pub delivery_order: DeliveryOrder,
+pub(crate) struct AccountSettings {
+    pub(crate) dunning: Dunning,
+    pub(crate) retry_days: i64,
+    pub(crate) delivery_order: DeliveryOrder,
 }
 
 impl Default for AccountSettings {
@@ -187,7 +187,7 @@ impl Default for AccountSettings {
 }
 
 impl AccountSettings {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "object": "emulator.account_settings",
             "dunning": match self.dunning {
@@ -207,13 +207,13 @@ impl AccountSettings {
 
 /// The emulated Stripe account.
 #[derive(Default)]
-pub struct State {
-    pub customers: BTreeMap<String, Customer>,
-    pub subscriptions: BTreeMap<String, Subscription>,
-    pub invoices: Vec<Invoice>,
-    pub sessions: HashMap<String, PortalSession>,
-    pub checkout_sessions: HashMap<String, CheckoutSession>,
-    pub settings: AccountSettings,
+pub(crate) struct State {
+    pub(crate) customers: BTreeMap<String, Customer>,
+    pub(crate) subscriptions: BTreeMap<String, Subscription>,
+    pub(crate) invoices: Vec<Invoice>,
+    pub(crate) sessions: HashMap<String, PortalSession>,
+    pub(crate) checkout_sessions: HashMap<String, CheckoutSession>,
+    pub(crate) settings: AccountSettings,
     /// Idempotency-Key → (request fingerprint, status, body).
     pub(super) idempotency: HashMap<String, (String, u16, Value)>,
     /// The instant the current operation happens at: pinned for a whole
@@ -221,7 +221,7 @@ pub struct State {
     /// set to each due time while a test clock advance replays the past.
     pub(super) at: Option<i64>,
     /// Every event emitted, oldest first, for `GET /v1/events`.
-    pub events: Vec<Value>,
+    pub(crate) events: Vec<Value>,
     /// Events of the operation in progress.
     pub(super) outbox: Vec<Value>,
     /// Finished operations' events, each in its arrival order, sent after
@@ -230,23 +230,23 @@ pub struct State {
 }
 
 impl State {
-    pub fn invoice_mut(&mut self, id: &str) -> Option<&mut Invoice> {
+    pub(crate) fn invoice_mut(&mut self, id: &str) -> Option<&mut Invoice> {
         self.invoices.iter_mut().find(|i| i.id == id)
     }
 }
 
 /// A Stripe-style error: HTTP status, type, code, message, param.
 #[derive(Debug, Clone)]
-pub struct StripeApiError {
-    pub status: u16,
-    pub kind: &'static str,
-    pub code: Option<&'static str>,
-    pub message: String,
-    pub param: Option<&'static str>,
+pub(crate) struct StripeApiError {
+    pub(crate) status: u16,
+    pub(crate) kind: &'static str,
+    pub(crate) code: Option<&'static str>,
+    pub(crate) message: String,
+    pub(crate) param: Option<&'static str>,
 }
 
 impl StripeApiError {
-    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
         Self {
             status: 400,
             kind: "invalid_request_error",
@@ -256,7 +256,7 @@ impl StripeApiError {
         }
     }
 
-    pub fn missing(what: &str, id: &str, param: &'static str) -> Self {
+    pub(crate) fn missing(what: &str, id: &str, param: &'static str) -> Self {
         Self {
             status: 404,
             kind: "invalid_request_error",
@@ -266,7 +266,7 @@ impl StripeApiError {
         }
     }
 
-    pub fn card_declined() -> Self {
+    pub(crate) fn card_declined() -> Self {
         Self {
             status: 402,
             kind: "card_error",
@@ -276,44 +276,44 @@ impl StripeApiError {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({"error": {"type": self.kind, "code": self.code, "message": self.message, "param": self.param}})
     }
 }
 
 /// A change to a subscription, as the API or the portal asks for it.
 #[derive(Debug, Default)]
-pub struct SubscriptionChange {
-    pub price: Option<String>,
-    pub cancel_at_period_end: Option<bool>,
+pub(crate) struct SubscriptionChange {
+    pub(crate) price: Option<String>,
+    pub(crate) cancel_at_period_end: Option<bool>,
     /// `Some(None)` clears a scheduled cancellation.
-    pub cancel_at: Option<Option<i64>>,
+    pub(crate) cancel_at: Option<Option<i64>>,
     /// `Some(None)` resumes collection.
-    pub pause_collection: Option<Option<PauseCollection>>,
-    pub feedback: Option<String>,
+    pub(crate) pause_collection: Option<Option<PauseCollection>>,
+    pub(crate) feedback: Option<String>,
 }
 
 /// A Checkout Session in `subscription` mode. The emulator has no hosted
 /// checkout page: the emulator-only test helper pays it, standing in for the
 /// customer, and paying it creates the subscription.
 #[derive(Debug, Clone)]
-pub struct CheckoutSession {
-    pub id: String,
-    pub customer: String,
-    pub price: String,
-    pub client_reference_id: Option<String>,
+pub(crate) struct CheckoutSession {
+    pub(crate) id: String,
+    pub(crate) customer: String,
+    pub(crate) price: String,
+    pub(crate) client_reference_id: Option<String>,
     /// `subscription_data[metadata]`, given to the subscription it creates.
-    pub subscription_metadata: BTreeMap<String, String>,
-    pub success_url: Option<String>,
-    pub created: i64,
+    pub(crate) subscription_metadata: BTreeMap<String, String>,
+    pub(crate) success_url: Option<String>,
+    pub(crate) created: i64,
     /// `open` until paid, then `complete`.
-    pub status: &'static str,
-    pub subscription: Option<String>,
-    pub invoice: Option<String>,
+    pub(crate) status: &'static str,
+    pub(crate) subscription: Option<String>,
+    pub(crate) invoice: Option<String>,
 }
 
 /// The test card behind one of Stripe's test tokens.
-pub fn token_card(token: &str) -> Option<&'static str> {
+pub(crate) fn token_card(token: &str) -> Option<&'static str> {
     match token {
         "tok_visa" => Some(TEST_CARD_OK),
         "tok_chargeCustomerFail" => Some(TEST_CARD_CHARGE_FAILS),
@@ -324,7 +324,7 @@ pub fn token_card(token: &str) -> Option<&'static str> {
 
 /// One calendar month after `t`, as Stripe's monthly periods run (the 31st
 /// runs to the last day of a shorter month).
-pub fn add_month(t: i64) -> i64 {
+pub(crate) fn add_month(t: i64) -> i64 {
     chrono::DateTime::from_timestamp(t, 0)
         .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
         .map_or(t + 30 * DAY, |d| d.timestamp())

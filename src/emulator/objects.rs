@@ -23,7 +23,7 @@ fn address_json(a: &Address) -> Value {
            "postal_code": a.postal_code, "state": null})
 }
 
-pub fn customer_json(c: &Customer) -> Value {
+pub(crate) fn customer_json(c: &Customer) -> Value {
     json!({
         "id": c.id, "object": "customer", "address": address_json(&c.address), "balance": 0,
         "created": c.created, "currency": "usd", "default_source": null, "delinquent": false,
@@ -36,7 +36,7 @@ pub fn customer_json(c: &Customer) -> Value {
     })
 }
 
-pub fn price_json(p: &Price) -> Value {
+pub(crate) fn price_json(p: &Price) -> Value {
     let mut v = fixture("price");
     v["id"] = json!(p.id);
     v["product"] = json!(p.product);
@@ -48,7 +48,7 @@ pub fn price_json(p: &Price) -> Value {
     v
 }
 
-pub fn product_json(p: &Price) -> Value {
+pub(crate) fn product_json(p: &Price) -> Value {
     let mut v = fixture("product");
     v["id"] = json!(p.product);
     v["name"] = json!(p.product_name);
@@ -61,7 +61,7 @@ pub fn product_json(p: &Price) -> Value {
     v
 }
 
-pub fn subscription_json(s: &Subscription) -> Value {
+pub(crate) fn subscription_json(s: &Subscription) -> Value {
     let price = Emulator::price(&s.price).expect("subscriptions only hold seeded prices");
     let mut v = fixture("subscription");
     v["id"] = json!(s.id);
@@ -115,7 +115,7 @@ pub fn subscription_json(s: &Subscription) -> Value {
     v
 }
 
-pub fn invoice_json(i: &Invoice, base_url: &str) -> Value {
+pub(crate) fn invoice_json(i: &Invoice, base_url: &str) -> Value {
     let mut v = fixture("invoice");
     v["id"] = json!(i.id);
     v["number"] = json!(i.number);
@@ -161,7 +161,7 @@ pub fn invoice_json(i: &Invoice, base_url: &str) -> Value {
     v
 }
 
-pub fn portal_session_json(s: &PortalSession, url: &str) -> Value {
+pub(crate) fn portal_session_json(s: &PortalSession, url: &str) -> Value {
     let flow = s.flow.as_ref().map(|(kind, sub)| {
         let type_ = match kind {
             FlowKind::PaymentMethodUpdate => "payment_method_update",
@@ -187,7 +187,7 @@ pub fn portal_session_json(s: &PortalSession, url: &str) -> Value {
     })
 }
 
-pub fn checkout_session_json(s: &CheckoutSession) -> Value {
+pub(crate) fn checkout_session_json(s: &CheckoutSession) -> Value {
     json!({
         "id": s.id, "object": "checkout.session", "mode": "subscription", "status": s.status,
         "payment_status": if s.status == "complete" { "paid" } else { "unpaid" },
@@ -199,6 +199,6 @@ pub fn checkout_session_json(s: &CheckoutSession) -> Value {
     })
 }
 
-pub fn list_json(data: Vec<Value>, url: &str, has_more: bool) -> Value {
+pub(crate) fn list_json(data: Vec<Value>, url: &str, has_more: bool) -> Value {
     json!({"object": "list", "data": data, "has_more": has_more, "url": url})
 }

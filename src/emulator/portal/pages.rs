@@ -141,13 +141,13 @@ fn invoice_view(invoice: &Invoice, base_url: &str) -> InvoiceView {
 
 /// What the portal's home page needs besides the account.
 pub(super) struct HomeContext<'a> {
-    pub session: &'a PortalSession,
+    pub(crate) session: &'a PortalSession,
     /// The session's pages: `{base}/p/session/{id}`.
-    pub url: &'a str,
-    pub base_url: &'a str,
-    pub notice: Option<&'a str>,
-    pub error: Option<&'a str>,
-    pub now: i64,
+    pub(crate) url: &'a str,
+    pub(crate) base_url: &'a str,
+    pub(crate) notice: Option<&'a str>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) now: i64,
 }
 
 /// The portal's home: the customer's live subscriptions, payment method,

@@ -21,6 +21,9 @@ WORKDIR /src
 COPY . .
 
 # --locked: build exactly what Cargo.lock says, or fail.
+# --no-default-features: no local Stripe emulator (the `emulator` feature, on
+# for `cargo run`), none of its code or dependencies; the image refuses to
+# start without STRIPE_SECRET_KEY whatever APP_ENV says.
 # pq-sys is built with its "bundled" feature (a static libpq); that libpq links
 # the system OpenSSL, whose headers (libssl-dev) and pkg-config rust:1-bookworm
 # already has. The binary is copied out of the cache mount within the same
@@ -28,7 +31,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin billing-portal \
+    cargo build --release --locked --no-default-features --bin billing-portal \
  && install -m 0755 target/release/billing-portal /usr/local/bin/billing-portal
 
 # ---------------------------------------------------------------- runtime ---

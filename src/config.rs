@@ -101,7 +101,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
         "where Stripe sends the user back"),
     secret_env("STRIPE_SECRET_KEY",
-        "`sk_test_…` or `sk_live_…`; unset outside production starts the local Stripe emulator; required in production"),
+        "`sk_test_…` or `sk_live_…`; unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
     file_or_env("STRIPE_API_BASE", None,
         "point the Stripe client elsewhere (tests, a local fake); unset means Stripe's API"),
     file_or_env("STRIPE_TIMEOUT_SECS", Some("10"),
@@ -183,7 +183,14 @@ pub enum ConfigError {
     Load(String),
     #[error("APP_ENV=production refuses to start: {key} {reason}")]
     UnsafeForProduction { key: &'static str, reason: String },
+    #[error("configuration: STRIPE_SECRET_KEY is not set, and {NO_EMULATOR}: set it to a Stripe secret key (sk_test_… or sk_live_…)")]
+    NoStripeKey,
 }
+
+/// Why a build without the `emulator` cargo feature needs `STRIPE_SECRET_KEY`
+/// in every environment: nothing else could answer its Stripe calls.
+const NO_EMULATOR: &str =
+    "this build has no local Stripe emulator (it was built without the `emulator` feature)";
 
 /// What the defaults, the config file and the environment say, before validation: one field
 /// per [`SETTINGS`] entry that config files may set (an unknown key is refused, so the two
@@ -433,7 +440,11 @@ impl Settings {
             if stripe_secret_key.is_none() {
                 return unsafe_for_production(
                     "STRIPE_SECRET_KEY",
-                    "is not set (the local Stripe emulator never runs in production)",
+                    &if cfg!(feature = "emulator") {
+                        "is not set (the local Stripe emulator never runs in production)".into()
+                    } else {
+                        format!("is not set ({NO_EMULATOR})")
+                    },
                 );
             }
             if webhook_secrets.is_empty() {
@@ -458,6 +469,10 @@ impl Settings {
                     "still points at localhost (Stripe would send users back to their own machine)",
                 );
             }
+        }
+
+        if stripe_secret_key.is_none() && !cfg!(feature = "emulator") {
+            return Err(ConfigError::NoStripeKey);
         }
 
         let webhook_secrets = if webhook_secrets.is_empty() {
@@ -545,10 +560,19 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = vars
+        #[allow(unused_mut)]
+        let mut map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // Without the emulator no environment starts without a key: the
+        // tests about other settings in the default environment get one
+        // (the refusal itself has its own test below).
+        #[cfg(not(feature = "emulator"))]
+        if !map.contains_key("APP_ENV") {
+            map.entry("STRIPE_SECRET_KEY".into())
+                .or_insert_with(|| "sk_test_config".into());
+        }
         Settings::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -570,6 +594,7 @@ mod tests {
         settings(&vars).unwrap_err().to_string()
     }
 
+    #[cfg(feature = "emulator")]
     #[test]
     fn development_starts_with_no_variables_at_all() {
         let s = settings(&[]).unwrap();
@@ -880,5 +905,28 @@ mod tests {
                 "{name} is retired"
             );
         }
+    }
+
+    #[cfg(not(feature = "emulator"))]
+    #[test]
+    fn without_the_emulator_a_missing_stripe_key_is_refused_in_every_environment() {
+        for env in ["development", "test"] {
+            let err = settings(&[("APP_ENV", env)]).unwrap_err().to_string();
+            assert!(err.contains("STRIPE_SECRET_KEY"), "{err}");
+            assert!(err.contains("no local Stripe emulator"), "{err}");
+        }
+        let err = production_error_without("STRIPE_SECRET_KEY");
+        assert!(err.contains("STRIPE_SECRET_KEY"), "{err}");
+        assert!(err.contains("no local Stripe emulator"), "{err}");
+    }
+
+    #[cfg(not(feature = "emulator"))]
+    #[test]
+    fn without_the_emulator_development_starts_with_a_stripe_key() {
+        let s = settings(&[
+            ("APP_ENV", "development"),
+            ("STRIPE_SECRET_KEY", "sk_test_1"),
+        ]);
+        assert!(s.unwrap().stripe.secret_key.is_some());
     }
 }

@@ -20,8 +20,11 @@ use crate::stripe::client::StripeGateway;
 pub enum StripeTarget {
     /// `STRIPE_SECRET_KEY` (and `STRIPE_API_BASE` when set); none when unset.
     Configured,
-    /// The local emulator's API at this base URL, with a placeholder key.
-    Emulator(String),
+    /// Another Stripe API (the local emulator): its key and base URL.
+    Other {
+        key: SecretString,
+        api_base: Option<String>,
+    },
 }
 
 /// Prepares the database and builds the context. Blocking work runs on the
@@ -63,10 +66,7 @@ pub async fn build(
     };
     let stripe = match (&settings.stripe.secret_key, stripe) {
         (Some(key), _) => Some(gateway(key, settings.stripe.api_base.as_deref())?),
-        (None, StripeTarget::Emulator(base)) => Some(gateway(
-            &SecretString::from("sk_test_emulator"),
-            Some(&base),
-        )?),
+        (None, StripeTarget::Other { key, api_base }) => Some(gateway(&key, api_base.as_deref())?),
         (None, StripeTarget::Configured) => None,
     };
     Ok(Billing {

@@ -7,14 +7,16 @@
 //! - [`billing`]: the use cases;
 //! - [`db`], [`stripe`]: infrastructure;
 //! - [`ids`], [`clock`], [`config`], [`metrics`]: shared by all;
-//! - [`emulator`]: a stand-in for Stripe for development, beside the service.
+//! - `emulator` (cargo feature, on by default): a stand-in for Stripe for
+//!   development, beside the service.
 
 pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod db;
-pub mod emulator;
+#[cfg(feature = "emulator")]
+mod emulator;
 pub mod http;
 pub mod ids;
 pub mod metrics;

@@ -17,19 +17,11 @@ use crate::billing::sweep;
 use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
 use crate::context::{self, StripeTarget};
-use crate::emulator::demo::DemoMode;
-use crate::emulator::{self, Emulator};
 use crate::http::auth::JwtVerifier;
 use crate::http::{self, request_id, AppState};
 use crate::stripe::signature::WebhookVerifier;
-
-/// Portal links should open on the origin the user browses (so
-/// `APP_BASE_URL` when it is this very server on localhost), else loopback.
-fn emulator_public_origin(app_origin: &str, port: u16) -> Option<String> {
-    let url = url::Url::parse(app_origin).ok()?;
-    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1"));
-    (local && url.port_or_known_default() == Some(port)).then(|| app_origin.to_string())
-}
+#[cfg(feature = "emulator")]
+use std::sync::Arc;
 
 pub struct Application {
     port: u16,
@@ -50,37 +42,21 @@ impl Application {
         let clock = Clock::system();
 
         // No key outside production: the in-process Stripe emulator, on this
-        // very port (config validation already refused this in production).
-        let emulator = match (&settings.stripe.secret_key, settings.app_env) {
-            (None, env) if env != AppEnv::Production => {
-                let local = format!("http://127.0.0.1:{port}");
-                let public =
-                    emulator_public_origin(&settings.app_origin(), port).unwrap_or(local.clone());
-                let emu = Emulator::new(
-                    format!("{public}/stripe-emulator"),
-                    format!("{local}/webhooks/stripe"),
-                    settings.stripe.webhook_secrets[0]
-                        .expose_secret()
-                        .to_string(),
-                    clock.clone(),
-                );
-                warn!(
-                    "*** STRIPE_SECRET_KEY is unset: using the LOCAL STRIPE EMULATOR at {public}/stripe-emulator \
-                     (no real Stripe calls; demo sign-in enabled). Set STRIPE_SECRET_KEY to use Stripe. ***"
-                );
-                Some((emu, format!("{local}/stripe-emulator")))
+        // very port. Configuration already refused a missing key in
+        // production, and everywhere in a build without the emulator.
+        #[cfg(feature = "emulator")]
+        let emulator = crate::emulator::Mounted::start(&settings, port, &clock).map(Arc::new);
+        #[cfg(feature = "emulator")]
+        let (target, demo) = match &emulator {
+            Some(emulator) => {
+                let (key, api_base) = emulator.stripe_api();
+                (StripeTarget::Other { key, api_base }, true)
             }
-            _ => None,
+            None => (StripeTarget::Configured, false),
         };
-        let target = match &emulator {
-            Some((_, api_base)) => StripeTarget::Emulator(api_base.clone()),
-            None => StripeTarget::Configured,
-        };
-        let billing = context::build(&settings, target, clock.clone()).await?;
-        let demo = emulator.map(|(emulator, _)| DemoMode {
-            emulator,
-            jwt_secret: settings.auth_jwt_secret.clone(),
-        });
+        #[cfg(not(feature = "emulator"))]
+        let (target, demo) = (StripeTarget::Configured, false);
+        let billing = context::build(&settings, target, clock).await?;
         let state = web::Data::new(AppState {
             billing,
             app_origin: settings.app_origin(),
@@ -93,15 +69,15 @@ impl Application {
                     .collect(),
                 settings.stripe.webhook_tolerance_secs,
             ),
-            demo: demo.is_some(),
+            demo,
         });
         sweep::spawn(state.billing.clone());
         let metrics = state.billing.metrics.clone();
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
-        let demo = demo.map(web::Data::new);
         let server = HttpServer::new(move || {
-            let demo = demo.clone();
+            #[cfg(feature = "emulator")]
+            let emulator = emulator.clone();
             let metrics = metrics.clone();
             App::new()
                 .wrap(http::json_errors())
@@ -129,13 +105,10 @@ impl Application {
                 .wrap(Logger::new(r#"%{x-request-id}o %a "%r" %s %b %Dms"#))
                 .app_data(state.clone())
                 .app_data(jwt.clone())
-                .configure(move |cfg| {
-                    if let Some(demo) = demo {
-                        cfg.app_data(web::Data::new(demo.emulator.clone()));
-                        cfg.app_data(demo);
-                        emulator::portal::configure(cfg);
-                        cfg.route("/demo/sign-in", web::post().to(emulator::demo::sign_in));
-                        cfg.route("/demo/subscribe", web::post().to(emulator::demo::subscribe));
+                .configure(move |_cfg| {
+                    #[cfg(feature = "emulator")]
+                    if let Some(emulator) = emulator {
+                        emulator.configure(_cfg);
                     }
                 })
                 .configure(http::configure)

@@ -18,14 +18,14 @@ use crate::ids::{CustomerId, UserId};
 /// The signed-in user as the use cases need them: who, and the email their
 /// token carries (kept current on their row and their new customer).
 #[derive(Debug, Clone)]
-pub(crate) struct Member<'a> {
-    pub(crate) id: &'a UserId,
-    pub(crate) email: Option<&'a str>,
+pub struct Member<'a> {
+    pub id: &'a UserId,
+    pub email: Option<&'a str>,
 }
 
 /// The user's Stripe customer, created if they have none (upserting the
 /// user first).
-pub(crate) async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, Error> {
+pub async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, Error> {
     let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
     let row = db::run(&billing.pool, move |conn| {
         users::upsert(conn, &id, email.as_deref())

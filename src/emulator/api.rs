@@ -5,9 +5,10 @@
 //! delete; `source=tok_…` attaches a test card), billing portal sessions,
 //! subscriptions (create with `billing_mode[type]`, retrieve, update with
 //! `cancel_at`, `cancel_at_period_end` and `pause_collection`, cancel, list),
-//! products, prices, invoices (list), events (list, `type` filter), Stripe's
-//! test clock advance, and the
-//! emulator-only account settings (see the module doc of [`super`]).
+//! products, prices, invoices (list), events (list, `type` filter), Checkout
+//! Sessions in `subscription` mode (create, retrieve), Stripe's test clock
+//! advance, and the emulator-only test helpers: account settings and paying
+//! a Checkout Session (see the module doc of [`super`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,7 +17,10 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::*;
+use super::account::Emulator;
+use super::billing;
+use super::model::*;
+use super::objects::*;
 
 type Form = HashMap<String, String>;
 
@@ -29,9 +33,14 @@ fn query(req: &HttpRequest) -> Form {
 }
 
 fn metadata(form: &Form) -> BTreeMap<String, String> {
+    metadata_under(form, "metadata[")
+}
+
+/// The `{prefix}key]=value` pairs, such as `subscription_data[metadata][key]`.
+fn metadata_under(form: &Form, prefix: &str) -> BTreeMap<String, String> {
     form.iter()
         .filter_map(|(k, v)| {
-            k.strip_prefix("metadata[")
+            k.strip_prefix(prefix)
                 .and_then(|k| k.strip_suffix(']'))
                 .map(|k| (k.to_string(), v.clone()))
         })
@@ -170,7 +179,7 @@ fn page(items: Vec<(String, Value)>, q: &Form, url: &str) -> Result<Value, Strip
 }
 
 /// Every `/v1/…` request lands here.
-pub async fn handle(
+pub(crate) async fn handle(
     req: HttpRequest,
     body: web::Bytes,
     emu: web::Data<Arc<Emulator>>,
@@ -333,6 +342,15 @@ fn route(
             Ok(billing::test_clock_json(clock, emu.clock.unix()))
         }
         ("POST", ["test_helpers", "account_settings"]) => account_settings(state, form),
+        ("POST", ["checkout", "sessions"]) => create_checkout_session(emu, state, form),
+        ("GET", ["checkout", "sessions", id]) => state
+            .checkout_sessions
+            .get(*id)
+            .map(checkout_session_json)
+            .ok_or_else(|| StripeApiError::missing("checkout session", id, "id")),
+        ("POST", ["test_helpers", "checkout", "sessions", id, "complete"]) => {
+            complete_checkout_session(emu, state, id)
+        }
         ("GET", ["products"]) => {
             let items = Emulator::prices()
                 .iter()
@@ -440,43 +458,36 @@ fn create_portal_session(
     }
     let flow = match form.get("flow_data[type]").map(String::as_str) {
         None => None,
-        Some("payment_method_update") => Some((FlowKind::PaymentMethodUpdate, None)),
-        Some(kind @ ("subscription_cancel" | "subscription_update")) => {
-            let (flow, key) = if kind == "subscription_cancel" {
-                (
-                    FlowKind::SubscriptionCancel,
-                    "flow_data[subscription_cancel][subscription]",
-                )
-            } else {
-                (
-                    FlowKind::SubscriptionUpdate,
-                    "flow_data[subscription_update][subscription]",
-                )
-            };
-            let sub_id = text(form, key).ok_or_else(|| {
+        Some(name) => {
+            let kind = FlowKind::parse(name).map_err(|_| {
                 StripeApiError::invalid(
-                    format!("Missing required param: {key}."),
+                    format!("Invalid flow_data[type]: {name}"),
                     Some("flow_data"),
                 )
             })?;
-            let sub = state
-                .subscriptions
-                .get(&sub_id)
-                .filter(|s| s.customer == customer)
-                .ok_or_else(|| StripeApiError::missing("subscription", &sub_id, "flow_data"))?;
-            if sub.status == "canceled" {
-                return Err(StripeApiError::invalid(
-                    "You can't create a portal session for a canceled subscription.",
-                    Some("flow_data"),
-                ));
+            if !kind.needs_subscription() {
+                Some((kind, None))
+            } else {
+                let key = format!("flow_data[{name}][subscription]");
+                let sub_id = text(form, &key).ok_or_else(|| {
+                    StripeApiError::invalid(
+                        format!("Missing required param: {key}."),
+                        Some("flow_data"),
+                    )
+                })?;
+                let sub = state
+                    .subscriptions
+                    .get(&sub_id)
+                    .filter(|s| s.customer == customer)
+                    .ok_or_else(|| StripeApiError::missing("subscription", &sub_id, "flow_data"))?;
+                if sub.status == "canceled" {
+                    return Err(StripeApiError::invalid(
+                        "You can't create a portal session for a canceled subscription.",
+                        Some("flow_data"),
+                    ));
+                }
+                Some((kind, Some(sub_id)))
             }
-            Some((flow, Some(sub_id)))
-        }
-        Some(other) => {
-            return Err(StripeApiError::invalid(
-                format!("Invalid flow_data[type]: {other}"),
-                Some("flow_data"),
-            ))
         }
     };
     let session = PortalSession {
@@ -492,4 +503,96 @@ fn create_portal_session(
     let value = portal_session_json(&session, &url);
     state.sessions.insert(session.id.clone(), session);
     Ok(value)
+}
+
+/// `POST /v1/checkout/sessions`, `mode=subscription` with one price, for an
+/// existing customer (what the demo and an app with signed-in users send).
+fn create_checkout_session(
+    emu: &Emulator,
+    state: &mut State,
+    form: &Form,
+) -> Result<Value, StripeApiError> {
+    if form.get("mode").map(String::as_str) != Some("subscription") {
+        return Err(StripeApiError::invalid(
+            "This emulator's Checkout supports mode=subscription only.",
+            Some("mode"),
+        ));
+    }
+    let customer = text(form, "customer").ok_or_else(|| {
+        StripeApiError::invalid(
+            "This emulator's Checkout needs an existing customer.",
+            Some("customer"),
+        )
+    })?;
+    if !state.customers.contains_key(&customer) {
+        return Err(StripeApiError::missing("customer", &customer, "customer"));
+    }
+    let price = text(form, "line_items[0][price]").ok_or_else(|| {
+        StripeApiError::invalid(
+            "Missing required param: line_items[0][price].",
+            Some("line_items"),
+        )
+    })?;
+    if Emulator::price(&price).is_none() {
+        return Err(StripeApiError::missing(
+            "price",
+            &price,
+            "line_items[0][price]",
+        ));
+    }
+    if integer(form, "line_items[0][quantity]")?.is_some_and(|q| q != 1) {
+        return Err(StripeApiError::invalid(
+            "This emulator sells a quantity of 1.",
+            Some("line_items"),
+        ));
+    }
+    let session = CheckoutSession {
+        id: emu.new_id("cs_test"),
+        customer,
+        price,
+        client_reference_id: text(form, "client_reference_id"),
+        subscription_metadata: metadata_under(form, "subscription_data[metadata]["),
+        success_url: text(form, "success_url"),
+        created: emu.now(state),
+        status: "open",
+        subscription: None,
+        invoice: None,
+    };
+    let value = checkout_session_json(&session);
+    state.checkout_sessions.insert(session.id.clone(), session);
+    Ok(value)
+}
+
+/// The emulator-only `POST /v1/test_helpers/checkout/sessions/{id}/complete`:
+/// pays an open session as its customer would on Stripe's hosted page. The
+/// subscription is created `incomplete` and turns `active` when its first
+/// invoice is paid, and the session completes, all in one second
+/// (`customer.subscription.created`, `customer.subscription.updated`,
+/// `invoice.paid`, `checkout.session.completed`). With a card whose charges
+/// fail, the subscription stays `incomplete` and the session open.
+fn complete_checkout_session(
+    emu: &Emulator,
+    state: &mut State,
+    id: &str,
+) -> Result<Value, StripeApiError> {
+    let session = state
+        .checkout_sessions
+        .get(id)
+        .cloned()
+        .ok_or_else(|| StripeApiError::missing("checkout session", id, "id"))?;
+    if session.status != "open" || session.subscription.is_some() {
+        return Err(StripeApiError::invalid(
+            "This Checkout Session was already paid.",
+            None,
+        ));
+    }
+    emu.create_subscription(
+        state,
+        &session.customer,
+        &session.price,
+        session.subscription_metadata,
+        BillingMode::Flexible,
+        Some(id),
+    )?;
+    Ok(checkout_session_json(&state.checkout_sessions[id]))
 }

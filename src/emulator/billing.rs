@@ -20,15 +20,17 @@
 
 use serde_json::{json, Value};
 
-use super::*;
+use super::account::Emulator;
+use super::model::*;
+use super::objects::*;
 
 /// Retries after the first failed charge of an invoice.
-pub const RETRIES: u32 = 3;
+pub(crate) const RETRIES: u32 = 3;
 /// Stripe finalizes and charges a renewal invoice about an hour after
 /// creating it.
 const FINALIZE_AFTER: i64 = 3_600;
 /// An `incomplete` subscription expires 23 hours after creation.
-pub const INCOMPLETE_EXPIRES_AFTER: i64 = 23 * 3_600;
+pub(crate) const INCOMPLETE_EXPIRES_AFTER: i64 = 23 * 3_600;
 /// How far one advance may go: enough for any test or demo, and a bound on
 /// the work one request does.
 const MAX_ADVANCE: i64 = 2 * 366 * DAY;
@@ -67,7 +69,7 @@ fn next_due(sub: &Subscription) -> Option<(i64, Due)> {
     due.into_iter().min()
 }
 
-pub fn test_clock_json(id: &str, frozen_time: i64) -> Value {
+pub(crate) fn test_clock_json(id: &str, frozen_time: i64) -> Value {
     json!({
         "id": id, "object": "test_helpers.test_clock", "created": frozen_time,
         "deletes_after": frozen_time + 30 * DAY, "frozen_time": frozen_time,
@@ -81,7 +83,7 @@ impl Emulator {
     /// (see the module doc), then leaves the shared clock there. Stripe
     /// answers `advancing` and works in the background; this answers once
     /// done, so the clock is `ready`.
-    pub fn advance_clock(
+    pub(crate) fn advance_clock(
         &self,
         state: &mut State,
         clock_id: &str,
@@ -281,7 +283,10 @@ impl Emulator {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::clock::Clock;
 
     fn emulator() -> Arc<Emulator> {
         Emulator::new(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::Emulator;
+use super::account::Emulator;
 use crate::stripe::signature;
 
 /// Delivery attempts per event, with doubling backoff from [`RETRY_BASE`].

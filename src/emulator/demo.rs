@@ -1,18 +1,24 @@
 //! Demo mode, only while the emulator runs: `POST /demo/sign-in` sets a
-//! session cookie for a demo user, and `POST /demo/subscribe` is a stand-in
-//! for Stripe Checkout that creates a subscription in the emulator. The
-//! subscription reaches Postgres the way a real one does: the emulator's
-//! signed webhooks, as a Checkout sends them (`customer.subscription.created`
-//! `incomplete`, `updated` `active`, `invoice.paid` and
-//! `checkout.session.completed`, all in one second, in no guaranteed order).
-
-use std::collections::BTreeMap;
+//! session cookie for a demo user, and `POST /demo/subscribe` buys the Pro
+//! plan for the signed-in user as an app does with Stripe Checkout.
+//!
+//! The demo is a client of the emulator's Stripe API like any other, over
+//! HTTP; it never touches the emulator's memory. The user's customer comes
+//! from the service's own use case (created if the user has none), the
+//! purchase is a Checkout Session, and the emulator-only test helper pays it
+//! in the customer's place (there is no hosted checkout page to click
+//! through). The subscription reaches Postgres the way a real one does: the
+//! emulator's signed webhooks, as a Checkout sends them
+//! (`customer.subscription.created` `incomplete`, `updated` `active`,
+//! `invoice.paid` and `checkout.session.completed`, all in one second, in no
+//! guaranteed order).
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use reqwest::Method;
+use secrecy::SecretString;
+use serde_json::{json, Value};
 
-use super::{BillingMode, Checkout, Emulator};
 use crate::billing::customers;
 use crate::http::auth::{
     check_same_origin, issue_token, AuthenticatedUser, Claims, SESSION_COOKIE,
@@ -20,16 +26,80 @@ use crate::http::auth::{
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::AppState;
 
-pub const DEMO_USER: &str = "demo_user";
-pub const DEMO_EMAIL: &str = "demo@example.com";
+const DEMO_USER: &str = "demo_user";
+const DEMO_EMAIL: &str = "demo@example.com";
+/// What the demo buys: the seeded Pro plan.
+const DEMO_PRICE: &str = "price_emu_pro_monthly";
 
-/// Demo mode: the emulator runs and demo sign-in is offered.
-pub struct DemoMode {
-    pub emulator: std::sync::Arc<Emulator>,
-    pub jwt_secret: secrecy::SecretString,
+/// The demo's own wiring: the session secret it signs in with, and the
+/// emulator's API it buys through.
+pub(super) struct Demo {
+    /// The emulator's Stripe API base on loopback.
+    api_base: String,
+    jwt_secret: SecretString,
+    http: reqwest::Client,
 }
 
-pub async fn sign_in(demo: web::Data<DemoMode>) -> Result<HttpResponse, ApiError> {
+impl Demo {
+    pub(super) fn new(api_base: String, jwt_secret: SecretString) -> Self {
+        Self {
+            api_base,
+            jwt_secret,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// One Stripe API call, form-encoded as Stripe takes it. Stripe's error
+    /// objects and an unreachable emulator become 502s, as the service's own
+    /// Stripe failures do.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut request = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.api_base))
+            .bearer_auth(super::API_KEY)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let unreachable = |e: reqwest::Error| {
+            ApiError::bad_gateway(
+                ErrorCode::StripeUnreachable,
+                "the Stripe emulator did not answer",
+            )
+            .with_cause(e)
+        };
+        let response = request.send().await.map_err(unreachable)?;
+        let ok = response.status().is_success();
+        let bytes = response.bytes().await.map_err(unreachable)?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+        if ok {
+            Ok(value)
+        } else {
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or("the Stripe emulator refused the request");
+            Err(ApiError::bad_gateway(ErrorCode::StripeError, message))
+        }
+    }
+}
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig, demo: web::Data<Demo>) {
+    cfg.app_data(demo)
+        .route("/demo/sign-in", web::post().to(sign_in))
+        .route("/demo/subscribe", web::post().to(subscribe));
+}
+
+async fn sign_in(demo: web::Data<Demo>) -> HttpResponse {
     let token = issue_token(
         &demo.jwt_secret,
         &Claims {
@@ -43,54 +113,74 @@ pub async fn sign_in(demo: web::Data<DemoMode>) -> Result<HttpResponse, ApiError
         .http_only(true)
         .same_site(SameSite::Lax)
         .finish();
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .cookie(cookie)
-        .json(json!({"message": "signed in as the demo user", "data": {"userId": DEMO_USER}})))
+        .json(json!({"message": "signed in as the demo user", "data": {"userId": DEMO_USER}}))
 }
 
-pub async fn subscribe(
+/// Stripe's statuses after which a subscription is over.
+fn has_ended(subscription: &Value) -> bool {
+    matches!(
+        subscription["status"].as_str(),
+        Some("canceled" | "incomplete_expired")
+    )
+}
+
+async fn subscribe(
     req: HttpRequest,
     user: AuthenticatedUser,
     state: web::Data<AppState>,
-    demo: web::Data<DemoMode>,
+    demo: web::Data<Demo>,
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req, &user, &state.app_origin)?;
-    let emulator = demo.emulator.clone();
-    let customer = customers::ensure(&state.billing, user.member())
-        .await?
-        .to_string();
-    let price = Emulator::prices()[1].id;
-    let metadata = BTreeMap::from([("user_id".to_string(), user.id.as_str().to_string())]);
-    let created = emulator.with_state(|emu, s| {
-        let active = s
-            .subscriptions
-            .values()
-            .any(|sub| sub.customer == customer && !sub.has_ended());
-        if active {
-            return Ok(None);
-        }
-        let checkout = Checkout {
-            client_reference_id: user.id.as_str().to_string(),
-        };
-        emu.create_subscription(
-            s,
-            &customer,
-            price,
-            metadata,
-            BillingMode::Flexible,
-            Some(checkout),
+    let customer = customers::ensure(&state.billing, user.member()).await?;
+    let user_id = user.id.as_str();
+    // Every subscription the customer ever had (the demo user has a few).
+    let listed = demo
+        .call(
+            Method::GET,
+            &format!("subscriptions?customer={customer}&status=all&limit=100"),
+            &[],
+            None,
         )
-        .map(Some)
-    });
-    match created {
-        Ok(Some(sub)) => Ok(HttpResponse::Ok().json(json!({
-            "message": "subscription created",
-            "data": {"subscriptionId": sub.id}
-        }))),
-        Ok(None) => Err(ApiError::conflict(
+        .await?;
+    let subscriptions = listed["data"].as_array().cloned().unwrap_or_default();
+    if subscriptions.iter().any(|s| !has_ended(s)) {
+        return Err(ApiError::conflict(
             ErrorCode::AlreadySubscribed,
             "you already have a subscription; manage it in the portal",
-        )),
-        Err(e) => Err(ApiError::bad_gateway(ErrorCode::StripeError, e.message)),
+        ));
     }
+    // Concurrent clicks see the same history, so they share the keys and
+    // buy once: the emulator replays the first answer to the others.
+    let purchase = format!("demo-checkout-{user_id}-{}", subscriptions.len());
+    let session = demo
+        .call(
+            Method::POST,
+            "checkout/sessions",
+            &[
+                ("mode", "subscription"),
+                ("customer", customer.as_str()),
+                ("line_items[0][price]", DEMO_PRICE),
+                ("line_items[0][quantity]", "1"),
+                ("client_reference_id", user_id),
+                ("subscription_data[metadata][user_id]", user_id),
+                ("success_url", &state.billing.portal_return_url),
+            ],
+            Some(&purchase),
+        )
+        .await?;
+    let session_id = session["id"].as_str().unwrap_or_default();
+    let paid = demo
+        .call(
+            Method::POST,
+            &format!("test_helpers/checkout/sessions/{session_id}/complete"),
+            &[],
+            Some(&format!("{purchase}-paid")),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "message": "subscription created",
+        "data": {"subscriptionId": paid["subscription"]}
+    })))
 }

@@ -51,6 +51,8 @@ pub(crate) enum ErrorCode {
     // Billing state.
     NoSubscription,
     SubscriptionAlreadyCanceling,
+    /// The demo's subscribe (emulator builds only).
+    #[cfg(feature = "emulator")]
     AlreadySubscribed,
     // Stripe.
     StripeNotConfigured,
@@ -89,6 +91,7 @@ impl ErrorCode {
             Self::InvalidEvent => "invalid_event",
             Self::NoSubscription => "no_subscription",
             Self::SubscriptionAlreadyCanceling => "subscription_already_canceling",
+            #[cfg(feature = "emulator")]
             Self::AlreadySubscribed => "already_subscribed",
             Self::StripeNotConfigured => "stripe_not_configured",
             Self::StripeKeyModeMismatch => "stripe_key_mode_mismatch",

@@ -533,6 +533,7 @@ async fn a_subscription_already_ending_offers_no_cancel_action() {
     browser.close().await;
 }
 
+#[cfg(feature = "emulator")]
 async fn click(browser: &Browser, css: &str) {
     browser
         .client
@@ -546,6 +547,7 @@ async fn click(browser: &Browser, css: &str) {
         .unwrap();
 }
 
+#[cfg(feature = "emulator")]
 #[actix_rt::test]
 async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline() {
     let Some(browser) = Browser::start().await else {

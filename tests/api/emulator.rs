@@ -206,38 +206,6 @@ async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
 }
 
 #[actix_rt::test]
-async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
-    let app = spawn_app().await;
-
-    let api = app
-        .client
-        .get(app.url("/stripe-emulator/v1/prices"))
-        .bearer_auth("sk_test_x")
-        .send()
-        .await
-        .unwrap();
-    let demo = app
-        .client
-        .post(app.url("/demo/sign-in"))
-        .send()
-        .await
-        .unwrap();
-    let page = app
-        .client
-        .get(app.url("/settings/billing"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-
-    assert_eq!(api.status(), 404);
-    assert_eq!(demo.status(), 404);
-    assert!(page.contains(r#"<meta name="billing-demo" content="off">"#));
-}
-
-#[actix_rt::test]
 async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let client = reqwest::Client::builder()
@@ -266,4 +234,70 @@ async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
         .await
         .unwrap();
     assert_eq!(again.status(), 409);
+}
+
+#[actix_rt::test]
+async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkout_sends() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    client.post(app.url("/demo/sign-in")).send().await.unwrap();
+
+    let subscribed: Value = client
+        .post(app.url("/demo/subscribe"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    let subscription = subscribed["data"]["subscriptionId"].as_str().unwrap();
+    let events = emulator_get(&app, "events?limit=100").await;
+    let types: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] != "customer.created")
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    // Newest first, as Stripe lists events.
+    assert_eq!(
+        types,
+        [
+            "checkout.session.completed",
+            "customer.subscription.updated",
+            "invoice.paid",
+            "customer.subscription.created",
+        ]
+    );
+    let seconds: std::collections::HashSet<i64> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] != "customer.created")
+        .map(|e| e["created"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seconds.len(), 1, "all in one second: {seconds:?}");
+    let completed = &events["data"][0]["data"]["object"];
+    assert_eq!(completed["subscription"], subscription);
+    assert_eq!(completed["client_reference_id"], "demo_user");
+    assert_eq!(completed["payment_status"], "paid");
+    let session = completed["id"].as_str().unwrap();
+    let (again, body) = emulator_post(
+        &app,
+        &format!("test_helpers/checkout/sessions/{session}/complete"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(again, 400, "{body}");
+    eventually("the checkout event to be applied", || {
+        app.count("stripe_events WHERE type = 'checkout.session.completed' AND outcome = 'applied'")
+            == 1
+    })
+    .await;
 }

@@ -3,7 +3,10 @@
 
 mod auth;
 mod browser;
+// These drive the local Stripe emulator, which only the `emulator` feature builds.
+#[cfg(feature = "emulator")]
 mod emulated_billing;
+#[cfg(feature = "emulator")]
 mod emulator;
 mod faults;
 mod flows;
@@ -18,3 +21,4 @@ mod scale;
 mod startup;
 mod support;
 mod webhooks;
+mod without_emulator;

@@ -148,7 +148,10 @@ fn run_sync(app: &TestApp, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    (output.status.success(), format!("{text}\nSTATUS {:?}", output.status))
+    (
+        output.status.success(),
+        format!("{text}\nSTATUS {:?}", output.status),
+    )
 }
 
 fn paid_flags(app: &TestApp) -> Vec<(String, bool)> {

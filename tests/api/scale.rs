@@ -226,6 +226,7 @@ async fn prune_removes_only_events_older_than_the_retention() {
     let output = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
         .arg("prune")
         .env("APP_ENV", "test")
+        .env("STRIPE_SECRET_KEY", STRIPE_KEY)
         .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
         .env("RUST_LOG", "off")
         .output()

@@ -33,6 +33,7 @@ pub fn free_port() -> u16 {
 
 /// Polls until `check` holds (webhooks arrive asynchronously), at most 30 s:
 /// generous, so a loaded machine only makes a passing test slower.
+#[cfg(feature = "emulator")]
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..300 {
         if check() {
@@ -200,6 +201,8 @@ impl TestApp {
     }
 
     /// The outcome of the (only) stored event of `type_`.
+    #[cfg(feature = "emulator")]
+    #[cfg(feature = "emulator")]
     pub fn event_outcome_of_type(&self, type_: &str) -> String {
         self.event_outcome_where("type", type_)
     }

@@ -5,6 +5,7 @@
 //! front of Postgres ([`proxy`]). A test file needs one import: `use crate::support::*;`.
 
 pub mod app;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod events;
 pub mod fake_stripe;
@@ -13,6 +14,7 @@ pub mod instance;
 pub mod proxy;
 
 pub use app::*;
+#[cfg(feature = "emulator")]
 pub use emulator::*;
 pub use events::*;
 pub use fake_stripe::*;

@@ -1,0 +1,700 @@
+//! The emulated account's operations, shared by the API and the hosted
+//! portal: each changes the [`State`] under one lock, at one instant of the
+//! virtual clock, and records the events Stripe would send, which
+//! [`super::delivery`] sends once the operation ends.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{json, Value};
+
+use super::delivery;
+use super::model::*;
+use super::objects::*;
+use crate::clock::Clock;
+
+pub(crate) struct Emulator {
+    state: Mutex<State>,
+    counter: AtomicU64,
+    /// `http://127.0.0.1:{port}/stripe-emulator`: the API base and portal host.
+    pub(crate) base_url: String,
+    pub(super) deliveries: delivery::Deliveries,
+    /// Shared with the service: the emulator's "now", which a test can
+    /// advance like a Stripe test clock.
+    pub(crate) clock: Clock,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    pub(crate) fn new(
+        base_url: String,
+        webhook_url: String,
+        webhook_secret: String,
+        clock: Clock,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            counter: AtomicU64::new(0),
+            base_url,
+            deliveries: delivery::Deliveries::new(webhook_url, webhook_secret),
+            clock,
+        })
+    }
+
+    /// The seeded catalogue: two monthly plans.
+    pub(crate) fn prices() -> [Price; 2] {
+        [
+            Price {
+                id: "price_emu_starter_monthly",
+                product: "prod_emu_starter",
+                product_name: "Starter",
+                unit_amount: 900,
+            },
+            Price {
+                id: "price_emu_pro_monthly",
+                product: "prod_emu_pro",
+                product_name: "Pro",
+                unit_amount: 2900,
+            },
+        ]
+    }
+
+    pub(crate) fn price(id: &str) -> Option<Price> {
+        Self::prices().into_iter().find(|p| p.id == id)
+    }
+
+    /// A fresh id with Stripe's prefix, unique in this process.
+    pub(crate) fn new_id(&self, prefix: &str) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!("{prefix}_emu{n}{}", &random[..10])
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind, still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the account without changing it (no operation, no events).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.lock())
+    }
+
+    /// The emulated "now": the instant of the operation in progress, else the
+    /// virtual clock.
+    pub(crate) fn now(&self, state: &State) -> i64 {
+        state.at.unwrap_or_else(|| self.clock.unix())
+    }
+
+    /// Runs one operation on the account at one instant of the virtual clock,
+    /// then sends the events it produced.
+    pub(crate) fn with_state<T>(self: &Arc<Self>, f: impl FnOnce(&Self, &mut State) -> T) -> T {
+        let mut state = self.lock();
+        state.at = Some(self.clock.unix());
+        let result = f(self, &mut state);
+        state.at = None;
+        self.end_operation(&mut state);
+        // Queued under the lock, so operations arrive in the order they ran.
+        for batch in std::mem::take(&mut state.batches) {
+            self.deliveries.send(self, batch);
+        }
+        result
+    }
+
+    /// Closes the current operation: its events, put in the account's
+    /// delivery order, become one batch.
+    pub(super) fn end_operation(&self, state: &mut State) {
+        let mut events = std::mem::take(&mut state.outbox);
+        if events.is_empty() {
+            return;
+        }
+        match state.settings.delivery_order {
+            DeliveryOrder::InOrder => {}
+            DeliveryOrder::Reverse => events.reverse(),
+            DeliveryOrder::Shuffled => delivery::shuffle(&mut events),
+        }
+        state.batches.push(events);
+    }
+
+    /// Replays the stored answer for a repeated `Idempotency-Key`, or runs
+    /// `f` and stores its answer. A key reused with other parameters is an
+    /// `idempotency_error`, as at Stripe.
+    pub(crate) fn idempotent(
+        self: &Arc<Self>,
+        key: Option<&str>,
+        fingerprint: String,
+        f: impl FnOnce(&Self, &mut State) -> Result<Value, StripeApiError>,
+    ) -> (u16, Value) {
+        self.with_state(|emu, state| {
+            if let Some((seen, status, body)) = key.and_then(|k| state.idempotency.get(k)) {
+                if *seen != fingerprint {
+                    let err = StripeApiError {
+                        status: 400,
+                        kind: "idempotency_error",
+                        code: None,
+                        message: "Keys for idempotent requests can only be used with the same \
+                                  parameters they were first used with."
+                            .into(),
+                        param: None,
+                    };
+                    return (err.status, err.to_json());
+                }
+                return (*status, body.clone());
+            }
+            let (status, body) = match f(emu, state) {
+                Ok(body) => (200, body),
+                Err(err) => (err.status, err.to_json()),
+            };
+            if let Some(key) = key {
+                state
+                    .idempotency
+                    .insert(key.to_string(), (fingerprint, status, body.clone()));
+            }
+            (status, body)
+        })
+    }
+
+    // --- Operations shared by the API and the hosted portal. Each records the
+    // events Stripe would send.
+
+    pub(crate) fn create_customer(
+        &self,
+        state: &mut State,
+        email: Option<String>,
+        name: Option<String>,
+        metadata: BTreeMap<String, String>,
+    ) -> Customer {
+        let customer = Customer {
+            id: self.new_id("cus"),
+            email,
+            name,
+            metadata,
+            address: Address::default(),
+            card: None,
+            created: self.now(state),
+        };
+        state
+            .customers
+            .insert(customer.id.clone(), customer.clone());
+        self.emit(state, "customer.created", customer_json(&customer), None);
+        customer
+    }
+
+    pub(crate) fn delete_customer(
+        &self,
+        state: &mut State,
+        id: &str,
+    ) -> Result<Value, StripeApiError> {
+        let customer = state
+            .customers
+            .remove(id)
+            .ok_or_else(|| StripeApiError::missing("customer", id, "id"))?;
+        // Deleting a customer cancels its subscriptions at once.
+        let ids: Vec<String> = state
+            .subscriptions
+            .values()
+            .filter(|s| s.customer == id && !s.has_ended())
+            .map(|s| s.id.clone())
+            .collect();
+        for sub in ids {
+            self.cancel_now(state, &sub, None, None)?;
+        }
+        self.emit(state, "customer.deleted", customer_json(&customer), None);
+        Ok(json!({"id": id, "object": "customer", "deleted": true}))
+    }
+
+    /// Creates a subscription the way Stripe does with the default
+    /// `payment_behavior=allow_incomplete`: `incomplete` until its first
+    /// invoice is paid, which with a working card happens in the same second
+    /// (so `created` and `updated` share a `created` second and may arrive in
+    /// either order: laravel/cashier-stripe PR #1466). With a failing card it
+    /// stays `incomplete` and expires after 23 hours
+    /// (docs.stripe.com/billing/subscriptions/overview#payment-status).
+    /// Bought through the Checkout Session `checkout`, the subscription is
+    /// recorded on it, and a paid first invoice completes it in the same
+    /// second (`checkout.session.completed`).
+    pub(crate) fn create_subscription(
+        &self,
+        state: &mut State,
+        customer: &str,
+        price: &str,
+        metadata: BTreeMap<String, String>,
+        billing_mode: BillingMode,
+        checkout: Option<&str>,
+    ) -> Result<Subscription, StripeApiError> {
+        if !state.customers.contains_key(customer) {
+            return Err(StripeApiError::missing("customer", customer, "customer"));
+        }
+        let price = Self::price(price)
+            .ok_or_else(|| StripeApiError::missing("price", price, "items[0][price]"))?;
+        let t = self.now(state);
+        let id = self.new_id("sub");
+        let invoice = self.new_invoice(
+            state,
+            &id,
+            customer,
+            &price,
+            format!("{} (monthly)", price.product_name),
+            "subscription_create",
+            (t, t),
+        );
+        let mut sub = Subscription {
+            id: id.clone(),
+            customer: customer.to_string(),
+            price: price.id.to_string(),
+            status: "incomplete".into(),
+            billing_mode,
+            cancel_at_period_end: false,
+            cancel_at: None,
+            canceled_at: None,
+            ended_at: None,
+            current_period_start: t,
+            current_period_end: add_month(t),
+            created: t,
+            metadata,
+            cancellation_feedback: None,
+            cancellation_comment: None,
+            cancellation_reason: None,
+            pause_collection: None,
+            latest_invoice: Some(invoice.clone()),
+            collecting: None,
+        };
+        state.subscriptions.insert(id.clone(), sub.clone());
+        if let Some(session) = checkout.and_then(|id| state.checkout_sessions.get_mut(id)) {
+            session.subscription = Some(id.clone());
+        }
+        self.emit(
+            state,
+            "customer.subscription.created",
+            subscription_json(&sub),
+            None,
+        );
+        // A failed first payment is not retried: the customer must confirm
+        // it before the subscription expires.
+        if self.charge(state, customer, &invoice, None) {
+            sub = self.set_status(state, &id, "active");
+            if let Some(session) = checkout.and_then(|id| state.checkout_sessions.get_mut(id)) {
+                session.status = "complete";
+                session.invoice = Some(invoice.clone());
+                let object = checkout_session_json(session);
+                self.emit(state, "checkout.session.completed", object, None);
+            }
+        }
+        Ok(sub)
+    }
+
+    /// Moves a subscription to `status`, emitting `updated` with the status
+    /// it had.
+    pub(super) fn set_status(&self, state: &mut State, id: &str, status: &str) -> Subscription {
+        let sub = state
+            .subscriptions
+            .get_mut(id)
+            .expect("set_status is called for a stored subscription");
+        let previous = json!({"status": sub.status});
+        sub.status = status.to_string();
+        let sub = sub.clone();
+        self.emit(
+            state,
+            "customer.subscription.updated",
+            subscription_json(&sub),
+            Some(previous),
+        );
+        sub
+    }
+
+    /// Attempts to pay an open or draft invoice with its customer's card:
+    /// marks it paid (`invoice.paid`) or counts a failed attempt
+    /// (`invoice.payment_failed`, carrying `retry_at` as its
+    /// `next_payment_attempt`). Returns whether it was paid.
+    pub(super) fn charge(
+        &self,
+        state: &mut State,
+        customer: &str,
+        invoice: &str,
+        retry_at: Option<i64>,
+    ) -> bool {
+        let t = self.now(state);
+        // No card on file is charged as the emulator's implicit 4242 card.
+        let fails = state
+            .customers
+            .get(customer)
+            .and_then(|c| c.card.as_ref())
+            .is_some_and(|c| c.charges_fail);
+        let Some(i) = state.invoice_mut(invoice) else {
+            return false;
+        };
+        i.attempt_count += 1;
+        i.next_payment_attempt = None;
+        if fails {
+            i.status = "open";
+            i.next_payment_attempt = retry_at;
+        } else {
+            i.status = "paid";
+            i.paid_at = Some(t);
+        }
+        let object = invoice_json(i, &self.base_url);
+        let type_ = if fails {
+            "invoice.payment_failed"
+        } else {
+            "invoice.paid"
+        };
+        self.emit(state, type_, object, None);
+        !fails
+    }
+
+    pub(super) fn live_subscription<'a>(
+        state: &'a mut State,
+        id: &str,
+    ) -> Result<&'a mut Subscription, StripeApiError> {
+        let sub = state
+            .subscriptions
+            .get_mut(id)
+            .ok_or_else(|| StripeApiError::missing("subscription", id, "id"))?;
+        if sub.has_ended() {
+            return Err(StripeApiError::invalid(
+                format!(
+                    "A {} subscription can only update its cancellation_details and metadata.",
+                    sub.status.replace('_', " ")
+                ),
+                None,
+            ));
+        }
+        Ok(sub)
+    }
+
+    /// The portal's "cancel at the end of the billing period": in flexible
+    /// mode the portal sets `cancel_at` to the period end and leaves
+    /// `cancel_at_period_end` false; in classic mode it sets
+    /// `cancel_at_period_end` (docs.stripe.com/billing/subscriptions/billing-mode/compare;
+    /// stripe/stripe-node #2470).
+    pub(crate) fn schedule_cancel(
+        &self,
+        state: &mut State,
+        id: &str,
+        feedback: Option<String>,
+    ) -> Result<Subscription, StripeApiError> {
+        let sub = Self::live_subscription(state, id)?;
+        let change = match sub.billing_mode {
+            BillingMode::Flexible => SubscriptionChange {
+                cancel_at: Some(Some(sub.current_period_end)),
+                feedback,
+                ..Default::default()
+            },
+            BillingMode::Classic => SubscriptionChange {
+                cancel_at_period_end: Some(true),
+                feedback,
+                ..Default::default()
+            },
+        };
+        self.update_subscription(state, id, change)
+    }
+
+    /// Applies a change as Stripe's `POST /v1/subscriptions/{id}` does, and
+    /// emits one `updated` with the `previous_attributes` it changed.
+    ///
+    /// `cancel_at_period_end` behaves the same in both billing modes through
+    /// the API (only the portal chooses `cancel_at` in flexible mode); it and
+    /// `cancel_at` cannot be sent together, as at Stripe; either one set
+    /// records `canceled_at` (docs.stripe.com/api/subscriptions/object#subscription_object-canceled_at).
+    pub(crate) fn update_subscription(
+        &self,
+        state: &mut State,
+        id: &str,
+        change: SubscriptionChange,
+    ) -> Result<Subscription, StripeApiError> {
+        let t = self.now(state);
+        let new_price = change
+            .price
+            .as_deref()
+            .map(|p| {
+                Self::price(p).ok_or_else(|| StripeApiError::missing("price", p, "items[0][price]"))
+            })
+            .transpose()?;
+        if change.cancel_at_period_end.is_some() && change.cancel_at.is_some() {
+            return Err(StripeApiError::invalid(
+                "You may only specify one of these parameters: cancel_at, cancel_at_period_end.",
+                Some("cancel_at"),
+            ));
+        }
+        if let Some(Some(at)) = change.cancel_at {
+            if at <= t {
+                return Err(StripeApiError::invalid(
+                    format!("cancel_at must be in the future (now is {t})."),
+                    Some("cancel_at"),
+                ));
+            }
+        }
+        if let Some(Some(pause)) = &change.pause_collection {
+            if pause.resumes_at.is_some_and(|r| r <= t) {
+                return Err(StripeApiError::invalid(
+                    format!("pause_collection[resumes_at] must be in the future (now is {t})."),
+                    Some("pause_collection"),
+                ));
+            }
+        }
+        let sub = Self::live_subscription(state, id)?;
+        let before = subscription_json(sub);
+        let mut previous = serde_json::Map::new();
+        let record = |field: &str, previous: &mut serde_json::Map<String, Value>| {
+            previous
+                .entry(field.to_string())
+                .or_insert_with(|| before[field].clone());
+        };
+        if let Some(price) = &new_price {
+            if sub.price != price.id {
+                record("items", &mut previous);
+                sub.price = price.id.to_string();
+            }
+        }
+        let scheduled = match (change.cancel_at_period_end, change.cancel_at) {
+            (Some(true), _) => Some((true, Some(sub.current_period_end))),
+            (Some(false), _) | (_, Some(None)) => Some((false, None)),
+            (None, Some(Some(at))) => Some((false, Some(at))),
+            (None, None) => None,
+        };
+        if let Some((at_period_end, cancel_at)) = scheduled {
+            if (sub.cancel_at_period_end, sub.cancel_at) != (at_period_end, cancel_at) {
+                if sub.cancel_at_period_end != at_period_end {
+                    record("cancel_at_period_end", &mut previous);
+                }
+                if sub.cancel_at != cancel_at {
+                    record("cancel_at", &mut previous);
+                }
+                let canceled_at = cancel_at.map(|_| t);
+                if sub.canceled_at != canceled_at {
+                    record("canceled_at", &mut previous);
+                }
+                sub.cancel_at_period_end = at_period_end;
+                sub.cancel_at = cancel_at;
+                sub.canceled_at = canceled_at;
+                sub.cancellation_reason = cancel_at.map(|_| "cancellation_requested");
+                sub.cancellation_feedback = cancel_at.and(change.feedback);
+            }
+        }
+        if let Some(pause) = change.pause_collection {
+            if sub.pause_collection != pause {
+                record("pause_collection", &mut previous);
+                sub.pause_collection = pause;
+            }
+        }
+        let sub = sub.clone();
+        if !previous.is_empty() {
+            self.emit(
+                state,
+                "customer.subscription.updated",
+                subscription_json(&sub),
+                Some(Value::Object(previous)),
+            );
+        }
+        if let Some(price) = new_price {
+            if before["items"]["data"][0]["price"]["id"] != json!(price.id) {
+                let invoice = self.new_invoice(
+                    state,
+                    &sub.id,
+                    &sub.customer,
+                    &price,
+                    format!("Switch to {}", price.product_name),
+                    "subscription_update",
+                    (t, t),
+                );
+                self.charge(state, &sub.customer, &invoice, None);
+            }
+        }
+        Ok(sub)
+    }
+
+    pub(crate) fn cancel_now(
+        &self,
+        state: &mut State,
+        id: &str,
+        feedback: Option<String>,
+        comment: Option<String>,
+    ) -> Result<Subscription, StripeApiError> {
+        let t = self.now(state);
+        let sub = Self::live_subscription(state, id)?;
+        sub.canceled_at = Some(t);
+        sub.cancellation_feedback = feedback;
+        sub.cancellation_comment = comment;
+        self.end_subscription(state, id, "cancellation_requested");
+        Ok(state.subscriptions[id].clone())
+    }
+
+    /// Ends a subscription now (`customer.subscription.deleted`, status
+    /// `canceled`): cancelled by request, at its `cancel_at`, or by dunning.
+    pub(super) fn end_subscription(&self, state: &mut State, id: &str, reason: &'static str) {
+        let t = self.now(state);
+        let Some(sub) = state.subscriptions.get_mut(id) else {
+            return;
+        };
+        sub.status = "canceled".into();
+        sub.ended_at = Some(t);
+        sub.canceled_at.get_or_insert(t);
+        sub.cancellation_reason = Some(reason);
+        sub.collecting = None;
+        let object = subscription_json(sub);
+        self.emit(state, "customer.subscription.deleted", object, None);
+    }
+
+    /// Attaches a card by number (the portal's form). 4000 0000 0000 0341
+    /// attaches, but its charges fail; 4000 0000 0000 0002 is declined.
+    pub(crate) fn set_card(
+        &self,
+        state: &mut State,
+        customer: &str,
+        number: &str,
+        exp_month: u32,
+        exp_year: u32,
+    ) -> Result<(), StripeApiError> {
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        if digits == TEST_CARD_DECLINED {
+            return Err(StripeApiError::card_declined());
+        }
+        if digits != TEST_CARD_OK && digits != TEST_CARD_CHARGE_FAILS {
+            return Err(StripeApiError {
+                status: 402,
+                kind: "card_error",
+                code: Some("incorrect_number"),
+                message: "Your card number is incorrect. In this emulator use the test card \
+                          4242 4242 4242 4242 (or 4000 0000 0000 0341, whose charges fail)."
+                    .into(),
+                param: Some("number"),
+            });
+        }
+        if !(1..=12).contains(&exp_month) || exp_year < 2000 {
+            return Err(StripeApiError::invalid(
+                "Your card's expiration date is invalid.",
+                Some("exp_month"),
+            ));
+        }
+        let c = state
+            .customers
+            .get_mut(customer)
+            .ok_or_else(|| StripeApiError::missing("customer", customer, "customer"))?;
+        let card = Card {
+            last4: digits[12..].to_string(),
+            exp_month,
+            exp_year,
+            charges_fail: digits == TEST_CARD_CHARGE_FAILS,
+        };
+        c.card = Some(card.clone());
+        let object = customer_json(c);
+        let pm = self.new_id("pm");
+        self.emit(
+            state,
+            "payment_method.attached",
+            json!({"id": pm, "object": "payment_method", "type": "card", "customer": customer,
+                   "card": {"brand": "visa", "last4": card.last4, "exp_month": exp_month, "exp_year": exp_year}}),
+            None,
+        );
+        self.emit(state, "customer.updated", object, None);
+        Ok(())
+    }
+
+    /// Attaches a card by Stripe's test token (the API's `source`
+    /// parameter): `tok_visa`, `tok_chargeCustomerFail` or
+    /// `tok_chargeDeclined` (docs.stripe.com/testing#cards-responses).
+    pub(crate) fn set_card_token(
+        &self,
+        state: &mut State,
+        customer: &str,
+        token: &str,
+    ) -> Result<(), StripeApiError> {
+        let number =
+            token_card(token).ok_or_else(|| StripeApiError::missing("token", token, "source"))?;
+        let year = chrono::DateTime::from_timestamp(self.now(state), 0)
+            .map_or(2030, |d| chrono::Datelike::year(&d) as u32 + 3);
+        self.set_card(state, customer, number, 12, year)
+    }
+
+    pub(crate) fn set_address(
+        &self,
+        state: &mut State,
+        customer: &str,
+        name: Option<String>,
+        address: Address,
+    ) -> Result<(), StripeApiError> {
+        let c = state
+            .customers
+            .get_mut(customer)
+            .ok_or_else(|| StripeApiError::missing("customer", customer, "customer"))?;
+        c.address = address;
+        if name.is_some() {
+            c.name = name;
+        }
+        let object = customer_json(c);
+        self.emit(state, "customer.updated", object, None);
+        Ok(())
+    }
+
+    /// Stores a new draft invoice and returns its id.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_invoice(
+        &self,
+        state: &mut State,
+        subscription: &str,
+        customer: &str,
+        price: &Price,
+        description: String,
+        billing_reason: &'static str,
+        (period_start, period_end): (i64, i64),
+    ) -> String {
+        let invoice = Invoice {
+            id: self.new_id("in"),
+            number: format!("EMU-{:04}", state.invoices.len() + 1),
+            customer: customer.to_string(),
+            subscription: Some(subscription.to_string()),
+            amount: price.unit_amount,
+            description,
+            created: self.now(state),
+            status: "draft",
+            billing_reason,
+            period_start,
+            period_end,
+            attempt_count: 0,
+            paid_at: None,
+            next_payment_attempt: None,
+        };
+        let id = invoice.id.clone();
+        state.invoices.push(invoice);
+        id
+    }
+
+    pub(super) fn emit(
+        &self,
+        state: &mut State,
+        type_: &str,
+        object: Value,
+        previous: Option<Value>,
+    ) {
+        let mut data = json!({ "object": object });
+        if let Some(previous) = previous {
+            data["previous_attributes"] = previous;
+        }
+        let created = self.now(state);
+        let event = json!({
+            "id": self.new_id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": created,
+            "data": data,
+            "livemode": false,
+            "pending_webhooks": 1,
+            "request": {"id": null, "idempotency_key": null},
+            "type": type_,
+        });
+        state.events.push(event.clone());
+        state.outbox.push(event);
+    }
+
+    pub(crate) fn portal_url(&self, session: &str) -> String {
+        format!("{}/p/session/{session}", self.base_url)
+    }
+}

@@ -1,0 +1,327 @@
+//! The emulated Stripe account's objects, held in memory: customers,
+//! subscriptions, invoices, portal and Checkout sessions and the account's
+//! settings, plus
+//! the Stripe error an operation answers with. No behaviour beyond small
+//! helpers: [`super::account`] changes these, [`super::objects`] renders them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Value};
+
+/// Stripe's portal sessions expire after about five minutes.
+pub(crate) const PORTAL_SESSION_TTL_SECS: i64 = 5 * 60;
+pub(crate) const DAY: i64 = 86_400;
+/// The API version events are rendered in: a clover-era version, where new
+/// subscriptions default to flexible billing mode.
+pub(crate) const API_VERSION: &str = "2025-09-30.clover";
+/// The test card that always succeeds, the one that attaches but whose
+/// charges fail, and the one that is declined (docs.stripe.com/testing).
+pub(crate) const TEST_CARD_OK: &str = "4242424242424242";
+pub(crate) const TEST_CARD_CHARGE_FAILS: &str = "4000000000000341";
+pub(crate) const TEST_CARD_DECLINED: &str = "4000000000000002";
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Address {
+    pub(crate) line1: Option<String>,
+    pub(crate) city: Option<String>,
+    pub(crate) postal_code: Option<String>,
+    pub(crate) country: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Card {
+    pub(crate) last4: String,
+    pub(crate) exp_month: u32,
+    pub(crate) exp_year: u32,
+    /// 4000 0000 0000 0341: attached, but every charge fails.
+    pub(crate) charges_fail: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Customer {
+    pub(crate) id: String,
+    pub(crate) email: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) address: Address,
+    pub(crate) card: Option<Card>,
+    pub(crate) created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Price {
+    pub(crate) id: &'static str,
+    pub(crate) product: &'static str,
+    pub(crate) product_name: &'static str,
+    pub(crate) unit_amount: i64,
+}
+
+/// docs.stripe.com/billing/subscriptions/billing-mode
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BillingMode {
+    Classic,
+    Flexible,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PauseCollection {
+    /// `keep_as_draft`, `mark_uncollectible` or `void`.
+    pub(crate) behavior: String,
+    pub(crate) resumes_at: Option<i64>,
+}
+
+/// An invoice Stripe is trying to collect, and when it tries next.
+#[derive(Debug, Clone)]
+pub(crate) struct Collection {
+    pub(crate) invoice: String,
+    /// Charge attempts made so far.
+    pub(crate) attempts: u32,
+    /// When the first attempt was made; retries are spread from there.
+    pub(crate) first_attempt: Option<i64>,
+    pub(crate) next_attempt: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Subscription {
+    pub(crate) id: String,
+    pub(crate) customer: String,
+    pub(crate) price: String,
+    pub(crate) status: String,
+    pub(crate) billing_mode: BillingMode,
+    pub(crate) cancel_at_period_end: bool,
+    pub(crate) cancel_at: Option<i64>,
+    /// When a cancellation was requested (Stripe's meaning, also for a
+    /// scheduled one), not when the subscription ended.
+    pub(crate) canceled_at: Option<i64>,
+    pub(crate) ended_at: Option<i64>,
+    pub(crate) current_period_start: i64,
+    pub(crate) current_period_end: i64,
+    pub(crate) created: i64,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) cancellation_feedback: Option<String>,
+    pub(crate) cancellation_comment: Option<String>,
+    pub(crate) cancellation_reason: Option<&'static str>,
+    pub(crate) pause_collection: Option<PauseCollection>,
+    pub(crate) latest_invoice: Option<String>,
+    pub(crate) collecting: Option<Collection>,
+}
+
+impl Subscription {
+    /// Stripe's terminal statuses: nothing happens to these any more.
+    pub(crate) fn has_ended(&self) -> bool {
+        matches!(self.status.as_str(), "canceled" | "incomplete_expired")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Invoice {
+    pub(crate) id: String,
+    pub(crate) number: String,
+    pub(crate) customer: String,
+    pub(crate) subscription: Option<String>,
+    pub(crate) amount: i64,
+    pub(crate) description: String,
+    pub(crate) created: i64,
+    /// `draft`, `open`, `paid`, `uncollectible` or `void`.
+    pub(crate) status: &'static str,
+    pub(crate) billing_reason: &'static str,
+    pub(crate) period_start: i64,
+    pub(crate) period_end: i64,
+    pub(crate) attempt_count: u32,
+    pub(crate) paid_at: Option<i64>,
+    pub(crate) next_payment_attempt: Option<i64>,
+}
+
+/// A portal deep link: the service's own type, Stripe's names.
+pub(crate) use crate::stripe::client::FlowKind;
+
+#[derive(Debug, Clone)]
+pub(crate) struct PortalSession {
+    pub(crate) id: String,
+    pub(crate) customer: String,
+    pub(crate) return_url: String,
+    pub(crate) created: i64,
+    pub(crate) flow: Option<(FlowKind, Option<String>)>,
+    pub(crate) configuration: String,
+    pub(crate) locale: Option<String>,
+}
+
+/// What happens when the last retry of a renewal fails (Dashboard: Billing →
+/// Revenue recovery → "If all retries for a payment fail").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dunning {
+    Unpaid,
+    Canceled,
+    PastDue,
+}
+
+/// The arrival order of the events one operation emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeliveryOrder {
+    /// Stripe's: no guaranteed order (docs.stripe.com/webhooks "Event ordering").
+    Shuffled,
+    InOrder,
+    Reverse,
+}
+
+/// The emulated account's settings (emulator-only, see the module doc).
+#[derive(Debug, Clone)]
+pub(crate) struct AccountSettings {
+    pub(crate) dunning: Dunning,
+    pub(crate) retry_days: i64,
+    pub(crate) delivery_order: DeliveryOrder,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            dunning: Dunning::Canceled,
+            retry_days: 14,
+            delivery_order: DeliveryOrder::Shuffled,
+        }
+    }
+}
+
+impl AccountSettings {
+    pub(crate) fn to_json(&self) -> Value {
+        json!({
+            "object": "emulator.account_settings",
+            "dunning": match self.dunning {
+                Dunning::Unpaid => "unpaid",
+                Dunning::Canceled => "canceled",
+                Dunning::PastDue => "past_due",
+            },
+            "retry_days": self.retry_days,
+            "delivery_order": match self.delivery_order {
+                DeliveryOrder::Shuffled => "shuffled",
+                DeliveryOrder::InOrder => "in_order",
+                DeliveryOrder::Reverse => "reverse",
+            },
+        })
+    }
+}
+
+/// The emulated Stripe account.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) customers: BTreeMap<String, Customer>,
+    pub(crate) subscriptions: BTreeMap<String, Subscription>,
+    pub(crate) invoices: Vec<Invoice>,
+    pub(crate) sessions: HashMap<String, PortalSession>,
+    pub(crate) checkout_sessions: HashMap<String, CheckoutSession>,
+    pub(crate) settings: AccountSettings,
+    /// Idempotency-Key → (request fingerprint, status, body).
+    pub(super) idempotency: HashMap<String, (String, u16, Value)>,
+    /// The instant the current operation happens at: pinned for a whole
+    /// operation so its events share one `created` second, as at Stripe, and
+    /// set to each due time while a test clock advance replays the past.
+    pub(super) at: Option<i64>,
+    /// Every event emitted, oldest first, for `GET /v1/events`.
+    pub(crate) events: Vec<Value>,
+    /// Events of the operation in progress.
+    pub(super) outbox: Vec<Value>,
+    /// Finished operations' events, each in its arrival order, sent after
+    /// the lock.
+    pub(super) batches: Vec<Vec<Value>>,
+}
+
+impl State {
+    pub(crate) fn invoice_mut(&mut self, id: &str) -> Option<&mut Invoice> {
+        self.invoices.iter_mut().find(|i| i.id == id)
+    }
+}
+
+/// A Stripe-style error: HTTP status, type, code, message, param.
+#[derive(Debug, Clone)]
+pub(crate) struct StripeApiError {
+    pub(crate) status: u16,
+    pub(crate) kind: &'static str,
+    pub(crate) code: Option<&'static str>,
+    pub(crate) message: String,
+    pub(crate) param: Option<&'static str>,
+}
+
+impl StripeApiError {
+    pub(crate) fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        Self {
+            status: 400,
+            kind: "invalid_request_error",
+            code: param.map(|_| "parameter_invalid"),
+            message: message.into(),
+            param,
+        }
+    }
+
+    pub(crate) fn missing(what: &str, id: &str, param: &'static str) -> Self {
+        Self {
+            status: 404,
+            kind: "invalid_request_error",
+            code: Some("resource_missing"),
+            message: format!("No such {what}: '{id}'"),
+            param: Some(param),
+        }
+    }
+
+    pub(crate) fn card_declined() -> Self {
+        Self {
+            status: 402,
+            kind: "card_error",
+            code: Some("card_declined"),
+            message: "Your card was declined.".into(),
+            param: None,
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        json!({"error": {"type": self.kind, "code": self.code, "message": self.message, "param": self.param}})
+    }
+}
+
+/// A change to a subscription, as the API or the portal asks for it.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriptionChange {
+    pub(crate) price: Option<String>,
+    pub(crate) cancel_at_period_end: Option<bool>,
+    /// `Some(None)` clears a scheduled cancellation.
+    pub(crate) cancel_at: Option<Option<i64>>,
+    /// `Some(None)` resumes collection.
+    pub(crate) pause_collection: Option<Option<PauseCollection>>,
+    pub(crate) feedback: Option<String>,
+}
+
+/// A Checkout Session in `subscription` mode. The emulator has no hosted
+/// checkout page: the emulator-only test helper pays it, standing in for the
+/// customer, and paying it creates the subscription.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckoutSession {
+    pub(crate) id: String,
+    pub(crate) customer: String,
+    pub(crate) price: String,
+    pub(crate) client_reference_id: Option<String>,
+    /// `subscription_data[metadata]`, given to the subscription it creates.
+    pub(crate) subscription_metadata: BTreeMap<String, String>,
+    pub(crate) success_url: Option<String>,
+    pub(crate) created: i64,
+    /// `open` until paid, then `complete`.
+    pub(crate) status: &'static str,
+    pub(crate) subscription: Option<String>,
+    pub(crate) invoice: Option<String>,
+}
+
+/// The test card behind one of Stripe's test tokens.
+pub(crate) fn token_card(token: &str) -> Option<&'static str> {
+    match token {
+        "tok_visa" => Some(TEST_CARD_OK),
+        "tok_chargeCustomerFail" => Some(TEST_CARD_CHARGE_FAILS),
+        "tok_chargeDeclined" => Some(TEST_CARD_DECLINED),
+        _ => None,
+    }
+}
+
+/// One calendar month after `t`, as Stripe's monthly periods run (the 31st
+/// runs to the last day of a shorter month).
+pub(crate) fn add_month(t: i64) -> i64 {
+    chrono::DateTime::from_timestamp(t, 0)
+        .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+        .map_or(t + 30 * DAY, |d| d.timestamp())
+}

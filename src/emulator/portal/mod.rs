@@ -1,0 +1,599 @@
+//! The emulator's hosted Customer Portal at `/stripe-emulator/p/session/{id}`:
+//! the brief's portal features, server-rendered with plain forms. View the
+//! subscription and billing cycle, switch plan, cancel (at period end or now,
+//! with optional feedback), renew, update the payment method (test card
+//! 4242 4242 4242 4242), update the billing address, view and download
+//! invoices ([`pdf`]), and "Return to app". Sessions expire after five
+//! minutes of the virtual clock; a deep link (`flow_data`) opens on its task
+//! and returns to the app when done. For the demo, a "Test clock" control
+//! advances the account's clock by 15 days or a month, to reach a renewal, a
+//! failed payment or the end of a retry window without waiting.
+//!
+//! This module owns the handlers and their routes; [`pages`] renders.
+
+// Helpers return the finished error page as `Err(HttpResponse)`; boxing it
+// would buy nothing on this development-only path.
+#![allow(clippy::result_large_err)]
+
+mod pages;
+mod pdf;
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::account::Emulator;
+use super::model::*;
+use pages::date;
+
+/// The portal's routes and the invoice PDFs, under `/stripe-emulator`.
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/p/session/{id}", web::get().to(home))
+        .route("/p/session/{id}/plan", web::get().to(plan_form))
+        .route("/p/session/{id}/plan", web::post().to(plan_submit))
+        .route("/p/session/{id}/cancel", web::get().to(cancel_form))
+        .route("/p/session/{id}/cancel", web::post().to(cancel_submit))
+        .route("/p/session/{id}/renew", web::post().to(renew_submit))
+        .route("/p/session/{id}/advance", web::post().to(advance_submit))
+        .route(
+            "/p/session/{id}/payment-method",
+            web::get().to(payment_method_form),
+        )
+        .route(
+            "/p/session/{id}/payment-method",
+            web::post().to(payment_method_submit),
+        )
+        .route("/p/session/{id}/address", web::get().to(address_form))
+        .route("/p/session/{id}/address", web::post().to(address_submit))
+        .route("/invoices/{id}/pdf", web::get().to(invoice_pdf));
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to.to_string()))
+        .finish()
+}
+
+fn encoded(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The live session, or the page that explains why there is none.
+fn session(emu: &Emulator, id: &str) -> Result<PortalSession, HttpResponse> {
+    let session = emu.read(|state| state.sessions.get(id).cloned());
+    let session = session.ok_or_else(|| {
+        pages::message(
+            404,
+            "Session not found",
+            "This portal link is not valid.",
+            None,
+        )
+    })?;
+    if emu.clock.unix() - session.created > PORTAL_SESSION_TTL_SECS {
+        return Err(pages::message(
+            410,
+            "This session has expired",
+            "Portal sessions last five minutes. Go back to the app and open the portal again.",
+            Some(&session.return_url),
+        ));
+    }
+    Ok(session)
+}
+
+/// The session's pages: `{base}/p/session/{id}`.
+fn base(emu: &Emulator, id: &str) -> String {
+    format!("{}/p/session/{id}", emu.base_url)
+}
+
+/// After an action: a deep link returns to the app; otherwise back home.
+fn done(emu: &Emulator, session: &PortalSession, notice: &str) -> HttpResponse {
+    if session.flow.is_some() {
+        return see_other(&session.return_url);
+    }
+    see_other(&format!(
+        "{}?notice={}",
+        base(emu, &session.id),
+        encoded(notice)
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Notice {
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+async fn home(
+    path: web::Path<String>,
+    q: web::Query<Notice>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let session = match session(&emu, &id) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let url = base(&emu, &id);
+    match &session.flow {
+        Some((FlowKind::PaymentMethodUpdate, _)) => {
+            return see_other(&format!("{url}/payment-method"))
+        }
+        Some((FlowKind::SubscriptionCancel, Some(sub))) => {
+            return see_other(&format!("{url}/cancel?subscription={sub}"))
+        }
+        Some((FlowKind::SubscriptionUpdate, Some(sub))) => {
+            return see_other(&format!("{url}/plan?subscription={sub}"))
+        }
+        _ => {}
+    }
+    emu.read(|state| {
+        let Some(customer) = state.customers.get(&session.customer) else {
+            return pages::message(
+                404,
+                "Customer not found",
+                "This customer no longer exists.",
+                Some(&session.return_url),
+            );
+        };
+        let context = pages::HomeContext {
+            session: &session,
+            url: &url,
+            base_url: &emu.base_url,
+            notice: q.notice.as_deref(),
+            error: q.error.as_deref(),
+            now: emu.clock.unix(),
+        };
+        pages::home(context, state, customer)
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct SubscriptionQuery {
+    subscription: String,
+    error: Option<String>,
+}
+
+/// The session customer's subscription `id`, read with `f`; `None` when it
+/// is not theirs.
+fn their_subscription<T>(
+    emu: &Emulator,
+    session: &PortalSession,
+    id: &str,
+    f: impl FnOnce(&Subscription) -> T,
+) -> Option<T> {
+    emu.read(|state| {
+        state
+            .subscriptions
+            .get(id)
+            .filter(|s| s.customer == session.customer)
+            .map(f)
+    })
+}
+
+fn no_such_subscription(session: &PortalSession) -> HttpResponse {
+    pages::message(
+        404,
+        "Subscription not found",
+        "No such subscription.",
+        Some(&session.return_url),
+    )
+}
+
+async fn plan_form(
+    path: web::Path<String>,
+    q: web::Query<SubscriptionQuery>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let Some(current) = their_subscription(&emu, &session, &q.subscription, |s| s.price.clone())
+    else {
+        return no_such_subscription(&session);
+    };
+    pages::plan(
+        &session,
+        &base(&emu, &session.id),
+        q.error.as_deref(),
+        &q.subscription,
+        &current,
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct PlanForm {
+    subscription: String,
+    price: String,
+}
+
+/// Runs a portal action for the session's customer: the subscription must be
+/// theirs. Failures go back to `back` with the message.
+fn act(
+    emu: &Arc<Emulator>,
+    session: &PortalSession,
+    subscription: Option<&str>,
+    back: String,
+    action: impl FnOnce(&Emulator, &mut State) -> Result<(), StripeApiError>,
+) -> Result<(), HttpResponse> {
+    let result = emu.with_state(|emu, state| {
+        if let Some(sub) = subscription {
+            if state
+                .subscriptions
+                .get(sub)
+                .is_none_or(|s| s.customer != session.customer)
+            {
+                return Err(StripeApiError::missing("subscription", sub, "subscription"));
+            }
+        }
+        action(emu, state)
+    });
+    result.map_err(|e| {
+        let sep = if back.contains('?') { '&' } else { '?' };
+        see_other(&format!("{back}{sep}error={}", encoded(&e.message)))
+    })
+}
+
+async fn plan_submit(
+    path: web::Path<String>,
+    f: web::Form<PlanForm>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let back = format!(
+        "{}/plan?subscription={}",
+        base(&emu, &session.id),
+        f.subscription
+    );
+    match act(&emu, &session, Some(&f.subscription), back, |emu, state| {
+        let change = SubscriptionChange {
+            price: Some(f.price.clone()),
+            ..Default::default()
+        };
+        emu.update_subscription(state, &f.subscription, change)
+            .map(|_| ())
+    }) {
+        Ok(()) => done(&emu, &session, "Your plan was updated."),
+        Err(page) => page,
+    }
+}
+
+async fn cancel_form(
+    path: web::Path<String>,
+    q: web::Query<SubscriptionQuery>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let Some(end) = their_subscription(&emu, &session, &q.subscription, |s| s.current_period_end)
+    else {
+        return no_such_subscription(&session);
+    };
+    pages::cancel(
+        &session,
+        &base(&emu, &session.id),
+        q.error.as_deref(),
+        &q.subscription,
+        end,
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct CancelForm {
+    subscription: String,
+    when: String,
+    feedback: Option<String>,
+    comment: Option<String>,
+}
+
+async fn cancel_submit(
+    path: web::Path<String>,
+    f: web::Form<CancelForm>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let back = format!(
+        "{}/cancel?subscription={}",
+        base(&emu, &session.id),
+        f.subscription
+    );
+    let feedback = f.feedback.clone().filter(|v| !v.is_empty());
+    let comment = f.comment.clone().filter(|v| !v.trim().is_empty());
+    let now_ = f.when == "now";
+    match act(&emu, &session, Some(&f.subscription), back, |emu, state| {
+        if now_ {
+            emu.cancel_now(state, &f.subscription, feedback, comment)
+                .map(|_| ())
+        } else {
+            emu.schedule_cancel(state, &f.subscription, feedback)
+                .map(|_| ())
+        }
+    }) {
+        Ok(()) => done(
+            &emu,
+            &session,
+            if now_ {
+                "Your plan was canceled."
+            } else {
+                "Your plan will end at the close of the billing period."
+            },
+        ),
+        Err(page) => page,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct RenewForm {
+    subscription: String,
+}
+
+async fn renew_submit(
+    path: web::Path<String>,
+    f: web::Form<RenewForm>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    match act(
+        &emu,
+        &session,
+        Some(&f.subscription),
+        base(&emu, &session.id),
+        |emu, state| {
+            let change = SubscriptionChange {
+                cancel_at: Some(None),
+                ..Default::default()
+            };
+            emu.update_subscription(state, &f.subscription, change)
+                .map(|_| ())
+        },
+    ) {
+        Ok(()) => done(&emu, &session, "Your plan was renewed."),
+        Err(page) => page,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct ErrorQuery {
+    error: Option<String>,
+}
+
+async fn payment_method_form(
+    path: web::Path<String>,
+    q: web::Query<ErrorQuery>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    pages::payment_method(&session, &base(&emu, &session.id), q.error.as_deref())
+}
+
+#[derive(Deserialize)]
+pub(super) struct CardForm {
+    number: String,
+    exp: String,
+    // Card data is never stored or logged; the CVC is only required.
+    #[allow(dead_code)]
+    cvc: String,
+}
+
+async fn payment_method_submit(
+    path: web::Path<String>,
+    f: web::Form<CardForm>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let (month, year) = match f.exp.split_once('/') {
+        Some((m, y)) => (
+            m.trim().parse::<u32>().unwrap_or(0),
+            y.trim()
+                .parse::<u32>()
+                .map(|y| if y < 100 { 2000 + y } else { y })
+                .unwrap_or(0),
+        ),
+        None => (0, 0),
+    };
+    let back = format!("{}/payment-method", base(&emu, &session.id));
+    let customer = session.customer.clone();
+    match act(&emu, &session, None, back, |emu, state| {
+        emu.set_card(state, &customer, &f.number, month, year)
+    }) {
+        Ok(()) => done(&emu, &session, "Your payment method was updated."),
+        Err(page) => page,
+    }
+}
+
+async fn address_form(
+    path: web::Path<String>,
+    q: web::Query<ErrorQuery>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let (name, address) = emu.read(|state| {
+        let c = state.customers.get(&session.customer);
+        (
+            c.and_then(|c| c.name.clone()).unwrap_or_default(),
+            c.map(|c| c.address.clone()).unwrap_or_default(),
+        )
+    });
+    pages::address(
+        &session,
+        &base(&emu, &session.id),
+        q.error.as_deref(),
+        &name,
+        &address,
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct AddressForm {
+    name: Option<String>,
+    line1: Option<String>,
+    postal_code: Option<String>,
+    city: Option<String>,
+    country: Option<String>,
+}
+
+async fn address_submit(
+    path: web::Path<String>,
+    f: web::Form<AddressForm>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let clean = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+    let address = Address {
+        line1: clean(&f.line1),
+        city: clean(&f.city),
+        postal_code: clean(&f.postal_code),
+        country: clean(&f.country),
+    };
+    let back = format!("{}/address", base(&emu, &session.id));
+    let customer = session.customer.clone();
+    match act(&emu, &session, None, back, |emu, state| {
+        emu.set_address(state, &customer, clean(&f.name), address)
+    }) {
+        Ok(()) => done(&emu, &session, "Your billing information was updated."),
+        Err(page) => page,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct AdvanceForm {
+    by: String,
+}
+
+/// The demo's test clock control: advances the account's clock by 15 days or
+/// one calendar month, running whatever falls due, and comes back.
+async fn advance_submit(
+    path: web::Path<String>,
+    f: web::Form<AdvanceForm>,
+    emu: web::Data<Arc<Emulator>>,
+) -> HttpResponse {
+    let session = match session(&emu, &path) {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let now = emu.clock.unix();
+    let to = match f.by.as_str() {
+        "15d" => now + 15 * DAY,
+        "1m" => add_month(now),
+        _ => {
+            return see_other(&format!(
+                "{}?error=Unknown+advance",
+                base(&emu, &session.id)
+            ))
+        }
+    };
+    let advanced = emu.with_state(|emu, state| {
+        emu.advance_clock(state, "clock_emulator", to)?;
+        // The session is the demo user's window on the account, not an
+        // object of the account: it lives five minutes of the demo user's
+        // time, so the jump does not expire it.
+        if let Some(s) = state.sessions.get_mut(&session.id) {
+            s.created = to;
+        }
+        Ok::<_, StripeApiError>(())
+    });
+    match advanced {
+        Ok(()) => done(
+            &emu,
+            &session,
+            &format!("The test clock now reads {}.", date(to)),
+        ),
+        Err(e) => see_other(&format!(
+            "{}?error={}",
+            base(&emu, &session.id),
+            encoded(&e.message)
+        )),
+    }
+}
+
+/// `GET /stripe-emulator/invoices/{id}/pdf`: a small but real PDF.
+async fn invoice_pdf(path: web::Path<String>, emu: web::Data<Arc<Emulator>>) -> HttpResponse {
+    let invoice = emu.read(|state| state.invoices.iter().find(|i| i.id == *path).cloned());
+    let Some(i) = invoice else {
+        return pages::message(404, "Invoice not found", "No such invoice.", None);
+    };
+    let lines = [
+        format!("Invoice {}", i.number),
+        format!("Date: {}", date(i.created)),
+        format!("Customer: {}", i.customer),
+        i.description.clone(),
+        format!(
+            "Amount: {} ({})",
+            pages::money(i.amount),
+            if i.status == "paid" { "paid" } else { i.status }
+        ),
+        "Test mode - issued by the local Stripe emulator".to_string(),
+    ];
+    HttpResponse::Ok()
+        .content_type("application/pdf")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"invoice-{}.pdf\"", i.number),
+        ))
+        .body(pdf::pdf(&lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emulator_with_session(age_secs: i64) -> (Arc<Emulator>, String) {
+        let emu = Emulator::new(
+            "http://e.test".into(),
+            "http://e.test/w".into(),
+            "whsec_x".into(),
+            crate::clock::Clock::system(),
+        );
+        let id = emu.with_state(|emu, state| {
+            let customer = emu.create_customer(state, None, None, Default::default());
+            let session = PortalSession {
+                id: emu.new_id("bps"),
+                customer: customer.id,
+                return_url: "http://app.test/settings/billing".into(),
+                created: emu.clock.unix() - age_secs,
+                flow: None,
+                configuration: "bpc_x".into(),
+                locale: None,
+            };
+            let id = session.id.clone();
+            state.outbox.clear();
+            state.sessions.insert(id.clone(), session);
+            id
+        });
+        (emu, id)
+    }
+
+    #[test]
+    fn a_portal_session_lasts_five_minutes() {
+        let (emu, fresh) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5);
+        assert!(session(&emu, &fresh).is_ok());
+        let (emu, old) = emulator_with_session(PORTAL_SESSION_TTL_SECS + 1);
+        let page = session(&emu, &old).unwrap_err();
+        assert_eq!(page.status().as_u16(), 410);
+    }
+}

@@ -20,8 +20,11 @@ mod pdf;
 
 use std::sync::Arc;
 
-use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 
 use super::account::Emulator;
@@ -60,24 +63,67 @@ fn encoded(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-/// The live session, or the page that explains why there is none.
-fn session(emu: &Emulator, id: &str) -> Result<PortalSession, HttpResponse> {
+/// Why a portal page has no live session, answered as the page that says so.
+#[derive(Debug)]
+struct NoSession {
+    status: u16,
+    title: &'static str,
+    message: &'static str,
+    back: Option<String>,
+}
+
+impl std::fmt::Display for NoSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.title)
+    }
+}
+
+impl ResponseError for NoSession {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::NOT_FOUND)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        pages::message(self.status, self.title, self.message, self.back.as_deref())
+    }
+}
+
+/// The live portal session a page's path names (`/p/session/{id}/…`): every
+/// session page takes it, so an unknown or expired one is handled once.
+struct Live(PortalSession);
+
+impl FromRequest for Live {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(emu) = req.app_data::<web::Data<Arc<Emulator>>>() else {
+            return ready(Err(actix_web::error::ErrorInternalServerError(
+                "the emulator is not registered",
+            )));
+        };
+        let id = req.match_info().get("id").unwrap_or_default();
+        ready(session(emu, id).map(Live).map_err(Into::into))
+    }
+}
+
+/// The live session, or why there is none.
+fn session(emu: &Emulator, id: &str) -> Result<PortalSession, NoSession> {
     let session = emu.read(|state| state.sessions.get(id).cloned());
-    let session = session.ok_or_else(|| {
-        pages::message(
-            404,
-            "Session not found",
-            "This portal link is not valid.",
-            None,
-        )
+    let session = session.ok_or(NoSession {
+        status: 404,
+        title: "Session not found",
+        message: "This portal link is not valid.",
+        back: None,
     })?;
     if emu.clock.unix() - session.created > PORTAL_SESSION_TTL_SECS {
-        return Err(pages::message(
-            410,
-            "This session has expired",
-            "Portal sessions last five minutes. Go back to the app and open the portal again.",
-            Some(&session.return_url),
-        ));
+        return Err(NoSession {
+            status: 410,
+            title: "This session has expired",
+            message:
+                "Portal sessions last five minutes. Go back to the app and open the portal again.",
+            back: Some(session.return_url),
+        });
     }
     Ok(session)
 }
@@ -106,16 +152,11 @@ pub(super) struct Notice {
 }
 
 async fn home(
-    path: web::Path<String>,
+    Live(session): Live,
     q: web::Query<Notice>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    let session = match session(&emu, &id) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
-    let url = base(&emu, &id);
+    let url = base(&emu, &session.id);
     match &session.flow {
         Some((FlowKind::PaymentMethodUpdate, _)) => {
             return see_other(&format!("{url}/payment-method"))
@@ -182,14 +223,10 @@ fn no_such_subscription(session: &PortalSession) -> HttpResponse {
 }
 
 async fn plan_form(
-    path: web::Path<String>,
+    Live(session): Live,
     q: web::Query<SubscriptionQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let Some(current) = their_subscription(&emu, &session, &q.subscription, |s| s.price.clone())
     else {
         return no_such_subscription(&session);
@@ -237,14 +274,10 @@ fn act(
 }
 
 async fn plan_submit(
-    path: web::Path<String>,
+    Live(session): Live,
     f: web::Form<PlanForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let back = format!(
         "{}/plan?subscription={}",
         base(&emu, &session.id),
@@ -264,14 +297,10 @@ async fn plan_submit(
 }
 
 async fn cancel_form(
-    path: web::Path<String>,
+    Live(session): Live,
     q: web::Query<SubscriptionQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let Some(end) = their_subscription(&emu, &session, &q.subscription, |s| s.current_period_end)
     else {
         return no_such_subscription(&session);
@@ -294,14 +323,10 @@ pub(super) struct CancelForm {
 }
 
 async fn cancel_submit(
-    path: web::Path<String>,
+    Live(session): Live,
     f: web::Form<CancelForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let back = format!(
         "{}/cancel?subscription={}",
         base(&emu, &session.id),
@@ -338,14 +363,10 @@ pub(super) struct RenewForm {
 }
 
 async fn renew_submit(
-    path: web::Path<String>,
+    Live(session): Live,
     f: web::Form<RenewForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     match act(
         &emu,
         &session,
@@ -371,14 +392,10 @@ pub(super) struct ErrorQuery {
 }
 
 async fn payment_method_form(
-    path: web::Path<String>,
+    Live(session): Live,
     q: web::Query<ErrorQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     pages::payment_method(&session, &base(&emu, &session.id), q.error.as_deref())
 }
 
@@ -392,14 +409,10 @@ pub(super) struct CardForm {
 }
 
 async fn payment_method_submit(
-    path: web::Path<String>,
+    Live(session): Live,
     f: web::Form<CardForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let (month, year) = match f.exp.split_once('/') {
         Some((m, y)) => (
             m.trim().parse::<u32>().unwrap_or(0),
@@ -421,14 +434,10 @@ async fn payment_method_submit(
 }
 
 async fn address_form(
-    path: web::Path<String>,
+    Live(session): Live,
     q: web::Query<ErrorQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let (name, address) = emu.read(|state| {
         let c = state.customers.get(&session.customer);
         (
@@ -455,14 +464,10 @@ pub(super) struct AddressForm {
 }
 
 async fn address_submit(
-    path: web::Path<String>,
+    Live(session): Live,
     f: web::Form<AddressForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let clean = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
     let address = Address {
         line1: clean(&f.line1),
@@ -488,14 +493,10 @@ pub(super) struct AdvanceForm {
 /// The demo's test clock control: advances the account's clock by 15 days or
 /// one calendar month, running whatever falls due, and comes back.
 async fn advance_submit(
-    path: web::Path<String>,
+    Live(session): Live,
     f: web::Form<AdvanceForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let session = match session(&emu, &path) {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
     let now = emu.clock.unix();
     let to = match f.by.as_str() {
         "15d" => now + 15 * DAY,
@@ -593,7 +594,7 @@ mod tests {
         let (emu, fresh) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5);
         assert!(session(&emu, &fresh).is_ok());
         let (emu, old) = emulator_with_session(PORTAL_SESSION_TTL_SECS + 1);
-        let page = session(&emu, &old).unwrap_err();
+        let page = session(&emu, &old).unwrap_err().error_response();
         assert_eq!(page.status().as_u16(), 410);
     }
 }

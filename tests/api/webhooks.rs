@@ -146,15 +146,7 @@ async fn a_timestamp_older_than_the_tolerance_is_refused() {
 }
 
 async fn clock_skew_count(app: &TestApp) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     text.lines()
         .find(|l| l.starts_with("billing_portal_webhook_clock_skew_total "))
         .and_then(|l| l.rsplit(' ').next())

@@ -23,15 +23,7 @@ async fn with_a_stripe_key_the_emulator_and_demo_never_run() {
         .send()
         .await
         .unwrap();
-    let page = app
-        .client
-        .get(app.url("/settings/billing"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.get_text("/settings/billing").await;
 
     assert_eq!(api.status(), 404);
     assert_eq!(demo.status(), 404);

@@ -127,6 +127,12 @@ impl TestApp {
     }
 
     /// A direct connection to this test's database, to arrange and inspect state.
+    /// The body of `GET path`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     pub fn db(&self) -> PgConnection {
         PgConnection::establish(&format!("{}/{}", admin_url(), self.db_name))
             .expect("test database reachable")

@@ -9,6 +9,10 @@
 
 use std::time::Duration;
 
+use actix_web::http::{Method, StatusCode};
+
+use crate::stripe::events::HANDLED_TYPES;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -138,6 +142,39 @@ impl Metrics {
         self.stripe_latency
             .with_label_values(&[operation])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one answered request. Every label value comes from a closed
+    /// set (known methods, route patterns, status codes): a made-up method
+    /// would otherwise create a series that is never freed.
+    pub(crate) fn http_request(&self, method: &Method, route: &str, status: StatusCode) {
+        let method = match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::HEAD => "HEAD",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        self.http_requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+    }
+
+    /// Counts one webhook delivery by event type and outcome. Types this
+    /// service does not act on are counted as `other`: the type is the
+    /// sender's text, so it must not become a label value. A delivery
+    /// refused before its type was known is counted as `unverified` or
+    /// `not_an_event`.
+    pub(crate) fn webhook_event(&self, type_: &str, outcome: &str) {
+        let known =
+            HANDLED_TYPES.contains(&type_) || ["unverified", "not_an_event"].contains(&type_);
+        let type_ = if known { type_ } else { "other" };
+        self.webhook_events
+            .with_label_values(&[type_, outcome])
+            .inc();
     }
 
     /// The text exposition format.

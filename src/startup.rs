@@ -83,7 +83,7 @@ impl Application {
                 .wrap(http::json_errors())
                 .wrap_fn(move |req, srv| {
                     let metrics = metrics.clone();
-                    let method = req.method().to_string();
+                    let method = req.method().clone();
                     let call = srv.call(req);
                     async move {
                         let res = call.await?;
@@ -92,10 +92,7 @@ impl Application {
                             .request()
                             .match_pattern()
                             .unwrap_or_else(|| "unmatched".into());
-                        metrics
-                            .http_requests
-                            .with_label_values(&[&method, &route, res.status().as_str()])
-                            .inc();
+                        metrics.http_request(&method, &route, res.status());
                         Ok(res)
                     }
                 })

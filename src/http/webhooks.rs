@@ -95,21 +95,11 @@ fn clock_skew(state: &AppState, ahead: u64) {
 }
 
 fn rejected(state: &AppState, type_: &str) {
-    state
-        .billing
-        .metrics
-        .webhook_events
-        .with_label_values(&[type_, "rejected"])
-        .inc();
+    state.billing.metrics.webhook_event(type_, "rejected");
 }
 
 fn received(state: &AppState, id: &EventId, type_: &str, outcome: Outcome) -> HttpResponse {
     log::info!("webhook {id} {type_}: {}", outcome.as_str());
-    state
-        .billing
-        .metrics
-        .webhook_events
-        .with_label_values(&[type_, outcome.as_str()])
-        .inc();
+    state.billing.metrics.webhook_event(type_, outcome.as_str());
     HttpResponse::Ok().json(Received { received: true })
 }

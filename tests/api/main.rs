@@ -12,6 +12,7 @@ mod faults;
 mod flows;
 mod health;
 mod hostile;
+mod metrics_labels;
 mod operations;
 mod ordering;
 mod page;

@@ -1,7 +1,8 @@
 //! Who is calling: an HS256 JWT shared with the app, from
 //! `Authorization: Bearer <jwt>` or the `billing_session` cookie.
 //!
-//! `sub` (the app's user id) and `exp` are required, `email` optional. Only
+//! `sub` (the app's user id) and `exp` are required, `email` optional, and
+//! `nbf`, when present, is honoured. Only
 //! HS256 is accepted: `none`, RS256 and every other algorithm, a bad signature,
 //! an expired token and a missing `sub` all answer 401. Reads `AUTH_JWT_SECRET`.
 
@@ -64,6 +65,8 @@ impl JwtVerifier {
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 30;
+        // A token carrying `nbf` (RFC 7519 §4.1.5) is refused before that time.
+        validation.validate_nbf = true;
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,

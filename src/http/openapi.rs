@@ -42,7 +42,7 @@ impl Modify for SecuritySchemes {
                     .bearer_format("JWT")
                     .description(Some(
                         "HS256 JWT shared with the app: `sub` (user id) and `exp` required, \
-                         `email` optional",
+                         `email` optional, `nbf` honoured when present",
                     ))
                     .build(),
             ),

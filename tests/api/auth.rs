@@ -158,6 +158,24 @@ async fn an_expired_token_is_told_apart_from_an_invalid_one() {
 }
 
 #[actix_rt::test]
+async fn a_token_that_is_not_valid_yet_is_refused() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now().timestamp();
+    let not_yet = signed(
+        Algorithm::HS256,
+        JWT_SECRET,
+        json!({"sub": "user_1", "exp": now + 7200, "nbf": now + 3600}),
+    );
+
+    let response = app.create_portal(&not_yet).await;
+
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_token");
+    assert_eq!(app.count("users"), 0);
+}
+
+#[actix_rt::test]
 async fn the_session_cookie_authenticates_like_a_bearer_token() {
     let app = spawn_app().await;
     mount_working_stripe(&app.stripe).await;

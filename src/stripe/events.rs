@@ -130,6 +130,15 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
     if !blank.is_empty() {
         return Err(missing("event", &blank));
     }
+    // Refused for good (400), not failed (500): Postgres text cannot hold a
+    // NUL, and an id longer than any of Stripe's cannot be a key; Stripe
+    // would retry a 500 for three days.
+    if holds_nul(body) {
+        return Err(EventParseError::NotAnEvent(
+            "a string in the event holds a NUL character".into(),
+        ));
+    }
+    too_long("event `id`", &head.id)?;
 
     let kind = match head.type_.as_str() {
         "customer.subscription.created"
@@ -148,6 +157,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
             let envelope: Envelope<CustomerWire> = from_json(body, &head.type_)?;
             let customer_id = non_empty(envelope.data.object.id)
                 .ok_or_else(|| missing("customer object", &["id"]))?;
+            too_long("customer `id`", &customer_id)?;
             EventKind::CustomerDeleted {
                 customer_id: customer_id.into(),
             }
@@ -204,6 +214,27 @@ fn is_json(body: &[u8]) -> bool {
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
+}
+
+/// Stripe's ids are at most 255 characters (docs.stripe.com/upgrades: "IDs
+/// can be up to 255 characters long").
+const MAX_ID_LEN: usize = 255;
+
+fn too_long(what: &str, id: &str) -> Result<(), EventParseError> {
+    match id.len() > MAX_ID_LEN {
+        true => Err(EventParseError::NotAnEvent(format!(
+            "{what} is longer than {MAX_ID_LEN} characters"
+        ))),
+        false => Ok(()),
+    }
+}
+
+/// Whether the JSON text escapes a NUL (`\u0000`, the only way JSON can
+/// carry one): a `u0000` after an odd run of backslashes.
+fn holds_nul(body: &[u8]) -> bool {
+    body.windows(5).enumerate().any(|(i, w)| {
+        w == b"u0000" && body[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 1
+    })
 }
 
 fn missing(what: &str, fields: &[&str]) -> EventParseError {
@@ -552,6 +583,8 @@ impl SubscriptionWire {
             product_id = product_id.or(non_empty(source.product));
         }
 
+        too_long("subscription `id`", &id)?;
+        too_long("subscription `customer`", &customer_id)?;
         Ok(SubscriptionObject {
             id: id.into(),
             customer_id: customer_id.into(),
@@ -596,6 +629,14 @@ impl CheckoutWire {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unescaped_backslash_u0000_is_a_nul() {
+        assert!(holds_nul(br#"{"id":"evt_\u0000"}"#));
+        assert!(holds_nul(br#"{"id":"evt_\\\u0000"}"#));
+        assert!(!holds_nul(br#"{"id":"evt_\\u0000"}"#));
+        assert!(!holds_nul(br#"{"id":"evt_u0000"}"#));
+    }
 
     #[test]
     fn handled_types_are_exactly_the_types_the_parser_acts_on() {

@@ -253,6 +253,32 @@ async fn a_verified_payload_that_is_not_an_event_is_refused() {
     assert_refused(&app, response, "invalid_event").await;
 }
 
+#[actix_rt::test]
+async fn a_signed_event_that_could_never_be_stored_is_refused_for_good() {
+    // A 500 would make Stripe retry it for three days; Postgres text holds no
+    // NUL, and Stripe's ids are at most 255 characters.
+    let app = app_with_linked_user().await;
+    let nul_id = sub_event(
+        "evt_\u{0}x",
+        "customer.subscription.created",
+        now(),
+        "active",
+    );
+    let long_id = sub_event(
+        &format!("evt_{}", "x".repeat(5000)),
+        "customer.subscription.created",
+        now(),
+        "active",
+    );
+    let mut nul_customer = sub_event("evt_3", "customer.subscription.created", now(), "active");
+    nul_customer["data"]["object"]["customer"] = json!("cus_\u{0}1");
+
+    for event in [nul_id, long_id, nul_customer] {
+        let response = app.deliver(&event).await;
+        assert_refused(&app, response, "invalid_event").await;
+    }
+}
+
 // --- What events do.
 
 #[actix_rt::test]

@@ -52,6 +52,9 @@ pub struct Billing {
     /// `STRIPE_WEBHOOK_REFETCH`: apply subscription events with the state
     /// re-read from Stripe instead of the payload's copy.
     pub webhook_refetch: bool,
+    /// `STRIPE_WEBHOOK_TOLERANCE_SECS`: an event's `created` further than
+    /// this in the future is ordered as if it were now.
+    pub future_tolerance_secs: i64,
 }
 
 impl Billing {

@@ -13,7 +13,20 @@ use crate::stripe::events::{Event, EventKind};
 
 /// What the delivery did. An error means nothing was acknowledged: the caller
 /// answers so that Stripe delivers the event again.
-pub(crate) async fn receive(billing: &Billing, event: Event) -> Result<Outcome, Error> {
+pub(crate) async fn receive(billing: &Billing, mut event: Event) -> Result<Outcome, Error> {
+    // Ordering trusts `created`; one dated far ahead (a sender's bad clock,
+    // or a forgery with a leaked secret) would make every real event after it
+    // stale until that date. Beyond the signature tolerance it counts as now.
+    let now = billing.clock.unix();
+    if event.created > now.saturating_add(billing.future_tolerance_secs) {
+        log::warn!(
+            "webhook {} {}: created {} s in the future; ordered as received now",
+            event.id,
+            event.type_,
+            event.created - now
+        );
+        event.created = now;
+    }
     if billing.webhook_refetch && matches!(event.kind, EventKind::Subscription(..)) {
         let id = event.id.clone();
         // A redelivery must not cost a Stripe call.

@@ -279,6 +279,36 @@ async fn a_signed_event_that_could_never_be_stored_is_refused_for_good() {
     }
 }
 
+#[actix_rt::test]
+async fn an_event_dated_far_in_the_future_cannot_freeze_the_subscription() {
+    // A `created` beyond the signature tolerance (300 s) is ordered as if it
+    // were now, so the real events that follow it still apply.
+    let app = app_with_linked_user().await;
+    let token = token_for("user_1", None);
+    let far = now() + 10 * DAY;
+    app.deliver(&sub_event(
+        "evt_far",
+        "customer.subscription.created",
+        far,
+        "past_due",
+    ))
+    .await;
+
+    let later = now() + 2;
+    let response = app
+        .deliver(&sub_event(
+            "evt_real",
+            "customer.subscription.updated",
+            later,
+            "active",
+        ))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.event_outcome("evt_real"), "applied");
+    assert_eq!(app.status(&token).await["data"]["status"], "active");
+}
+
 // --- What events do.
 
 #[actix_rt::test]

@@ -208,7 +208,6 @@ impl TestApp {
 
     /// The outcome of the (only) stored event of `type_`.
     #[cfg(feature = "emulator")]
-    #[cfg(feature = "emulator")]
     pub fn event_outcome_of_type(&self, type_: &str) -> String {
         self.event_outcome_where("type", type_)
     }

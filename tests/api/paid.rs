@@ -436,15 +436,7 @@ async fn malformed_optional_fields_are_read_leniently_and_change_nothing_else() 
 #[actix_rt::test]
 async fn every_reason_code_is_in_the_openapi_description() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/openapi.json").await;
     let description = doc["components"]["schemas"]["StatusData"]["properties"]["reason"]
         ["description"]
         .as_str()

@@ -11,10 +11,6 @@
 //!
 //! This module owns the handlers and their routes; [`pages`] renders.
 
-// Helpers return the finished error page as `Err(HttpResponse)`; boxing it
-// would buy nothing on this development-only path.
-#![allow(clippy::result_large_err)]
-
 mod pages;
 mod pdf;
 
@@ -247,14 +243,16 @@ pub(super) struct PlanForm {
 }
 
 /// Runs a portal action for the session's customer: the subscription must be
-/// theirs. Failures go back to `back` with the message.
+/// theirs. Done, it answers as [`done`] does with `notice`; a failure goes
+/// back to `back` with the message.
 fn act(
     emu: &Arc<Emulator>,
     session: &PortalSession,
     subscription: Option<&str>,
     back: String,
+    notice: &str,
     action: impl FnOnce(&Emulator, &mut State) -> Result<(), StripeApiError>,
-) -> Result<(), HttpResponse> {
+) -> HttpResponse {
     let result = emu.with_state(|emu, state| {
         if let Some(sub) = subscription {
             if state
@@ -267,10 +265,13 @@ fn act(
         }
         action(emu, state)
     });
-    result.map_err(|e| {
-        let sep = if back.contains('?') { '&' } else { '?' };
-        see_other(&format!("{back}{sep}error={}", encoded(&e.message)))
-    })
+    match result {
+        Ok(()) => done(emu, session, notice),
+        Err(e) => {
+            let sep = if back.contains('?') { '&' } else { '?' };
+            see_other(&format!("{back}{sep}error={}", encoded(&e.message)))
+        }
+    }
 }
 
 async fn plan_submit(
@@ -283,17 +284,21 @@ async fn plan_submit(
         base(&emu, &session.id),
         f.subscription
     );
-    match act(&emu, &session, Some(&f.subscription), back, |emu, state| {
-        let change = SubscriptionChange {
-            price: Some(f.price.clone()),
-            ..Default::default()
-        };
-        emu.update_subscription(state, &f.subscription, change)
-            .map(|_| ())
-    }) {
-        Ok(()) => done(&emu, &session, "Your plan was updated."),
-        Err(page) => page,
-    }
+    act(
+        &emu,
+        &session,
+        Some(&f.subscription),
+        back,
+        "Your plan was updated.",
+        |emu, state| {
+            let change = SubscriptionChange {
+                price: Some(f.price.clone()),
+                ..Default::default()
+            };
+            emu.update_subscription(state, &f.subscription, change)
+                .map(|_| ())
+        },
+    )
 }
 
 async fn cancel_form(
@@ -335,26 +340,27 @@ async fn cancel_submit(
     let feedback = f.feedback.clone().filter(|v| !v.is_empty());
     let comment = f.comment.clone().filter(|v| !v.trim().is_empty());
     let now_ = f.when == "now";
-    match act(&emu, &session, Some(&f.subscription), back, |emu, state| {
-        if now_ {
-            emu.cancel_now(state, &f.subscription, feedback, comment)
-                .map(|_| ())
-        } else {
-            emu.schedule_cancel(state, &f.subscription, feedback)
-                .map(|_| ())
-        }
-    }) {
-        Ok(()) => done(
-            &emu,
-            &session,
+    let notice = if now_ {
+        "Your plan was canceled."
+    } else {
+        "Your plan will end at the close of the billing period."
+    };
+    act(
+        &emu,
+        &session,
+        Some(&f.subscription),
+        back,
+        notice,
+        |emu, state| {
             if now_ {
-                "Your plan was canceled."
+                emu.cancel_now(state, &f.subscription, feedback, comment)
+                    .map(|_| ())
             } else {
-                "Your plan will end at the close of the billing period."
-            },
-        ),
-        Err(page) => page,
-    }
+                emu.schedule_cancel(state, &f.subscription, feedback)
+                    .map(|_| ())
+            }
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -367,11 +373,12 @@ async fn renew_submit(
     f: web::Form<RenewForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    match act(
+    act(
         &emu,
         &session,
         Some(&f.subscription),
         base(&emu, &session.id),
+        "Your plan was renewed.",
         |emu, state| {
             let change = SubscriptionChange {
                 cancel_at: Some(None),
@@ -380,10 +387,7 @@ async fn renew_submit(
             emu.update_subscription(state, &f.subscription, change)
                 .map(|_| ())
         },
-    ) {
-        Ok(()) => done(&emu, &session, "Your plan was renewed."),
-        Err(page) => page,
-    }
+    )
 }
 
 #[derive(Deserialize)]
@@ -425,12 +429,14 @@ async fn payment_method_submit(
     };
     let back = format!("{}/payment-method", base(&emu, &session.id));
     let customer = session.customer.clone();
-    match act(&emu, &session, None, back, |emu, state| {
-        emu.set_card(state, &customer, &f.number, month, year)
-    }) {
-        Ok(()) => done(&emu, &session, "Your payment method was updated."),
-        Err(page) => page,
-    }
+    act(
+        &emu,
+        &session,
+        None,
+        back,
+        "Your payment method was updated.",
+        |emu, state| emu.set_card(state, &customer, &f.number, month, year),
+    )
 }
 
 async fn address_form(
@@ -477,12 +483,14 @@ async fn address_submit(
     };
     let back = format!("{}/address", base(&emu, &session.id));
     let customer = session.customer.clone();
-    match act(&emu, &session, None, back, |emu, state| {
-        emu.set_address(state, &customer, clean(&f.name), address)
-    }) {
-        Ok(()) => done(&emu, &session, "Your billing information was updated."),
-        Err(page) => page,
-    }
+    act(
+        &emu,
+        &session,
+        None,
+        back,
+        "Your billing information was updated.",
+        |emu, state| emu.set_address(state, &customer, clean(&f.name), address),
+    )
 }
 
 #[derive(Deserialize)]

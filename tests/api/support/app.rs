@@ -133,6 +133,12 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
+    /// The body of `GET path`, as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
     pub fn db(&self) -> PgConnection {
         PgConnection::establish(&format!("{}/{}", admin_url(), self.db_name))
             .expect("test database reachable")

@@ -2,9 +2,10 @@
 //! user id and Stripe's customer, subscription and event ids. A function that
 //! takes a customer and a user cannot be called with the two swapped.
 //!
-//! Each is text in Postgres (diesel maps it directly) and in JSON. Only
-//! [`UserId`] is validated: it comes from the app's token or from Stripe
-//! metadata. Stripe's ids are taken as Stripe sends them.
+//! Each is text in Postgres (diesel maps it directly) and in JSON. Ids the
+//! app hands us ([`UserId`]; organisation ids later) are validated by one rule,
+//! [`check_app_id`]: they come from the app's token or from Stripe metadata.
+//! Stripe's ids are taken as Stripe sends them.
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{Output, ToSql};
 use diesel::sql_types::Text;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -91,11 +93,26 @@ macro_rules! stripe_id {
     };
 }
 
-text_id!(
-    /// The app's user id (`sub`): non-empty, at most 255 characters, no
-    /// control characters, so it is safe in a database key, a log line and
-    /// Stripe metadata. Made only by [`UserId::parse`].
-    UserId
+/// An id the app hands us: a text id made only by its `parse`, which applies
+/// [`check_app_id`]. An organisation id, when there is one, is one more line.
+macro_rules! app_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        text_id!($(#[$doc])* $name);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, String> {
+                check_app_id($what, s)?;
+                Ok(Self(s.to_string()))
+            }
+        }
+    };
+}
+
+app_id!(
+    /// The app's user id (`sub`), as [`check_app_id`] allows. Made only by
+    /// [`UserId::parse`].
+    UserId,
+    "user id"
 );
 stripe_id!(
     /// A Stripe customer, `cus_…`.
@@ -110,23 +127,43 @@ stripe_id!(
     EventId
 );
 
-const MAX_USER_ID_LEN: usize = 255;
+const MAX_APP_ID_LEN: usize = 255;
 
-impl UserId {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
-            return Err("user id is empty".into());
-        }
-        if s.chars().count() > MAX_USER_ID_LEN {
-            return Err(format!(
-                "user id is longer than {MAX_USER_ID_LEN} characters"
-            ));
-        }
-        if s.chars().any(char::is_control) {
-            return Err("user id contains control characters".into());
-        }
-        Ok(Self(s.to_string()))
+/// The rule for every id the app hands us (`what` names it in the reason):
+/// non-empty, at most 255 characters, and no character that is invisible or
+/// reorders text, so the id is safe in a database key, a log line, Stripe
+/// metadata and on a screen, and two ids that look the same are the same.
+///
+/// Refused by Unicode general category: controls (`Cc`), format characters
+/// (`Cf`: bidi embeddings, overrides and isolates U+202A–U+202E and
+/// U+2066–U+2069, zero-width space, joiners and marks U+200B–U+200F, U+2060,
+/// U+FEFF, the soft hyphen, tag characters…), and the line and paragraph
+/// separators (`Zl`, `Zp`), which end a line in many log viewers. Letters of
+/// every script, digits, punctuation and symbols are fine.
+pub fn check_app_id(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
     }
+    if s.chars().count() > MAX_APP_ID_LEN {
+        return Err(format!("{what} is longer than {MAX_APP_ID_LEN} characters"));
+    }
+    if let Some(c) = s.chars().find(|c| invisible_or_reordering(*c)) {
+        return Err(format!(
+            "{what} contains U+{:04X}, a control, format or line separator character",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
+fn invisible_or_reordering(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
 }
 
 #[cfg(test)]
@@ -141,6 +178,46 @@ mod tests {
     #[test]
     fn a_user_id_must_not_contain_control_characters() {
         assert!(UserId::parse("user\n1").is_err());
+    }
+
+    #[test]
+    fn a_user_id_must_not_contain_unicode_format_characters() {
+        // Bidi overrides and isolates make a log line or an admin screen show
+        // another id than the one stored; zero-width characters make two ids
+        // that look the same.
+        for c in [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}', // embeddings, overrides
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}', // isolates
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}', // zero width, marks
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{061C}',
+            '\u{2060}',
+            '\u{E0001}', // BOM, soft hyphen, tags
+            '\u{2028}',
+            '\u{2029}', // line and paragraph separators
+        ] {
+            let id = format!("user{c}1");
+            assert!(UserId::parse(&id).is_err(), "U+{:04X} accepted", c as u32);
+        }
+    }
+
+    #[test]
+    fn a_user_id_may_use_any_script() {
+        for id in ["utilisateur_é", "用户_1", "مستخدم", "user-1@example.com"] {
+            assert_eq!(UserId::parse(id).unwrap().as_str(), id);
+        }
     }
 
     #[test]

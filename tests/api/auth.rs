@@ -195,3 +195,23 @@ async fn the_session_cookie_authenticates_like_a_bearer_token() {
     assert_eq!(response.status(), 200);
     assert!(app.user("user_c").is_some());
 }
+
+#[actix_rt::test]
+async fn a_user_id_with_a_bidi_override_or_a_zero_width_character_is_refused() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    // "user_1" shown reversed after U+202E, and "user_1" with an invisible
+    // U+200B: each would look like another user in a log line or Stripe.
+    for sub in ["\u{202E}1_resu", "user\u{200B}_1", "\u{FEFF}user_1"] {
+        let token = token_for(sub, None);
+
+        let response = app.create_portal(&token).await;
+
+        assert_eq!(response.status(), 401, "{sub:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_token", "{sub:?}");
+    }
+    assert_eq!(app.count("users"), 0);
+    assert!(app.stripe.received_requests().await.unwrap().is_empty());
+}

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use config::{Config, File, FileFormat};
+use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
@@ -100,6 +101,8 @@ pub const SETTINGS: &[Setting] = &[
         "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH`"),
     file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
         "where Stripe sends the user back"),
+    file_or_env("TRUSTED_PROXIES", None,
+        "comma-separated IPs or CIDR ranges (`10.0.0.0/8`) of your reverse proxies: only from these peers do `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` name this service's public origin for the cross-site check; from anyone else they are ignored"),
     secret_env("STRIPE_SECRET_KEY",
         "`sk_test_…` or `sk_live_…`; unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
     file_or_env("STRIPE_API_BASE", None,
@@ -187,6 +190,27 @@ pub enum ConfigError {
     NoStripeKey,
 }
 
+/// `TRUSTED_PROXIES`: addresses (a /32 or /128) and CIDR ranges, comma separated.
+fn parse_trusted_proxies(value: Option<&str>) -> Result<Vec<IpNet>, ConfigError> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    key: "TRUSTED_PROXIES",
+                    reason: format!(
+                        "`{entry}` is not an IP address or a CIDR range such as 10.0.0.0/8"
+                    ),
+                })
+        })
+        .collect()
+}
+
 /// Why a build without the `emulator` cargo feature needs `STRIPE_SECRET_KEY`
 /// in every environment: nothing else could answer its Stripe calls.
 const NO_EMULATOR: &str =
@@ -206,6 +230,7 @@ struct Raw {
     port: u16,
     app_base_url: String,
     portal_return_path: String,
+    trusted_proxies: Option<String>,
     stripe_api_base: Option<String>,
     stripe_timeout_secs: u64,
     stripe_webhook_tolerance_secs: u64,
@@ -226,6 +251,8 @@ pub struct Settings {
     /// Public origin of the app, without a trailing slash.
     pub app_base_url: String,
     pub portal_return_path: String,
+    /// The reverse proxies whose forwarded headers are believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<IpNet>,
     pub stripe: StripeSettings,
     pub auth_jwt_secret: SecretString,
     /// How long a `past_due` subscription keeps access, counted from when it
@@ -388,6 +415,7 @@ impl Settings {
                 reason: "must start with `/`".into(),
             });
         }
+        let trusted_proxies = parse_trusted_proxies(raw.trusted_proxies.as_deref())?;
         if raw.stripe_webhook_tolerance_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "STRIPE_WEBHOOK_TOLERANCE_SECS",
@@ -492,6 +520,7 @@ impl Settings {
             port: raw.port,
             app_base_url: raw.app_base_url.trim_end_matches('/').to_string(),
             portal_return_path: raw.portal_return_path,
+            trusted_proxies,
             stripe: StripeSettings {
                 secret_key: stripe_secret_key,
                 api_base: raw.stripe_api_base,
@@ -697,6 +726,21 @@ mod tests {
         vars.push(("AUTH_JWT_SECRET", "short"));
         let err = settings(&vars).unwrap_err().to_string();
         assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidr_ranges() {
+        let s = settings(&[("TRUSTED_PROXIES", " 10.0.0.0/8, 192.0.2.7 ,::1 ")]).unwrap();
+        let listed: Vec<String> = s.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(listed, ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]);
+        assert!(settings(&[]).unwrap().trusted_proxies.is_empty());
+        let err = settings(&[("TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("proxy.internal"),
+            "{err}"
+        );
     }
 
     #[test]

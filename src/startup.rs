@@ -59,7 +59,7 @@ impl Application {
         let billing = context::build(&settings, target, clock).await?;
         let state = web::Data::new(AppState {
             billing,
-            app_origin: settings.app_origin(),
+            origins: http::auth::OriginPolicy::new(&settings),
             webhook_verifier: WebhookVerifier::new(
                 settings
                     .stripe

@@ -132,7 +132,7 @@ async fn subscribe(
     state: web::Data<AppState>,
     demo: web::Data<Demo>,
 ) -> Result<HttpResponse, ApiError> {
-    check_same_origin(&req, &user, &state.app_origin)?;
+    check_same_origin(&req, &user, &state.origins)?;
     let customer = customers::ensure(&state.billing, user.member()).await?;
     let user_id = user.id.as_str();
     // Every subscription the customer ever had (the demo user has a few).

@@ -11,6 +11,7 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
+use ipnet::IpNet;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorCode};
 use crate::billing::customers::Member;
+use crate::config::Settings;
 use crate::ids::UserId;
 
 pub(crate) const SESSION_COOKIE: &str = "billing_session";
@@ -106,15 +108,86 @@ pub fn issue_token(secret: &SecretString, claims: &Claims) -> String {
 /// CORS preflight this service never grants.
 pub(crate) const CSRF_HEADER: &str = "x-requested-with";
 
+/// Which origins may send a cookie-authenticated write: the app's
+/// (`APP_BASE_URL`) and this service's own, each compared whole (scheme, host
+/// and port). The service's own origin is the `Host` the request was sent to,
+/// over the scheme it arrived on; only a peer listed in `TRUSTED_PROXIES` may
+/// name another with `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto`
+/// (actix's `ConnectionInfo` believes those from anyone, so it is read only
+/// for such a peer).
+#[derive(Debug, Clone)]
+pub(crate) struct OriginPolicy {
+    app: url::Origin,
+    trusted_proxies: Vec<IpNet>,
+}
+
+impl OriginPolicy {
+    pub(crate) fn new(settings: &Settings) -> Self {
+        let app = url::Url::parse(&settings.app_base_url)
+            .map(|u| u.origin())
+            // Configuration refuses an APP_BASE_URL that is not an absolute
+            // URL; were it one, an opaque origin matches nothing.
+            .unwrap_or_else(|_| url::Origin::new_opaque());
+        Self {
+            app,
+            trusted_proxies: settings.trusted_proxies.clone(),
+        }
+    }
+
+    fn sent_by_trusted_proxy(&self, req: &HttpRequest) -> bool {
+        req.peer_addr().is_some_and(|peer| {
+            let ip = peer.ip().to_canonical();
+            self.trusted_proxies.iter().any(|net| net.contains(&ip))
+        })
+    }
+
+    /// The origin this request was addressed to, when it names one.
+    fn own_origin(&self, req: &HttpRequest) -> Option<url::Origin> {
+        let (scheme, host) = if self.sent_by_trusted_proxy(req) {
+            let info = req.connection_info();
+            (info.scheme().to_owned(), info.host().to_owned())
+        } else {
+            let scheme = if req.app_config().secure() {
+                "https"
+            } else {
+                "http"
+            };
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+            (scheme.to_owned(), host)
+        };
+        // A bare `host[:port]` only: nothing that would make the URL below
+        // mean another host (`user@host`, `host/path`).
+        if host.is_empty() || host.contains(['/', '\\', '@', '?', '#']) {
+            return None;
+        }
+        url::Url::parse(&format!("{scheme}://{host}"))
+            .ok()
+            .map(|u| u.origin())
+    }
+
+    fn allows(&self, req: &HttpRequest, origin: &str) -> bool {
+        let Ok(origin) = url::Url::parse(origin).map(|u| u.origin()) else {
+            return false; // `null` (a sandboxed frame, a redirect chain) and garbage
+        };
+        // Opaque origins never equal one another.
+        origin == self.app || self.own_origin(req).is_some_and(|own| origin == own)
+    }
+}
+
 /// Cross-site request forgery guard for state-changing requests. Bearer tokens
 /// are never sent by a browser on its own, so only cookie-authenticated
-/// requests are checked: they must carry [`CSRF_HEADER`], and an `Origin`
-/// header, when present, must be this service's own origin (as the `Host`
-/// header names it) or the app's (`APP_BASE_URL`).
+/// requests are checked: they must carry [`CSRF_HEADER`], must not be marked
+/// `Sec-Fetch-Site: cross-site` by the browser, and an `Origin` header, when
+/// present, must be one [`OriginPolicy`] allows.
 pub(crate) fn check_same_origin(
     req: &HttpRequest,
     user: &AuthenticatedUser,
-    app_origin: &str,
+    policy: &OriginPolicy,
 ) -> Result<(), ApiError> {
     if user.source == CredentialSource::Bearer {
         return Ok(());
@@ -125,27 +198,27 @@ pub(crate) fn check_same_origin(
             "cookie-authenticated requests must send the X-Requested-With header",
         ));
     }
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or("");
-    let own_host = req.connection_info().host().to_string();
-    let same_host = url::Url::parse(origin)
-        .ok()
-        .and_then(|u| {
-            u.host_str().map(|h| match u.port() {
-                Some(port) => format!("{h}:{port}"),
-                None => h.to_string(),
-            })
-        })
-        .is_some_and(|host| host == own_host);
-    if same_host || origin == app_origin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
+    let cross_origin = || {
+        ApiError::forbidden(
             ErrorCode::CrossOriginRequest,
             "this request came from another site and was refused",
-        ))
+        )
+    };
+    // Fetch metadata (every current browser): the browser's own word that a
+    // page of another site sent this, whatever the other headers say.
+    let cross_site = req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site {
+        return Err(cross_origin());
+    }
+    match req.headers().get(header::ORIGIN) {
+        None => Ok(()),
+        Some(origin) => match origin.to_str() {
+            Ok(origin) if policy.allows(req, origin) => Ok(()),
+            _ => Err(cross_origin()),
+        },
     }
 }
 

@@ -32,8 +32,8 @@ use error::{ApiError, ErrorBody, ErrorCode};
 /// What every handler shares: the use cases' context and what only HTTP needs.
 pub struct AppState {
     pub(crate) billing: Billing,
-    /// `APP_BASE_URL` as an origin, accepted in `Origin` headers.
-    pub(crate) app_origin: String,
+    /// The origins a cookie-authenticated write may come from.
+    pub(crate) origins: auth::OriginPolicy,
     pub(crate) webhook_verifier: WebhookVerifier,
     /// Demo mode (the emulator runs): the page offers demo sign-in.
     pub(crate) demo: bool,

@@ -87,7 +87,7 @@ pub(crate) async fn create_portal(
     user: AuthenticatedUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    check_same_origin(&req, &user, &state.app_origin)?;
+    check_same_origin(&req, &user, &state.origins)?;
     let options = parse_body(&req, &body)?;
     let locale = options
         .locale

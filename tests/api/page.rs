@@ -130,3 +130,123 @@ async fn a_bearer_authenticated_post_needs_no_csrf_header() {
 
     assert_eq!(response.status(), 200);
 }
+
+async fn assert_refused_as_cross_origin(app: &TestApp, case: &str, response: reqwest::Response) {
+    assert_eq!(response.status(), 403, "{case}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "cross_origin_request", "{case}");
+    assert!(
+        app.stripe.received_requests().await.unwrap().is_empty(),
+        "{case}"
+    );
+}
+
+#[actix_rt::test]
+async fn an_origin_must_match_the_app_or_the_service_in_scheme_host_and_port() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    // The service answers plain HTTP on this address.
+    let own_host = app.address.trim_start_matches("http://").to_string();
+    let other_port = APP_BASE_URL.to_string() + ":8443";
+
+    for (case, origin) in [
+        (
+            "the service's host over https",
+            format!("https://{own_host}"),
+        ),
+        (
+            "the app's host over http",
+            APP_BASE_URL.replace("https://", "http://"),
+        ),
+        ("the app's host on another port", other_port),
+        ("an opaque origin", "null".to_string()),
+    ] {
+        let response = cookie_post(
+            &app,
+            &[("x-requested-with", "billing-portal"), ("origin", &origin)],
+        )
+        .await;
+        assert_refused_as_cross_origin(&app, case, response).await;
+    }
+}
+
+#[actix_rt::test]
+async fn forwarded_host_headers_from_an_untrusted_client_are_ignored() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    for (case, header, value) in [
+        ("X-Forwarded-Host", "x-forwarded-host", "evil.example"),
+        ("Forwarded", "forwarded", "host=evil.example;proto=https"),
+    ] {
+        let response = cookie_post(
+            &app,
+            &[
+                ("x-requested-with", "billing-portal"),
+                ("origin", "https://evil.example"),
+                ("x-forwarded-proto", "https"),
+                (header, value),
+            ],
+        )
+        .await;
+        assert_refused_as_cross_origin(&app, case, response).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_cookie_authenticated_write_the_browser_marks_cross_site_is_refused() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    // Without an Origin header, and even with the app's own: the browser
+    // says the page that sent it is on another site.
+    for (case, origin) in [
+        ("no Origin", None),
+        ("the app's Origin", Some(APP_BASE_URL)),
+    ] {
+        let mut headers = vec![
+            ("x-requested-with", "billing-portal"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        headers.extend(origin.map(|o| ("origin", o)));
+        let response = cookie_post(&app, &headers).await;
+        assert_refused_as_cross_origin(&app, case, response).await;
+    }
+}
+
+#[actix_rt::test]
+async fn behind_a_trusted_proxy_the_public_origin_it_forwards_is_the_services_own() {
+    let public = "https://billing.example.test";
+    let forwarded = [
+        ("x-requested-with", "billing-portal"),
+        ("origin", public),
+        ("x-forwarded-host", "billing.example.test"),
+        ("x-forwarded-proto", "https"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+
+    let behind = spawn_app_with(|vars| {
+        vars.insert("TRUSTED_PROXIES".into(), "10.0.0.0/8, 127.0.0.1".into());
+    })
+    .await;
+    mount_working_stripe(&behind.stripe).await;
+    assert_eq!(cookie_post(&behind, &forwarded).await.status(), 200);
+    let rfc7239 = [
+        ("x-requested-with", "billing-portal"),
+        ("origin", public),
+        (
+            "forwarded",
+            "for=192.0.2.1;proto=https;host=billing.example.test",
+        ),
+    ];
+    assert_eq!(cookie_post(&behind, &rfc7239).await.status(), 200);
+
+    // The same headers from a peer that is not a listed proxy prove nothing.
+    let elsewhere = spawn_app_with(|vars| {
+        vars.insert("TRUSTED_PROXIES".into(), "10.0.0.0/8".into());
+    })
+    .await;
+    mount_working_stripe(&elsewhere.stripe).await;
+    let response = cookie_post(&elsewhere, &forwarded).await;
+    assert_refused_as_cross_origin(&elsewhere, "untrusted peer", response).await;
+}

@@ -4,7 +4,10 @@
 //! `sub` (the app's user id) and `exp` are required, `email` optional, and
 //! `nbf`, when present, is honoured. Only
 //! HS256 is accepted: `none`, RS256 and every other algorithm, a bad signature,
-//! an expired token and a missing `sub` all answer 401. Reads `AUTH_JWT_SECRET`.
+//! an expired token and a missing `sub` all answer 401. A bearer token and a
+//! cookie naming two different users answer 400 `ambiguous_credentials`.
+//! Reads `AUTH_JWT_SECRET`. Also the cross-site guard for cookie-authenticated
+//! writes ([`check_same_origin`], [`OriginPolicy`]).
 
 use std::future::{ready, Ready};
 
@@ -222,27 +225,63 @@ pub(crate) fn check_same_origin(
     }
 }
 
-fn credentials(req: &HttpRequest) -> Result<(String, CredentialSource), ApiError> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| {
-            ApiError::unauthorized(ErrorCode::InvalidToken, "invalid Authorization header")
-        })?;
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+/// The bearer token of the `Authorization` header, if there is one; a header
+/// that is there but not `Bearer <token>` is refused rather than skipped.
+fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        ApiError::unauthorized(ErrorCode::InvalidToken, "invalid Authorization header")
+    })?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::unauthorized(
+            ErrorCode::InvalidToken,
+            "the Authorization header must be `Bearer <token>`",
+        ));
+    }
+    Ok(Some(token.trim()))
+}
+
+/// Who is calling. A bearer token and the session cookie may come together
+/// (a page holding a token in the same browser); when both are valid they
+/// must name the same user. Preferring either one silently is how a link
+/// carrying someone else's token would switch a signed-in user into that
+/// account, so two users are refused instead. A cookie that does not verify
+/// (expired, from an old secret) is no session and does not stand in the way
+/// of a valid bearer token.
+fn authenticate(req: &HttpRequest, verifier: &JwtVerifier) -> Result<AuthenticatedUser, ApiError> {
+    let cookie = req.cookie(SESSION_COOKIE);
+    let Some(token) = bearer_token(req)? else {
+        let Some(cookie) = cookie else {
             return Err(ApiError::unauthorized(
-                ErrorCode::InvalidToken,
-                "the Authorization header must be `Bearer <token>`",
+                ErrorCode::Unauthenticated,
+                "sign in required: send a Bearer token or the billing_session cookie",
+            ));
+        };
+        let (id, email) = verifier.verify(cookie.value())?;
+        return Ok(AuthenticatedUser {
+            id,
+            email,
+            source: CredentialSource::Cookie,
+        });
+    };
+    let (id, email) = verifier.verify(token)?;
+    if let Some(Ok((cookie_user, _))) = cookie.map(|c| verifier.verify(c.value())) {
+        if cookie_user != id {
+            return Err(ApiError::bad_request(
+                ErrorCode::AmbiguousCredentials,
+                "the Authorization header and the billing_session cookie name different users; \
+                 send only one of them",
             ));
         }
-        return Ok((token.trim().to_string(), CredentialSource::Bearer));
     }
-    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-        return Ok((cookie.value().to_string(), CredentialSource::Cookie));
-    }
-    Err(ApiError::unauthorized(
-        ErrorCode::Unauthenticated,
-        "sign in required: send a Bearer token or the billing_session cookie",
-    ))
+    Ok(AuthenticatedUser {
+        id,
+        email,
+        source: CredentialSource::Bearer,
+    })
 }
 
 impl FromRequest for AuthenticatedUser {
@@ -250,14 +289,11 @@ impl FromRequest for AuthenticatedUser {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready((|| {
-            let verifier = req
-                .app_data::<web::Data<JwtVerifier>>()
-                .ok_or_else(|| ApiError::internal("JwtVerifier is not registered"))?;
-            let (token, source) = credentials(req)?;
-            let (id, email) = verifier.verify(&token)?;
-            Ok(AuthenticatedUser { id, email, source })
-        })())
+        ready(
+            req.app_data::<web::Data<JwtVerifier>>()
+                .ok_or_else(|| ApiError::internal("JwtVerifier is not registered"))
+                .and_then(|verifier| authenticate(req, verifier)),
+        )
     }
 }
 

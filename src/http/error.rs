@@ -30,6 +30,8 @@ pub(crate) enum ErrorCode {
     Unauthenticated,
     InvalidToken,
     TokenExpired,
+    /// A bearer token and the session cookie name different users.
+    AmbiguousCredentials,
     CsrfHeaderMissing,
     CrossOriginRequest,
     // Bad requests.
@@ -73,6 +75,7 @@ impl ErrorCode {
             Self::Unauthenticated => "unauthenticated",
             Self::InvalidToken => "invalid_token",
             Self::TokenExpired => "token_expired",
+            Self::AmbiguousCredentials => "ambiguous_credentials",
             Self::CsrfHeaderMissing => "csrf_header_missing",
             Self::CrossOriginRequest => "cross_origin_request",
             Self::BadRequest => "bad_request",

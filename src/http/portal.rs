@@ -71,7 +71,7 @@ pub(crate) struct PortalResponse {
             description = "Required when authenticated by cookie (CSRF protection)")),
     responses(
         (status = 200, description = "Portal session created", body = PortalResponse),
-        (status = 400, description = "Bad body, locale or flow", body = ErrorBody),
+        (status = 400, description = "Bad body, locale or flow, or a bearer token and the cookie naming different users", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Cross-site request refused", body = ErrorBody),
         (status = 409, description = "The flow needs a subscription the user does not have", body = ErrorBody),

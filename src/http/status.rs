@@ -14,6 +14,13 @@ use crate::billing::summary;
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatusData {
+    /// Whom this answers for: the signed-in user's id (the token's `sub`), so a page can always
+    /// show whose billing it is.
+    #[schema(example = "user_1")]
+    user_id: String,
+    /// The signed-in user's email from the token, when it carries one.
+    #[schema(example = "ada@example.com")]
+    email: Option<String>,
     /// Whether the user has a subscription that grants access now.
     paid: bool,
     /// Why the user is or is not paid, a stable code: `active`, `trialing`, `past_due_in_grace`,
@@ -61,6 +68,7 @@ pub(crate) struct StatusResponse {
     tag = "billing",
     responses(
         (status = 200, description = "Billing status", body = StatusResponse),
+        (status = 400, description = "A bearer token and the cookie name different users", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
@@ -77,6 +85,8 @@ pub(crate) async fn billing_status(
         .json(StatusResponse {
             message: "billing status",
             data: StatusData {
+                user_id: user.id.to_string(),
+                email: user.email.clone(),
                 paid: summary.paid,
                 reason: summary.reason.as_str(),
                 status: summary.status,

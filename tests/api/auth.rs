@@ -215,3 +215,78 @@ async fn a_user_id_with_a_bidi_override_or_a_zero_width_character_is_refused() {
     assert_eq!(app.count("users"), 0);
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
+
+/// The victim's browser holds their session cookie; a page that adopted
+/// someone else's token would send it as a bearer beside that cookie.
+async fn with_cookie_and_bearer(
+    request: reqwest::RequestBuilder,
+    cookie_user: &str,
+    bearer_user: &str,
+) -> reqwest::Response {
+    request
+        .header(
+            "cookie",
+            format!("billing_session={}", token_for(cookie_user, None)),
+        )
+        .bearer_auth(token_for(bearer_user, None))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_bearer_token_and_a_session_cookie_for_different_users_are_refused_as_ambiguous() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    app.given()
+        .user("victim")
+        .with_customer("cus_victim")
+        .store();
+
+    let portal = app.client.post(app.url("/billing/create-portal"));
+    let status = app.client.get(app.url("/billing/status"));
+    for (what, request) in [("create-portal", portal), ("status", status)] {
+        let response = with_cookie_and_bearer(request, "victim", "attacker").await;
+
+        assert_eq!(response.status(), 400, "{what}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "ambiguous_credentials", "{what}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    assert!(app.user("attacker").is_none());
+    assert!(app.stripe.received_requests().await.unwrap().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_bearer_token_and_a_session_cookie_for_the_same_user_are_accepted() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    let request = app.client.post(app.url("/billing/create-portal"));
+    let response = with_cookie_and_bearer(request, "user_1", "user_1").await;
+
+    assert_eq!(response.status(), 200);
+    assert!(app.user("user_1").is_some());
+}
+
+#[actix_rt::test]
+async fn the_status_names_the_user_it_answers_for() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .get(app.url("/billing/status"))
+        .bearer_auth(token_for("user_7", Some("ada@example.com")))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["userId"], "user_7", "{body}");
+    assert_eq!(body["data"]["email"], "ada@example.com", "{body}");
+}

@@ -22,35 +22,51 @@
   let loadController = null;
   let lastLoadedAt = 0;
   let portalPending = false; // true from the click until the request fails (or we navigate away)
+  let offeredToken = null;   // from a #token= link, until it is adopted or turned down
 
   // --- Authentication --------------------------------------------------------------------------
 
-  // An app may hand over a token once as #token=<jwt>. Keep it for this tab only and drop it from
-  // the address bar at once, so it does not linger in history, bookmarks or screenshots.
-  function adoptFragmentToken() {
+  // The page speaks for the app's session cookie (HttpOnly: the page never sees it), or for a token
+  // kept for this tab. An app that keeps tokens in the browser hands one over as #token=<jwt>.
+  //
+  // A token in a URL is a claim by whoever made the link, so it never replaces a session
+  // silently: it leaves the address bar at once (no history, bookmarks or screenshots), the server
+  // says whom it names, and it is adopted only when there is no session yet or the session is the
+  // same user's. For another user the page asks, and keeps the session unless the reader chooses
+  // to switch. A tab token is sent without the cookie, so no request carries two identities (the
+  // server refuses those as ambiguous).
+  function takeFragmentToken() {
     const params = new URLSearchParams(window.location.hash.slice(1));
     const token = params.get('token');
-    if (!token) return false;
-    memoryToken = token;
-    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* memoryToken still works */ }
+    if (!token) return null;
     params.delete('token');
     const rest = params.toString();
     history.replaceState(history.state, '', window.location.pathname + window.location.search + (rest ? '#' + rest : ''));
-    return true;
+    return token;
   }
 
   function storedToken() {
     try { return sessionStorage.getItem(TOKEN_KEY) || memoryToken; } catch (_) { return memoryToken; }
   }
 
+  function keepToken(token) {
+    memoryToken = token;
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* memoryToken still works */ }
+  }
+
+  function forgetToken() {
+    memoryToken = null;
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* nothing stored */ }
+  }
+
   // --- HTTP ------------------------------------------------------------------------------------
 
   // X-Requested-With is the server's CSRF check for cookie-authenticated requests; cross-site
   // forms cannot set custom headers, so every request carries it.
-  function request(url, { method = 'GET', body, timeoutMs, signal } = {}) {
+  // `token`: the bearer token to send (default: this tab's), or null for the cookie alone.
+  function request(url, { method = 'GET', body, timeoutMs, signal, token = storedToken() } = {}) {
     const headers = { 'Accept': 'application/json', 'X-Requested-With': 'billing-portal' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const token = storedToken();
     if (token) headers['Authorization'] = 'Bearer ' + token;
 
     const controller = new AbortController();
@@ -60,7 +76,7 @@
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: 'same-origin',
+      credentials: token ? 'omit' : 'same-origin', // a bearer token speaks alone
       cache: 'no-store', // coming back from the portal must never show a cached status
       signal: controller.signal,
     }).finally(() => clearTimeout(timer));
@@ -92,6 +108,25 @@
     root.replaceChildren(content);
     root.dataset.state = state;
     root.setAttribute('aria-busy', String(state === 'loading'));
+  }
+
+  function identityText(data) {
+    return data.email ? data.email + ' (' + data.userId + ')' : data.userId;
+  }
+
+  // The header line naming whose billing this is; hidden while no session is known.
+  function showIdentity(data) {
+    const line = document.getElementById('signed-in-as');
+    if (!line) return;
+    if (data) line.querySelector('[data-field="identity"]').textContent = identityText(data);
+    line.hidden = !data;
+  }
+
+  function showNotice(text) {
+    const notice = document.getElementById('session-notice');
+    if (!notice) return;
+    notice.textContent = text || '';
+    notice.hidden = !text;
   }
 
   function setField(scope, name, text) {
@@ -147,6 +182,14 @@
     announce('Billing status loaded. Subscription ' + (statusWord(data.status) || 'Active').toLowerCase() + '.');
   }
 
+  function renderSwitch(current, offered) {
+    render('confirm-switch', (node) => {
+      node.querySelector('[data-field="current-user"]').textContent = identityText(current);
+      node.querySelector('[data-field="offered-user"]').textContent = identityText(offered);
+    });
+    announce('The link you opened would sign you in as ' + identityText(offered) + '. You are still signed in as ' + identityText(current) + '.');
+  }
+
   function renderUnpaid(data) {
     render('unpaid', (node) => {
       const word = statusWord(data.status);
@@ -157,33 +200,74 @@
 
   // --- Status ----------------------------------------------------------------------------------
 
+  // One status read: {kind: 'ok', data} | {kind: 'signed-out'} | {kind: 'error'}.
+  async function readStatus(token, signal) {
+    try {
+      const response = await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS, signal, token });
+      if (response.status === 401) return { kind: 'signed-out' };
+      if (response.ok) {
+        const body = await readJson(response);
+        const data = body && body.data;
+        if (data && typeof data.paid === 'boolean' && typeof data.userId === 'string') return { kind: 'ok', data };
+      }
+    } catch (_) {
+      // Network failure, timeout or abort: the error state (unless superseded).
+    }
+    return { kind: 'error' };
+  }
+
+  // The session the page speaks for now. A tab token the server no longer takes (expired) is
+  // dropped, so it cannot hide the app's live cookie session.
+  async function readSession(signal) {
+    const token = storedToken();
+    const result = await readStatus(token, signal);
+    if (!token || result.kind !== 'signed-out') return result;
+    forgetToken();
+    return readStatus(null, signal);
+  }
+
   async function loadStatus({ focus = false } = {}) {
     const seq = ++loadSeq;
     if (loadController) loadController.abort();
     loadController = new AbortController();
+    const signal = loadController.signal;
     render('loading');
+    showIdentity(null);
+    showNotice(null);
     announce('Loading billing status…');
 
-    let state = 'error';
-    let data = null;
-    try {
-      const response = await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS, signal: loadController.signal });
-      if (response.status === 401) {
-        state = 'signed-out';
-      } else if (response.ok) {
-        const body = await readJson(response);
-        data = body && body.data;
-        if (data && typeof data.paid === 'boolean') state = data.paid ? 'paid' : 'unpaid';
-      }
-    } catch (_) {
-      // Network failure, timeout or abort: fall through to the error state (unless superseded).
-    }
+    let result = await readSession(signal);
     if (seq !== loadSeq) return; // a newer load owns the page now
 
+    // A link's token is weighed against the session once both are known; after an error it waits
+    // for "Try again".
+    const offered = offeredToken;
+    if (offered && result.kind !== 'error') {
+      const claim = await readStatus(offered, signal);
+      if (seq !== loadSeq) return;
+      if (claim.kind === 'signed-out') {
+        offeredToken = null;
+        showNotice('The sign-in link you opened is invalid or has expired, so it was not used.');
+      } else if (claim.kind === 'error') {
+        result = claim;
+      } else if (result.kind === 'signed-out' || claim.data.userId === result.data.userId) {
+        offeredToken = null;
+        keepToken(offered);
+        result = claim;
+      } else {
+        lastLoadedAt = Date.now();
+        showIdentity(result.data);
+        renderSwitch(result.data, claim.data); // offeredToken waits for the reader's choice
+        if (focus) root.querySelector('.card-title')?.focus();
+        return;
+      }
+    }
+
     lastLoadedAt = Date.now();
-    if (state === 'paid') renderPaid(data);
-    else if (state === 'unpaid') renderUnpaid(data);
-    else if (state === 'signed-out') { render('signed-out'); announce('You are signed out.'); }
+    showIdentity(result.kind === 'ok' ? result.data : null);
+    if (result.kind === 'ok' && result.data.paid) renderPaid(result.data);
+    else if (result.kind === 'ok') renderUnpaid(result.data);
+    else if (result.kind === 'signed-out') { render('signed-out'); announce('You are signed out.'); }
     else { render('error'); announce(''); } // the error card is role="alert" and speaks for itself
 
     // After "Try again" the clicked button is gone; put keyboard focus somewhere meaningful.
@@ -260,6 +344,7 @@
 
   async function demoSignIn(button) {
     setButtonBusy(button, true, 'Signing in…');
+    forgetToken(); // the demo session is a cookie, which a tab token would hide
     try {
       const response = await request('/demo/sign-in', { method: 'POST', body: {}, timeoutMs: PORTAL_TIMEOUT_MS });
       if (response.ok) { loadStatus({ focus: true }); return; }
@@ -300,6 +385,13 @@
     if (!button || !root.contains(button)) return;
     if (button.id === 'retry') {
       loadStatus({ focus: true });
+    } else if (button.id === 'stay-signed-in') {
+      offeredToken = null;
+      loadStatus({ focus: true });
+    } else if (button.id === 'switch-account') {
+      if (offeredToken) keepToken(offeredToken); // the reader chose the link's account
+      offeredToken = null;
+      loadStatus({ focus: true });
     } else if (button.id === 'demo-sign-in') {
       demoSignIn(button);
     } else if (button.id === 'demo-subscribe') {
@@ -332,9 +424,12 @@
       if (document.visibilityState !== 'visible' || portalPending) return;
       if (root.dataset.state !== 'loading' && Date.now() - lastLoadedAt > STALE_AFTER_MS) loadStatus();
     });
-    window.addEventListener('hashchange', () => { if (adoptFragmentToken()) loadStatus(); });
+    window.addEventListener('hashchange', () => {
+      const token = takeFragmentToken();
+      if (token) { offeredToken = token; loadStatus(); }
+    });
   }
 
-  adoptFragmentToken(); // before anything else, so the token leaves the address bar immediately
+  offeredToken = takeFragmentToken(); // before anything else: the token leaves the address bar at once
   document.addEventListener('DOMContentLoaded', start);
 })();

@@ -110,11 +110,15 @@ impl Browser {
     }
 
     async fn sign_in(&self, app: &TestApp, user: &str) {
+        self.sign_in_with_email(app, user, "ada@example.com").await;
+    }
+
+    async fn sign_in_with_email(&self, app: &TestApp, user: &str, email: &str) {
         // A cookie can only be set for the origin the browser is on.
         self.client.goto(&app.url("/healthz")).await.unwrap();
         // What the host app's Set-Cookie would do (chromedriver refuses
         // cookies for a bare IP through add_cookie).
-        let token = token_for(user, Some("ada@example.com"));
+        let token = token_for(user, Some(email));
         self.client
             .execute(
                 "document.cookie = 'billing_session=' + arguments[0] + '; path=/; SameSite=Lax'",
@@ -138,6 +142,33 @@ impl Browser {
             .for_element(Locator::Css(&format!("main#billing[data-state='{state}']")))
             .await
             .unwrap_or_else(|e| panic!("page never reached state {state}: {e}"));
+    }
+
+    /// The first of `states` the page reaches (the page may settle in a
+    /// state the test does not want; the test then says which).
+    async fn state_among(&self, states: &[&str]) -> String {
+        let css = states
+            .iter()
+            .map(|s| format!("main#billing[data-state='{s}']"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(&css))
+            .await
+            .unwrap_or_else(|e| panic!("page reached none of {states:?}: {e}"))
+            .attr("data-state")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    async fn session_token_in_storage(&self) -> Value {
+        self.client
+            .execute("return sessionStorage.getItem('billing_token')", vec![])
+            .await
+            .unwrap()
     }
 
     async fn has(&self, css: &str) -> bool {
@@ -530,6 +561,162 @@ async fn a_subscription_already_ending_offers_no_cancel_action() {
     assert!(browser.has("#update-payment-method").await);
     assert!(!browser.has("#cancel-subscription").await);
     browser.screenshot("paid-ending").await;
+    browser.close().await;
+}
+
+async fn click_now(browser: &Browser, css: &str) {
+    browser
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The customer of the last portal session Stripe was asked for.
+async fn last_portal_customer(app: &TestApp) -> String {
+    let sessions = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    form(sessions.last().expect("a portal session was created"))["customer"].clone()
+}
+
+/// The attack of issue 15, item 4: a signed-in victim opens a link carrying
+/// the attacker's own (valid) token. Before, the page adopted it, sent it as
+/// a bearer token that beat the cookie, and "Update payment method" stored
+/// the victim's card on the attacker's customer.
+#[actix_rt::test]
+async fn a_link_with_another_accounts_token_never_switches_a_signed_in_user_silently() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "victim", false).await;
+    paid_user(&app, "attacker", false).await;
+    mount_loopback_portal(&app.stripe, Duration::from_millis(0)).await;
+    let attackers = token_for("attacker", Some("mallory@evil.example"));
+
+    browser
+        .sign_in_with_email(&app, "victim", "victim@example.com")
+        .await;
+    let page = app.url("/settings/billing");
+    browser
+        .client
+        .goto(&format!("{page}#token={attackers}"))
+        .await
+        .unwrap();
+
+    let state = browser
+        .state_among(&["confirm-switch", "paid", "unpaid"])
+        .await;
+    assert_eq!(
+        state, "confirm-switch",
+        "the link switched accounts without asking"
+    );
+    // The token left the address bar at once, and is not kept unless chosen.
+    assert_eq!(browser.client.current_url().await.unwrap().as_str(), page);
+    assert_eq!(browser.session_token_in_storage().await, Value::Null);
+    let question = browser.text("main#billing").await;
+    assert!(question.contains("victim@example.com"), "{question}");
+    assert!(question.contains("mallory@evil.example"), "{question}");
+    browser.screenshot("link-confirm-switch").await;
+
+    click_now(&browser, "#stay-signed-in").await;
+    browser.wait_for_state("paid").await;
+    let identity = browser.text("#signed-in-as").await;
+    assert!(identity.contains("victim@example.com"), "{identity}");
+    assert!(!identity.contains("mallory"), "{identity}");
+    click_now(&browser, "#update-payment-method").await;
+    let portal = format!("{}/portal/cus_victim", app.stripe.uri());
+    assert_eq!(browser.url_once_it_is(&portal).await, portal);
+    assert_eq!(last_portal_customer(&app).await, "cus_victim");
+    browser.close().await;
+}
+
+#[actix_rt::test]
+async fn switching_to_the_account_of_a_link_takes_a_click_and_the_page_then_names_it() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_a", false).await;
+    paid_user(&app, "user_b", false).await;
+    mount_loopback_portal(&app.stripe, Duration::from_millis(0)).await;
+
+    browser
+        .sign_in_with_email(&app, "user_a", "a@example.com")
+        .await;
+    let link = token_for("user_b", Some("b@example.com"));
+    browser
+        .client
+        .goto(&format!("{}#token={link}", app.url("/settings/billing")))
+        .await
+        .unwrap();
+    browser.wait_for_state("confirm-switch").await;
+    click_now(&browser, "#switch-account").await;
+
+    // The page now speaks for B (its token, without the cookie, so the
+    // server never sees two users in one request), and says so.
+    browser.wait_for_state("paid").await;
+    let identity = browser.text("#signed-in-as").await;
+    assert!(identity.contains("b@example.com"), "{identity}");
+    assert!(identity.contains("user_b"), "{identity}");
+    click_now(&browser, "#update-payment-method").await;
+    let portal = format!("{}/portal/cus_user_b", app.stripe.uri());
+    assert_eq!(browser.url_once_it_is(&portal).await, portal);
+    assert_eq!(last_portal_customer(&app).await, "cus_user_b");
+    browser.close().await;
+}
+
+#[actix_rt::test]
+async fn a_link_without_a_session_signs_in_and_the_page_says_as_whom() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", false).await;
+
+    let link = token_for("user_1", Some("ada@example.com"));
+    let page = app.url("/settings/billing");
+    browser
+        .client
+        .goto(&format!("{page}#token={link}"))
+        .await
+        .unwrap();
+
+    browser.wait_for_state("paid").await;
+    assert_eq!(browser.client.current_url().await.unwrap().as_str(), page);
+    let identity = browser.text("#signed-in-as").await;
+    assert!(identity.contains("ada@example.com"), "{identity}");
+    assert!(identity.contains("user_1"), "{identity}");
+    browser.screenshot("paid-signed-in-as").await;
+    browser.close().await;
+}
+
+#[actix_rt::test]
+async fn an_invalid_link_changes_nothing_and_says_so() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+
+    browser
+        .sign_in_with_email(&app, "user_2", "bo@example.com")
+        .await;
+    browser
+        .client
+        .goto(&format!("{}#token=not.a.jwt", app.url("/settings/billing")))
+        .await
+        .unwrap();
+
+    browser.wait_for_state("unpaid").await;
+    let identity = browser.text("#signed-in-as").await;
+    assert!(identity.contains("bo@example.com"), "{identity}");
+    let notice = browser.text("#session-notice").await;
+    assert!(notice.contains("not used"), "{notice}");
+    assert_eq!(browser.session_token_in_storage().await, Value::Null);
     browser.close().await;
 }
 

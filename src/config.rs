@@ -101,7 +101,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
         "where Stripe sends the user back"),
     secret_env("STRIPE_SECRET_KEY",
-        "`sk_test_…` or `sk_live_…`; unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
+        "`sk_test_…` or `sk_live_…` (a live key only with `APP_ENV=production`); unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
     file_or_env("STRIPE_API_BASE", None,
         "point the Stripe client elsewhere (tests, a local fake); unset means Stripe's API"),
     file_or_env("STRIPE_TIMEOUT_SECS", Some("10"),
@@ -436,6 +436,24 @@ impl Settings {
             .map(SecretString::from)
             .collect();
 
+        if !production
+            && stripe_secret_key
+                .as_ref()
+                .is_some_and(|key| is_live_key(key.expose_secret()))
+        {
+            // Outside production the service accepts development defaults (a JWT secret
+            // published in its source, relaxed checks); they must never guard real money.
+            return Err(ConfigError::Invalid {
+                key: "STRIPE_SECRET_KEY",
+                reason: format!(
+                    "a live-mode key (sk_live_… or rk_live_…) is refused with APP_ENV={}: use a \
+                     test-mode key (sk_test_…), or set APP_ENV=production, which refuses the \
+                     development defaults",
+                    app_env.as_str()
+                ),
+            });
+        }
+
         if production {
             if stripe_secret_key.is_none() {
                 return unsafe_for_production(
@@ -545,6 +563,11 @@ impl DatabaseSettings {
             Err(_) => "(unparsable DATABASE_URL)".into(),
         }
     }
+}
+
+/// Whether `key` is a live-mode Stripe API key (secret or restricted).
+fn is_live_key(key: &str) -> bool {
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
 }
 
 fn env_file(app_env: AppEnv) -> &'static str {
@@ -697,6 +720,25 @@ mod tests {
         vars.push(("AUTH_JWT_SECRET", "short"));
         let err = settings(&vars).unwrap_err().to_string();
         assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_live_stripe_key_is_refused_outside_production() {
+        for env in [None, Some("development"), Some("test")] {
+            for key in ["sk_live_51Hx0000000000", "rk_live_51Hx0000000000"] {
+                let mut vars = vec![("STRIPE_SECRET_KEY", key)];
+                vars.extend(env.map(|env| ("APP_ENV", env)));
+                let err = settings(&vars).unwrap_err().to_string();
+                assert!(err.contains("STRIPE_SECRET_KEY"), "{err}");
+                assert!(err.contains("live-mode key"), "{err}");
+                assert!(err.contains("APP_ENV=production"), "{err}");
+                assert!(
+                    !err.contains("51Hx"),
+                    "the key itself is never printed: {err}"
+                );
+            }
+        }
+        assert!(settings(&[("STRIPE_SECRET_KEY", "sk_test_1")]).is_ok());
     }
 
     #[test]

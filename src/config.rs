@@ -102,6 +102,8 @@ pub const SETTINGS: &[Setting] = &[
         "where Stripe sends the user back"),
     secret_env("STRIPE_SECRET_KEY",
         "`sk_test_…` or `sk_live_…` (a live key only with `APP_ENV=production`); unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
+    env_only("EMULATOR_ALLOW_PUBLIC", Some("false"),
+        "`true` lets the local Stripe emulator (no `STRIPE_SECRET_KEY`) listen on a non-loopback `HOST`; it takes any key and its demo signs in anyone, so without this such a `HOST` refuses to start"),
     file_or_env("STRIPE_API_BASE", None,
         "point the Stripe client elsewhere (tests, a local fake); unset means Stripe's API"),
     file_or_env("STRIPE_TIMEOUT_SECS", Some("10"),
@@ -238,6 +240,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `stripe_events` rows older than this are removed by `prune`.
     pub event_retention_days: u32,
+    /// Whether the emulator may listen on a non-loopback address (`EMULATOR_ALLOW_PUBLIC`).
+    pub emulator_allow_public: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -329,6 +333,19 @@ impl Settings {
             .try_deserialize()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
 
+        let emulator_allow_public = match var("EMULATOR_ALLOW_PUBLIC")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    key: "EMULATOR_ALLOW_PUBLIC",
+                    reason: "must be true or false".into(),
+                })
+            }
+        };
         let secret = |key: &str| var(key).map(SecretString::from);
         let webhook_secret = match (
             var("STRIPE_WEBHOOK_SECRET"),
@@ -354,6 +371,7 @@ impl Settings {
             secret("STRIPE_SECRET_KEY"),
             webhook_secret,
             secret("AUTH_JWT_SECRET"),
+            emulator_allow_public,
         )
     }
 
@@ -363,6 +381,7 @@ impl Settings {
         stripe_secret_key: Option<SecretString>,
         webhook_secret: Option<String>,
         jwt_secret: Option<SecretString>,
+        emulator_allow_public: bool,
     ) -> Result<Self, ConfigError> {
         let production = app_env == AppEnv::Production;
         let unsafe_for_production = |key: &'static str, reason: &str| {
@@ -524,6 +543,7 @@ impl Settings {
             billing_collection_paused_is_paid: raw.billing_collection_paused_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
             event_retention_days: raw.event_retention_days,
+            emulator_allow_public,
         })
     }
 
@@ -541,12 +561,33 @@ impl Settings {
 
     /// Whether a development default stands in for a secret (logged as a warning).
     pub fn uses_development_secrets(&self) -> bool {
-        self.auth_jwt_secret.expose_secret() == DEV_JWT_SECRET
-            || self
-                .stripe
-                .webhook_secrets
-                .iter()
-                .any(|s| s.expose_secret() == DEV_WEBHOOK_SECRET)
+        !self.development_defaults().is_empty()
+    }
+
+    /// The secrets a development default stands in for: published in this source, so
+    /// they protect nothing beyond this machine.
+    pub fn development_defaults(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.auth_jwt_secret.expose_secret() == DEV_JWT_SECRET {
+            names.push("AUTH_JWT_SECRET");
+        }
+        if self
+            .stripe
+            .webhook_secrets
+            .iter()
+            .any(|s| s.expose_secret() == DEV_WEBHOOK_SECRET)
+        {
+            names.push("STRIPE_WEBHOOK_SECRET");
+        }
+        names
+    }
+
+    /// Whether the service runs the local Stripe emulator in place of Stripe: no key,
+    /// outside production, in a build that has it.
+    pub fn runs_emulator(&self) -> bool {
+        cfg!(feature = "emulator")
+            && self.stripe.secret_key.is_none()
+            && self.app_env != AppEnv::Production
     }
 }
 

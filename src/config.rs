@@ -559,7 +559,25 @@ impl Settings {
             .unwrap_or_else(|_| self.app_base_url.clone())
     }
 
-    /// Whether a development default stands in for a secret (logged as a warning).
+    /// What start-up warns about: settings it accepts that deserve a second look.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.uses_development_secrets() {
+            warnings.push(
+                "AUTH_JWT_SECRET or STRIPE_WEBHOOK_SECRET is unset: using development-only \
+                 defaults (refused when APP_ENV=production, and on a non-loopback HOST)"
+                    .to_string(),
+            );
+        }
+        if self.app_env == AppEnv::Production && self.stripe.api_base.is_some() {
+            warnings.push(
+                "STRIPE_API_BASE is set in production: Stripe calls do not go to Stripe".into(),
+            );
+        }
+        warnings
+    }
+
+    /// Whether a development default stands in for a secret.
     pub fn uses_development_secrets(&self) -> bool {
         !self.development_defaults().is_empty()
     }

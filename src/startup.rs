@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 
 use crate::billing::sweep;
 use crate::clock::Clock;
-use crate::config::{AppEnv, Settings};
+use crate::config::Settings;
 use crate::context::{self, StripeTarget};
 use crate::http::auth::JwtVerifier;
 use crate::http::{self, request_id, AppState};
@@ -32,11 +32,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        if settings.uses_development_secrets() {
-            warn!(
-                "AUTH_JWT_SECRET or STRIPE_WEBHOOK_SECRET is unset: using development-only \
-                 defaults (refused when APP_ENV=production, and on a non-loopback HOST)"
-            );
+        for warning in settings.warnings() {
+            warn!("{warning}");
         }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
@@ -124,9 +121,6 @@ impl Application {
             settings.host,
             settings.app_env.as_str()
         );
-        if settings.app_env == AppEnv::Production && settings.stripe.api_base.is_some() {
-            warn!("STRIPE_API_BASE is set in production: Stripe calls do not go to Stripe");
-        }
         Ok(Self { port, server })
     }
 

@@ -83,7 +83,7 @@ const fn secret_env(name: &'static str, meaning: &'static str) -> Setting {
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     env_only("APP_ENV", Some("development"),
-        "`development`, `test` or `production`; production refuses missing secrets and unsafe defaults, naming the variable"),
+        "`development`, `test` or `production`; production refuses missing secrets and unsafe defaults, naming every variable at fault at once"),
     file_or_env("DATABASE_URL", Some("postgres://postgres@127.0.0.1:5432/billing_portal"),
         "Postgres; the database is created if missing"),
     file_or_env("DATABASE_POOL_SIZE", Some("10"),
@@ -97,7 +97,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("PORT", Some("8080"),
         "listen port"),
     file_or_env("APP_BASE_URL", Some("http://localhost:8080"),
-        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH`"),
+        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH`; `https://` in production"),
     file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
         "where Stripe sends the user back"),
     secret_env("STRIPE_SECRET_KEY",
@@ -119,7 +119,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("STRIPE_PORTAL_CONFIGURATION", None,
         "`bpc_…` portal configuration id (else your default configuration)"),
     secret_env("AUTH_JWT_SECRET",
-        "HS256 secret shared with your app; at least 32 bytes in production"),
+        "HS256 secret shared with your app; in production at least 32 bytes, and not the development default, one character or a shorter string repeated, nor fewer than 8 different characters"),
     file_or_env("BILLING_PAST_DUE_GRACE_DAYS", Some("14"),
         "days a `past_due` subscription keeps access, counted from when it became past due (Stripe's default retry window is two weeks); 0 = none, at most 366. Replaces `BILLING_PAST_DUE_IS_PAID`, which is refused"),
     file_or_env("BILLING_COLLECTION_PAUSED_IS_PAID", Some("true"),
@@ -183,10 +183,76 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
     #[error("configuration: {0}")]
     Load(String),
-    #[error("APP_ENV=production refuses to start: {key} {reason}")]
-    UnsafeForProduction { key: &'static str, reason: String },
-    #[error("configuration: STRIPE_SECRET_KEY is not set, and {NO_EMULATOR}: set it to a Stripe secret key (sk_test_… or sk_live_…)")]
-    NoStripeKey,
+    /// Every problem validation found, each naming its variable, so that one start
+    /// reports them all.
+    #[error("{}", describe(.0))]
+    Refused(Vec<Problem>),
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: &'static str,
+    /// What is wrong, as the phrase that follows the variable's name.
+    pub what: String,
+    /// Refused because `APP_ENV=production` (accepted in the other environments).
+    pub production: bool,
+}
+
+/// `APP_ENV=production refuses to start: 2 problems: (1) A …; (2) B …`, in one line.
+fn describe(problems: &[Problem]) -> String {
+    let header = if problems.iter().any(|p| p.production) {
+        "APP_ENV=production refuses to start"
+    } else {
+        "configuration"
+    };
+    let count = match problems.len() {
+        1 => String::new(),
+        n => format!("{n} problems: "),
+    };
+    let list: Vec<String> = problems
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match problems.len() {
+            1 => format!("{} {}", p.key, p.what),
+            _ => format!("({}) {} {}", i + 1, p.key, p.what),
+        })
+        .collect();
+    format!("{header}: {count}{}", list.join("; "))
+}
+
+/// The problems [`Settings::validate`] collects.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn invalid(&mut self, key: &'static str, reason: impl std::fmt::Display) {
+        self.refuse(key, format!("is invalid: {reason}"));
+    }
+
+    fn refuse(&mut self, key: &'static str, what: impl Into<String>) {
+        self.0.push(Problem {
+            key,
+            what: what.into(),
+            production: false,
+        });
+    }
+
+    fn unsafe_for_production(&mut self, key: &'static str, what: impl Into<String>) {
+        self.0.push(Problem {
+            key,
+            what: what.into(),
+            production: true,
+        });
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Refused(self.0))
+        }
+    }
 }
 
 /// Why a build without the `emulator` cargo feature needs `STRIPE_SECRET_KEY`
@@ -333,19 +399,6 @@ impl Settings {
             .try_deserialize()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
 
-        let emulator_allow_public = match var("EMULATOR_ALLOW_PUBLIC")
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    key: "EMULATOR_ALLOW_PUBLIC",
-                    reason: "must be true or false".into(),
-                })
-            }
-        };
         let secret = |key: &str| var(key).map(SecretString::from);
         let webhook_secret = match (
             var("STRIPE_WEBHOOK_SECRET"),
@@ -371,7 +424,7 @@ impl Settings {
             secret("STRIPE_SECRET_KEY"),
             webhook_secret,
             secret("AUTH_JWT_SECRET"),
-            emulator_allow_public,
+            var("EMULATOR_ALLOW_PUBLIC"),
         )
     }
 
@@ -381,71 +434,74 @@ impl Settings {
         stripe_secret_key: Option<SecretString>,
         webhook_secret: Option<String>,
         jwt_secret: Option<SecretString>,
-        emulator_allow_public: bool,
+        emulator_allow_public: Option<String>,
     ) -> Result<Self, ConfigError> {
         let production = app_env == AppEnv::Production;
-        let unsafe_for_production = |key: &'static str, reason: &str| {
-            Err(ConfigError::UnsafeForProduction {
-                key,
-                reason: reason.to_string(),
-            })
-        };
+        // Every problem is reported at once: one restart per problem is a slow way to
+        // find five.
+        let mut problems = Problems::default();
 
-        let base = Url::parse(&raw.app_base_url).map_err(|e| ConfigError::Invalid {
-            key: "APP_BASE_URL",
-            reason: format!("not an absolute URL ({e})"),
-        })?;
-        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(ConfigError::Invalid {
-                key: "APP_BASE_URL",
-                reason: "must be an http(s) origin such as https://app.example.com".into(),
-            });
-        }
+        let base = match Url::parse(&raw.app_base_url) {
+            Ok(base) if matches!(base.scheme(), "http" | "https") && base.host_str().is_some() => {
+                Some(base)
+            }
+            Ok(_) => {
+                problems.invalid(
+                    "APP_BASE_URL",
+                    "must be an http(s) origin such as https://app.example.com",
+                );
+                None
+            }
+            Err(e) => {
+                problems.invalid("APP_BASE_URL", format!("not an absolute URL ({e})"));
+                None
+            }
+        };
         if !raw.portal_return_path.starts_with('/') {
-            return Err(ConfigError::Invalid {
-                key: "PORTAL_RETURN_PATH",
-                reason: "must start with `/`".into(),
-            });
+            problems.invalid("PORTAL_RETURN_PATH", "must start with `/`");
         }
         if raw.stripe_webhook_tolerance_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "STRIPE_WEBHOOK_TOLERANCE_SECS",
-                reason: "0 would accept replays of any age; use a positive number of seconds (Stripe's default is 300)".into(),
-            });
+            problems.invalid(
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                "0 would accept replays of any age; use a positive number of seconds (Stripe's default is 300)",
+            );
         }
         if !(1..=10).contains(&raw.stripe_timeout_secs) {
-            return Err(ConfigError::Invalid {
-                key: "STRIPE_TIMEOUT_SECS",
-                reason: "must be between 1 and 10 seconds".into(),
-            });
+            problems.invalid("STRIPE_TIMEOUT_SECS", "must be between 1 and 10 seconds");
         }
         if raw.event_retention_days < 7 {
             // Stripe redelivers for up to three days; dedupe must outlive that.
-            return Err(ConfigError::Invalid {
-                key: "EVENT_RETENTION_DAYS",
-                reason: "must be at least 7 (Stripe retries deliveries for up to 3 days)".into(),
-            });
+            problems.invalid(
+                "EVENT_RETENTION_DAYS",
+                "must be at least 7 (Stripe retries deliveries for up to 3 days)",
+            );
         }
         if raw.billing_past_due_grace_days > 366 {
-            return Err(ConfigError::Invalid {
-                key: "BILLING_PAST_DUE_GRACE_DAYS",
-                reason: "must be between 0 and 366 days (Stripe retries a failed payment for at \
-                         most about a month; 14 matches its default retry window)"
-                    .into(),
-            });
+            problems.invalid(
+                "BILLING_PAST_DUE_GRACE_DAYS",
+                "must be between 0 and 366 days (Stripe retries a failed payment for at \
+                 most about a month; 14 matches its default retry window)",
+            );
         }
         if raw.database_pool_size == 0 {
-            return Err(ConfigError::Invalid {
-                key: "DATABASE_POOL_SIZE",
-                reason: "must be at least 1".into(),
-            });
+            problems.invalid("DATABASE_POOL_SIZE", "must be at least 1");
         }
         if let Some(api_base) = &raw.stripe_api_base {
-            Url::parse(api_base).map_err(|e| ConfigError::Invalid {
-                key: "STRIPE_API_BASE",
-                reason: format!("not an absolute URL ({e})"),
-            })?;
+            if let Err(e) = Url::parse(api_base) {
+                problems.invalid("STRIPE_API_BASE", format!("not an absolute URL ({e})"));
+            }
         }
+        let emulator_allow_public = match emulator_allow_public
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                problems.invalid("EMULATOR_ALLOW_PUBLIC", "must be true or false");
+                false
+            }
+        };
         let webhook_secrets: Vec<SecretString> = webhook_secret
             .as_deref()
             .unwrap_or_default()
@@ -462,22 +518,22 @@ impl Settings {
         {
             // Outside production the service accepts development defaults (a JWT secret
             // published in its source, relaxed checks); they must never guard real money.
-            return Err(ConfigError::Invalid {
-                key: "STRIPE_SECRET_KEY",
-                reason: format!(
+            problems.invalid(
+                "STRIPE_SECRET_KEY",
+                format!(
                     "a live-mode key (sk_live_… or rk_live_…) is refused with APP_ENV={}: use a \
                      test-mode key (sk_test_…), or set APP_ENV=production, which refuses the \
                      development defaults",
                     app_env.as_str()
                 ),
-            });
+            );
         }
 
         if production {
             if stripe_secret_key.is_none() {
-                return unsafe_for_production(
+                problems.unsafe_for_production(
                     "STRIPE_SECRET_KEY",
-                    &if cfg!(feature = "emulator") {
+                    if cfg!(feature = "emulator") {
                         "is not set (the local Stripe emulator never runs in production)".into()
                     } else {
                         format!("is not set ({NO_EMULATOR})")
@@ -485,32 +541,60 @@ impl Settings {
                 );
             }
             if webhook_secrets.is_empty() {
-                return unsafe_for_production(
+                problems.unsafe_for_production(
                     "STRIPE_WEBHOOK_SECRET",
                     "is not set, nor STRIPE_WEBHOOK_SECRET_FILE (webhooks could not be verified)",
                 );
+            } else if webhook_secrets
+                .iter()
+                .any(|s| s.expose_secret() == DEV_WEBHOOK_SECRET)
+            {
+                problems.unsafe_for_production(
+                    "STRIPE_WEBHOOK_SECRET",
+                    "is the development default published in this source (anyone could sign \
+                     a webhook with it): use the `whsec_…` secret of your Stripe endpoint",
+                );
             }
             match &jwt_secret {
-                None => return unsafe_for_production("AUTH_JWT_SECRET", "is not set"),
-                Some(s) if s.expose_secret().len() < 32 => {
-                    return unsafe_for_production(
-                        "AUTH_JWT_SECRET",
-                        "is shorter than 32 bytes (too weak for HS256)",
-                    )
+                None => problems.unsafe_for_production("AUTH_JWT_SECRET", "is not set"),
+                Some(secret) => {
+                    if let Some(weakness) = jwt_secret_weakness(secret.expose_secret()) {
+                        problems.unsafe_for_production(
+                            "AUTH_JWT_SECRET",
+                            format!(
+                                "{weakness} (anyone who guesses it signs in as any user): \
+                                 generate one with `openssl rand -hex 32`"
+                            ),
+                        );
+                    }
                 }
-                Some(_) => {}
             }
-            if matches!(base.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) {
-                return unsafe_for_production(
-                    "APP_BASE_URL",
-                    "still points at localhost (Stripe would send users back to their own machine)",
-                );
+            if let Some(base) = &base {
+                if is_loopback(base) {
+                    problems.unsafe_for_production(
+                        "APP_BASE_URL",
+                        "still points at localhost (Stripe would send users back to their own machine)",
+                    );
+                } else if base.scheme() == "http" {
+                    problems.unsafe_for_production(
+                        "APP_BASE_URL",
+                        "uses http:// (session cookies and Stripe's return would cross the \
+                         network in clear): use https://",
+                    );
+                }
             }
         }
 
-        if stripe_secret_key.is_none() && !cfg!(feature = "emulator") {
-            return Err(ConfigError::NoStripeKey);
+        if stripe_secret_key.is_none() && !production && !cfg!(feature = "emulator") {
+            problems.refuse(
+                "STRIPE_SECRET_KEY",
+                format!(
+                    "is not set, and {NO_EMULATOR}: set it to a Stripe secret key (sk_test_… or \
+                     sk_live_…)"
+                ),
+            );
         }
+        problems.into_result()?;
 
         let webhook_secrets = if webhook_secrets.is_empty() {
             vec![SecretString::from(DEV_WEBHOOK_SECRET)]
@@ -567,6 +651,19 @@ impl Settings {
                 "AUTH_JWT_SECRET or STRIPE_WEBHOOK_SECRET is unset: using development-only \
                  defaults (refused when APP_ENV=production, and on a non-loopback HOST)"
                     .to_string(),
+            );
+        }
+        if self.app_env == AppEnv::Production
+            && self
+                .stripe
+                .secret_key
+                .as_ref()
+                .is_some_and(|key| is_test_key(key.expose_secret()))
+        {
+            warnings.push(
+                "STRIPE_SECRET_KEY is a test-mode key (sk_test_… or rk_test_…) in production: \
+                 no real payment is taken; set the live key (sk_live_…) to go live"
+                    .into(),
             );
         }
         if self.app_env == AppEnv::Production && self.stripe.api_base.is_some() {
@@ -629,6 +726,48 @@ fn is_live_key(key: &str) -> bool {
     key.starts_with("sk_live_") || key.starts_with("rk_live_")
 }
 
+/// Whether `key` is a test-mode Stripe API key (secret or restricted).
+fn is_test_key(key: &str) -> bool {
+    key.starts_with("sk_test_") || key.starts_with("rk_test_")
+}
+
+/// Whether `url` names this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Why `secret` is too weak to sign sessions in production, if it is. No check proves a
+/// secret random; these catch the obvious values people do deploy: the published
+/// default, short ones, one character or one word repeated, a handful of characters.
+fn jwt_secret_weakness(secret: &str) -> Option<&'static str> {
+    let bytes = secret.as_bytes();
+    if secret == DEV_JWT_SECRET {
+        return Some("is the development default published in this source");
+    }
+    if bytes.len() < 32 {
+        return Some("is shorter than 32 bytes (too weak for HS256)");
+    }
+    // The shortest period the secret repeats with, if it repeats at least twice.
+    let period = (1..=bytes.len() / 2).find(|&p| bytes[p..].iter().zip(bytes).all(|(a, b)| a == b));
+    match period {
+        Some(1) => return Some("is one character repeated"),
+        Some(_) => return Some("repeats a shorter string"),
+        None => {}
+    }
+    let distinct = bytes
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    // `openssl rand -hex 32` uses all 16 hex digits; 64 random ones from fewer than 8 is
+    // about as likely as guessing the secret.
+    (distinct < 8).then_some("uses fewer than 8 different characters")
+}
+
 fn env_file(app_env: AppEnv) -> &'static str {
     match app_env {
         AppEnv::Development | AppEnv::Test => include_str!("../config/development.toml"),
@@ -663,9 +802,21 @@ mod tests {
             ("APP_ENV", "production"),
             ("STRIPE_SECRET_KEY", "sk_live_123"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
-            ("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("AUTH_JWT_SECRET", STRONG_JWT_SECRET),
             ("APP_BASE_URL", "https://app.example.com"),
         ]
+    }
+
+    /// What `openssl rand -hex 32` prints.
+    const STRONG_JWT_SECRET: &str =
+        "3f9c1e0b7a2d4c8e9f1a6b3d5e7c0a2b4d6f8e1c3a5b7d9f0e2c4a6b8d0f1e3a";
+
+    /// Production's variables with `key` set to `value` instead.
+    fn production_with(key: &'static str, value: &'static str) -> Result<Settings, ConfigError> {
+        let mut vars = production_vars();
+        vars.retain(|(k, _)| *k != key);
+        vars.push((key, value));
+        settings(&vars)
     }
 
     fn production_error_without(key: &str) -> String {
@@ -801,6 +952,108 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_the_development_secrets_published_in_this_source() {
+        let rolled = format!("whsec_new,{DEV_WEBHOOK_SECRET}").leak();
+        for (key, value) in [
+            ("AUTH_JWT_SECRET", DEV_JWT_SECRET),
+            ("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
+            ("STRIPE_WEBHOOK_SECRET", &*rolled),
+        ] {
+            let err = production_with(key, value).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+            assert!(err.contains("development default"), "{err}");
+            assert!(!err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_jwt_secret_of_one_repeated_character_or_pattern() {
+        for weak in [
+            "a".repeat(64),
+            "0123456789abcdef".repeat(2),
+            "Secret!".repeat(6),
+            // Long enough, but from a handful of characters.
+            "abababababababababababababababbbabab".into(),
+        ] {
+            let err = production_with("AUTH_JWT_SECRET", weak.clone().leak())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("AUTH_JWT_SECRET"), "{weak}: {err}");
+            assert!(!err.contains(&weak), "{err}");
+        }
+        // What `openssl rand -hex 32` and `openssl rand -base64 32` print.
+        for strong in [
+            STRONG_JWT_SECRET,
+            "q0H4t7Vx2pLk9sR3mN8bY1cZ6wE5uJ0aGfD2hK4iO7s=",
+        ] {
+            assert!(
+                production_with("AUTH_JWT_SECRET", strong).is_ok(),
+                "{strong}"
+            );
+        }
+    }
+
+    #[test]
+    fn production_refuses_an_http_base_url_except_on_loopback() {
+        let err = production_with("APP_BASE_URL", "http://app.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("APP_BASE_URL"), "{err}");
+        assert!(err.contains("https://"), "{err}");
+        // Loopback is refused for another reason, said once.
+        for local in [
+            "http://localhost:8080",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+        ] {
+            let err = production_with("APP_BASE_URL", local)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("localhost"), "{err}");
+            assert!(!err.contains("https://"), "{err}");
+        }
+    }
+
+    #[test]
+    fn production_warns_about_a_test_mode_stripe_key() {
+        let s = production_with("STRIPE_SECRET_KEY", "sk_test_51Hx000").unwrap();
+
+        let warnings = s.warnings().join("\n");
+        assert!(warnings.contains("STRIPE_SECRET_KEY"), "{warnings}");
+        assert!(warnings.contains("test-mode"), "{warnings}");
+        assert!(!warnings.contains("51Hx"), "{warnings}");
+        assert!(settings(&production_vars()).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_each_naming_its_variable() {
+        let err = settings(&[
+            ("APP_ENV", "production"),
+            ("AUTH_JWT_SECRET", "short"),
+            ("APP_BASE_URL", "http://app.example.com"),
+            ("STRIPE_TIMEOUT_SECS", "30"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "STRIPE_SECRET_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+            "AUTH_JWT_SECRET",
+            "APP_BASE_URL",
+            "STRIPE_TIMEOUT_SECS",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(err.contains("5 problems"), "{err}");
+
+        let err = settings(&[("STRIPE_TIMEOUT_SECS", "30"), ("EVENT_RETENTION_DAYS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STRIPE_TIMEOUT_SECS"), "{err}");
+        assert!(err.contains("EVENT_RETENTION_DAYS"), "{err}");
+    }
+
+    #[test]
     fn a_zero_webhook_tolerance_is_refused() {
         let err = settings(&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")])
             .unwrap_err()
@@ -825,7 +1078,7 @@ mod tests {
         let printed = format!("{s:?}");
         assert!(!printed.contains("sk_live_123"));
         assert!(!printed.contains("whsec_abc"));
-        assert!(!printed.contains("0123456789abcdef"));
+        assert!(!printed.contains(&STRONG_JWT_SECRET[..16]));
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn production_without_a_stripe_key_refuses_to_start_and_names_it() {
         .env_remove("STRIPE_SECRET_KEY")
         .env("APP_ENV", "production")
         .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
-        .env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("AUTH_JWT_SECRET", JWT_SECRET)
         .env("APP_BASE_URL", "https://app.example.com")
         .output()
         .unwrap();
@@ -93,7 +93,7 @@ fn production_without_a_stripe_key_refuses_to_start_and_names_it() {
 
     assert!(!output.status.success());
     assert!(stderr.contains("STRIPE_SECRET_KEY"), "{stderr}");
-    assert!(!stderr.contains("0123456789abcdef"), "{stderr}");
+    assert!(!stderr.contains(JWT_SECRET), "{stderr}");
 }
 
 #[test]

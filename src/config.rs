@@ -7,9 +7,10 @@
 //!
 //! Secrets (`STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `AUTH_JWT_SECRET`) come
 //! from the environment only, are held as [`SecretString`] so they never print,
-//! and are refused if a config file tries to set them. `APP_ENV=production`
-//! refuses to start with a missing secret or an unsafe development default and
-//! names the variable at fault.
+//! and are refused if a config file tries to set them. Validation reports every
+//! problem at once, each naming its variable: `APP_ENV=production` refuses a
+//! missing secret, a development default or an obviously weak one, and an
+//! insecure `APP_BASE_URL`; the other environments refuse a live Stripe key.
 
 use std::time::Duration;
 

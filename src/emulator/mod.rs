@@ -1,6 +1,8 @@
 //! A stateful, in-process Stripe emulator for a zero-config local run: when
 //! `STRIPE_SECRET_KEY` is unset outside production, the service mounts it at
 //! `/stripe-emulator/` on its own port and points its Stripe client there.
+//! It takes any `sk_` key and its demo signs in anyone, so start-up refuses a
+//! non-loopback listener for it unless `EMULATOR_ALLOW_PUBLIC=true`.
 //! It is compiled only with the `emulator` cargo feature (on by default);
 //! production builds (`--no-default-features`) carry none of it.
 //!

@@ -4,7 +4,12 @@
 # the runtime image holds only that binary and what it links against.
 #
 #   docker build -t billing-portal .
-#   docker run --rm -p 8080:8080 -e DATABASE_URL=postgres://... billing-portal
+#   docker run --rm -p 127.0.0.1:8080:8080 -e DATABASE_URL=postgres://... \
+#     -e STRIPE_SECRET_KEY=sk_test_... -e STRIPE_WEBHOOK_SECRET=whsec_... \
+#     -e AUTH_JWT_SECRET="$(openssl rand -hex 32)" billing-portal
+#
+# It listens on 0.0.0.0 inside the container, so it refuses to start on the
+# development defaults of the two secrets (they are published in the source).
 #
 # Checked by scripts/validate-deploy (no Docker engine is needed for that).
 

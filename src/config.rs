@@ -7,9 +7,10 @@
 //!
 //! Secrets (`STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `AUTH_JWT_SECRET`) come
 //! from the environment only, are held as [`SecretString`] so they never print,
-//! and are refused if a config file tries to set them. `APP_ENV=production`
-//! refuses to start with a missing secret or an unsafe development default and
-//! names the variable at fault.
+//! and are refused if a config file tries to set them. Validation reports every
+//! problem at once, each naming its variable: `APP_ENV=production` refuses a
+//! missing secret, a development default or an obviously weak one, and an
+//! insecure `APP_BASE_URL`; the other environments refuse a live Stripe key.
 
 use std::time::Duration;
 
@@ -84,7 +85,7 @@ const fn secret_env(name: &'static str, meaning: &'static str) -> Setting {
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     env_only("APP_ENV", Some("development"),
-        "`development`, `test` or `production`; production refuses missing secrets and unsafe defaults, naming the variable"),
+        "`development`, `test` or `production`; production refuses missing secrets and unsafe defaults, naming every variable at fault at once"),
     file_or_env("DATABASE_URL", Some("postgres://postgres@127.0.0.1:5432/billing_portal"),
         "Postgres; the database is created if missing"),
     file_or_env("DATABASE_POOL_SIZE", Some("10"),
@@ -98,13 +99,15 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("PORT", Some("8080"),
         "listen port"),
     file_or_env("APP_BASE_URL", Some("http://localhost:8080"),
-        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH`"),
+        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH`; `https://` in production"),
     file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
         "where Stripe sends the user back"),
     file_or_env("TRUSTED_PROXIES", None,
         "comma-separated IPs or CIDR ranges (`10.0.0.0/8`) of your reverse proxies: only from these peers do `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` name this service's public origin for the cross-site check; from anyone else they are ignored"),
     secret_env("STRIPE_SECRET_KEY",
-        "`sk_test_…` or `sk_live_…`; unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
+        "`sk_test_…` or `sk_live_…` (a live key only with `APP_ENV=production`); unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
+    env_only("EMULATOR_ALLOW_PUBLIC", Some("false"),
+        "`true` lets the local Stripe emulator (no `STRIPE_SECRET_KEY`) listen on a non-loopback `HOST`; it takes any key and its demo signs in anyone, so without this such a `HOST` refuses to start"),
     file_or_env("STRIPE_API_BASE", None,
         "point the Stripe client elsewhere (tests, a local fake); unset means Stripe's API"),
     file_or_env("STRIPE_TIMEOUT_SECS", Some("10"),
@@ -120,7 +123,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("STRIPE_PORTAL_CONFIGURATION", None,
         "`bpc_…` portal configuration id (else your default configuration)"),
     secret_env("AUTH_JWT_SECRET",
-        "HS256 secret shared with your app; at least 32 bytes in production"),
+        "HS256 secret shared with your app; in production at least 32 bytes, and not the development default, one character or a shorter string repeated, nor fewer than 8 different characters"),
     file_or_env("BILLING_PAST_DUE_GRACE_DAYS", Some("14"),
         "days a `past_due` subscription keeps access, counted from when it became past due (Stripe's default retry window is two weeks); 0 = none, at most 366. Replaces `BILLING_PAST_DUE_IS_PAID`, which is refused"),
     file_or_env("BILLING_COLLECTION_PAUSED_IS_PAID", Some("true"),
@@ -184,14 +187,80 @@ pub enum ConfigError {
     Invalid { key: &'static str, reason: String },
     #[error("configuration: {0}")]
     Load(String),
-    #[error("APP_ENV=production refuses to start: {key} {reason}")]
-    UnsafeForProduction { key: &'static str, reason: String },
-    #[error("configuration: STRIPE_SECRET_KEY is not set, and {NO_EMULATOR}: set it to a Stripe secret key (sk_test_… or sk_live_…)")]
-    NoStripeKey,
+    /// Every problem validation found, each naming its variable, so that one start
+    /// reports them all.
+    #[error("{}", describe(.0))]
+    Refused(Vec<Problem>),
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: &'static str,
+    /// What is wrong, as the phrase that follows the variable's name.
+    pub what: String,
+    /// Refused because `APP_ENV=production` (accepted in the other environments).
+    pub production: bool,
+}
+
+/// `APP_ENV=production refuses to start: 2 problems: (1) A …; (2) B …`, in one line.
+fn describe(problems: &[Problem]) -> String {
+    let header = if problems.iter().any(|p| p.production) {
+        "APP_ENV=production refuses to start"
+    } else {
+        "configuration"
+    };
+    let count = match problems.len() {
+        1 => String::new(),
+        n => format!("{n} problems: "),
+    };
+    let list: Vec<String> = problems
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match problems.len() {
+            1 => format!("{} {}", p.key, p.what),
+            _ => format!("({}) {} {}", i + 1, p.key, p.what),
+        })
+        .collect();
+    format!("{header}: {count}{}", list.join("; "))
+}
+
+/// The problems [`Settings::validate`] collects.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn invalid(&mut self, key: &'static str, reason: impl std::fmt::Display) {
+        self.refuse(key, format!("is invalid: {reason}"));
+    }
+
+    fn refuse(&mut self, key: &'static str, what: impl Into<String>) {
+        self.0.push(Problem {
+            key,
+            what: what.into(),
+            production: false,
+        });
+    }
+
+    fn unsafe_for_production(&mut self, key: &'static str, what: impl Into<String>) {
+        self.0.push(Problem {
+            key,
+            what: what.into(),
+            production: true,
+        });
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Refused(self.0))
+        }
+    }
 }
 
 /// `TRUSTED_PROXIES`: addresses (a /32 or /128) and CIDR ranges, comma separated.
-fn parse_trusted_proxies(value: Option<&str>) -> Result<Vec<IpNet>, ConfigError> {
+fn parse_trusted_proxies(value: Option<&str>) -> Result<Vec<IpNet>, String> {
     value
         .unwrap_or_default()
         .split(',')
@@ -201,11 +270,8 @@ fn parse_trusted_proxies(value: Option<&str>) -> Result<Vec<IpNet>, ConfigError>
             entry
                 .parse::<IpNet>()
                 .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| ConfigError::Invalid {
-                    key: "TRUSTED_PROXIES",
-                    reason: format!(
-                        "`{entry}` is not an IP address or a CIDR range such as 10.0.0.0/8"
-                    ),
+                .map_err(|_| {
+                    format!("`{entry}` is not an IP address or a CIDR range such as 10.0.0.0/8")
                 })
         })
         .collect()
@@ -265,6 +331,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `stripe_events` rows older than this are removed by `prune`.
     pub event_retention_days: u32,
+    /// Whether the emulator may listen on a non-loopback address (`EMULATOR_ALLOW_PUBLIC`).
+    pub emulator_allow_public: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +449,7 @@ impl Settings {
             secret("STRIPE_SECRET_KEY"),
             webhook_secret,
             secret("AUTH_JWT_SECRET"),
+            var("EMULATOR_ALLOW_PUBLIC"),
         )
     }
 
@@ -390,71 +459,79 @@ impl Settings {
         stripe_secret_key: Option<SecretString>,
         webhook_secret: Option<String>,
         jwt_secret: Option<SecretString>,
+        emulator_allow_public: Option<String>,
     ) -> Result<Self, ConfigError> {
         let production = app_env == AppEnv::Production;
-        let unsafe_for_production = |key: &'static str, reason: &str| {
-            Err(ConfigError::UnsafeForProduction {
-                key,
-                reason: reason.to_string(),
-            })
-        };
+        // Every problem is reported at once: one restart per problem is a slow way to
+        // find five.
+        let mut problems = Problems::default();
 
-        let base = Url::parse(&raw.app_base_url).map_err(|e| ConfigError::Invalid {
-            key: "APP_BASE_URL",
-            reason: format!("not an absolute URL ({e})"),
-        })?;
-        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(ConfigError::Invalid {
-                key: "APP_BASE_URL",
-                reason: "must be an http(s) origin such as https://app.example.com".into(),
-            });
-        }
+        let base = match Url::parse(&raw.app_base_url) {
+            Ok(base) if matches!(base.scheme(), "http" | "https") && base.host_str().is_some() => {
+                Some(base)
+            }
+            Ok(_) => {
+                problems.invalid(
+                    "APP_BASE_URL",
+                    "must be an http(s) origin such as https://app.example.com",
+                );
+                None
+            }
+            Err(e) => {
+                problems.invalid("APP_BASE_URL", format!("not an absolute URL ({e})"));
+                None
+            }
+        };
         if !raw.portal_return_path.starts_with('/') {
-            return Err(ConfigError::Invalid {
-                key: "PORTAL_RETURN_PATH",
-                reason: "must start with `/`".into(),
-            });
+            problems.invalid("PORTAL_RETURN_PATH", "must start with `/`");
         }
-        let trusted_proxies = parse_trusted_proxies(raw.trusted_proxies.as_deref())?;
-        if raw.stripe_webhook_tolerance_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "STRIPE_WEBHOOK_TOLERANCE_SECS",
-                reason: "0 would accept replays of any age; use a positive number of seconds (Stripe's default is 300)".into(),
+        let trusted_proxies =
+            parse_trusted_proxies(raw.trusted_proxies.as_deref()).unwrap_or_else(|e| {
+                problems.invalid("TRUSTED_PROXIES", e);
+                Vec::new()
             });
+        if raw.stripe_webhook_tolerance_secs == 0 {
+            problems.invalid(
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                "0 would accept replays of any age; use a positive number of seconds (Stripe's default is 300)",
+            );
         }
         if !(1..=10).contains(&raw.stripe_timeout_secs) {
-            return Err(ConfigError::Invalid {
-                key: "STRIPE_TIMEOUT_SECS",
-                reason: "must be between 1 and 10 seconds".into(),
-            });
+            problems.invalid("STRIPE_TIMEOUT_SECS", "must be between 1 and 10 seconds");
         }
         if raw.event_retention_days < 7 {
             // Stripe redelivers for up to three days; dedupe must outlive that.
-            return Err(ConfigError::Invalid {
-                key: "EVENT_RETENTION_DAYS",
-                reason: "must be at least 7 (Stripe retries deliveries for up to 3 days)".into(),
-            });
+            problems.invalid(
+                "EVENT_RETENTION_DAYS",
+                "must be at least 7 (Stripe retries deliveries for up to 3 days)",
+            );
         }
         if raw.billing_past_due_grace_days > 366 {
-            return Err(ConfigError::Invalid {
-                key: "BILLING_PAST_DUE_GRACE_DAYS",
-                reason: "must be between 0 and 366 days (Stripe retries a failed payment for at \
-                         most about a month; 14 matches its default retry window)"
-                    .into(),
-            });
+            problems.invalid(
+                "BILLING_PAST_DUE_GRACE_DAYS",
+                "must be between 0 and 366 days (Stripe retries a failed payment for at \
+                 most about a month; 14 matches its default retry window)",
+            );
         }
         if raw.database_pool_size == 0 {
-            return Err(ConfigError::Invalid {
-                key: "DATABASE_POOL_SIZE",
-                reason: "must be at least 1".into(),
-            });
+            problems.invalid("DATABASE_POOL_SIZE", "must be at least 1");
         }
         if let Some(api_base) = &raw.stripe_api_base {
-            Url::parse(api_base).map_err(|e| ConfigError::Invalid {
-                key: "STRIPE_API_BASE",
-                reason: format!("not an absolute URL ({e})"),
-            })?;
+            if let Err(e) = Url::parse(api_base) {
+                problems.invalid("STRIPE_API_BASE", format!("not an absolute URL ({e})"));
+            }
         }
+        let emulator_allow_public = match emulator_allow_public
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                problems.invalid("EMULATOR_ALLOW_PUBLIC", "must be true or false");
+                false
+            }
+        };
         let webhook_secrets: Vec<SecretString> = webhook_secret
             .as_deref()
             .unwrap_or_default()
@@ -464,11 +541,29 @@ impl Settings {
             .map(SecretString::from)
             .collect();
 
+        if !production
+            && stripe_secret_key
+                .as_ref()
+                .is_some_and(|key| is_live_key(key.expose_secret()))
+        {
+            // Outside production the service accepts development defaults (a JWT secret
+            // published in its source, relaxed checks); they must never guard real money.
+            problems.invalid(
+                "STRIPE_SECRET_KEY",
+                format!(
+                    "a live-mode key (sk_live_… or rk_live_…) is refused with APP_ENV={}: use a \
+                     test-mode key (sk_test_…), or set APP_ENV=production, which refuses the \
+                     development defaults",
+                    app_env.as_str()
+                ),
+            );
+        }
+
         if production {
             if stripe_secret_key.is_none() {
-                return unsafe_for_production(
+                problems.unsafe_for_production(
                     "STRIPE_SECRET_KEY",
-                    &if cfg!(feature = "emulator") {
+                    if cfg!(feature = "emulator") {
                         "is not set (the local Stripe emulator never runs in production)".into()
                     } else {
                         format!("is not set ({NO_EMULATOR})")
@@ -476,32 +571,60 @@ impl Settings {
                 );
             }
             if webhook_secrets.is_empty() {
-                return unsafe_for_production(
+                problems.unsafe_for_production(
                     "STRIPE_WEBHOOK_SECRET",
                     "is not set, nor STRIPE_WEBHOOK_SECRET_FILE (webhooks could not be verified)",
                 );
+            } else if webhook_secrets
+                .iter()
+                .any(|s| s.expose_secret() == DEV_WEBHOOK_SECRET)
+            {
+                problems.unsafe_for_production(
+                    "STRIPE_WEBHOOK_SECRET",
+                    "is the development default published in this source (anyone could sign \
+                     a webhook with it): use the `whsec_…` secret of your Stripe endpoint",
+                );
             }
             match &jwt_secret {
-                None => return unsafe_for_production("AUTH_JWT_SECRET", "is not set"),
-                Some(s) if s.expose_secret().len() < 32 => {
-                    return unsafe_for_production(
-                        "AUTH_JWT_SECRET",
-                        "is shorter than 32 bytes (too weak for HS256)",
-                    )
+                None => problems.unsafe_for_production("AUTH_JWT_SECRET", "is not set"),
+                Some(secret) => {
+                    if let Some(weakness) = jwt_secret_weakness(secret.expose_secret()) {
+                        problems.unsafe_for_production(
+                            "AUTH_JWT_SECRET",
+                            format!(
+                                "{weakness} (anyone who guesses it signs in as any user): \
+                                 generate one with `openssl rand -hex 32`"
+                            ),
+                        );
+                    }
                 }
-                Some(_) => {}
             }
-            if matches!(base.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) {
-                return unsafe_for_production(
-                    "APP_BASE_URL",
-                    "still points at localhost (Stripe would send users back to their own machine)",
-                );
+            if let Some(base) = &base {
+                if is_loopback(base) {
+                    problems.unsafe_for_production(
+                        "APP_BASE_URL",
+                        "still points at localhost (Stripe would send users back to their own machine)",
+                    );
+                } else if base.scheme() == "http" {
+                    problems.unsafe_for_production(
+                        "APP_BASE_URL",
+                        "uses http:// (session cookies and Stripe's return would cross the \
+                         network in clear): use https://",
+                    );
+                }
             }
         }
 
-        if stripe_secret_key.is_none() && !cfg!(feature = "emulator") {
-            return Err(ConfigError::NoStripeKey);
+        if stripe_secret_key.is_none() && !production && !cfg!(feature = "emulator") {
+            problems.refuse(
+                "STRIPE_SECRET_KEY",
+                format!(
+                    "is not set, and {NO_EMULATOR}: set it to a Stripe secret key (sk_test_… or \
+                     sk_live_…)"
+                ),
+            );
         }
+        problems.into_result()?;
 
         let webhook_secrets = if webhook_secrets.is_empty() {
             vec![SecretString::from(DEV_WEBHOOK_SECRET)]
@@ -535,6 +658,7 @@ impl Settings {
             billing_collection_paused_is_paid: raw.billing_collection_paused_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
             event_retention_days: raw.event_retention_days,
+            emulator_allow_public,
         })
     }
 
@@ -550,14 +674,66 @@ impl Settings {
             .unwrap_or_else(|_| self.app_base_url.clone())
     }
 
-    /// Whether a development default stands in for a secret (logged as a warning).
-    pub fn uses_development_secrets(&self) -> bool {
-        self.auth_jwt_secret.expose_secret() == DEV_JWT_SECRET
-            || self
+    /// What start-up warns about: settings it accepts that deserve a second look.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.uses_development_secrets() {
+            warnings.push(
+                "AUTH_JWT_SECRET or STRIPE_WEBHOOK_SECRET is unset: using development-only \
+                 defaults (refused when APP_ENV=production, and on a non-loopback HOST)"
+                    .to_string(),
+            );
+        }
+        if self.app_env == AppEnv::Production
+            && self
                 .stripe
-                .webhook_secrets
-                .iter()
-                .any(|s| s.expose_secret() == DEV_WEBHOOK_SECRET)
+                .secret_key
+                .as_ref()
+                .is_some_and(|key| is_test_key(key.expose_secret()))
+        {
+            warnings.push(
+                "STRIPE_SECRET_KEY is a test-mode key (sk_test_… or rk_test_…) in production: \
+                 no real payment is taken; set the live key (sk_live_…) to go live"
+                    .into(),
+            );
+        }
+        if self.app_env == AppEnv::Production && self.stripe.api_base.is_some() {
+            warnings.push(
+                "STRIPE_API_BASE is set in production: Stripe calls do not go to Stripe".into(),
+            );
+        }
+        warnings
+    }
+
+    /// Whether a development default stands in for a secret.
+    pub fn uses_development_secrets(&self) -> bool {
+        !self.development_defaults().is_empty()
+    }
+
+    /// The secrets a development default stands in for: published in this source, so
+    /// they protect nothing beyond this machine.
+    pub fn development_defaults(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.auth_jwt_secret.expose_secret() == DEV_JWT_SECRET {
+            names.push("AUTH_JWT_SECRET");
+        }
+        if self
+            .stripe
+            .webhook_secrets
+            .iter()
+            .any(|s| s.expose_secret() == DEV_WEBHOOK_SECRET)
+        {
+            names.push("STRIPE_WEBHOOK_SECRET");
+        }
+        names
+    }
+
+    /// Whether the service runs the local Stripe emulator in place of Stripe: no key,
+    /// outside production, in a build that has it.
+    pub fn runs_emulator(&self) -> bool {
+        cfg!(feature = "emulator")
+            && self.stripe.secret_key.is_none()
+            && self.app_env != AppEnv::Production
     }
 }
 
@@ -574,6 +750,53 @@ impl DatabaseSettings {
             Err(_) => "(unparsable DATABASE_URL)".into(),
         }
     }
+}
+
+/// Whether `key` is a live-mode Stripe API key (secret or restricted).
+fn is_live_key(key: &str) -> bool {
+    key.starts_with("sk_live_") || key.starts_with("rk_live_")
+}
+
+/// Whether `key` is a test-mode Stripe API key (secret or restricted).
+fn is_test_key(key: &str) -> bool {
+    key.starts_with("sk_test_") || key.starts_with("rk_test_")
+}
+
+/// Whether `url` names this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Why `secret` is too weak to sign sessions in production, if it is. No check proves a
+/// secret random; these catch the obvious values people do deploy: the published
+/// default, short ones, one character or one word repeated, a handful of characters.
+fn jwt_secret_weakness(secret: &str) -> Option<&'static str> {
+    let bytes = secret.as_bytes();
+    if secret == DEV_JWT_SECRET {
+        return Some("is the development default published in this source");
+    }
+    if bytes.len() < 32 {
+        return Some("is shorter than 32 bytes (too weak for HS256)");
+    }
+    // The shortest period the secret repeats with, if it repeats at least twice.
+    let period = (1..=bytes.len() / 2).find(|&p| bytes[p..].iter().zip(bytes).all(|(a, b)| a == b));
+    match period {
+        Some(1) => return Some("is one character repeated"),
+        Some(_) => return Some("repeats a shorter string"),
+        None => {}
+    }
+    let distinct = bytes
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    // `openssl rand -hex 32` uses all 16 hex digits; 64 random ones from fewer than 8 is
+    // about as likely as guessing the secret.
+    (distinct < 8).then_some("uses fewer than 8 different characters")
 }
 
 fn env_file(app_env: AppEnv) -> &'static str {
@@ -610,9 +833,21 @@ mod tests {
             ("APP_ENV", "production"),
             ("STRIPE_SECRET_KEY", "sk_live_123"),
             ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
-            ("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("AUTH_JWT_SECRET", STRONG_JWT_SECRET),
             ("APP_BASE_URL", "https://app.example.com"),
         ]
+    }
+
+    /// What `openssl rand -hex 32` prints.
+    const STRONG_JWT_SECRET: &str =
+        "3f9c1e0b7a2d4c8e9f1a6b3d5e7c0a2b4d6f8e1c3a5b7d9f0e2c4a6b8d0f1e3a";
+
+    /// Production's variables with `key` set to `value` instead.
+    fn production_with(key: &'static str, value: &'static str) -> Result<Settings, ConfigError> {
+        let mut vars = production_vars();
+        vars.retain(|(k, _)| *k != key);
+        vars.push((key, value));
+        settings(&vars)
     }
 
     fn production_error_without(key: &str) -> String {
@@ -744,6 +979,127 @@ mod tests {
     }
 
     #[test]
+    fn a_live_stripe_key_is_refused_outside_production() {
+        for env in [None, Some("development"), Some("test")] {
+            for key in ["sk_live_51Hx0000000000", "rk_live_51Hx0000000000"] {
+                let mut vars = vec![("STRIPE_SECRET_KEY", key)];
+                vars.extend(env.map(|env| ("APP_ENV", env)));
+                let err = settings(&vars).unwrap_err().to_string();
+                assert!(err.contains("STRIPE_SECRET_KEY"), "{err}");
+                assert!(err.contains("live-mode key"), "{err}");
+                assert!(err.contains("APP_ENV=production"), "{err}");
+                assert!(
+                    !err.contains("51Hx"),
+                    "the key itself is never printed: {err}"
+                );
+            }
+        }
+        assert!(settings(&[("STRIPE_SECRET_KEY", "sk_test_1")]).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_the_development_secrets_published_in_this_source() {
+        let rolled = format!("whsec_new,{DEV_WEBHOOK_SECRET}").leak();
+        for (key, value) in [
+            ("AUTH_JWT_SECRET", DEV_JWT_SECRET),
+            ("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
+            ("STRIPE_WEBHOOK_SECRET", &*rolled),
+        ] {
+            let err = production_with(key, value).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+            assert!(err.contains("development default"), "{err}");
+            assert!(!err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_jwt_secret_of_one_repeated_character_or_pattern() {
+        for weak in [
+            "a".repeat(64),
+            "0123456789abcdef".repeat(2),
+            "Secret!".repeat(6),
+            // Long enough, but from a handful of characters.
+            "abababababababababababababababbbabab".into(),
+        ] {
+            let err = production_with("AUTH_JWT_SECRET", weak.clone().leak())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("AUTH_JWT_SECRET"), "{weak}: {err}");
+            assert!(!err.contains(&weak), "{err}");
+        }
+        // What `openssl rand -hex 32` and `openssl rand -base64 32` print.
+        for strong in [
+            STRONG_JWT_SECRET,
+            "q0H4t7Vx2pLk9sR3mN8bY1cZ6wE5uJ0aGfD2hK4iO7s=",
+        ] {
+            assert!(
+                production_with("AUTH_JWT_SECRET", strong).is_ok(),
+                "{strong}"
+            );
+        }
+    }
+
+    #[test]
+    fn production_refuses_an_http_base_url_except_on_loopback() {
+        let err = production_with("APP_BASE_URL", "http://app.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("APP_BASE_URL"), "{err}");
+        assert!(err.contains("https://"), "{err}");
+        // Loopback is refused for another reason, said once.
+        for local in [
+            "http://localhost:8080",
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+        ] {
+            let err = production_with("APP_BASE_URL", local)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("localhost"), "{err}");
+            assert!(!err.contains("https://"), "{err}");
+        }
+    }
+
+    #[test]
+    fn production_warns_about_a_test_mode_stripe_key() {
+        let s = production_with("STRIPE_SECRET_KEY", "sk_test_51Hx000").unwrap();
+
+        let warnings = s.warnings().join("\n");
+        assert!(warnings.contains("STRIPE_SECRET_KEY"), "{warnings}");
+        assert!(warnings.contains("test-mode"), "{warnings}");
+        assert!(!warnings.contains("51Hx"), "{warnings}");
+        assert!(settings(&production_vars()).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_each_naming_its_variable() {
+        let err = settings(&[
+            ("APP_ENV", "production"),
+            ("AUTH_JWT_SECRET", "short"),
+            ("APP_BASE_URL", "http://app.example.com"),
+            ("STRIPE_TIMEOUT_SECS", "30"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "STRIPE_SECRET_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+            "AUTH_JWT_SECRET",
+            "APP_BASE_URL",
+            "STRIPE_TIMEOUT_SECS",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(err.contains("5 problems"), "{err}");
+
+        let err = settings(&[("STRIPE_TIMEOUT_SECS", "30"), ("EVENT_RETENTION_DAYS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STRIPE_TIMEOUT_SECS"), "{err}");
+        assert!(err.contains("EVENT_RETENTION_DAYS"), "{err}");
+    }
+
+    #[test]
     fn a_zero_webhook_tolerance_is_refused() {
         let err = settings(&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")])
             .unwrap_err()
@@ -768,7 +1124,7 @@ mod tests {
         let printed = format!("{s:?}");
         assert!(!printed.contains("sk_live_123"));
         assert!(!printed.contains("whsec_abc"));
-        assert!(!printed.contains("0123456789abcdef"));
+        assert!(!printed.contains(&STRONG_JWT_SECRET[..16]));
     }
 
     #[test]

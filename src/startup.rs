@@ -2,9 +2,11 @@
 //! and by every test. It binds the listener (port 0 in tests), starts the
 //! emulator when there is no Stripe key, builds the shared context once
 //! ([`crate::context::build`]) and registers it outside the `HttpServer::new`
-//! closure so all workers share one pool.
+//! closure so all workers share one pool. Outside production it keeps what is
+//! safe only on a developer's machine (the emulator, development secrets) to
+//! loopback.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 
 use actix_web::dev::{Server, Service};
 use actix_web::middleware::Logger;
@@ -15,7 +17,7 @@ use secrecy::ExposeSecret;
 
 use crate::billing::sweep;
 use crate::clock::Clock;
-use crate::config::{AppEnv, Settings};
+use crate::config::Settings;
 use crate::context::{self, StripeTarget};
 use crate::http::auth::JwtVerifier;
 use crate::http::{self, request_id, AppState};
@@ -30,22 +32,21 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        if settings.uses_development_secrets() {
-            warn!(
-                "AUTH_JWT_SECRET or STRIPE_WEBHOOK_SECRET is unset: using development-only \
-                 defaults (refused when APP_ENV=production)"
-            );
+        for warning in settings.warnings() {
+            warn!("{warning}");
         }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
+        let address = listener.local_addr()?;
+        refuse_public_development_defaults(&settings, address)?;
+        let port = address.port();
         let clock = Clock::system();
 
         // No key outside production: the in-process Stripe emulator, on this
         // very port. Configuration already refused a missing key in
         // production, and everywhere in a build without the emulator.
         #[cfg(feature = "emulator")]
-        let emulator = crate::emulator::Mounted::start(&settings, port, &clock).map(Arc::new);
+        let emulator = crate::emulator::Mounted::start(&settings, address, &clock).map(Arc::new);
         #[cfg(feature = "emulator")]
         let (target, demo) = match &emulator {
             Some(emulator) => {
@@ -120,9 +121,6 @@ impl Application {
             settings.host,
             settings.app_env.as_str()
         );
-        if settings.app_env == AppEnv::Production && settings.stripe.api_base.is_some() {
-            warn!("STRIPE_API_BASE is set in production: Stripe calls do not go to Stripe");
-        }
         Ok(Self { port, server })
     }
 
@@ -133,4 +131,45 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Outside production, what is safe only on the developer's own machine stays there: the
+/// emulator takes any `sk_` key and its demo signs in anyone, and a development default
+/// secret is published in this source, so anyone could sign a session or a webhook with
+/// it. On a non-loopback address the service refuses to start and names the ways out,
+/// rather than listen elsewhere than `HOST` says (a container's published port would then
+/// answer nothing, with no reason given).
+fn refuse_public_development_defaults(
+    settings: &Settings,
+    address: SocketAddr,
+) -> anyhow::Result<()> {
+    if address.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    if settings.runs_emulator() {
+        anyhow::ensure!(
+            settings.emulator_allow_public,
+            "refusing to listen on {address}: without STRIPE_SECRET_KEY the service runs the \
+             local Stripe emulator, which takes any `sk_` key and whose demo signs in anyone, so \
+             it serves loopback only. Set HOST=127.0.0.1, or STRIPE_SECRET_KEY to use Stripe, or \
+             EMULATOR_ALLOW_PUBLIC=true to open it to everyone who can reach {address}"
+        );
+        // An open demo, as asked: the emulator already lets anyone act as anyone, so
+        // the development secrets put nothing more at risk.
+        return Ok(());
+    }
+    let defaults = settings.development_defaults();
+    let (is, their, defaults_are) = match defaults.len() {
+        1 => ("is", "its", "default is"),
+        _ => ("are", "their", "defaults are"),
+    };
+    anyhow::ensure!(
+        defaults.is_empty(),
+        "refusing to listen on {address}: {names} {is} unset, and {their} development \
+         {defaults_are} published in this source (anyone could sign a session or a webhook \
+         with them), so they serve loopback only. Set {names} (`openssl rand -hex 32` for \
+         AUTH_JWT_SECRET, Stripe's `whsec_…` for STRIPE_WEBHOOK_SECRET), or HOST=127.0.0.1",
+        names = defaults.join(" and "),
+    );
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! A stateful, in-process Stripe emulator for a zero-config local run: when
 //! `STRIPE_SECRET_KEY` is unset outside production, the service mounts it at
 //! `/stripe-emulator/` on its own port and points its Stripe client there.
+//! It takes any `sk_` key and its demo signs in anyone, so start-up refuses a
+//! non-loopback listener for it unless `EMULATOR_ALLOW_PUBLIC=true`.
 //! It is compiled only with the `emulator` cargo feature (on by default);
 //! production builds (`--no-default-features`) carry none of it.
 //!
@@ -75,6 +77,7 @@ mod model;
 mod objects;
 mod portal;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::web;
@@ -82,7 +85,7 @@ use log::warn;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::Clock;
-use crate::config::{AppEnv, Settings};
+use crate::config::Settings;
 use account::Emulator;
 
 /// The key the service's Stripe client and the demo send: the emulator
@@ -102,12 +105,15 @@ impl Mounted {
     /// The emulator when no `STRIPE_SECRET_KEY` is set outside production
     /// (configuration already refused a missing key in production), else
     /// `None`. It shares the service's billing `clock` and delivers its
-    /// events to the service's webhook endpoint on `port`.
-    pub(crate) fn start(settings: &Settings, port: u16, clock: &Clock) -> Option<Self> {
-        if settings.stripe.secret_key.is_some() || settings.app_env == AppEnv::Production {
+    /// events to the service's webhook endpoint on `address`, the listener's
+    /// (start-up already refused a non-loopback one unless
+    /// `EMULATOR_ALLOW_PUBLIC=true`).
+    pub(crate) fn start(settings: &Settings, address: SocketAddr, clock: &Clock) -> Option<Self> {
+        if !settings.runs_emulator() {
             return None;
         }
-        let local = format!("http://127.0.0.1:{port}");
+        let port = address.port();
+        let local = format!("http://{}", reachable(address));
         let public = public_origin(&settings.app_origin(), port).unwrap_or(local.clone());
         let emulator = Emulator::new(
             format!("{public}/stripe-emulator"),
@@ -121,6 +127,17 @@ impl Mounted {
             "*** STRIPE_SECRET_KEY is unset: using the LOCAL STRIPE EMULATOR at {public}/stripe-emulator \
              (no real Stripe calls; demo sign-in enabled). Set STRIPE_SECRET_KEY to use Stripe. ***"
         );
+        if address.ip().to_canonical().is_loopback() {
+            warn!(
+                "the emulator and demo sign-in listen on loopback only ({address}): \
+                 EMULATOR_ALLOW_PUBLIC=true with a non-loopback HOST would open them to others"
+            );
+        } else {
+            warn!(
+                "*** EMULATOR_ALLOW_PUBLIC=true: the emulator and demo sign-in are open to anyone \
+                 who can reach {address}: any `sk_` key lists and cancels every subscription ***"
+            );
+        }
         let local_api_base = format!("{local}/stripe-emulator");
         let demo = demo::Demo::new(local_api_base.clone(), settings.auth_jwt_secret.clone());
         Some(Self {
@@ -149,6 +166,17 @@ impl Mounted {
         );
         demo::configure(cfg, self.demo.clone());
     }
+}
+
+/// Where this process reaches its own listener: the address itself, or
+/// loopback for a wildcard one (`0.0.0.0`, `::`).
+fn reachable(address: SocketAddr) -> SocketAddr {
+    let ip = match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, address.port())
 }
 
 /// Portal links should open on the origin the user browses (so

@@ -1,5 +1,6 @@
 //! Start-up behaviour of the real binary: database creation, an unreachable
-//! Postgres, production refusing unsafe settings.
+//! Postgres, production refusing unsafe settings, development defaults kept to
+//! loopback.
 
 use std::process::Command;
 
@@ -84,7 +85,7 @@ fn production_without_a_stripe_key_refuses_to_start_and_names_it() {
         .env_remove("STRIPE_SECRET_KEY")
         .env("APP_ENV", "production")
         .env("STRIPE_WEBHOOK_SECRET", "whsec_x")
-        .env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("AUTH_JWT_SECRET", JWT_SECRET)
         .env("APP_BASE_URL", "https://app.example.com")
         .output()
         .unwrap();
@@ -92,7 +93,7 @@ fn production_without_a_stripe_key_refuses_to_start_and_names_it() {
 
     assert!(!output.status.success());
     assert!(stderr.contains("STRIPE_SECRET_KEY"), "{stderr}");
-    assert!(!stderr.contains("0123456789abcdef"), "{stderr}");
+    assert!(!stderr.contains(JWT_SECRET), "{stderr}");
 }
 
 #[test]
@@ -109,4 +110,71 @@ fn the_token_command_prints_a_token_the_service_accepts() {
     let (id, email) = verifier.verify(token.trim()).unwrap();
     assert_eq!(id.as_str(), "user_42");
     assert_eq!(email.as_deref(), Some("a@example.com"));
+}
+
+/// The refusal a start-up ends with, as `main` prints it.
+async fn start_up_error(
+    customize: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> String {
+    match try_spawn_app_with(customize).await {
+        Ok(_) => panic!("the service started"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn the_emulator_refuses_a_non_loopback_address_unless_told_to_allow_it() {
+    let err = start_up_error(|vars| {
+        vars.remove("STRIPE_SECRET_KEY");
+        vars.remove("STRIPE_API_BASE");
+        vars.insert("HOST".into(), "0.0.0.0".into());
+    })
+    .await;
+
+    for named in [
+        "0.0.0.0",
+        "emulator",
+        "loopback",
+        "HOST=127.0.0.1",
+        "STRIPE_SECRET_KEY",
+        "EMULATOR_ALLOW_PUBLIC=true",
+    ] {
+        assert!(err.contains(named), "{named}: {err}");
+    }
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn with_emulator_allow_public_the_emulator_serves_every_interface() {
+    let app = spawn_emulated_app_with(|vars| {
+        vars.insert("HOST".into(), "0.0.0.0".into());
+        vars.insert("EMULATOR_ALLOW_PUBLIC".into(), "true".into());
+    })
+    .await;
+
+    // 0.0.0.0 includes loopback, where the emulator delivers its webhooks.
+    let customer = emulator_post(&app, "customers", &[("email", "a@example.com")], None).await;
+    assert_eq!(customer.0, 200, "{}", customer.1);
+}
+
+#[actix_rt::test]
+async fn development_default_secrets_are_refused_on_a_non_loopback_address() {
+    for unset in ["AUTH_JWT_SECRET", "STRIPE_WEBHOOK_SECRET"] {
+        let err = start_up_error(|vars| {
+            vars.remove(unset);
+            vars.insert("HOST".into(), "0.0.0.0".into());
+        })
+        .await;
+
+        for named in [unset, "0.0.0.0", "development default", "loopback"] {
+            assert!(err.contains(named), "{named}: {err}");
+        }
+    }
+    // On loopback they still stand in, so `cargo run` needs no set-up.
+    spawn_app_with(|vars| {
+        vars.remove("AUTH_JWT_SECRET");
+        vars.remove("STRIPE_WEBHOOK_SECRET");
+    })
+    .await;
 }

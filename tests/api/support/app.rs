@@ -60,6 +60,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with a chance to change the variables the service sees.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    try_spawn_app_with(customize).await.expect("app builds")
+}
+
+/// Like [`spawn_app_with`], for a test about a start-up refusal: the configuration error, or
+/// [`Application::build`]'s, instead of a panic.
+pub async fn try_spawn_app_with(
+    customize: impl FnOnce(&mut HashMap<String, String>),
+) -> anyhow::Result<TestApp> {
     let _ = env_logger::builder().is_test(true).try_init();
     let stripe = MockServer::start().await;
     let db_name = format!("billing_test_{}", uuid::Uuid::new_v4().simple());
@@ -80,13 +88,11 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut HashMap<String, String>)
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     customize(&mut vars);
-    let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings");
-    let app = Application::build(settings.clone())
-        .await
-        .expect("app builds");
+    let settings = Settings::from_lookup(|k| vars.get(k).cloned())?;
+    let app = Application::build(settings.clone()).await?;
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp {
+    Ok(TestApp {
         address,
         stripe,
         db_name,
@@ -95,7 +101,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut HashMap<String, String>)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-    }
+    })
 }
 
 pub fn token_for(sub: &str, email: Option<&str>) -> String {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::db::{DbError, PgPool};
 use crate::metrics::Metrics;
-use crate::stripe::client::{StripeFailure, StripeGateway};
+use crate::stripe::client::{StripeFailure, StripeGateway, StripeMode};
 
 pub use status::PaidRule;
 
@@ -55,6 +55,9 @@ pub struct Billing {
     /// `STRIPE_WEBHOOK_TOLERANCE_SECS`: an event's `created` further than
     /// this in the future is ordered as if it were now.
     pub future_tolerance_secs: i64,
+    /// The mode of `STRIPE_SECRET_KEY` (test for the emulator): an event of
+    /// the other mode is recorded and changes nothing.
+    pub stripe_mode: StripeMode,
 }
 
 impl Billing {

@@ -26,6 +26,9 @@ pub enum Outcome {
     Stale,
     /// A type this service does not act on.
     Ignored,
+    /// Of the other Stripe mode (test or live) than `STRIPE_SECRET_KEY`:
+    /// recorded, nothing done.
+    WrongMode,
     /// Same second as the stored state and unorderable: nothing recorded, so
     /// the caller re-reads the subscription from Stripe and applies the event
     /// again with what it read. Never stored on an event row.
@@ -39,6 +42,7 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::Stale => "stale",
             Self::Ignored => "ignored",
+            Self::WrongMode => "wrong_mode",
             Self::Undecidable => "undecidable",
         }
     }
@@ -130,6 +134,22 @@ pub(crate) fn apply_event(
         Err(diesel::result::Error::RollbackTransaction) => Ok(Outcome::Undecidable),
         other => other,
     }
+}
+
+/// Records a verified event that must change nothing, with `outcome`
+/// ([`Outcome::Duplicate`] when it was already recorded).
+pub(crate) fn record_only(
+    conn: &mut PgConnection,
+    event: &Event,
+    outcome: Outcome,
+) -> QueryResult<Outcome> {
+    let created = timestamp(event.created).unwrap_or(DateTime::UNIX_EPOCH);
+    Ok(
+        match events::claim(conn, &event.id, &event.type_, created, outcome.as_str())? {
+            true => outcome,
+            false => Outcome::Duplicate,
+        },
+    )
 }
 
 /// Stores one subscription's state (unless newer state is already stored)

@@ -31,6 +31,10 @@ pub struct Event {
     pub type_: String,
     /// Stripe's creation time (unix seconds); orders events applied to the same subscription.
     pub created: i64,
+    /// `livemode`: made by live-mode data. Only an explicit `true` is live; Stripe sends it on
+    /// every event, and one without it is taken as test mode, so it can never act on a live
+    /// instance.
+    pub livemode: bool,
     pub kind: EventKind,
 }
 
@@ -173,6 +177,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
         id: head.id.into(),
         type_: head.type_,
         created: head.created,
+        livemode: head.livemode == Some(true),
         kind,
     })
 }
@@ -252,6 +257,8 @@ struct EnvelopeHead {
     #[serde(rename = "type")]
     type_: String,
     created: i64,
+    #[serde(default, deserialize_with = "lenient")]
+    livemode: Option<bool>,
     /// Never read: deserializing it is what requires `data.object` to be present and an object.
     #[serde(rename = "data")]
     _data: EnvelopeData<AnyObject>,
@@ -899,6 +906,26 @@ mod tests {
         assert!(message.contains("`customer`"), "{message}");
         assert!(message.contains("`status`"), "{message}");
         assert!(!message.contains("`id`"), "{message}");
+    }
+
+    #[test]
+    fn only_an_explicit_livemode_true_is_live() {
+        let body = |livemode: &str| {
+            format!(
+                r#"{{"id":"evt_1","type":"invoice.paid","created":1,{livemode}"data":{{"object":{{}}}}}}"#
+            )
+        };
+        for (livemode, live) in [
+            (r#""livemode":true,"#, true),
+            (r#""livemode":false,"#, false),
+            ("", false),
+            (r#""livemode":null,"#, false),
+            (r#""livemode":"true","#, false),
+        ] {
+            let event = parse_event(body(livemode).as_bytes()).unwrap();
+
+            assert_eq!(event.livemode, live, "{livemode}");
+        }
     }
 
     #[test]

@@ -704,3 +704,87 @@ async fn while_the_database_is_down_events_are_refused_and_applied_once_redelive
     assert_eq!(app.count("stripe_events"), 1);
     assert!(app.user("user_1").unwrap().paid);
 }
+
+// --- Test and live mode (issue 15, item 6).
+
+fn metric_value(metrics: &str, line_start: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A test-mode webhook secret beside a live key (`stripe listen` prints one):
+/// a test-mode checkout must not make anyone paid on the live instance.
+#[actix_rt::test]
+async fn a_test_mode_event_on_a_live_instance_is_acknowledged_as_wrong_mode_and_changes_nothing() {
+    let app = spawn_app_with(|vars| {
+        vars.insert(
+            "STRIPE_SECRET_KEY".into(),
+            "sk_live_fake_key_for_tests".into(),
+        );
+    })
+    .await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    let t = now() - 100;
+    let mut checkout = event(
+        "evt_checkout",
+        "checkout.session.completed",
+        t,
+        json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_9",
+               "metadata": {"user_id": "user_9"}, "subscription": "sub_9"}),
+    );
+    checkout["livemode"] = json!(false);
+    let test_mode = sub_event("evt_test", "customer.subscription.created", t, "active");
+    assert_eq!(test_mode["livemode"], false);
+
+    let responses = [
+        app.deliver(&test_mode).await.status(),
+        app.deliver(&checkout).await.status(),
+        app.deliver(&test_mode).await.status(),
+    ];
+
+    assert_eq!(responses.map(|s| s.as_u16()), [200, 200, 200]);
+    assert_eq!(app.event_outcome("evt_test"), "wrong_mode");
+    assert_eq!(app.event_outcome("evt_checkout"), "wrong_mode");
+    assert_eq!(app.count("subscriptions"), 0);
+    assert!(!app.user("user_1").unwrap().paid);
+    assert!(app.user("user_9").is_none());
+    let metrics = app.get_text("/metrics").await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"billing_portal_webhook_events_total{outcome="wrong_mode",type="customer.subscription.created"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_live_mode_event_applies_on_a_live_instance_and_changes_nothing_on_a_test_one() {
+    for (key, expected) in [
+        ("sk_live_fake_key_for_tests", "applied"),
+        ("rk_live_fake_key_for_tests", "applied"),
+        ("sk_test_fake_key_for_tests", "wrong_mode"),
+        ("rk_test_fake_key_for_tests", "wrong_mode"),
+    ] {
+        let app = spawn_app_with(|vars| {
+            vars.insert("STRIPE_SECRET_KEY".into(), key.into());
+        })
+        .await;
+        app.given().user("user_1").with_customer("cus_1").store();
+        let mut live = sub_event("evt_live", "customer.subscription.created", now(), "active");
+        live["livemode"] = json!(true);
+
+        assert_eq!(app.deliver(&live).await.status(), 200, "{key}");
+
+        assert_eq!(app.event_outcome("evt_live"), expected, "{key}");
+        assert_eq!(
+            app.user("user_1").unwrap().paid,
+            expected == "applied",
+            "{key}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use log::info;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::billing::reference::ReferenceKey;
 use crate::billing::{Billing, PaidRule};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -88,5 +89,9 @@ pub async fn build(
             .map_or(StripeMode::Test, |key| {
                 StripeMode::of_key(key.expose_secret())
             }),
+        client_reference: ReferenceKey::from_secrets(
+            settings.client_reference_secret.as_ref(),
+            &settings.auth_jwt_secret,
+        ),
     })
 }

@@ -9,6 +9,8 @@
 //! - [`webhook`]: receiving one verified Stripe event;
 //! - [`sync`]: applying Stripe's subscription state to Postgres, in order;
 //! - [`refetch`]: reading it back from the API without going backwards;
+//! - [`reference`]: signed `client_reference_id`s, which link a checkout's
+//!   customer to a user;
 //! - [`resync`]: repairing every customer (the `sync` command);
 //! - [`sweep`]: ending grace periods on time.
 //!
@@ -17,6 +19,7 @@
 
 pub mod customers;
 pub mod portal;
+pub mod reference;
 pub mod refetch;
 pub mod resync;
 pub mod status;
@@ -58,6 +61,9 @@ pub struct Billing {
     /// The mode of `STRIPE_SECRET_KEY` (test for the emulator): an event of
     /// the other mode is recorded and changes nothing.
     pub stripe_mode: StripeMode,
+    /// What `client_reference_id`s are signed with (`CLIENT_REFERENCE_SECRET`,
+    /// else derived from `AUTH_JWT_SECRET`).
+    pub client_reference: reference::ReferenceKey,
 }
 
 impl Billing {

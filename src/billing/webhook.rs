@@ -57,8 +57,9 @@ pub(crate) async fn receive(billing: &Billing, mut event: Event) -> Result<Outco
     // Shared, not copied: a tie re-reads and applies the same event again.
     let event = Arc::new(event);
     let (rule, clock, payload) = (billing.rule, billing.clock.clone(), event.clone());
+    let key = billing.client_reference.clone();
     let outcome = db::run(&billing.pool, move |conn| {
-        sync::apply_event(conn, &payload, None, rule, clock.now())
+        sync::apply_event(conn, &payload, None, &key, rule, clock.now())
     })
     .await?;
     if outcome != Outcome::Undecidable {

@@ -108,7 +108,11 @@ pub struct PreviousAttributes(pub serde_json::Map<String, serde_json::Value>);
 pub struct CheckoutSessionObject {
     pub id: String,
     pub customer_id: Option<CustomerId>,
+    /// As the session carries it: Payment Links and pricing tables let the buyer choose it.
     pub client_reference_id: Option<String>,
+    /// `metadata.user_id` when present and non-empty: only whoever created the session with the
+    /// secret key can set it.
+    pub metadata_user_id: Option<String>,
     pub subscription_id: Option<SubscriptionId>,
 }
 
@@ -618,6 +622,8 @@ struct CheckoutWire {
     #[serde(default, deserialize_with = "expandable_id")]
     customer: Option<String>,
     client_reference_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    metadata: Option<MetadataWire>,
     #[serde(default, deserialize_with = "expandable_id")]
     subscription: Option<String>,
 }
@@ -628,6 +634,7 @@ impl CheckoutWire {
             id: non_empty(self.id).ok_or_else(|| missing("checkout session object", &["id"]))?,
             customer_id: non_empty(self.customer).map(CustomerId::from),
             client_reference_id: non_empty(self.client_reference_id),
+            metadata_user_id: non_empty(self.metadata.and_then(|m| m.user_id)),
             subscription_id: non_empty(self.subscription).map(SubscriptionId::from),
         })
     }
@@ -946,6 +953,7 @@ mod tests {
     fn checkout_session_completed_gives_customer_reference_and_subscription() {
         let object = r#"{"id":"cs_test_a1","object":"checkout.session","mode":"subscription",
             "status":"complete","customer":"cus_1","client_reference_id":"user_42",
+            "metadata":{"user_id":"user_43","plan":"pro"},
             "subscription":{"id":"sub_1","object":"subscription","status":"active"}}"#;
         let body = event_with("checkout.session.completed", object);
 
@@ -960,6 +968,7 @@ mod tests {
                 id: "cs_test_a1".into(),
                 customer_id: Some("cus_1".into()),
                 client_reference_id: Some("user_42".into()),
+                metadata_user_id: Some("user_43".into()),
                 subscription_id: Some("sub_1".into()),
             }
         );
@@ -976,7 +985,21 @@ mod tests {
         };
         assert_eq!(session.customer_id, None);
         assert_eq!(session.client_reference_id, None);
+        assert_eq!(session.metadata_user_id, None);
         assert_eq!(session.subscription_id, None);
+    }
+
+    #[test]
+    fn a_checkout_metadata_user_id_that_is_not_a_string_is_absent_not_refused() {
+        for metadata in [r#"{"user_id":7}"#, r#""x""#, r#"{"user_id":""}"#, "null"] {
+            let object = format!(r#"{{"id":"cs_1","customer":"cus_1","metadata":{metadata}}}"#);
+            let body = event_with("checkout.session.completed", &object);
+
+            let EventKind::CheckoutCompleted(session) = parse_event(&body).unwrap().kind else {
+                panic!("expected a checkout event");
+            };
+            assert_eq!(session.metadata_user_id, None, "{metadata}");
+        }
     }
 
     #[test]

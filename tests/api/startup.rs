@@ -110,3 +110,17 @@ fn the_token_command_prints_a_token_the_service_accepts() {
     assert_eq!(id.as_str(), "user_42");
     assert_eq!(email.as_deref(), Some("a@example.com"));
 }
+
+#[test]
+fn the_client_reference_command_prints_the_reference_the_readme_documents() {
+    let output = binary()
+        .args(["client-reference", "user_42"])
+        .env("AUTH_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(stdout.trim(), signed_reference("user_42", None));
+    assert!(!stdout.contains(JWT_SECRET));
+}

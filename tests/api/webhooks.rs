@@ -559,7 +559,8 @@ async fn an_unknown_customer_is_stored_without_a_user_and_linked_by_checkout() {
         "checkout.session.completed",
         t + 1,
         json!({"id": "cs_1", "object": "checkout.session", "mode": "subscription",
-               "customer": "cus_unknown", "client_reference_id": "user_7",
+               "customer": "cus_unknown",
+               "client_reference_id": signed_reference("user_7", None),
                "subscription": "sub_9"}),
     ))
     .await;
@@ -578,7 +579,7 @@ async fn checkout_never_replaces_a_customer_the_user_already_has() {
         "checkout.session.completed",
         now(),
         json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_other",
-               "client_reference_id": "user_1"}),
+               "client_reference_id": signed_reference("user_1", None)}),
     ))
     .await;
 
@@ -586,6 +587,124 @@ async fn checkout_never_replaces_a_customer_the_user_already_has() {
         app.user("user_1").unwrap().stripe_customer_id.as_deref(),
         Some("cus_1")
     );
+}
+
+// --- Linking a checkout's customer to a user (issue 15, item 5): only when
+// the buyer cannot have chosen whom.
+
+/// A subscription of a customer no user holds yet, then its checkout session.
+async fn checkout_of_an_unknown_customer(app: &TestApp, session: Value) -> reqwest::Response {
+    let t = now() - 100;
+    app.deliver(&event(
+        "evt_sub",
+        "customer.subscription.created",
+        t,
+        current_subscription("sub_9", "cus_buyer", "active", t + 30 * DAY),
+    ))
+    .await;
+    let mut object = json!({"id": "cs_1", "object": "checkout.session", "mode": "subscription",
+                            "customer": "cus_buyer", "subscription": "sub_9"});
+    object
+        .as_object_mut()
+        .unwrap()
+        .extend(session.as_object().unwrap().clone());
+    app.deliver(&event(
+        "evt_checkout",
+        "checkout.session.completed",
+        t + 1,
+        object,
+    ))
+    .await
+}
+
+/// Payment Links and pricing tables take `client_reference_id` from the URL
+/// the buyer opens: whoever buys can name any user.
+#[actix_rt::test]
+async fn a_bare_client_reference_id_links_nobody_and_is_recorded_as_unverified() {
+    let app = spawn_app().await;
+    app.given().user("user_victim").store();
+
+    let response =
+        checkout_of_an_unknown_customer(&app, json!({"client_reference_id": "user_victim"})).await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.event_outcome("evt_checkout"), "unverified_reference");
+    let victim = app.user("user_victim").unwrap();
+    assert_eq!(victim.stripe_customer_id, None);
+    assert!(!victim.paid);
+    assert_eq!(app.count("subscriptions WHERE user_id IS NULL"), 1);
+}
+
+#[actix_rt::test]
+async fn a_checkout_session_with_metadata_user_id_links_its_customer_to_that_user() {
+    let app = spawn_app().await;
+
+    checkout_of_an_unknown_customer(&app, json!({"metadata": {"user_id": "user_7"}})).await;
+
+    let user = app.user("user_7").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_buyer"));
+    assert!(user.paid);
+    assert_eq!(app.event_outcome("evt_checkout"), "applied");
+}
+
+#[actix_rt::test]
+async fn a_client_reference_id_signed_as_the_readme_documents_links_its_customer() {
+    let app = spawn_app().await;
+
+    checkout_of_an_unknown_customer(
+        &app,
+        json!({"client_reference_id": signed_reference("user_7", None)}),
+    )
+    .await;
+
+    let user = app.user("user_7").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_buyer"));
+    assert!(user.paid);
+    assert_eq!(app.event_outcome("evt_checkout"), "applied");
+}
+
+#[actix_rt::test]
+async fn with_client_reference_secret_set_references_are_signed_with_it() {
+    let secret = "a-client-reference-secret-of-32-bytes";
+    let app = spawn_app_with(|vars| {
+        vars.insert("CLIENT_REFERENCE_SECRET".into(), secret.into());
+    })
+    .await;
+
+    checkout_of_an_unknown_customer(
+        &app,
+        json!({"client_reference_id": signed_reference("user_7", Some(secret))}),
+    )
+    .await;
+
+    let user = app.user("user_7").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_buyer"));
+    assert!(user.paid);
+}
+
+#[actix_rt::test]
+async fn a_reference_signed_for_another_user_or_with_another_key_links_nobody() {
+    let for_someone_else =
+        signed_reference("user_attacker", None).replacen("user_attacker", "user_victim", 1);
+    let with_another_key = signed_reference("user_victim", Some("not-the-service-secret"));
+    let truncated = signed_reference("user_victim", None);
+    let truncated = truncated[..truncated.len() - 1].to_string();
+    for reference in [for_someone_else, with_another_key, truncated] {
+        let app = spawn_app().await;
+        app.given().user("user_victim").store();
+
+        let response =
+            checkout_of_an_unknown_customer(&app, json!({"client_reference_id": reference})).await;
+
+        assert_eq!(response.status(), 200, "{reference}");
+        assert_eq!(
+            app.event_outcome("evt_checkout"),
+            "unverified_reference",
+            "{reference}"
+        );
+        assert_eq!(app.user("user_victim").unwrap().stripe_customer_id, None);
+        assert_eq!(app.count("users"), 1, "{reference}");
+    }
 }
 
 #[actix_rt::test]

@@ -5,7 +5,8 @@
 //!
 //! Rules: the user for a subscription is the one holding its customer, else
 //! the one named by `metadata.user_id`; unknown customers are stored without a
-//! user and linked when the customer is. A completed checkout links its
+//! user, and once a customer is linked all its subscriptions are its holder's
+//! (`metadata.user_id` never keeps one from them). A completed checkout links its
 //! customer only to a user no buyer can have chosen: its `metadata.user_id`,
 //! or a `client_reference_id` signed with [`ReferenceKey`]. A user's paid flag
 //! is recomputed in the same transaction as every change that can move it.
@@ -209,8 +210,21 @@ pub(crate) fn state_of<'a>(
 }
 
 fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<UserId>> {
-    if let Some(user) = users::find_by_customer(conn, &sub.customer_id)? {
-        return Ok(Some(user));
+    if let Some(holder) = users::find_by_customer(conn, &sub.customer_id)? {
+        if sub
+            .metadata_user_id
+            .as_deref()
+            .is_some_and(|named| holder != named)
+        {
+            // Its text is not logged: it may not even be a valid user id.
+            log::warn!(
+                "subscription {}: ignoring metadata.user_id, which names another user than \
+                 {holder}, who holds its customer {}",
+                sub.id,
+                sub.customer_id
+            );
+        }
+        return Ok(Some(holder));
     }
     match sub.metadata_user_id.as_deref().map(UserId::parse) {
         Some(Ok(user)) => {
@@ -307,8 +321,26 @@ fn checkout_completed(
     };
     users::link_customer_if_unset(conn, &user, customer)?;
     if users::find_by_customer(conn, customer)?.as_ref() == Some(&user) {
-        subscriptions::link_customer(conn, customer, &user)?;
+        link_subscriptions(conn, customer, &user, rule, now)?;
         users::recompute_paid(conn, &user, &rule.at(now))?;
     }
     Ok(Outcome::Applied)
+}
+
+/// Gives the subscriptions of `customer` to `user`, who now holds it, and
+/// recomputes the paid flag of everyone they came from (the caller that of
+/// `user`). Returns how many moved. Call inside a transaction.
+pub(crate) fn link_subscriptions(
+    conn: &mut PgConnection,
+    customer: &CustomerId,
+    user: &UserId,
+    rule: PaidRule,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    let linked = subscriptions::link_customer(conn, customer, user)?;
+    for previous in &linked.previous_holders {
+        log::info!("customer {customer}'s subscriptions moved from user {previous} to {user}");
+        users::recompute_paid(conn, previous, &rule.at(now))?;
+    }
+    Ok(linked.moved)
 }

@@ -722,6 +722,71 @@ async fn metadata_user_id_names_the_user_when_the_customer_is_unknown() {
     assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_5"));
 }
 
+// --- Subscriptions that change hands (issue 15, item 11).
+
+/// `sub_x` of `cus_x`, naming `user` in `metadata.user_id`.
+fn sub_naming(id: &str, created: i64, user: &str) -> Value {
+    let mut sub = current_subscription("sub_x", "cus_x", "active", created + 30 * DAY);
+    sub["metadata"] = json!({ "user_id": user });
+    event(id, "customer.subscription.updated", created, sub)
+}
+
+#[actix_rt::test]
+async fn a_subscription_moved_by_metadata_user_id_leaves_its_previous_holder_unpaid() {
+    let app = spawn_app().await;
+    // user_b holds another customer, so cus_x stays unlinked and the
+    // subscription is theirs by metadata alone.
+    app.given().user("user_b").with_customer("cus_b").store();
+    let t = now() - 100;
+    app.deliver(&sub_naming("evt_1", t, "user_b")).await;
+    assert!(app.user("user_b").unwrap().paid);
+
+    app.deliver(&sub_naming("evt_2", t + 10, "user_c")).await;
+
+    assert!(app.user("user_c").unwrap().paid);
+    assert!(!app.user("user_b").unwrap().paid);
+    assert_eq!(app.count("subscriptions WHERE user_id = 'user_c'"), 1);
+}
+
+#[actix_rt::test]
+async fn a_customer_linked_by_checkout_takes_its_subscriptions_from_whoever_metadata_named() {
+    let app = spawn_app().await;
+    app.given().user("user_b").with_customer("cus_b").store();
+    let t = now() - 100;
+    app.deliver(&sub_naming("evt_1", t, "user_b")).await;
+    assert!(app.user("user_b").unwrap().paid);
+
+    app.deliver(&event(
+        "evt_checkout",
+        "checkout.session.completed",
+        t + 10,
+        json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_x",
+               "client_reference_id": "user_a", "metadata": {"user_id": "user_a"},
+               "subscription": "sub_x"}),
+    ))
+    .await;
+
+    let owner = app.user("user_a").unwrap();
+    assert_eq!(owner.stripe_customer_id.as_deref(), Some("cus_x"));
+    assert!(owner.paid);
+    assert!(!app.user("user_b").unwrap().paid);
+    assert_eq!(app.count("subscriptions WHERE user_id = 'user_a'"), 1);
+}
+
+#[actix_rt::test]
+async fn metadata_user_id_never_takes_a_subscription_from_its_customers_owner() {
+    let app = spawn_app().await;
+    app.given().user("user_a").with_customer("cus_x").store();
+    let t = now() - 100;
+
+    app.deliver(&sub_naming("evt_1", t, "user_b")).await;
+
+    assert_eq!(app.event_outcome("evt_1"), "applied");
+    assert!(app.user("user_a").unwrap().paid);
+    assert!(app.user("user_b").is_none());
+    assert_eq!(app.count("subscriptions WHERE user_id = 'user_a'"), 1);
+}
+
 #[actix_rt::test]
 async fn a_deleted_customer_is_forgotten_and_its_user_becomes_unpaid() {
     let app = app_with_linked_user().await;

@@ -303,9 +303,9 @@ fn checkout_completed(
         Named::Vouched(user) => user,
         Named::Nobody => return Ok(Outcome::Ignored),
         Named::Unverified(reference) => {
-            // A checkout for a customer the named user already holds (as an
-            // app's own session for a signed-in user, or the emulator's demo,
-            // send) links nothing new.
+            // A checkout for a customer the named user already holds (what an
+            // app's own session for a signed-in user sends, as the emulator's
+            // demo does) links nothing new.
             if users::find_by_customer(conn, customer)?.is_some_and(|held| held == reference) {
                 return Ok(Outcome::Applied);
             }

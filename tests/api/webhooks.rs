@@ -689,22 +689,33 @@ async fn a_reference_signed_for_another_user_or_with_another_key_links_nobody() 
     let with_another_key = signed_reference("user_victim", Some("not-the-service-secret"));
     let truncated = signed_reference("user_victim", None);
     let truncated = truncated[..truncated.len() - 1].to_string();
-    for reference in [for_someone_else, with_another_key, truncated] {
-        let app = spawn_app().await;
-        app.given().user("user_victim").store();
+    let app = spawn_app().await;
+    app.given().user("user_victim").store();
 
-        let response =
-            checkout_of_an_unknown_customer(&app, json!({"client_reference_id": reference})).await;
+    for (i, reference) in [for_someone_else, with_another_key, truncated]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("evt_checkout_{i}");
+        let response = app
+            .deliver(&event(
+                &id,
+                "checkout.session.completed",
+                now(),
+                json!({"id": format!("cs_{i}"), "object": "checkout.session",
+                       "customer": format!("cus_buyer_{i}"), "client_reference_id": reference}),
+            ))
+            .await;
 
         assert_eq!(response.status(), 200, "{reference}");
         assert_eq!(
-            app.event_outcome("evt_checkout"),
+            app.event_outcome(&id),
             "unverified_reference",
             "{reference}"
         );
-        assert_eq!(app.user("user_victim").unwrap().stripe_customer_id, None);
-        assert_eq!(app.count("users"), 1, "{reference}");
     }
+    assert_eq!(app.user("user_victim").unwrap().stripe_customer_id, None);
+    assert_eq!(app.count("users"), 1);
 }
 
 #[actix_rt::test]
@@ -948,11 +959,10 @@ async fn a_test_mode_event_on_a_live_instance_is_acknowledged_as_wrong_mode_and_
 
 #[actix_rt::test]
 async fn a_live_mode_event_applies_on_a_live_instance_and_changes_nothing_on_a_test_one() {
+    // rk_live_/rk_test_ keys: `live_keys_are_live_and_every_other_key_is_test`.
     for (key, expected) in [
         ("sk_live_fake_key_for_tests", "applied"),
-        ("rk_live_fake_key_for_tests", "applied"),
         ("sk_test_fake_key_for_tests", "wrong_mode"),
-        ("rk_test_fake_key_for_tests", "wrong_mode"),
     ] {
         let app = spawn_app_with(|vars| {
             vars.insert("STRIPE_SECRET_KEY".into(), key.into());

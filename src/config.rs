@@ -124,6 +124,8 @@ pub const SETTINGS: &[Setting] = &[
         "`bpc_…` portal configuration id (else your default configuration)"),
     secret_env("AUTH_JWT_SECRET",
         "HS256 secret shared with your app; in production at least 32 bytes, and not the development default, one character or a shorter string repeated, nor fewer than 8 different characters"),
+    secret_env("CLIENT_REFERENCE_SECRET",
+        "key of signed `client_reference_id`s (see [Linking a checkout to a user](#linking-a-checkout-to-a-user)); unset: derived from `AUTH_JWT_SECRET`; at least 32 bytes in production"),
     file_or_env("BILLING_PAST_DUE_GRACE_DAYS", Some("14"),
         "days a `past_due` subscription keeps access, counted from when it became past due (Stripe's default retry window is two weeks); 0 = none, at most 366. Replaces `BILLING_PAST_DUE_IS_PAID`, which is refused"),
     file_or_env("BILLING_COLLECTION_PAUSED_IS_PAID", Some("true"),
@@ -321,6 +323,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     pub stripe: StripeSettings,
     pub auth_jwt_secret: SecretString,
+    /// `CLIENT_REFERENCE_SECRET`; `None`: a key derived from `auth_jwt_secret`.
+    pub client_reference_secret: Option<SecretString>,
     /// How long a `past_due` subscription keeps access, counted from when it
     /// became past due (`BILLING_PAST_DUE_GRACE_DAYS`).
     pub billing_past_due_grace_days: u32,
@@ -450,6 +454,7 @@ impl Settings {
             webhook_secret,
             secret("AUTH_JWT_SECRET"),
             var("EMULATOR_ALLOW_PUBLIC"),
+            secret("CLIENT_REFERENCE_SECRET"),
         )
     }
 
@@ -460,6 +465,7 @@ impl Settings {
         webhook_secret: Option<String>,
         jwt_secret: Option<SecretString>,
         emulator_allow_public: Option<String>,
+        client_reference_secret: Option<SecretString>,
     ) -> Result<Self, ConfigError> {
         let production = app_env == AppEnv::Production;
         // Every problem is reported at once: one restart per problem is a slow way to
@@ -615,6 +621,17 @@ impl Settings {
             }
         }
 
+        if production
+            && client_reference_secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().len() < 32)
+        {
+            problems.unsafe_for_production(
+                "CLIENT_REFERENCE_SECRET",
+                "is shorter than 32 bytes (too weak for HMAC-SHA256); unset it to derive one from AUTH_JWT_SECRET",
+            );
+        }
+
         if stripe_secret_key.is_none() && !production && !cfg!(feature = "emulator") {
             problems.refuse(
                 "STRIPE_SECRET_KEY",
@@ -654,6 +671,7 @@ impl Settings {
                 portal_configuration: raw.stripe_portal_configuration,
             },
             auth_jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(DEV_JWT_SECRET)),
+            client_reference_secret,
             billing_past_due_grace_days: raw.billing_past_due_grace_days,
             billing_collection_paused_is_paid: raw.billing_collection_paused_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
@@ -1097,6 +1115,17 @@ mod tests {
             .to_string();
         assert!(err.contains("STRIPE_TIMEOUT_SECS"), "{err}");
         assert!(err.contains("EVENT_RETENTION_DAYS"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_a_short_client_reference_secret() {
+        let mut vars = production_vars();
+        vars.push(("CLIENT_REFERENCE_SECRET", "abc123"));
+
+        let err = settings(&vars).unwrap_err().to_string();
+
+        assert!(err.contains("CLIENT_REFERENCE_SECRET"), "{err}");
+        assert!(!err.contains("abc123"), "{err}");
     }
 
     #[test]

@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use log::info;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
+use crate::billing::reference::ReferenceKey;
 use crate::billing::{Billing, PaidRule};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{self, users};
 use crate::metrics::Metrics;
-use crate::stripe::client::StripeGateway;
+use crate::stripe::client::{StripeGateway, StripeMode};
 
 /// Which Stripe the context talks to.
 pub enum StripeTarget {
@@ -80,5 +81,17 @@ pub async fn build(
         webhook_refetch: settings.stripe.webhook_refetch,
         future_tolerance_secs: i64::try_from(settings.stripe.webhook_tolerance_secs)
             .unwrap_or(i64::MAX),
+        // Without a key the emulator (test mode) stands in for Stripe.
+        stripe_mode: settings
+            .stripe
+            .secret_key
+            .as_ref()
+            .map_or(StripeMode::Test, |key| {
+                StripeMode::of_key(key.expose_secret())
+            }),
+        client_reference: ReferenceKey::from_secrets(
+            settings.client_reference_secret.as_ref(),
+            &settings.auth_jwt_secret,
+        ),
     })
 }

@@ -1,17 +1,20 @@
 //! Command line: `serve` (the default), `migrate`, `sync` (repair
-//! subscriptions from Stripe after missed webhooks), and `token` (a session
-//! token for curl, signed with `AUTH_JWT_SECRET`).
+//! subscriptions from Stripe after missed webhooks), `prune`, `token` (a
+//! session token for curl, signed with `AUTH_JWT_SECRET`) and
+//! `client-reference` (a signed `client_reference_id` for a Payment Link).
 
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
+use billing_portal::billing::reference::{payment_links_accept, ReferenceKey};
 use billing_portal::billing::resync::{resync, Progress};
 use billing_portal::clock::Clock;
 use billing_portal::config::Settings;
 use billing_portal::context::{self, StripeTarget};
 use billing_portal::db;
 use billing_portal::http::auth::{issue_token, Claims};
+use billing_portal::ids::UserId;
 use billing_portal::startup::Application;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -53,6 +56,13 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
+    },
+    /// Print the signed `client_reference_id` that links a Payment Link or
+    /// pricing table checkout to USER_ID (signed with CLIENT_REFERENCE_SECRET,
+    /// else a key derived from AUTH_JWT_SECRET).
+    ClientReference {
+        /// The app's user id (`sub`).
+        user_id: String,
     },
 }
 
@@ -113,6 +123,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 exp: chrono::Utc::now().timestamp() + ttl,
             };
             println!("{}", issue_token(&settings.auth_jwt_secret, &claims));
+            Ok(())
+        }
+        Command::ClientReference { user_id } => {
+            let user = UserId::parse(&user_id).map_err(anyhow::Error::msg)?;
+            let key = ReferenceKey::from_secrets(
+                settings.client_reference_secret.as_ref(),
+                &settings.auth_jwt_secret,
+            );
+            let reference = key.sign(&user);
+            if !payment_links_accept(&reference) {
+                eprintln!(
+                    "note: Payment Links and pricing tables drop a client_reference_id longer than \
+                     200 characters or with characters other than letters, digits, - and _; link \
+                     this user with metadata.user_id on a Checkout Session your backend creates"
+                );
+            }
+            println!("{reference}");
             Ok(())
         }
     }

@@ -48,7 +48,7 @@ impl Metrics {
             Opts::new(
                 "webhook_events_total",
                 "Webhook deliveries by event type and outcome \
-                 (applied, duplicate, stale, ignored, rejected)",
+                 (applied, duplicate, stale, ignored, wrong_mode, rejected)",
             ),
             &["type", "outcome"],
         )

@@ -59,6 +59,7 @@ fn check_checkout(session: &CheckoutSessionObject) {
     );
     check_optional("customer_id", &session.customer_id);
     check_optional("client_reference_id", &session.client_reference_id);
+    check_optional("metadata_user_id", &session.metadata_user_id);
     check_optional("subscription_id", &session.subscription_id);
 }
 

@@ -11,8 +11,8 @@
 
 use log::{info, warn};
 
-use super::{Billing, Error};
-use crate::db::{self, subscriptions, users, OpenTransaction};
+use super::{sync, Billing, Error};
+use crate::db::{self, users, OpenTransaction};
 use crate::ids::{CustomerId, UserId};
 
 /// The signed-in user as the use cases need them: who, and the email their
@@ -73,7 +73,7 @@ pub(crate) async fn create(
                 users::set_customer_id(conn, &id, &stored)?;
                 // Webhooks may have stored this customer's subscriptions
                 // before we knew whose it was.
-                if subscriptions::link_customer(conn, &stored, &id)? > 0 {
+                if sync::link_subscriptions(conn, &stored, &id, rule, now)? > 0 {
                     users::recompute_paid(conn, &id, &rule.at(now))?;
                 }
                 Ok(())

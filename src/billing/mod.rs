@@ -9,6 +9,8 @@
 //! - [`webhook`]: receiving one verified Stripe event;
 //! - [`sync`]: applying Stripe's subscription state to Postgres, in order;
 //! - [`refetch`]: reading it back from the API without going backwards;
+//! - [`reference`]: signed `client_reference_id`s, which link a checkout's
+//!   customer to a user;
 //! - [`resync`]: repairing every customer (the `sync` command);
 //! - [`sweep`]: ending grace periods on time.
 //!
@@ -17,6 +19,7 @@
 
 pub mod customers;
 pub mod portal;
+pub mod reference;
 pub mod refetch;
 pub mod resync;
 pub mod status;
@@ -30,7 +33,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::db::{DbError, PgPool};
 use crate::metrics::Metrics;
-use crate::stripe::client::{StripeFailure, StripeGateway};
+use crate::stripe::client::{StripeFailure, StripeGateway, StripeMode};
 
 pub use status::PaidRule;
 
@@ -55,6 +58,12 @@ pub struct Billing {
     /// `STRIPE_WEBHOOK_TOLERANCE_SECS`: an event's `created` further than
     /// this in the future is ordered as if it were now.
     pub future_tolerance_secs: i64,
+    /// The mode of `STRIPE_SECRET_KEY` (test for the emulator): an event of
+    /// the other mode is recorded and changes nothing.
+    pub stripe_mode: StripeMode,
+    /// What `client_reference_id`s are signed with (`CLIENT_REFERENCE_SECRET`,
+    /// else derived from `AUTH_JWT_SECRET`).
+    pub client_reference: reference::ReferenceKey,
 }
 
 impl Billing {

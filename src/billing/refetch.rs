@@ -82,8 +82,9 @@ pub(crate) async fn apply_event_refetched(
     let EventKind::Subscription(payload, _) = &event.kind else {
         // Nothing to re-read: only subscription events are ever undecidable.
         let (rule, clock) = (billing.rule, billing.clock.clone());
+        let key = billing.client_reference.clone();
         return Ok(crate::db::run(&billing.pool, move |conn| {
-            sync::apply_event(conn, &event, None, rule, clock.now())
+            sync::apply_event(conn, &event, None, &key, rule, clock.now())
         })
         .await?);
     };
@@ -101,7 +102,8 @@ pub(crate) async fn apply_event_refetched(
         started_at: lock.started_at,
     };
     let (rule, clock) = (billing.rule, billing.clock.clone());
+    let key = billing.client_reference.clone();
     Ok(lock
-        .store(move |conn| sync::apply_event(conn, &event, Some(&fresh), rule, clock.now()))
+        .store(move |conn| sync::apply_event(conn, &event, Some(&fresh), &key, rule, clock.now()))
         .await?)
 }

@@ -5,12 +5,16 @@
 //!
 //! Rules: the user for a subscription is the one holding its customer, else
 //! the one named by `metadata.user_id`; unknown customers are stored without a
-//! user and linked when the customer is. A user's paid flag is recomputed in
-//! the same transaction as every change that can move it.
+//! user, and once a customer is linked all its subscriptions are its holder's
+//! (`metadata.user_id` never keeps one from them). A completed checkout links its
+//! customer only to a user no buyer can have chosen: its `metadata.user_id`,
+//! or a `client_reference_id` signed with [`ReferenceKey`]. A user's paid flag
+//! is recomputed in the same transaction as every change that can move it.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use super::reference::ReferenceKey;
 use crate::db::subscriptions::{self, Provenance, RuleParams, Stored, SubscriptionState};
 use crate::db::{events, users};
 use crate::ids::{CustomerId, UserId};
@@ -26,6 +30,13 @@ pub enum Outcome {
     Stale,
     /// A type this service does not act on.
     Ignored,
+    /// Of the other Stripe mode (test or live) than `STRIPE_SECRET_KEY`:
+    /// recorded, nothing done.
+    WrongMode,
+    /// A checkout whose `client_reference_id` is neither signed nor vouched
+    /// for by `metadata.user_id`: a buyer may have chosen it, so its customer
+    /// is linked to nobody.
+    UnverifiedReference,
     /// Same second as the stored state and unorderable: nothing recorded, so
     /// the caller re-reads the subscription from Stripe and applies the event
     /// again with what it read. Never stored on an event row.
@@ -39,6 +50,8 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::Stale => "stale",
             Self::Ignored => "ignored",
+            Self::WrongMode => "wrong_mode",
+            Self::UnverifiedReference => "unverified_reference",
             Self::Undecidable => "undecidable",
         }
     }
@@ -71,11 +84,13 @@ pub(crate) struct Fetched {
 /// Records and applies one verified event in a single transaction. `fresh`
 /// is the subscription as just fetched from the API (`STRIPE_WEBHOOK_REFETCH`,
 /// or after [`Outcome::Undecidable`]), applied instead of the payload's copy.
-/// `now` is the billing clock's.
+/// `key` verifies a checkout's signed `client_reference_id`. `now` is the
+/// billing clock's.
 pub(crate) fn apply_event(
     conn: &mut PgConnection,
     event: &Event,
     fresh: Option<&Fetched>,
+    key: &ReferenceKey,
     rule: PaidRule,
     now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
@@ -115,7 +130,9 @@ pub(crate) fn apply_event(
             EventKind::CustomerDeleted { customer_id } => {
                 customer_deleted(conn, customer_id, created, rule, now)?
             }
-            EventKind::CheckoutCompleted(session) => checkout_completed(conn, session, rule, now)?,
+            EventKind::CheckoutCompleted(session) => {
+                checkout_completed(conn, session, key, rule, now)?
+            }
             EventKind::Ignored => Outcome::Ignored,
         };
         match outcome {
@@ -130,6 +147,22 @@ pub(crate) fn apply_event(
         Err(diesel::result::Error::RollbackTransaction) => Ok(Outcome::Undecidable),
         other => other,
     }
+}
+
+/// Records a verified event that must change nothing, with `outcome`
+/// ([`Outcome::Duplicate`] when it was already recorded).
+pub(crate) fn record_only(
+    conn: &mut PgConnection,
+    event: &Event,
+    outcome: Outcome,
+) -> QueryResult<Outcome> {
+    let created = timestamp(event.created).unwrap_or(DateTime::UNIX_EPOCH);
+    Ok(
+        match events::claim(conn, &event.id, &event.type_, created, outcome.as_str())? {
+            true => outcome,
+            false => Outcome::Duplicate,
+        },
+    )
 }
 
 /// Stores one subscription's state (unless newer state is already stored)
@@ -177,8 +210,21 @@ pub(crate) fn state_of<'a>(
 }
 
 fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<UserId>> {
-    if let Some(user) = users::find_by_customer(conn, &sub.customer_id)? {
-        return Ok(Some(user));
+    if let Some(holder) = users::find_by_customer(conn, &sub.customer_id)? {
+        if sub
+            .metadata_user_id
+            .as_deref()
+            .is_some_and(|named| holder != named)
+        {
+            // Its text is not logged: it may not even be a valid user id.
+            log::warn!(
+                "subscription {}: ignoring metadata.user_id, which names another user than \
+                 {holder}, who holds its customer {}",
+                sub.id,
+                sub.customer_id
+            );
+        }
+        return Ok(Some(holder));
     }
     match sub.metadata_user_id.as_deref().map(UserId::parse) {
         Some(Ok(user)) => {
@@ -213,23 +259,88 @@ pub(crate) fn customer_deleted(
     Ok(Outcome::Applied)
 }
 
+/// Whom a completed checkout names as its customer's user.
+enum Named<'a> {
+    /// Someone holding a secret chose the user: the service's own session
+    /// (`metadata.user_id`, set server side) or a signed reference.
+    Vouched(UserId),
+    /// A reference anyone could have typed into a Payment Link's URL.
+    Unverified(&'a str),
+    Nobody,
+}
+
+fn named_user<'a>(session: &'a CheckoutSessionObject, key: &ReferenceKey) -> Named<'a> {
+    // A session created with the secret key carries `metadata.user_id`; a
+    // buyer cannot set metadata. Issue 19's create-checkout sets it there.
+    match session.metadata_user_id.as_deref().map(UserId::parse) {
+        Some(Ok(user)) => return Named::Vouched(user),
+        Some(Err(reason)) => log::warn!(
+            "checkout session {}: ignoring metadata.user_id: {reason}",
+            session.id
+        ),
+        None => {}
+    }
+    match session.client_reference_id.as_deref() {
+        Some(reference) => match key.verify(reference) {
+            Some(user) => Named::Vouched(user),
+            None => Named::Unverified(reference),
+        },
+        None => Named::Nobody,
+    }
+}
+
 fn checkout_completed(
     conn: &mut PgConnection,
     session: &CheckoutSessionObject,
+    key: &ReferenceKey,
     rule: PaidRule,
     now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
-    let (Some(reference), Some(customer)) = (&session.client_reference_id, &session.customer_id)
-    else {
+    let Some(customer) = &session.customer_id else {
         return Ok(Outcome::Ignored);
     };
-    let Ok(user) = UserId::parse(reference) else {
-        return Ok(Outcome::Ignored);
+    let user = match named_user(session, key) {
+        Named::Vouched(user) => user,
+        Named::Nobody => return Ok(Outcome::Ignored),
+        Named::Unverified(reference) => {
+            // A checkout for a customer the named user already holds (what an
+            // app's own session for a signed-in user sends, as the emulator's
+            // demo does) links nothing new.
+            if users::find_by_customer(conn, customer)?.is_some_and(|held| held == reference) {
+                return Ok(Outcome::Applied);
+            }
+            // The reference itself is not logged: the buyer may have chosen it.
+            log::warn!(
+                "checkout session {}: client_reference_id is not signed and the session has no \
+                 metadata.user_id, so customer {customer} is linked to nobody (a buyer can choose \
+                 it on Payment Links and pricing tables; see README, \"Linking a checkout to a user\")",
+                session.id
+            );
+            return Ok(Outcome::UnverifiedReference);
+        }
     };
     users::link_customer_if_unset(conn, &user, customer)?;
     if users::find_by_customer(conn, customer)?.as_ref() == Some(&user) {
-        subscriptions::link_customer(conn, customer, &user)?;
+        link_subscriptions(conn, customer, &user, rule, now)?;
         users::recompute_paid(conn, &user, &rule.at(now))?;
     }
     Ok(Outcome::Applied)
+}
+
+/// Gives the subscriptions of `customer` to `user`, who now holds it, and
+/// recomputes the paid flag of everyone they came from (the caller that of
+/// `user`). Returns how many moved. Call inside a transaction.
+pub(crate) fn link_subscriptions(
+    conn: &mut PgConnection,
+    customer: &CustomerId,
+    user: &UserId,
+    rule: PaidRule,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    let linked = subscriptions::link_customer(conn, customer, user)?;
+    for previous in &linked.previous_holders {
+        log::info!("customer {customer}'s subscriptions moved from user {previous} to {user}");
+        users::recompute_paid(conn, previous, &rule.at(now))?;
+    }
+    Ok(linked.moved)
 }

@@ -1,7 +1,8 @@
 //! Receiving one verified, parsed Stripe event: record it and apply it once,
 //! in order ([`super::sync`]), re-reading the subscription from Stripe when
 //! `STRIPE_WEBHOOK_REFETCH` asks for it or when the event cannot be ordered
-//! against the stored state ([`Outcome::Undecidable`]).
+//! against the stored state ([`Outcome::Undecidable`]). An event of the other
+//! Stripe mode than the key's is only recorded ([`Outcome::WrongMode`]).
 
 use std::sync::Arc;
 
@@ -9,11 +10,28 @@ use super::refetch::apply_event_refetched;
 use super::sync::{self, Outcome};
 use super::{Billing, Error};
 use crate::db::{self, events};
+use crate::stripe::client::StripeMode;
 use crate::stripe::events::{Event, EventKind};
 
 /// What the delivery did. An error means nothing was acknowledged: the caller
 /// answers so that Stripe delivers the event again.
 pub(crate) async fn receive(billing: &Billing, mut event: Event) -> Result<Outcome, Error> {
+    // A test-mode endpoint secret (`stripe listen` prints one) beside a live
+    // key would otherwise let a test-mode checkout make a user paid for real.
+    let mode = StripeMode::of_livemode(event.livemode);
+    if mode != billing.stripe_mode {
+        log::warn!(
+            "webhook {} {}: a {mode}-mode event, but STRIPE_SECRET_KEY is a {}-mode key; \
+             recorded as wrong_mode, nothing changed (is a {mode}-mode webhook secret configured?)",
+            event.id,
+            event.type_,
+            billing.stripe_mode
+        );
+        return Ok(db::run(&billing.pool, move |conn| {
+            sync::record_only(conn, &event, Outcome::WrongMode)
+        })
+        .await?);
+    }
     // Ordering trusts `created`; one dated far ahead (a sender's bad clock,
     // or a forgery with a leaked secret) would make every real event after it
     // stale until that date. Beyond the signature tolerance it counts as now.
@@ -39,8 +57,9 @@ pub(crate) async fn receive(billing: &Billing, mut event: Event) -> Result<Outco
     // Shared, not copied: a tie re-reads and applies the same event again.
     let event = Arc::new(event);
     let (rule, clock, payload) = (billing.rule, billing.clock.clone(), event.clone());
+    let key = billing.client_reference.clone();
     let outcome = db::run(&billing.pool, move |conn| {
-        sync::apply_event(conn, &payload, None, rule, clock.now())
+        sync::apply_event(conn, &payload, None, &key, rule, clock.now())
     })
     .await?;
     if outcome != Outcome::Undecidable {

@@ -192,19 +192,44 @@ pub fn cancel_all_of_customer(
         .map(|users| users.into_iter().flatten().collect())
 }
 
-/// Attaches the customer's so far unlinked subscriptions to `user_id`.
+/// Gives every subscription of `customer_id` to `user_id`, who now holds the
+/// customer: those stored without a user (their events came first) and those
+/// `metadata.user_id` gave to someone else. Returns how many moved and the
+/// users they moved from, whose paid flag the caller recomputes.
 pub fn link_customer(
     conn: &mut PgConnection,
     customer_id: &CustomerId,
     user_id: &UserId,
-) -> QueryResult<usize> {
-    diesel::update(
-        subscriptions::table
-            .filter(subscriptions::customer_id.eq(customer_id))
-            .filter(subscriptions::user_id.is_null()),
-    )
-    .set(subscriptions::user_id.eq(user_id))
-    .execute(conn)
+) -> QueryResult<Linked> {
+    // Locked, so the holders read are the ones the update replaces.
+    let rows: Vec<(SubscriptionId, Option<UserId>)> = subscriptions::table
+        .filter(subscriptions::customer_id.eq(customer_id))
+        .filter(subscriptions::user_id.is_distinct_from(user_id))
+        .select((subscriptions::id, subscriptions::user_id))
+        .for_update()
+        .load(conn)?;
+    if rows.is_empty() {
+        return Ok(Linked::default());
+    }
+    let ids: Vec<&SubscriptionId> = rows.iter().map(|(id, _)| id).collect();
+    diesel::update(subscriptions::table.filter(subscriptions::id.eq_any(ids)))
+        .set(subscriptions::user_id.eq(user_id))
+        .execute(conn)?;
+    let mut previous: Vec<UserId> = rows.iter().filter_map(|(_, user)| user.clone()).collect();
+    previous.sort();
+    previous.dedup();
+    Ok(Linked {
+        moved: rows.len(),
+        previous_holders: previous,
+    })
+}
+
+/// What [`link_customer`] did.
+#[derive(Debug, Default)]
+pub struct Linked {
+    pub moved: usize,
+    /// Users who held some of those subscriptions before.
+    pub previous_holders: Vec<UserId>,
 }
 
 pub fn of_user(conn: &mut PgConnection, user_id: &UserId) -> QueryResult<Vec<Subscription>> {

@@ -87,6 +87,27 @@ pub enum StripeMode {
 }
 
 impl StripeMode {
+    /// The mode of a secret or restricted key: `sk_live_…` and `rk_live_…`
+    /// are live, every other key (`sk_test_…`, `rk_test_…`, the emulator's)
+    /// test. An unrecognised key counts as test, so it can never make a live
+    /// event act.
+    pub fn of_key(key: &str) -> Self {
+        if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+            Self::Live
+        } else {
+            Self::Test
+        }
+    }
+
+    /// The mode of an event's `livemode`.
+    pub fn of_livemode(livemode: bool) -> Self {
+        if livemode {
+            Self::Live
+        } else {
+            Self::Test
+        }
+    }
+
     pub(crate) fn other(self) -> Self {
         match self {
             Self::Test => Self::Live,
@@ -674,6 +695,21 @@ mod tests {
             mismatch("No such customer: 'cus_1'"),
             StripeFailure::NoSuchCustomer
         ));
+    }
+
+    #[test]
+    fn live_keys_are_live_and_every_other_key_is_test() {
+        for (key, mode) in [
+            ("sk_live_abc", StripeMode::Live),
+            ("rk_live_abc", StripeMode::Live),
+            ("sk_test_abc", StripeMode::Test),
+            ("rk_test_abc", StripeMode::Test),
+            ("pk_live_abc", StripeMode::Test),
+            ("sk_emulator", StripeMode::Test),
+            ("", StripeMode::Test),
+        ] {
+            assert_eq!(StripeMode::of_key(key), mode, "{key}");
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct Event {
     pub type_: String,
     /// Stripe's creation time (unix seconds); orders events applied to the same subscription.
     pub created: i64,
+    /// `livemode`: made by live-mode data. Only an explicit `true` is live; Stripe sends it on
+    /// every event, and one without it is taken as test mode, so it can never act on a live
+    /// instance.
+    pub livemode: bool,
     pub kind: EventKind,
 }
 
@@ -104,7 +108,11 @@ pub struct PreviousAttributes(pub serde_json::Map<String, serde_json::Value>);
 pub struct CheckoutSessionObject {
     pub id: String,
     pub customer_id: Option<CustomerId>,
+    /// As the session carries it: Payment Links and pricing tables let the buyer choose it.
     pub client_reference_id: Option<String>,
+    /// `metadata.user_id` when present and non-empty: only whoever created the session with the
+    /// secret key can set it.
+    pub metadata_user_id: Option<String>,
     pub subscription_id: Option<SubscriptionId>,
 }
 
@@ -173,6 +181,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
         id: head.id.into(),
         type_: head.type_,
         created: head.created,
+        livemode: head.livemode == Some(true),
         kind,
     })
 }
@@ -252,6 +261,8 @@ struct EnvelopeHead {
     #[serde(rename = "type")]
     type_: String,
     created: i64,
+    #[serde(default, deserialize_with = "lenient")]
+    livemode: Option<bool>,
     /// Never read: deserializing it is what requires `data.object` to be present and an object.
     #[serde(rename = "data")]
     _data: EnvelopeData<AnyObject>,
@@ -611,6 +622,8 @@ struct CheckoutWire {
     #[serde(default, deserialize_with = "expandable_id")]
     customer: Option<String>,
     client_reference_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    metadata: Option<MetadataWire>,
     #[serde(default, deserialize_with = "expandable_id")]
     subscription: Option<String>,
 }
@@ -621,6 +634,7 @@ impl CheckoutWire {
             id: non_empty(self.id).ok_or_else(|| missing("checkout session object", &["id"]))?,
             customer_id: non_empty(self.customer).map(CustomerId::from),
             client_reference_id: non_empty(self.client_reference_id),
+            metadata_user_id: non_empty(self.metadata.and_then(|m| m.user_id)),
             subscription_id: non_empty(self.subscription).map(SubscriptionId::from),
         })
     }
@@ -902,6 +916,26 @@ mod tests {
     }
 
     #[test]
+    fn only_an_explicit_livemode_true_is_live() {
+        let body = |livemode: &str| {
+            format!(
+                r#"{{"id":"evt_1","type":"invoice.paid","created":1,{livemode}"data":{{"object":{{}}}}}}"#
+            )
+        };
+        for (livemode, live) in [
+            (r#""livemode":true,"#, true),
+            (r#""livemode":false,"#, false),
+            ("", false),
+            (r#""livemode":null,"#, false),
+            (r#""livemode":"true","#, false),
+        ] {
+            let event = parse_event(body(livemode).as_bytes()).unwrap();
+
+            assert_eq!(event.livemode, live, "{livemode}");
+        }
+    }
+
+    #[test]
     fn customer_deleted_gives_the_customer_id() {
         let object =
             r#"{"id":"cus_QXg1o8vcGmoR32","object":"customer","deleted":true,"email":null}"#;
@@ -919,6 +953,7 @@ mod tests {
     fn checkout_session_completed_gives_customer_reference_and_subscription() {
         let object = r#"{"id":"cs_test_a1","object":"checkout.session","mode":"subscription",
             "status":"complete","customer":"cus_1","client_reference_id":"user_42",
+            "metadata":{"user_id":"user_43","plan":"pro"},
             "subscription":{"id":"sub_1","object":"subscription","status":"active"}}"#;
         let body = event_with("checkout.session.completed", object);
 
@@ -933,6 +968,7 @@ mod tests {
                 id: "cs_test_a1".into(),
                 customer_id: Some("cus_1".into()),
                 client_reference_id: Some("user_42".into()),
+                metadata_user_id: Some("user_43".into()),
                 subscription_id: Some("sub_1".into()),
             }
         );
@@ -949,7 +985,21 @@ mod tests {
         };
         assert_eq!(session.customer_id, None);
         assert_eq!(session.client_reference_id, None);
+        assert_eq!(session.metadata_user_id, None);
         assert_eq!(session.subscription_id, None);
+    }
+
+    #[test]
+    fn a_checkout_metadata_user_id_that_is_not_a_string_is_absent_not_refused() {
+        for metadata in [r#"{"user_id":7}"#, r#""x""#, r#"{"user_id":""}"#, "null"] {
+            let object = format!(r#"{{"id":"cs_1","customer":"cus_1","metadata":{metadata}}}"#);
+            let body = event_with("checkout.session.completed", &object);
+
+            let EventKind::CheckoutCompleted(session) = parse_event(&body).unwrap().kind else {
+                panic!("expected a checkout event");
+            };
+            assert_eq!(session.metadata_user_id, None, "{metadata}");
+        }
     }
 
     #[test]

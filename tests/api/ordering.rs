@@ -330,7 +330,8 @@ async fn a_checkout_in_one_second_ends_paid_in_every_delivery_order() {
                 t,
                 json!({"id": format!("cs_{case}"), "object": "checkout.session",
                        "mode": "subscription", "customer": customer,
-                       "client_reference_id": user, "subscription": id}),
+                       "client_reference_id": signed_reference(&user, None),
+                       "subscription": id}),
             ),
         ];
 

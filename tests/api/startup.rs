@@ -178,3 +178,17 @@ async fn development_default_secrets_are_refused_on_a_non_loopback_address() {
     })
     .await;
 }
+
+#[test]
+fn the_client_reference_command_prints_the_reference_the_readme_documents() {
+    let output = binary()
+        .args(["client-reference", "user_42"])
+        .env("AUTH_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(stdout.trim(), signed_reference("user_42", None));
+    assert!(!stdout.contains(JWT_SECRET));
+}

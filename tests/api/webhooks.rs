@@ -559,7 +559,8 @@ async fn an_unknown_customer_is_stored_without_a_user_and_linked_by_checkout() {
         "checkout.session.completed",
         t + 1,
         json!({"id": "cs_1", "object": "checkout.session", "mode": "subscription",
-               "customer": "cus_unknown", "client_reference_id": "user_7",
+               "customer": "cus_unknown",
+               "client_reference_id": signed_reference("user_7", None),
                "subscription": "sub_9"}),
     ))
     .await;
@@ -578,7 +579,7 @@ async fn checkout_never_replaces_a_customer_the_user_already_has() {
         "checkout.session.completed",
         now(),
         json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_other",
-               "client_reference_id": "user_1"}),
+               "client_reference_id": signed_reference("user_1", None)}),
     ))
     .await;
 
@@ -586,6 +587,135 @@ async fn checkout_never_replaces_a_customer_the_user_already_has() {
         app.user("user_1").unwrap().stripe_customer_id.as_deref(),
         Some("cus_1")
     );
+}
+
+// --- Linking a checkout's customer to a user (issue 15, item 5): only when
+// the buyer cannot have chosen whom.
+
+/// A subscription of a customer no user holds yet, then its checkout session.
+async fn checkout_of_an_unknown_customer(app: &TestApp, session: Value) -> reqwest::Response {
+    let t = now() - 100;
+    app.deliver(&event(
+        "evt_sub",
+        "customer.subscription.created",
+        t,
+        current_subscription("sub_9", "cus_buyer", "active", t + 30 * DAY),
+    ))
+    .await;
+    let mut object = json!({"id": "cs_1", "object": "checkout.session", "mode": "subscription",
+                            "customer": "cus_buyer", "subscription": "sub_9"});
+    object
+        .as_object_mut()
+        .unwrap()
+        .extend(session.as_object().unwrap().clone());
+    app.deliver(&event(
+        "evt_checkout",
+        "checkout.session.completed",
+        t + 1,
+        object,
+    ))
+    .await
+}
+
+/// Payment Links and pricing tables take `client_reference_id` from the URL
+/// the buyer opens: whoever buys can name any user.
+#[actix_rt::test]
+async fn a_bare_client_reference_id_links_nobody_and_is_recorded_as_unverified() {
+    let app = spawn_app().await;
+    app.given().user("user_victim").store();
+
+    let response =
+        checkout_of_an_unknown_customer(&app, json!({"client_reference_id": "user_victim"})).await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.event_outcome("evt_checkout"), "unverified_reference");
+    let victim = app.user("user_victim").unwrap();
+    assert_eq!(victim.stripe_customer_id, None);
+    assert!(!victim.paid);
+    assert_eq!(app.count("subscriptions WHERE user_id IS NULL"), 1);
+}
+
+#[actix_rt::test]
+async fn a_checkout_session_with_metadata_user_id_links_its_customer_to_that_user() {
+    let app = spawn_app().await;
+
+    checkout_of_an_unknown_customer(&app, json!({"metadata": {"user_id": "user_7"}})).await;
+
+    let user = app.user("user_7").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_buyer"));
+    assert!(user.paid);
+    assert_eq!(app.event_outcome("evt_checkout"), "applied");
+}
+
+#[actix_rt::test]
+async fn a_client_reference_id_signed_as_the_readme_documents_links_its_customer() {
+    let app = spawn_app().await;
+
+    checkout_of_an_unknown_customer(
+        &app,
+        json!({"client_reference_id": signed_reference("user_7", None)}),
+    )
+    .await;
+
+    let user = app.user("user_7").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_buyer"));
+    assert!(user.paid);
+    assert_eq!(app.event_outcome("evt_checkout"), "applied");
+}
+
+#[actix_rt::test]
+async fn with_client_reference_secret_set_references_are_signed_with_it() {
+    let secret = "a-client-reference-secret-of-32-bytes";
+    let app = spawn_app_with(|vars| {
+        vars.insert("CLIENT_REFERENCE_SECRET".into(), secret.into());
+    })
+    .await;
+
+    checkout_of_an_unknown_customer(
+        &app,
+        json!({"client_reference_id": signed_reference("user_7", Some(secret))}),
+    )
+    .await;
+
+    let user = app.user("user_7").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_buyer"));
+    assert!(user.paid);
+}
+
+#[actix_rt::test]
+async fn a_reference_signed_for_another_user_or_with_another_key_links_nobody() {
+    let for_someone_else =
+        signed_reference("user_attacker", None).replacen("user_attacker", "user_victim", 1);
+    let with_another_key = signed_reference("user_victim", Some("not-the-service-secret"));
+    let truncated = signed_reference("user_victim", None);
+    let truncated = truncated[..truncated.len() - 1].to_string();
+    let app = spawn_app().await;
+    app.given().user("user_victim").store();
+
+    for (i, reference) in [for_someone_else, with_another_key, truncated]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("evt_checkout_{i}");
+        let response = app
+            .deliver(&event(
+                &id,
+                "checkout.session.completed",
+                now(),
+                json!({"id": format!("cs_{i}"), "object": "checkout.session",
+                       "customer": format!("cus_buyer_{i}"), "client_reference_id": reference}),
+            ))
+            .await;
+
+        assert_eq!(response.status(), 200, "{reference}");
+        assert_eq!(
+            app.event_outcome(&id),
+            "unverified_reference",
+            "{reference}"
+        );
+    }
+    assert_eq!(app.user("user_victim").unwrap().stripe_customer_id, None);
+    assert_eq!(app.count("users"), 1);
 }
 
 #[actix_rt::test]
@@ -601,6 +731,71 @@ async fn metadata_user_id_names_the_user_when_the_customer_is_unknown() {
     let user = app.user("user_5").unwrap();
     assert!(user.paid);
     assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_5"));
+}
+
+// --- Subscriptions that change hands (issue 15, item 11).
+
+/// `sub_x` of `cus_x`, naming `user` in `metadata.user_id`.
+fn sub_naming(id: &str, created: i64, user: &str) -> Value {
+    let mut sub = current_subscription("sub_x", "cus_x", "active", created + 30 * DAY);
+    sub["metadata"] = json!({ "user_id": user });
+    event(id, "customer.subscription.updated", created, sub)
+}
+
+#[actix_rt::test]
+async fn a_subscription_moved_by_metadata_user_id_leaves_its_previous_holder_unpaid() {
+    let app = spawn_app().await;
+    // user_b holds another customer, so cus_x stays unlinked and the
+    // subscription is theirs by metadata alone.
+    app.given().user("user_b").with_customer("cus_b").store();
+    let t = now() - 100;
+    app.deliver(&sub_naming("evt_1", t, "user_b")).await;
+    assert!(app.user("user_b").unwrap().paid);
+
+    app.deliver(&sub_naming("evt_2", t + 10, "user_c")).await;
+
+    assert!(app.user("user_c").unwrap().paid);
+    assert!(!app.user("user_b").unwrap().paid);
+    assert_eq!(app.count("subscriptions WHERE user_id = 'user_c'"), 1);
+}
+
+#[actix_rt::test]
+async fn a_customer_linked_by_checkout_takes_its_subscriptions_from_whoever_metadata_named() {
+    let app = spawn_app().await;
+    app.given().user("user_b").with_customer("cus_b").store();
+    let t = now() - 100;
+    app.deliver(&sub_naming("evt_1", t, "user_b")).await;
+    assert!(app.user("user_b").unwrap().paid);
+
+    app.deliver(&event(
+        "evt_checkout",
+        "checkout.session.completed",
+        t + 10,
+        json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_x",
+               "client_reference_id": "user_a", "metadata": {"user_id": "user_a"},
+               "subscription": "sub_x"}),
+    ))
+    .await;
+
+    let owner = app.user("user_a").unwrap();
+    assert_eq!(owner.stripe_customer_id.as_deref(), Some("cus_x"));
+    assert!(owner.paid);
+    assert!(!app.user("user_b").unwrap().paid);
+    assert_eq!(app.count("subscriptions WHERE user_id = 'user_a'"), 1);
+}
+
+#[actix_rt::test]
+async fn metadata_user_id_never_takes_a_subscription_from_its_customers_owner() {
+    let app = spawn_app().await;
+    app.given().user("user_a").with_customer("cus_x").store();
+    let t = now() - 100;
+
+    app.deliver(&sub_naming("evt_1", t, "user_b")).await;
+
+    assert_eq!(app.event_outcome("evt_1"), "applied");
+    assert!(app.user("user_a").unwrap().paid);
+    assert!(app.user("user_b").is_none());
+    assert_eq!(app.count("subscriptions WHERE user_id = 'user_a'"), 1);
 }
 
 #[actix_rt::test]
@@ -703,4 +898,87 @@ async fn while_the_database_is_down_events_are_refused_and_applied_once_redelive
     assert_eq!(redelivered.status(), 200);
     assert_eq!(app.count("stripe_events"), 1);
     assert!(app.user("user_1").unwrap().paid);
+}
+
+// --- Test and live mode (issue 15, item 6).
+
+fn metric_value(metrics: &str, line_start: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A test-mode webhook secret beside a live key (`stripe listen` prints one):
+/// a test-mode checkout must not make anyone paid on the live instance.
+#[actix_rt::test]
+async fn a_test_mode_event_on_a_live_instance_is_acknowledged_as_wrong_mode_and_changes_nothing() {
+    let app = spawn_app_with(|vars| {
+        vars.insert(
+            "STRIPE_SECRET_KEY".into(),
+            "sk_live_fake_key_for_tests".into(),
+        );
+    })
+    .await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    let t = now() - 100;
+    let mut checkout = event(
+        "evt_checkout",
+        "checkout.session.completed",
+        t,
+        json!({"id": "cs_1", "object": "checkout.session", "customer": "cus_9",
+               "metadata": {"user_id": "user_9"}, "subscription": "sub_9"}),
+    );
+    checkout["livemode"] = json!(false);
+    let test_mode = sub_event("evt_test", "customer.subscription.created", t, "active");
+    assert_eq!(test_mode["livemode"], false);
+
+    let responses = [
+        app.deliver(&test_mode).await.status(),
+        app.deliver(&checkout).await.status(),
+        app.deliver(&test_mode).await.status(),
+    ];
+
+    assert_eq!(responses.map(|s| s.as_u16()), [200, 200, 200]);
+    assert_eq!(app.event_outcome("evt_test"), "wrong_mode");
+    assert_eq!(app.event_outcome("evt_checkout"), "wrong_mode");
+    assert_eq!(app.count("subscriptions"), 0);
+    assert!(!app.user("user_1").unwrap().paid);
+    assert!(app.user("user_9").is_none());
+    let metrics = app.get_text("/metrics").await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"billing_portal_webhook_events_total{outcome="wrong_mode",type="customer.subscription.created"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_live_mode_event_applies_on_a_live_instance_and_changes_nothing_on_a_test_one() {
+    // rk_live_/rk_test_ keys: `live_keys_are_live_and_every_other_key_is_test`.
+    for (key, expected) in [
+        ("sk_live_fake_key_for_tests", "applied"),
+        ("sk_test_fake_key_for_tests", "wrong_mode"),
+    ] {
+        let app = spawn_app_with(|vars| {
+            vars.insert("STRIPE_SECRET_KEY".into(), key.into());
+        })
+        .await;
+        app.given().user("user_1").with_customer("cus_1").store();
+        let mut live = sub_event("evt_live", "customer.subscription.created", now(), "active");
+        live["livemode"] = json!(true);
+
+        assert_eq!(app.deliver(&live).await.status(), 200, "{key}");
+
+        assert_eq!(app.event_outcome("evt_live"), expected, "{key}");
+        assert_eq!(
+            app.user("user_1").unwrap().paid,
+            expected == "applied",
+            "{key}"
+        );
+    }
 }

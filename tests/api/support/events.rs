@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::app::{TestApp, WEBHOOK_SECRET};
+use super::app::{TestApp, JWT_SECRET, WEBHOOK_SECRET};
 
 /// Stripe's example subscription (fixtures3.json) with our values filled in.
 pub fn current_subscription(id: &str, customer: &str, status: &str, period_end: i64) -> Value {
@@ -83,6 +83,50 @@ pub fn openssl_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     // "SHA2-256(stdin)= <hex>"
     let hex = text.rsplit(' ').next().unwrap().trim();
     format!("t={timestamp},v1={hex}")
+}
+
+/// `openssl dgst -sha256 <args> -binary` over `input`.
+fn openssl_hmac(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256"])
+        .args(args)
+        .arg("-binary")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().stdout
+}
+
+/// A `client_reference_id` for `user` signed as the README documents, by
+/// openssl, not by the code under test: `<user>-<unpadded base64url of
+/// HMAC-SHA256(key, user)>`, the key being `CLIENT_REFERENCE_SECRET`'s bytes
+/// when `secret` is given, else HMAC-SHA256(AUTH_JWT_SECRET,
+/// "billing-portal client_reference_id") (the test app's JWT secret).
+pub fn signed_reference(user: &str, secret: Option<&str>) -> String {
+    use base64::Engine as _;
+    let mac = match secret {
+        Some(secret) => openssl_hmac(&["-hmac", secret], user.as_bytes()),
+        None => {
+            let key = openssl_hmac(
+                &["-hmac", JWT_SECRET],
+                b"billing-portal client_reference_id",
+            );
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            openssl_hmac(
+                &["-mac", "HMAC", "-macopt", &format!("hexkey:{hex}")],
+                user.as_bytes(),
+            )
+        }
+    };
+    assert_eq!(mac.len(), 32, "openssl gave no HMAC");
+    format!(
+        "{user}-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac)
+    )
 }
 
 pub fn now() -> i64 {

@@ -91,7 +91,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("DATABASE_CONNECT_TIMEOUT_SECS", Some("5"),
         "how long to wait for a connection (then 503)"),
     file_or_env("DATABASE_STATEMENT_TIMEOUT_MS", Some("5000"),
-        "Postgres `statement_timeout` for every pooled connection"),
+        "Postgres `statement_timeout` for every pooled connection; a request waits for the database at most this plus `DATABASE_CONNECT_TIMEOUT_SECS` (then 503), even when Postgres stops answering; 0 is refused"),
     file_or_env("HOST", Some("127.0.0.1"),
         "listen address (`0.0.0.0` in `config/production.toml`)"),
     file_or_env("PORT", Some("8080"),
@@ -421,6 +421,14 @@ impl Settings {
                 reason: "must be at least 1".into(),
             });
         }
+        if raw.database_statement_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "DATABASE_STATEMENT_TIMEOUT_MS",
+                reason: "0 would let a query, and the request waiting for it, run forever; \
+                         use a positive number of milliseconds"
+                    .into(),
+            });
+        }
         if let Some(api_base) = &raw.stripe_api_base {
             Url::parse(api_base).map_err(|e| ConfigError::Invalid {
                 key: "STRIPE_API_BASE",
@@ -705,6 +713,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("STRIPE_WEBHOOK_TOLERANCE_SECS"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_statement_timeout_is_refused() {
+        let err = settings(&[("DATABASE_STATEMENT_TIMEOUT_MS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_STATEMENT_TIMEOUT_MS"), "{err}");
     }
 
     #[test]

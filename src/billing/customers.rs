@@ -48,15 +48,11 @@ pub(crate) async fn create(
 ) -> Result<CustomerId, Error> {
     let stripe = billing.stripe()?;
     let mut tx = OpenTransaction::begin(&billing.pool).await?;
-    let (id, lock_wait) = (user_id.clone(), billing.lock_timeout_ms);
+    let id = user_id.clone();
+    // The lock holder may be waiting on Stripe for up to its client timeout;
+    // the default statement timeout would give up sooner.
     let current = tx
-        .run(move |conn| {
-            // The lock holder may be waiting on Stripe for up to its client
-            // timeout; the default statement timeout would give up sooner.
-            diesel::RunQueryDsl::execute(
-                diesel::sql_query(format!("SET LOCAL statement_timeout = {lock_wait}")),
-                conn,
-            )?;
+        .run_waiting(billing.lock_wait(), move |conn| {
             users::lock_customer_id(conn, &id)
         })
         .await?;

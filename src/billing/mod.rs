@@ -61,6 +61,11 @@ impl Billing {
     pub fn stripe(&self) -> Result<&StripeGateway, Error> {
         self.stripe.as_ref().ok_or(Error::StripeNotConfigured)
     }
+
+    /// [`Billing::lock_timeout_ms`] as a duration.
+    pub(crate) fn lock_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.lock_timeout_ms).unwrap_or(u64::MAX))
+    }
 }
 
 /// Why a use case failed, in its own terms; the HTTP layer decides what each

@@ -34,12 +34,8 @@ impl FetchLock {
         customer_id: &CustomerId,
     ) -> Result<Self, DbError> {
         let mut tx = OpenTransaction::begin(&billing.pool).await?;
-        let (key, wait) = (
-            format!("billing-fetch:{customer_id}"),
-            billing.lock_timeout_ms,
-        );
-        tx.run(move |conn| {
-            diesel::sql_query(format!("SET LOCAL statement_timeout = {wait}")).execute(conn)?;
+        let key = format!("billing-fetch:{customer_id}");
+        tx.run_waiting(billing.lock_wait(), move |conn| {
             diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
                 .bind::<Text, _>(key)
                 .bind::<BigInt, _>(0)

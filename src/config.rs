@@ -88,6 +88,8 @@ pub const SETTINGS: &[Setting] = &[
         "Postgres; the database is created if missing"),
     file_or_env("DATABASE_POOL_SIZE", Some("10"),
         "connections in this instance's pool"),
+    file_or_env("DATABASE_LOCK_POOL_SIZE", Some("4"),
+        "connections kept apart, besides the pool, for work that holds a lock while it waits on Stripe (creating a user's Stripe customer, re-reading a subscription); at most this many such waits at once, so a slow Stripe never holds the pool other requests use"),
     file_or_env("DATABASE_CONNECT_TIMEOUT_SECS", Some("5"),
         "how long to wait for a connection (then 503)"),
     file_or_env("DATABASE_STATEMENT_TIMEOUT_MS", Some("5000"),
@@ -200,6 +202,7 @@ const NO_EMULATOR: &str =
 struct Raw {
     database_url: String,
     database_pool_size: u32,
+    database_lock_pool_size: u32,
     database_connect_timeout_secs: u64,
     database_statement_timeout_ms: u64,
     host: String,
@@ -245,6 +248,8 @@ pub struct DatabaseSettings {
     /// May carry a password, hence secret; [`DatabaseSettings::display_target`] is loggable.
     pub url: SecretString,
     pub pool_size: u32,
+    /// `DATABASE_LOCK_POOL_SIZE`: see `db::build_lock_pool`.
+    pub lock_pool_size: u32,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
 }
@@ -421,6 +426,12 @@ impl Settings {
                 reason: "must be at least 1".into(),
             });
         }
+        if raw.database_lock_pool_size == 0 {
+            return Err(ConfigError::Invalid {
+                key: "DATABASE_LOCK_POOL_SIZE",
+                reason: "must be at least 1 (no Stripe customer could be created)".into(),
+            });
+        }
         if raw.database_statement_timeout_ms == 0 {
             return Err(ConfigError::Invalid {
                 key: "DATABASE_STATEMENT_TIMEOUT_MS",
@@ -493,6 +504,7 @@ impl Settings {
             database: DatabaseSettings {
                 url: SecretString::from(raw.database_url),
                 pool_size: raw.database_pool_size,
+                lock_pool_size: raw.database_lock_pool_size,
                 connect_timeout: Duration::from_secs(raw.database_connect_timeout_secs.max(1)),
                 statement_timeout: Duration::from_millis(raw.database_statement_timeout_ms),
             },
@@ -716,11 +728,11 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_statement_timeout_is_refused() {
-        let err = settings(&[("DATABASE_STATEMENT_TIMEOUT_MS", "0")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("DATABASE_STATEMENT_TIMEOUT_MS"), "{err}");
+    fn a_zero_statement_timeout_or_lock_pool_is_refused() {
+        for key in ["DATABASE_STATEMENT_TIMEOUT_MS", "DATABASE_LOCK_POOL_SIZE"] {
+            let err = settings(&[(key, "0")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

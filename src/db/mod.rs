@@ -1,11 +1,12 @@
 //! Postgres: creating the database when missing, embedded migrations, the r2d2
-//! pool behind a first-come-first-served admission gate, and [`run`], the one
+//! pools behind first-come-first-served admission gates, and [`run`], the one
 //! way handlers reach a connection (on actix's blocking thread pool, never on
 //! an async worker), within a deadline even when Postgres stops answering.
 //!
-//! Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_CONNECT_TIMEOUT_SECS`
-//! and `DATABASE_STATEMENT_TIMEOUT_MS`. Query functions live in the submodules;
-//! they take `&mut PgConnection` and return `QueryResult<T>`.
+//! Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_LOCK_POOL_SIZE`,
+//! `DATABASE_CONNECT_TIMEOUT_SECS` and `DATABASE_STATEMENT_TIMEOUT_MS`. Query
+//! functions live in the submodules; they take `&mut PgConnection` and return
+//! `QueryResult<T>`.
 
 pub mod events;
 pub mod schema;
@@ -285,9 +286,9 @@ where
 }
 
 /// A transaction that stays open across `.await`s, for work that must hold a
-/// row lock while calling Stripe. The connection moves between the async task
-/// and the blocking pool; it never blocks an async worker. Each step is
-/// bounded like [`run`].
+/// lock while calling Stripe (on the lock pool, see `context::build`). The
+/// connection moves between the async task and the blocking pool; it never
+/// blocks an async worker. Each step is bounded like [`run`].
 ///
 /// Dropped without [`OpenTransaction::commit`] (an error, a cancelled request,
 /// a step given up on), the connection goes back to the pool with its
@@ -410,7 +411,20 @@ impl CustomizeConnection<PgConn, diesel::r2d2::Error> for SessionSettings {
     }
 }
 
+/// The main pool: `DATABASE_POOL_SIZE` connections for every request.
 pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    pool_of(settings, settings.pool_size, settings.pool_size.min(2))
+}
+
+/// The lock pool: `DATABASE_LOCK_POOL_SIZE` connections, opened when needed,
+/// for work that holds a lock while it waits on Stripe (creating a user's
+/// customer, re-reading a subscription). However slow Stripe is, at most
+/// these are held, and the main pool never waits for Stripe.
+pub fn build_lock_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    pool_of(settings, settings.lock_pool_size, 0)
+}
+
+fn pool_of(settings: &DatabaseSettings, size: u32, min_idle: u32) -> anyhow::Result<PgPool> {
     let manager = PgManager {
         url: with_client_timeouts(
             settings.url.expose_secret(),
@@ -419,10 +433,10 @@ pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         ),
     };
     let pool = Pool::builder()
-        .max_size(settings.pool_size)
+        .max_size(size)
         // PgConn notices lost connections itself: no ping per checkout.
         .test_on_check_out(false)
-        .min_idle(Some(settings.pool_size.min(2)))
+        .min_idle(Some(min_idle))
         .connection_timeout(settings.connect_timeout)
         .connection_customizer(Box::new(SessionSettings {
             statement_timeout: settings.statement_timeout,
@@ -435,7 +449,7 @@ pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
             )
         })?;
     Ok(PgPool {
-        gate: Arc::new(Semaphore::new(settings.pool_size as usize)),
+        gate: Arc::new(Semaphore::new(size as usize)),
         wait: settings.connect_timeout,
         statement_timeout: settings.statement_timeout,
         pool,

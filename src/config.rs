@@ -90,10 +90,12 @@ pub const SETTINGS: &[Setting] = &[
         "Postgres; the database is created if missing"),
     file_or_env("DATABASE_POOL_SIZE", Some("10"),
         "connections in this instance's pool"),
+    file_or_env("DATABASE_LOCK_POOL_SIZE", Some("4"),
+        "connections kept apart, besides the pool, for work that holds a lock while it waits on Stripe (creating a user's Stripe customer, re-reading a subscription); at most this many such waits at once, so a slow Stripe never holds the pool other requests use"),
     file_or_env("DATABASE_CONNECT_TIMEOUT_SECS", Some("5"),
         "how long to wait for a connection (then 503)"),
     file_or_env("DATABASE_STATEMENT_TIMEOUT_MS", Some("5000"),
-        "Postgres `statement_timeout` for every pooled connection"),
+        "Postgres `statement_timeout` for every pooled connection; a request waits for the database at most this plus `DATABASE_CONNECT_TIMEOUT_SECS` (then 503), even when Postgres stops answering; 0 is refused"),
     file_or_env("HOST", Some("127.0.0.1"),
         "listen address (`0.0.0.0` in `config/production.toml`)"),
     file_or_env("PORT", Some("8080"),
@@ -292,6 +294,7 @@ const NO_EMULATOR: &str =
 struct Raw {
     database_url: String,
     database_pool_size: u32,
+    database_lock_pool_size: u32,
     database_connect_timeout_secs: u64,
     database_statement_timeout_ms: u64,
     host: String,
@@ -344,6 +347,8 @@ pub struct DatabaseSettings {
     /// May carry a password, hence secret; [`DatabaseSettings::display_target`] is loggable.
     pub url: SecretString,
     pub pool_size: u32,
+    /// `DATABASE_LOCK_POOL_SIZE`: see `db::build_lock_pool`.
+    pub lock_pool_size: u32,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
 }
@@ -522,6 +527,20 @@ impl Settings {
         if raw.database_pool_size == 0 {
             problems.invalid("DATABASE_POOL_SIZE", "must be at least 1");
         }
+        if raw.database_lock_pool_size == 0 {
+            return Err(ConfigError::Invalid {
+                key: "DATABASE_LOCK_POOL_SIZE",
+                reason: "must be at least 1 (no Stripe customer could be created)".into(),
+            });
+        }
+        if raw.database_statement_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "DATABASE_STATEMENT_TIMEOUT_MS",
+                reason: "0 would let a query, and the request waiting for it, run forever; \
+                         use a positive number of milliseconds"
+                    .into(),
+            });
+        }
         if let Some(api_base) = &raw.stripe_api_base {
             if let Err(e) = Url::parse(api_base) {
                 problems.invalid("STRIPE_API_BASE", format!("not an absolute URL ({e})"));
@@ -653,6 +672,7 @@ impl Settings {
             database: DatabaseSettings {
                 url: SecretString::from(raw.database_url),
                 pool_size: raw.database_pool_size,
+                lock_pool_size: raw.database_lock_pool_size,
                 connect_timeout: Duration::from_secs(raw.database_connect_timeout_secs.max(1)),
                 statement_timeout: Duration::from_millis(raw.database_statement_timeout_ms),
             },
@@ -1134,6 +1154,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("STRIPE_WEBHOOK_TOLERANCE_SECS"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_statement_timeout_or_lock_pool_is_refused() {
+        for key in ["DATABASE_STATEMENT_TIMEOUT_MS", "DATABASE_LOCK_POOL_SIZE"] {
+            let err = settings(&[(key, "0")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -41,16 +41,17 @@ pub async fn build(
     );
     let db_settings = settings.database.clone();
     let start = clock.now();
-    let pool = actix_web::web::block(move || {
+    let (pool, locks) = actix_web::web::block(move || {
         db::prepare_database(&db_settings)?;
         let pool = db::build_pool(&db_settings)?;
+        let locks = db::build_lock_pool(&db_settings)?;
         // The paid rule may have changed since the flags were stored.
         let changed = users::recompute_all_paid(&mut **pool.get()?, &rule.at(start))
             .context("Failed to recompute paid flags")?;
         if changed > 0 {
             info!("paid rule changed: recomputed {changed} users' paid flag");
         }
-        Ok::<_, anyhow::Error>(pool)
+        Ok::<_, anyhow::Error>((pool, locks))
     })
     .await
     .context("database preparation did not finish")??;
@@ -72,6 +73,8 @@ pub async fn build(
     };
     Ok(Billing {
         pool,
+        locks,
+        creations: Default::default(),
         stripe,
         rule,
         clock,

@@ -1,19 +1,47 @@
-//! The user's one Stripe customer: found in their row, or created while
-//! holding the row lock.
+//! The user's one Stripe customer: found in their row, or created once.
 //!
 //! Exactly one customer per user, even under concurrent first clicks and
-//! across instances: the creation happens while holding the user's row lock
-//! (`SELECT … FOR UPDATE`), and the Stripe request carries an idempotency key
-//! derived from every parameter it sends, so even a commit that fails after
-//! Stripe answered gets the same customer back on the next try. A
-//! `STRIPE_SECRET_KEY` of the other test/live mode than the stored customer is
-//! a configuration error, never a reason to replace the customer.
+//! across instances, and no connection of the main pool is held while Stripe
+//! is waited for, so one user's slow Stripe call is never felt by others:
+//!
+//! - Clicks in one instance queue behind the first ([`Creations`]), holding
+//!   no connection and no thread, and take its answer.
+//! - The creation itself runs under a transaction-scoped advisory lock on the
+//!   user, which orders it across instances, taken on the small lock pool
+//!   (`DATABASE_LOCK_POOL_SIZE`): at most that many creations wait on Stripe
+//!   at once, and nothing else waits for them. An advisory lock rather than
+//!   the user's row lock: the row is also written by webhooks (the paid flag,
+//!   a checkout's customer), which must not wait on Stripe either. If the
+//!   request is cancelled, the connection is discarded with its transaction
+//!   open and Postgres releases the lock.
+//! - The id is stored only where the row holds none (or still the customer
+//!   being replaced), so a customer a checkout webhook linked meanwhile is
+//!   kept.
+//! - The Stripe request carries an idempotency key derived from every
+//!   parameter it sends, so a retry after a lost answer or a failed commit
+//!   gets the same customer back.
+//!
+//! Stripe's idempotency alone, without the lock, would not make it exactly
+//! one: a concurrent request with the same key gets 409 rather than the
+//! customer, keys expire after 24 hours, and two tabs whose tokens carry
+//! different emails send different parameters, hence different keys
+//! (docs.stripe.com/api/idempotent_requests).
+//!
+//! A `STRIPE_SECRET_KEY` of the other test/live mode than the stored customer
+//! is a configuration error, never a reason to replace the customer.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::RunQueryDsl;
 use log::{info, warn};
+use tokio::sync::{Mutex as Turn, OwnedMutexGuard};
 
 use super::{sync, Billing, Error};
-use crate::db::{self, users, OpenTransaction};
+use crate::db::{users, DbError, OpenTransaction};
 use crate::ids::{CustomerId, UserId};
+use crate::stripe::client::{StripeFailure, StripeGateway};
 
 /// The signed-in user as the use cases need them: who, and the email their
 /// token carries (kept current on their row and their new customer).
@@ -27,7 +55,7 @@ pub struct Member<'a> {
 /// user first).
 pub async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, Error> {
     let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
-    let row = db::run(&billing.pool, move |conn| {
+    let row = crate::db::run(&billing.pool, move |conn| {
         users::upsert(conn, &id, email.as_deref())
     })
     .await?;
@@ -37,9 +65,10 @@ pub async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, E
     }
 }
 
-/// The user's customer id, created under the row lock when the row holds none
-/// (or still holds `stale`, the customer Stripe said is gone). Whoever waited
-/// on the lock finds the id the first request stored and creates nothing.
+/// The user's customer id, created when the row holds none (or still holds
+/// `stale`, the customer Stripe said is gone). Whoever waited for another
+/// click's creation takes its answer, or finds the id it stored, and creates
+/// nothing.
 pub(crate) async fn create(
     billing: &Billing,
     user_id: &UserId,
@@ -47,17 +76,38 @@ pub(crate) async fn create(
     stale: Option<&CustomerId>,
 ) -> Result<CustomerId, Error> {
     let stripe = billing.stripe()?;
-    let mut tx = OpenTransaction::begin(&billing.pool).await?;
-    let (id, lock_wait) = (user_id.clone(), billing.lock_timeout_ms);
+    let mut turn = billing.creations.turn(user_id).await;
+    match turn.as_ref() {
+        Some(Answer::Customer(customer)) if Some(customer) != stale => return Ok(customer.clone()),
+        Some(Answer::Stripe(failure)) => return Err(failure.clone().into()),
+        Some(Answer::DatabaseUnavailable(reason)) => {
+            return Err(DbError::Unavailable(reason.clone()).into())
+        }
+        // The customer being replaced, or nothing left: this click creates.
+        Some(Answer::Customer(_)) | None => {}
+    }
+    let result = create_locked(billing, stripe, user_id, email, stale).await;
+    *turn = Answer::of(&result);
+    result
+}
+
+/// Creates the customer under the user's advisory lock, on the lock pool.
+async fn create_locked(
+    billing: &Billing,
+    stripe: &StripeGateway,
+    user_id: &UserId,
+    email: Option<&str>,
+    stale: Option<&CustomerId>,
+) -> Result<CustomerId, Error> {
+    let mut tx = OpenTransaction::begin(&billing.locks).await?;
+    let (id, key) = (user_id.clone(), format!("billing-customer:{user_id}"));
     let current = tx
-        .run(move |conn| {
-            // The lock holder may be waiting on Stripe for up to its client
-            // timeout; the default statement timeout would give up sooner.
-            diesel::RunQueryDsl::execute(
-                diesel::sql_query(format!("SET LOCAL statement_timeout = {lock_wait}")),
-                conn,
-            )?;
-            users::lock_customer_id(conn, &id)
+        .run_waiting(billing.lock_wait(), move |conn| {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind::<Text, _>(key)
+                .bind::<BigInt, _>(0)
+                .execute(conn)?;
+            users::customer_id(conn, &id)
         })
         .await?;
     if let Some(current) = current.filter(|c| Some(c) != stale) {
@@ -65,29 +115,108 @@ pub(crate) async fn create(
         return Ok(current);
     }
 
-    match stripe.create_customer(user_id, email, stale).await {
-        Ok(customer) => {
-            let (id, stored, rule) = (user_id.clone(), customer.clone(), billing.rule);
-            let now = billing.clock.now();
-            tx.run(move |conn| {
-                users::set_customer_id(conn, &id, &stored)?;
-                // Webhooks may have stored this customer's subscriptions
-                // before we knew whose it was.
-                if sync::link_subscriptions(conn, &stored, &id, rule, now)? > 0 {
-                    users::recompute_paid(conn, &id, &rule.at(now))?;
-                }
-                Ok(())
-            })
-            .await?;
-            tx.commit().await?;
-            info!("created Stripe customer {customer} for user {user_id}");
-            Ok(customer)
-        }
+    let customer = match stripe.create_customer(user_id, email, stale).await {
+        Ok(customer) => customer,
         Err(failure) => {
             if let Err(e) = tx.rollback().await {
                 warn!("rollback after a failed customer creation failed: {e}");
             }
-            Err(failure.into())
+            return Err(failure.into());
+        }
+    };
+    let (id, created, replacing, rule) = (
+        user_id.clone(),
+        customer.clone(),
+        stale.cloned(),
+        billing.rule,
+    );
+    let now = billing.clock.now();
+    let linked = tx
+        .run(move |conn| {
+            if !users::store_customer_id(conn, &id, &created, replacing.as_ref())? {
+                return users::customer_id(conn, &id);
+            }
+            // Webhooks may have stored this customer's subscriptions
+            // before we knew whose it was.
+            if sync::link_subscriptions(conn, &created, &id, rule, now)? > 0 {
+                users::recompute_paid(conn, &id, &rule.at(now))?;
+            }
+            Ok(Some(created))
+        })
+        .await?;
+    tx.commit().await?;
+    match linked {
+        Some(linked) if linked == customer => {
+            info!("created Stripe customer {customer} for user {user_id}");
+            Ok(customer)
+        }
+        Some(linked) => {
+            warn!(
+                "Stripe customer {customer} created for user {user_id} is unused: \
+                 {linked} was linked to them meanwhile"
+            );
+            Ok(linked)
+        }
+        // The user's customer was forgotten meanwhile (`customer.deleted`)
+        // after another was linked: the next click creates one again.
+        None => Err(DbError::Unavailable(format!(
+            "the Stripe customer of user {user_id} changed while one was created; retry"
+        ))
+        .into()),
+    }
+}
+
+/// The customer creations in flight in this instance, one per user. Later
+/// clicks wait for their turn behind the first, holding nothing, then take
+/// the answer it left; they ask Stripe themselves only when it left none (its
+/// request was cancelled, or failed in a way that says nothing about theirs).
+/// A user's entry goes away with the last click waiting on it.
+#[derive(Clone, Default)]
+pub struct Creations(Arc<Mutex<HashMap<UserId, Weak<Flight>>>>);
+
+/// One user's creation: whose turn it is, and the answer it left.
+type Flight = Turn<Option<Answer>>;
+
+impl Creations {
+    async fn turn(&self, user: &UserId) -> OwnedMutexGuard<Option<Answer>> {
+        let turn = {
+            // Poisoned only by a panic elsewhere; the map is still sound.
+            let mut flights = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            flights.retain(|_, flight| flight.strong_count() > 0);
+            match flights.get(user).and_then(Weak::upgrade) {
+                Some(turn) => turn,
+                None => {
+                    let turn = Arc::new(Flight::new(None));
+                    flights.insert(user.clone(), Arc::downgrade(&turn));
+                    turn
+                }
+            }
+        };
+        turn.lock_owned().await
+    }
+}
+
+/// What a creation answered, for the clicks that waited on it.
+#[derive(Debug, Clone)]
+enum Answer {
+    Customer(CustomerId),
+    Stripe(StripeFailure),
+    DatabaseUnavailable(String),
+}
+
+impl Answer {
+    fn of(result: &Result<CustomerId, Error>) -> Option<Self> {
+        match result {
+            Ok(customer) => Some(Self::Customer(customer.clone())),
+            Err(Error::Stripe(failure)) => Some(Self::Stripe(failure.clone())),
+            Err(Error::Db(DbError::Unavailable(reason))) => {
+                Some(Self::DatabaseUnavailable(reason.clone()))
+            }
+            Err(Error::Db(e)) if e.is_unavailable() => {
+                Some(Self::DatabaseUnavailable(e.to_string()))
+            }
+            // Not about Stripe or the database's reach: each click finds out.
+            Err(_) => None,
         }
     }
 }

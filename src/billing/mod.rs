@@ -41,6 +41,11 @@ pub use status::PaidRule;
 #[derive(Clone)]
 pub struct Billing {
     pub pool: PgPool,
+    /// The lock pool (`DATABASE_LOCK_POOL_SIZE`): connections for work that
+    /// holds a lock while it waits on Stripe, so that `pool` never does.
+    pub locks: PgPool,
+    /// The customer creations in flight in this instance.
+    pub creations: customers::Creations,
     /// None only without a key and without the emulator.
     pub stripe: Option<StripeGateway>,
     pub rule: PaidRule,
@@ -49,8 +54,8 @@ pub struct Billing {
     pub metrics: Arc<Metrics>,
     /// Where the portal sends the user back: the Billing Settings page.
     pub portal_return_url: String,
-    /// How long to wait for a user's row lock or a customer's fetch lock: the
-    /// holder may be waiting on Stripe for up to its client timeout.
+    /// How long to wait for a user's customer lock or a customer's fetch
+    /// lock: the holder may be waiting on Stripe for up to its client timeout.
     pub lock_timeout_ms: u128,
     /// `STRIPE_WEBHOOK_REFETCH`: apply subscription events with the state
     /// re-read from Stripe instead of the payload's copy.
@@ -69,6 +74,11 @@ pub struct Billing {
 impl Billing {
     pub fn stripe(&self) -> Result<&StripeGateway, Error> {
         self.stripe.as_ref().ok_or(Error::StripeNotConfigured)
+    }
+
+    /// [`Billing::lock_timeout_ms`] as a duration.
+    pub(crate) fn lock_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.lock_timeout_ms).unwrap_or(u64::MAX))
     }
 }
 

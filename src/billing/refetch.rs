@@ -7,6 +7,8 @@
 //! customer from before the read until the store commits, which orders them
 //! across all instances; and the store itself refuses a read that started
 //! before newer state was written (see the `paid_correctness` migration).
+//! The lock is held on the lock pool (`DATABASE_LOCK_POOL_SIZE`), never on
+//! the main pool, since it is held while Stripe answers.
 
 use std::sync::Arc;
 
@@ -33,13 +35,9 @@ impl FetchLock {
         billing: &Billing,
         customer_id: &CustomerId,
     ) -> Result<Self, DbError> {
-        let mut tx = OpenTransaction::begin(&billing.pool).await?;
-        let (key, wait) = (
-            format!("billing-fetch:{customer_id}"),
-            billing.lock_timeout_ms,
-        );
-        tx.run(move |conn| {
-            diesel::sql_query(format!("SET LOCAL statement_timeout = {wait}")).execute(conn)?;
+        let mut tx = OpenTransaction::begin(&billing.locks).await?;
+        let key = format!("billing-fetch:{customer_id}");
+        tx.run_waiting(billing.lock_wait(), move |conn| {
             diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
                 .bind::<Text, _>(key)
                 .bind::<BigInt, _>(0)

@@ -1,11 +1,12 @@
 //! Postgres: creating the database when missing, embedded migrations, the r2d2
-//! pool behind a first-come-first-served admission gate, and [`run`], the one
+//! pools behind first-come-first-served admission gates, and [`run`], the one
 //! way handlers reach a connection (on actix's blocking thread pool, never on
-//! an async worker).
+//! an async worker), within a deadline even when Postgres stops answering.
 //!
-//! Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_CONNECT_TIMEOUT_SECS`
-//! and `DATABASE_STATEMENT_TIMEOUT_MS`. Query functions live in the submodules;
-//! they take `&mut PgConnection` and return `QueryResult<T>`.
+//! Reads `DATABASE_URL`, `DATABASE_POOL_SIZE`, `DATABASE_LOCK_POOL_SIZE`,
+//! `DATABASE_CONNECT_TIMEOUT_SECS` and `DATABASE_STATEMENT_TIMEOUT_MS`. Query
+//! functions live in the submodules; they take `&mut PgConnection` and return
+//! `QueryResult<T>`.
 
 pub mod events;
 pub mod schema;
@@ -38,11 +39,17 @@ pub(crate) type PgPooled = PooledConnection<PgManager>;
 /// ahead of the waiters: under 64 connections' load that starved a few
 /// requests for hundreds of milliseconds (`scripts/bench`, status p99), and
 /// each waiter also held a blocking thread.
+///
+/// Every piece of work on a connection is also bounded on the async side: see
+/// [`PgPool::finish_by`].
 #[derive(Clone)]
 pub struct PgPool {
     pool: Pool<PgManager>,
     gate: Arc<Semaphore>,
+    /// `DATABASE_CONNECT_TIMEOUT_SECS`: the longest wait for a connection.
     wait: Duration,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS`: what Postgres allows a statement.
+    statement_timeout: Duration,
 }
 
 impl std::ops::Deref for PgPool {
@@ -85,6 +92,47 @@ impl PgPool {
         self.pool
             .get_timeout(left.max(Duration::from_millis(1)))
             .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// When work that began now must be given up: the connect timeout plus
+    /// the statement timeout, the most a request may wait for the database.
+    fn step_deadline(&self) -> Instant {
+        Instant::now() + self.wait + self.statement_timeout
+    }
+
+    /// Runs blocking database work on the blocking thread pool and waits for
+    /// it until `deadline`, then answers [`DbError::Unavailable`] whether or
+    /// not Postgres ever answers. Postgres's `statement_timeout` cannot do
+    /// that alone: a server that is stopped (SIGSTOP, a hung host) or cut off
+    /// never sends the cancellation, and libpq waits on the socket for as
+    /// long as the kernel keeps it (forever, while the peer's kernel still
+    /// acknowledges).
+    ///
+    /// Work given up on keeps its blocking thread, its connection and its
+    /// place in the pool (they travel with it), so the gate admits no more
+    /// than the pool holds and at most that many threads are ever stuck.
+    /// When Postgres answers again the work finishes, its result is dropped
+    /// and the connection goes back to the pool (discarded if a transaction
+    /// was left open, which Postgres then rolls back). A webhook answered 503
+    /// this way may still commit; Stripe's redelivery is then a duplicate,
+    /// answered 200. On a network partition, `tcp_user_timeout` and the
+    /// keepalives in the connection string (see [`with_client_timeouts`])
+    /// make the kernel give up on the socket; libpq then fails, and the
+    /// connection is discarded as lost.
+    async fn finish_by<T: Send + 'static>(
+        &self,
+        deadline: Instant,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DbError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, web::block(work)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(DbError::Unavailable(format!("blocking pool failed: {e}"))),
+            Err(_) => Err(DbError::Unavailable(format!(
+                "Postgres did not answer within {:?} (connect timeout {:?} + statement timeout {:?})",
+                left, self.wait, self.statement_timeout
+            ))),
+        }
     }
 
     /// Runs `f` on a pooled connection and hands back the connection with
@@ -210,19 +258,22 @@ impl DbError {
 /// `PgPool::on_live_connection`). That is safe because everything run here
 /// may be repeated: webhook effects are deduplicated by the event id in the
 /// same transaction, and the rest are reads and idempotent upserts.
+///
+/// Answers within the connect timeout plus the statement timeout, even when
+/// Postgres stops answering (see `PgPool::finish_by`).
 pub async fn run<T, F>(pool: &PgPool, f: F) -> Result<T, DbError>
 where
     F: Fn(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
     T: Send + 'static,
 {
     let admission = pool.admit().await?;
-    let pool = pool.clone();
-    web::block(move || {
-        pool.on_live_connection(&admission, &f)
+    let deadline = admission.deadline + pool.statement_timeout;
+    let on = pool.clone();
+    pool.finish_by(deadline, move || {
+        on.on_live_connection(&admission, &f)
             .map(|(_conn, value)| value)
     })
-    .await
-    .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))?
+    .await?
 }
 
 /// Runs `f` in one transaction on a pooled connection (blocking thread pool).
@@ -235,35 +286,46 @@ where
 }
 
 /// A transaction that stays open across `.await`s, for work that must hold a
-/// row lock while calling Stripe. The connection moves between the async task
-/// and the blocking pool; it never blocks an async worker.
+/// lock while calling Stripe (on the lock pool, see `context::build`). The
+/// connection moves between the async task and the blocking pool; it never
+/// blocks an async worker. Each step is bounded like [`run`].
 ///
-/// Dropped without [`OpenTransaction::commit`] (an error, a cancelled request),
-/// the connection goes back to the pool with its transaction open, r2d2 sees
-/// it as broken and closes it, and Postgres rolls the transaction back.
+/// Dropped without [`OpenTransaction::commit`] (an error, a cancelled request,
+/// a step given up on), the connection goes back to the pool with its
+/// transaction open, r2d2 sees it as broken and closes it, and Postgres rolls
+/// the transaction back, releasing its locks.
 pub(crate) struct OpenTransaction {
-    conn: Option<PgPooled>,
-    // Declared after `conn`, so dropped after it: the place is given back
-    // only once the connection is back in the pool. (If the request is
-    // cancelled while `run` has the connection on the blocking pool, the
-    // place goes back a little early; r2d2's own wait covers that overlap.)
+    pool: PgPool,
+    /// `None` while a step has it, and for good once a step was given up on.
+    held: Option<Held>,
+}
+
+/// A connection with its place in the pool: they travel together, so the
+/// place is given back only once the connection is back in the pool.
+struct Held {
+    conn: PgPooled,
+    // Declared after `conn`, so dropped after it.
     _admission: Admission,
 }
 
 impl OpenTransaction {
     pub(crate) async fn begin(pool: &PgPool) -> Result<Self, DbError> {
         let admission = pool.admit().await?;
-        let pool = pool.clone();
-        let (conn, admission) = web::block(move || {
-            // Lost while idle, nothing began: the next connection is tried.
-            pool.on_live_connection(&admission, AnsiTransactionManager::begin_transaction)
-                .map(|(conn, ())| (conn, admission))
-        })
-        .await
-        .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))??;
+        let deadline = admission.deadline + pool.statement_timeout;
+        let on = pool.clone();
+        let held = pool
+            .finish_by(deadline, move || {
+                // Lost while idle, nothing began: the next connection is tried.
+                on.on_live_connection(&admission, AnsiTransactionManager::begin_transaction)
+                    .map(|(conn, ())| Held {
+                        conn,
+                        _admission: admission,
+                    })
+            })
+            .await??;
         Ok(Self {
-            conn: Some(conn),
-            _admission: admission,
+            pool: pool.clone(),
+            held: Some(held),
         })
     }
 
@@ -273,17 +335,51 @@ impl OpenTransaction {
         F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
         T: Send + 'static,
     {
-        let mut conn = self
-            .conn
-            .take()
-            .ok_or_else(|| DbError::Unavailable("transaction already finished".into()))?;
-        let (conn, result) = web::block(move || {
-            let result = conn.run(f);
-            (conn, result)
+        let deadline = self.pool.step_deadline();
+        self.step(deadline, f).await
+    }
+
+    /// Runs `f`, which waits for a lock, with `wait` instead of the pool's
+    /// statement timeout (then the pool's again for the rest of the
+    /// transaction): the lock's holder may be waiting on Stripe.
+    pub async fn run_waiting<T, F>(&mut self, wait: Duration, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let deadline = Instant::now() + wait + self.pool.wait;
+        let (waiting, usual) = (wait.as_millis(), self.pool.statement_timeout.as_millis());
+        self.step(deadline, move |conn| {
+            let set = |conn: &mut PgConnection, ms: u128| {
+                diesel::sql_query(format!("SET LOCAL statement_timeout = {ms}"))
+                    .execute(conn)
+                    .map(|_| ())
+            };
+            set(conn, waiting)?;
+            let value = f(conn)?;
+            set(conn, usual)?;
+            Ok(value)
         })
         .await
-        .map_err(|e| DbError::Unavailable(format!("blocking pool failed: {e}")))?;
-        self.conn = Some(conn);
+    }
+
+    async fn step<T, F>(&mut self, deadline: Instant, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut held = self
+            .held
+            .take()
+            .ok_or_else(|| DbError::Unavailable("transaction already finished".into()))?;
+        let (held, result) = self
+            .pool
+            .finish_by(deadline, move || {
+                let result = held.conn.run(f);
+                (held, result)
+            })
+            .await?;
+        self.held = Some(held);
         Ok(result?)
     }
 
@@ -315,15 +411,32 @@ impl CustomizeConnection<PgConn, diesel::r2d2::Error> for SessionSettings {
     }
 }
 
+/// The main pool: `DATABASE_POOL_SIZE` connections for every request.
 pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    pool_of(settings, settings.pool_size, settings.pool_size.min(2))
+}
+
+/// The lock pool: `DATABASE_LOCK_POOL_SIZE` connections, opened when needed,
+/// for work that holds a lock while it waits on Stripe (creating a user's
+/// customer, re-reading a subscription). However slow Stripe is, at most
+/// these are held, and the main pool never waits for Stripe.
+pub fn build_lock_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    pool_of(settings, settings.lock_pool_size, 0)
+}
+
+fn pool_of(settings: &DatabaseSettings, size: u32, min_idle: u32) -> anyhow::Result<PgPool> {
     let manager = PgManager {
-        url: settings.url.expose_secret().to_string(),
+        url: with_client_timeouts(
+            settings.url.expose_secret(),
+            settings.connect_timeout,
+            settings.statement_timeout,
+        ),
     };
     let pool = Pool::builder()
-        .max_size(settings.pool_size)
+        .max_size(size)
         // PgConn notices lost connections itself: no ping per checkout.
         .test_on_check_out(false)
-        .min_idle(Some(settings.pool_size.min(2)))
+        .min_idle(Some(min_idle))
         .connection_timeout(settings.connect_timeout)
         .connection_customizer(Box::new(SessionSettings {
             statement_timeout: settings.statement_timeout,
@@ -336,8 +449,9 @@ pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
             )
         })?;
     Ok(PgPool {
-        gate: Arc::new(Semaphore::new(settings.pool_size as usize)),
+        gate: Arc::new(Semaphore::new(size as usize)),
         wait: settings.connect_timeout,
+        statement_timeout: settings.statement_timeout,
         pool,
     })
 }
@@ -351,7 +465,11 @@ pub fn prepare_database(settings: &DatabaseSettings) -> anyhow::Result<()> {
 
 /// One plain connection, for the command-line tools.
 pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgConnection> {
-    let url = with_connect_timeout(settings.url.expose_secret(), settings.connect_timeout);
+    let url = with_client_timeouts(
+        settings.url.expose_secret(),
+        settings.connect_timeout,
+        settings.statement_timeout,
+    );
     PgConnection::establish(&url).with_context(|| {
         format!(
             "cannot connect to Postgres at {}",
@@ -372,7 +490,11 @@ pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<()> {
 }
 
 fn connect_creating_if_missing(settings: &DatabaseSettings) -> anyhow::Result<PgConnection> {
-    let url = with_connect_timeout(settings.url.expose_secret(), settings.connect_timeout);
+    let url = with_client_timeouts(
+        settings.url.expose_secret(),
+        settings.connect_timeout,
+        settings.statement_timeout,
+    );
     let target = settings.display_target();
     match PgConnection::establish(&url) {
         Ok(conn) => Ok(conn),
@@ -407,18 +529,40 @@ fn connect_creating_if_missing(settings: &DatabaseSettings) -> anyhow::Result<Pg
     }
 }
 
-/// libpq waits for the OS's TCP timeout by default; bound it so an unreachable
-/// server is reported promptly.
-fn with_connect_timeout(url: &str, timeout: Duration) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if !parsed.query_pairs().any(|(k, _)| k == "connect_timeout") => {
-            parsed
-                .query_pairs_mut()
-                .append_pair("connect_timeout", &timeout.as_secs().max(1).to_string());
-            parsed.into()
+/// The libpq options that bound how long a connection waits on a server that
+/// stopped answering, each added unless `DATABASE_URL` sets it already:
+///
+/// - `connect_timeout`: libpq waits for the OS's TCP timeout by default, so
+///   an unreachable server would be reported minutes later;
+/// - `tcp_user_timeout` (milliseconds): data sent and not acknowledged for
+///   longer than a request may wait (connect + statement timeout) means a
+///   network partition, and the kernel closes the socket;
+/// - keepalives: a connection idle that long, sent nothing and waiting for an
+///   answer, is probed every second, and closed after three unanswered probes.
+///
+/// Closed, the socket fails libpq's wait, and the thread and connection are
+/// freed. None of this notices a server whose kernel still acknowledges (a
+/// stopped process, a hung host): [`run`]'s deadline answers for those.
+fn with_client_timeouts(url: &str, connect: Duration, statement: Duration) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    let request_wait = connect + statement;
+    let options = [
+        ("connect_timeout", connect.as_secs().max(1).to_string()),
+        ("tcp_user_timeout", request_wait.as_millis().to_string()),
+        ("keepalives", "1".to_string()),
+        ("keepalives_idle", request_wait.as_secs().max(1).to_string()),
+        ("keepalives_interval", "1".to_string()),
+        ("keepalives_count", "3".to_string()),
+    ];
+    let present: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    for (key, value) in options {
+        if !present.iter().any(|k| k == key) {
+            parsed.query_pairs_mut().append_pair(key, &value);
         }
-        _ => url.to_string(),
     }
+    parsed.into()
 }
 
 /// Readiness: can a pooled connection run a query right now?
@@ -427,4 +571,73 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
         diesel::sql_query("SELECT 1").execute(conn).map(|_| ())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options_of(url: &str) -> Vec<(String, String)> {
+        url::Url::parse(url)
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn connections_give_up_on_a_silent_server_within_the_database_timeouts() {
+        let url = with_client_timeouts(
+            "postgres://u:p@db:5432/billing",
+            Duration::from_secs(2),
+            Duration::from_millis(1500),
+        );
+
+        let options = options_of(&url);
+        for (key, value) in [
+            ("connect_timeout", "2"),
+            ("tcp_user_timeout", "3500"),
+            ("keepalives", "1"),
+            ("keepalives_idle", "3"),
+            ("keepalives_interval", "1"),
+            ("keepalives_count", "3"),
+        ] {
+            assert!(
+                options.contains(&(key.into(), value.into())),
+                "{key} in {url}"
+            );
+        }
+        assert!(url.starts_with("postgres://u:p@db:5432/billing?"), "{url}");
+    }
+
+    #[test]
+    fn options_the_database_url_sets_itself_are_kept() {
+        let url = with_client_timeouts(
+            "postgres://db/billing?sslmode=require&connect_timeout=9&keepalives=0",
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        );
+
+        let options = options_of(&url);
+        assert!(options.contains(&("sslmode".into(), "require".into())));
+        assert!(options.contains(&("connect_timeout".into(), "9".into())));
+        assert!(options.contains(&("keepalives".into(), "0".into())));
+        assert_eq!(
+            options
+                .iter()
+                .filter(|(k, _)| k == "connect_timeout")
+                .count(),
+            1
+        );
+        assert!(options.contains(&("tcp_user_timeout".into(), "7000".into())));
+    }
+
+    #[test]
+    fn a_database_url_that_is_no_url_is_left_to_libpq() {
+        let dsn = "host=db dbname=billing";
+        assert_eq!(
+            with_client_timeouts(dsn, Duration::from_secs(1), Duration::from_secs(1)),
+            dsn
+        );
+    }
 }

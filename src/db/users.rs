@@ -69,15 +69,33 @@ fn upsert_statement(
     .get_result(conn)
 }
 
-/// Locks the user's row for the rest of the transaction and returns its
-/// customer id; concurrent first requests for one user queue here, so only
-/// one of them ever asks Stripe for a customer.
-pub fn lock_customer_id(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<CustomerId>> {
+/// The user's customer id (the user must exist).
+pub fn customer_id(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<CustomerId>> {
     users::table
         .find(id)
         .select(users::stripe_customer_id)
-        .for_update()
         .get_result(conn)
+}
+
+/// Stores `customer_id` as the user's customer only where the row holds none,
+/// or still `replacing`; answers whether it did. A customer linked meanwhile
+/// by other means (a checkout webhook) is kept.
+pub fn store_customer_id(
+    conn: &mut PgConnection,
+    id: &UserId,
+    customer_id: &CustomerId,
+    replacing: Option<&CustomerId>,
+) -> QueryResult<bool> {
+    let free = users::stripe_customer_id
+        .is_null()
+        .or(users::stripe_customer_id.eq(replacing));
+    diesel::update(users::table.find(id).filter(free))
+        .set((
+            users::stripe_customer_id.eq(customer_id),
+            users::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .map(|stored| stored > 0)
 }
 
 pub fn set_customer_id(

@@ -42,7 +42,8 @@ use crate::stripe::events::{parse_subscription, SubscriptionObject};
 use std::sync::Arc;
 
 /// What went wrong talking to Stripe, in the terms the service acts on.
-#[derive(Debug, thiserror::Error)]
+/// Cloned when clicks waiting for the same customer share one answer.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StripeFailure {
     /// The customer id we hold no longer exists in Stripe (deleted in the
     /// dashboard, or a test-mode reset).

@@ -1,8 +1,8 @@
-//! Faults, on loopback and bounded: Postgres cut mid-stream, the service
-//! killed with SIGKILL under load, and Stripe failing in every way on
+//! Faults, on loopback and bounded: Postgres cut mid-stream or frozen, the
+//! service killed with SIGKILL under load, and Stripe failing in every way on
 //! create-portal. After Stripe-style redelivery, state is as if nothing broke.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wiremock::matchers::{method, path};
@@ -63,6 +63,74 @@ async fn postgres_cut_mid_stream_gives_5xx_and_redelivery_applies_every_event_on
     assert_eq!(app.count("stripe_events"), 30);
     assert_eq!(app.count("subscriptions"), 30);
     assert!(app.user("user_1").unwrap().paid);
+}
+
+/// A Postgres that stops answering without closing anything (SIGSTOP, a hung
+/// host): the kernel keeps acknowledging, so no socket option notices; only
+/// the service's own deadline does.
+#[actix_rt::test]
+async fn a_frozen_postgres_answers_503_within_the_database_timeouts_and_recovers_when_it_thaws() {
+    let proxy = TcpProxy::start("127.0.0.1:5432").await;
+    let app = spawn_app_with(|vars| {
+        route_database_through(vars, &proxy); // connect timeout 1 s
+        vars.insert("DATABASE_STATEMENT_TIMEOUT_MS".into(), "1000".into());
+    })
+    .await;
+    mount_working_stripe(&app.stripe).await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    let token = token_for("user_1", None);
+    let paid = event(
+        "evt_frozen",
+        "customer.subscription.created",
+        now() - 100,
+        current_subscription("sub_1", "cus_1", "active", now() + 86_400),
+    );
+    assert_eq!(app.status(&token).await["data"]["paid"], false);
+
+    proxy.freeze();
+    let requests = [
+        (
+            "status",
+            app.client
+                .get(app.url("/billing/status"))
+                .bearer_auth(&token),
+        ),
+        ("webhook", signed_delivery(&app.client, &app.address, &paid)),
+        (
+            "create-portal",
+            app.client
+                .post(app.url("/billing/create-portal"))
+                .bearer_auth(token_for("user_2", None)),
+        ),
+    ];
+    for (what, request) in requests {
+        let started = Instant::now();
+        let response = request
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: no answer while Postgres is frozen: {e}"));
+        let waited = started.elapsed();
+
+        assert_eq!(response.status(), 503, "{what}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "database_unavailable", "{what}: {body}");
+        // The bound is 1 s to connect + 1 s per statement; 10 s only says
+        // "bounded" on a loaded machine.
+        assert!(
+            waited < Duration::from_secs(10),
+            "{what} answered after {waited:?}"
+        );
+    }
+
+    proxy.thaw();
+    // What was stuck finishes once Postgres answers; the service recovers
+    // by itself, and the webhook, refused while frozen, is stored once.
+    redeliver_until_acknowledged(&app, &app.address, std::slice::from_ref(&paid)).await;
+    assert_eq!(app.status(&token).await["data"]["paid"], true);
+    assert_eq!(app.count("stripe_events"), 1);
+    let portal = app.create_portal(&token_for("user_2", None)).await;
+    assert_eq!(portal.status(), 200);
 }
 
 #[actix_rt::test]

@@ -118,6 +118,119 @@ async fn twenty_concurrent_first_calls_create_exactly_one_customer() {
     );
 }
 
+/// Other users' requests, all at once, while one user's Stripe calls hang:
+/// each must be answered 200 (the main pool has four connections and a
+/// 2 s connect timeout, so a hanging user who held them would make these 503).
+async fn other_users_are_served(app: &TestApp, round: &str) {
+    let statuses = (0..8).map(|n| {
+        app.client
+            .get(app.url("/billing/status"))
+            .bearer_auth(token_for(&format!("other_{round}_{n}"), None))
+            .send()
+    });
+    for response in futures::future::join_all(statuses).await {
+        assert_eq!(response.unwrap().status(), 200, "round {round}");
+    }
+}
+
+/// Stripe slow for one user (12 clicks waiting on their customer, then on
+/// their portal session) is never felt by other users: connections are not
+/// held while Stripe is waited for, and the clicks still make one customer.
+#[actix_rt::test]
+async fn twelve_clicks_waiting_on_a_slow_stripe_leave_other_users_served_and_make_one_customer() {
+    let stripe = GatedStripe::start().await;
+    let creating = stripe.gate(|path, form| {
+        path == "/v1/customers"
+            && form.get("metadata[user_id]").map(String::as_str) == Some("user_1")
+    });
+    // user_2 gets its customer first (cus_fake_1), while user_1's is held.
+    let opening = stripe.gate(|path, form| {
+        path == "/v1/billing_portal/sessions"
+            && form.get("customer").map(String::as_str) == Some("cus_fake_2")
+    });
+    let app = spawn_app_with(|vars| {
+        stripe.route(vars);
+        vars.insert("DATABASE_POOL_SIZE".into(), "4".into());
+        vars.insert("DATABASE_CONNECT_TIMEOUT_SECS".into(), "2".into());
+        vars.insert("STRIPE_TIMEOUT_SECS".into(), "10".into());
+    })
+    .await;
+    mount_working_stripe(&app.stripe).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    let clicks: Vec<_> = (0..12)
+        .map(|_| {
+            let click = app.create_portal_request(&token).send();
+            tokio::spawn(async move { portal_url_of(click.await.unwrap()).await })
+        })
+        .collect();
+
+    creating.arrived(1).await;
+    other_users_are_served(&app, "creating").await;
+    let other = app.create_portal(&token_for("user_2", None)).await;
+    assert_eq!(
+        portal_url_of(other).await,
+        format!("{PORTAL_URL_BASE}cus_fake_1")
+    );
+    creating.open();
+
+    opening.arrived(12).await;
+    other_users_are_served(&app, "opening").await;
+    opening.open();
+
+    for click in clicks {
+        assert_eq!(click.await.unwrap(), format!("{PORTAL_URL_BASE}cus_fake_2"));
+    }
+    let created_for_user_1 = app
+        .stripe_requests("POST", "/v1/customers")
+        .await
+        .iter()
+        .filter(|r| form(r)["metadata[user_id]"] == "user_1")
+        .count();
+    assert_eq!(created_for_user_1, 1);
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_fake_2")
+    );
+}
+
+/// A subscription that names the user (`metadata.user_id`) links its
+/// customer while their first click waits on Stripe for a new one: the
+/// webhook does not wait for Stripe, and the linked customer is kept.
+#[actix_rt::test]
+async fn a_customer_linked_by_a_webhook_while_stripe_creates_one_is_kept_and_the_webhook_never_waits(
+) {
+    let stripe = GatedStripe::start().await;
+    let creating = stripe.gate(|path, _| path == "/v1/customers");
+    let app = spawn_app_with(|vars| {
+        stripe.route(vars);
+        vars.insert("STRIPE_TIMEOUT_SECS".into(), "10".into());
+    })
+    .await;
+    mount_working_stripe(&app.stripe).await;
+    let click = tokio::spawn(app.create_portal_request(&token_for("user_1", None)).send());
+    creating.arrived(1).await;
+
+    let mut sub = current_subscription("sub_1", "cus_linked", "active", now() + 86_400);
+    sub["metadata"] = serde_json::json!({"user_id": "user_1"});
+    let delivered = signed_delivery(
+        &app.client,
+        &app.address,
+        &event("evt_1", "customer.subscription.created", now() - 10, sub),
+    )
+    .timeout(Duration::from_secs(30))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(delivered.status(), 200);
+    creating.open();
+
+    let url = portal_url_of(click.await.unwrap().unwrap()).await;
+    assert_eq!(url, format!("{PORTAL_URL_BASE}cus_linked"));
+    let user = app.user("user_1").unwrap();
+    assert_eq!(user.stripe_customer_id.as_deref(), Some("cus_linked"));
+    assert!(user.paid);
+}
+
 #[actix_rt::test]
 async fn a_user_never_receives_a_session_for_another_users_customer() {
     let app = spawn_app().await;

@@ -171,12 +171,14 @@ impl TestApp {
     }
 
     pub async fn create_portal(&self, token: &str) -> reqwest::Response {
+        self.create_portal_request(token).send().await.unwrap()
+    }
+
+    /// `POST /billing/create-portal`, to be sent later (from a spawned task).
+    pub fn create_portal_request(&self, token: &str) -> reqwest::RequestBuilder {
         self.client
             .post(self.url("/billing/create-portal"))
             .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
     }
 
     /// Requests the fake Stripe received at `method path`.

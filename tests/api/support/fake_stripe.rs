@@ -1,9 +1,13 @@
 //! The fake Stripe's answers, in the exact shapes async-stripe parses (taken
-//! from Stripe's `fixtures3.json`): customers get fresh ids per creation, portal
-//! sessions put the customer in their URL so a test sees whose session it is.
+//! from Stripe's `fixtures3.json`): customers get fresh ids per creation (a
+//! repeated `Idempotency-Key` gets the first one again, as at Stripe), portal
+//! sessions put the customer in their URL so a test sees whose session it is;
+//! and [`GatedStripe`], a door in front of it that holds chosen requests until
+//! the test lets them through.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
@@ -50,18 +54,49 @@ pub fn stripe_error(
     ResponseTemplate::new(status).set_body_json(json!({ "error": error }))
 }
 
-/// Answers `POST /v1/customers` with `cus_fake_1`, `cus_fake_2`, …
+/// Answers `POST /v1/customers` with `cus_fake_1`, `cus_fake_2`, … and, like
+/// Stripe (docs.stripe.com/api/idempotent_requests), answers a repeated
+/// `Idempotency-Key` with the customer it first created, or 400
+/// `idempotency_error` when the parameters differ. (Stripe's 409 for a
+/// concurrent request with the same key has no counterpart here: this fake
+/// answers at once.)
 #[derive(Clone, Default)]
-pub struct CustomerFactory(Arc<AtomicUsize>);
+pub struct CustomerFactory {
+    created: Arc<AtomicUsize>,
+    replies: Arc<Mutex<HashMap<String, Reply>>>,
+}
+
+/// What an Idempotency-Key was first used with: the body sent, the customer made.
+type Reply = (Vec<u8>, Value);
 
 impl Respond for CustomerFactory {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+        let key = super::app::header(request, "idempotency-key").map(str::to_owned);
+        let mut replies = self.replies.lock().unwrap();
+        if let Some((body, customer)) = key.as_ref().and_then(|k| replies.get(k)) {
+            if *body != request.body {
+                return stripe_error(
+                    400,
+                    "idempotency_error",
+                    None,
+                    "Keys for idempotent requests can only be used with the same parameters \
+                     they were first used with.",
+                );
+            }
+            return ResponseTemplate::new(200)
+                .insert_header("idempotent-replayed", "true")
+                .set_body_json(customer.clone());
+        }
+        let n = self.created.fetch_add(1, Ordering::SeqCst) + 1;
         let fields = form(request);
-        ResponseTemplate::new(200).set_body_json(customer_json(
+        let customer = customer_json(
             &format!("cus_fake_{n}"),
             fields.get("email").map(String::as_str),
-        ))
+        );
+        if let Some(key) = key {
+            replies.insert(key, (request.body.clone(), customer.clone()));
+        }
+        ResponseTemplate::new(200).set_body_json(customer)
     }
 }
 
@@ -134,4 +169,138 @@ pub async fn mount_loopback_portal(server: &MockServer, delay: std::time::Durati
         )
         .mount(server)
         .await;
+}
+
+/// A door in front of the fake Stripe: a request one of its [`Gate`]s holds
+/// waits until the test opens that gate, and every request then goes on to
+/// the fake unchanged, so its answers and its record of requests stay the
+/// ones the test mounted. A slow Stripe, timed by the test instead of a sleep.
+pub struct GatedStripe {
+    pub uri: String,
+    door: Arc<Door>,
+}
+
+struct Door {
+    upstream: std::sync::OnceLock<String>,
+    gates: Mutex<Vec<Arc<Gate>>>,
+    client: reqwest::Client,
+}
+
+type Holds = dyn Fn(&str, &HashMap<String, String>) -> bool + Send + Sync;
+
+/// Holds the requests its predicate (path, form fields) matches until opened.
+pub struct Gate {
+    holds: Box<Holds>,
+    open: tokio::sync::watch::Sender<bool>,
+    arrived: tokio::sync::watch::Sender<usize>,
+}
+
+impl GatedStripe {
+    pub async fn start() -> Self {
+        let door = Arc::new(Door {
+            upstream: std::sync::OnceLock::new(),
+            gates: Default::default(),
+            client: reqwest::Client::new(),
+        });
+        let data = actix_web::web::Data::from(door.clone());
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(data.clone())
+                .default_service(actix_web::web::to(pass_through))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let uri = format!("http://{}", server.addrs()[0]);
+        tokio::spawn(server.run());
+        Self { uri, door }
+    }
+
+    /// Puts the door between the service and the fake Stripe `vars` name
+    /// (for `spawn_app_with`).
+    pub fn route(&self, vars: &mut HashMap<String, String>) {
+        let fake = vars.insert("STRIPE_API_BASE".into(), self.uri.clone());
+        let _ = self
+            .door
+            .upstream
+            .set(fake.expect("spawn_app sets STRIPE_API_BASE"));
+    }
+
+    /// A closed gate for the requests `holds` matches (path, form fields).
+    pub fn gate(
+        &self,
+        holds: impl Fn(&str, &HashMap<String, String>) -> bool + Send + Sync + 'static,
+    ) -> Arc<Gate> {
+        let gate = Arc::new(Gate {
+            holds: Box::new(holds),
+            open: tokio::sync::watch::Sender::new(false),
+            arrived: tokio::sync::watch::Sender::new(0),
+        });
+        self.door.gates.lock().unwrap().push(gate.clone());
+        gate
+    }
+}
+
+impl Gate {
+    /// Waits until `n` requests have reached this gate (30 s at most).
+    pub async fn arrived(&self, n: usize) {
+        let mut arrived = self.arrived.subscribe();
+        let reached = arrived.wait_for(|count| *count >= n);
+        if tokio::time::timeout(std::time::Duration::from_secs(30), reached)
+            .await
+            .is_err()
+        {
+            panic!(
+                "{n} requests never reached the gate ({} did)",
+                *arrived.borrow()
+            );
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+async fn pass_through(
+    request: actix_web::HttpRequest,
+    body: actix_web::web::Bytes,
+    door: actix_web::web::Data<Door>,
+) -> actix_web::HttpResponse {
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let gate = door
+        .gates
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|gate| (gate.holds)(request.path(), &fields))
+        .cloned();
+    if let Some(gate) = gate {
+        let mut open = gate.open.subscribe();
+        gate.arrived.send_modify(|count| *count += 1);
+        let _ = open.wait_for(|open| *open).await;
+    }
+    let upstream = door.upstream.get().expect("GatedStripe::route was called");
+    let method = reqwest::Method::from_bytes(request.method().as_str().as_bytes()).unwrap();
+    let mut forwarded = door
+        .client
+        .request(method, format!("{upstream}{}", request.uri()))
+        .body(body.to_vec());
+    for (name, value) in request.headers() {
+        if !matches!(name.as_str(), "host" | "content-length") {
+            forwarded = forwarded.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = forwarded.send().await.unwrap();
+    let status = actix_web::http::StatusCode::from_u16(answer.status().as_u16()).unwrap();
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    actix_web::HttpResponse::build(status)
+        .content_type(content_type)
+        .body(answer.bytes().await.unwrap())
 }

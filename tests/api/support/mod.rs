@@ -1,8 +1,8 @@
 //! Everything the tests share, in one place: the service under test with its own database
 //! ([`app`]), rows arranged through builders instead of SQL ([`given`]), signed Stripe
 //! deliveries ([`events`]), the fake Stripe's answers ([`fake_stripe`]), the in-process
-//! emulator ([`emulator`]), extra service processes ([`instance`]) and a cuttable TCP proxy in
-//! front of Postgres ([`proxy`]). A test file needs one import: `use crate::support::*;`.
+//! emulator ([`emulator`]), extra service processes ([`instance`]) and a TCP proxy in front of
+//! Postgres that cuts or freezes ([`proxy`]). A test file needs one import: `use crate::support::*;`.
 
 pub mod app;
 #[cfg(feature = "emulator")]

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::billing::customers;
 use crate::http::auth::{
-    check_same_origin, issue_token, AuthenticatedUser, Claims, SESSION_COOKIE,
+    check_browser_write, check_same_origin, issue_token, AuthenticatedUser, Claims, SESSION_COOKIE,
 };
 use crate::http::error::{ApiError, ErrorCode};
 use crate::http::AppState;
@@ -99,7 +99,14 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig, demo: web::Data<Demo>) {
         .route("/demo/subscribe", web::post().to(subscribe));
 }
 
-async fn sign_in(demo: web::Data<Demo>) -> HttpResponse {
+/// Checked like every cookie write: another site's page must not sign its
+/// visitor in as the demo user (login CSRF).
+async fn sign_in(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
+) -> Result<HttpResponse, ApiError> {
+    check_browser_write(&req, &state.origins)?;
     let token = issue_token(
         &demo.jwt_secret,
         &Claims {
@@ -113,9 +120,9 @@ async fn sign_in(demo: web::Data<Demo>) -> HttpResponse {
         .http_only(true)
         .same_site(SameSite::Lax)
         .finish();
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .cookie(cookie)
-        .json(json!({"message": "signed in as the demo user", "data": {"userId": DEMO_USER}}))
+        .json(json!({"message": "signed in as the demo user", "data": {"userId": DEMO_USER}})))
 }
 
 /// Stripe's statuses after which a subscription is over.

@@ -195,6 +195,17 @@ pub(crate) fn check_same_origin(
     if user.source == CredentialSource::Bearer {
         return Ok(());
     }
+    check_browser_write(req, policy)
+}
+
+/// The cross-site checks of a write a browser may send with (or, for the
+/// demo sign-in, to obtain) the session cookie: our header, which another
+/// site's form cannot add, no `Sec-Fetch-Site: cross-site`, and an allowed
+/// `Origin` when there is one.
+pub(crate) fn check_browser_write(
+    req: &HttpRequest,
+    policy: &OriginPolicy,
+) -> Result<(), ApiError> {
     if !req.headers().contains_key(CSRF_HEADER) {
         return Err(ApiError::forbidden(
             ErrorCode::CsrfHeaderMissing,

@@ -213,7 +213,12 @@ async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
         .build()
         .unwrap();
 
-    let signed_in = client.post(app.url("/demo/sign-in")).send().await.unwrap();
+    let signed_in = client
+        .post(app.url("/demo/sign-in"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap();
     let subscribed = client
         .post(app.url("/demo/subscribe"))
         .header("x-requested-with", "billing-portal")
@@ -236,6 +241,39 @@ async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
     assert_eq!(again.status(), 409);
 }
 
+/// Login CSRF: another site's page must not sign a visitor in as the demo
+/// user (whose card and plan would then be the attacker's to watch).
+#[actix_rt::test]
+async fn another_site_cannot_sign_a_visitor_in_as_the_demo_user() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/demo/sign-in"))
+            .header("x-requested-with", "billing-portal")
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), 403, "{name}: {value}");
+        assert!(response.headers().get("set-cookie").is_none(), "{name}");
+    }
+    // A plain form post from another site cannot add the header.
+    let form_post = app
+        .client
+        .post(app.url("/demo/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form_post.status(), 403);
+    assert!(form_post.headers().get("set-cookie").is_none());
+}
+
 #[actix_rt::test]
 async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkout_sends() {
     let app = spawn_emulated_app_with(|_| {}).await;
@@ -243,7 +281,12 @@ async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkou
         .cookie_store(true)
         .build()
         .unwrap();
-    client.post(app.url("/demo/sign-in")).send().await.unwrap();
+    client
+        .post(app.url("/demo/sign-in"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap();
 
     let subscribed: Value = client
         .post(app.url("/demo/subscribe"))

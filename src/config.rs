@@ -126,6 +126,8 @@ pub const SETTINGS: &[Setting] = &[
         "how long webhook event ids are kept for dedupe before `prune` removes them; at least 7"),
     file_or_env("SHUTDOWN_TIMEOUT_SECS", Some("25"),
         "after SIGTERM or Ctrl-C, how long in-flight requests may take to finish"),
+    file_or_env("HTTP_HEAD_TIMEOUT_SECS", Some("5"),
+        "how long a new connection may take to send its first request's headers; then `408 request_timeout` and the connection is closed"),
     env_only("RUST_LOG", Some("info"),
         "env_logger filter"),
 ];
@@ -215,6 +217,7 @@ struct Raw {
     billing_collection_paused_is_paid: bool,
     shutdown_timeout_secs: u64,
     event_retention_days: u32,
+    http_head_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +241,14 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// `stripe_events` rows older than this are removed by `prune`.
     pub event_retention_days: u32,
+    pub http: HttpSettings,
+}
+
+/// The bounds every connection lives within.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// A new connection's first request head (`HTTP_HEAD_TIMEOUT_SECS`).
+    pub head_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +438,12 @@ impl Settings {
                 reason: format!("not an absolute URL ({e})"),
             })?;
         }
+        if !(1..=3600).contains(&raw.http_head_timeout_secs) {
+            return Err(ConfigError::Invalid {
+                key: "HTTP_HEAD_TIMEOUT_SECS",
+                reason: "must be between 1 and 3600 seconds".into(),
+            });
+        }
         let webhook_secrets: Vec<SecretString> = webhook_secret
             .as_deref()
             .unwrap_or_default()
@@ -506,6 +523,9 @@ impl Settings {
             billing_collection_paused_is_paid: raw.billing_collection_paused_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
             event_retention_days: raw.event_retention_days,
+            http: HttpSettings {
+                head_timeout: Duration::from_secs(raw.http_head_timeout_secs),
+            },
         })
     }
 
@@ -755,6 +775,16 @@ mod tests {
         );
         assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "400")]).is_err());
         assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "-1")]).is_err());
+    }
+
+    #[test]
+    fn connection_bounds_have_defaults_and_refuse_zero() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.http.head_timeout, Duration::from_secs(5));
+        let err = settings(&[("HTTP_HEAD_TIMEOUT_SECS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HTTP_HEAD_TIMEOUT_SECS"), "{err}");
     }
 
     fn repository_file(name: &str) -> String {

@@ -1,14 +1,28 @@
 //! [`Application::build`]: the HTTP server, wired together, used by `main`
 //! and by every test. It binds the listener (port 0 in tests), starts the
 //! emulator when there is no Stripe key, builds the shared context once
-//! ([`crate::context::build`]) and registers it outside the `HttpServer::new`
-//! closure so all workers share one pool.
+//! ([`crate::context::build`]) and registers it outside the App factory so
+//! all workers share one pool.
+//!
+//! The server is what actix-web's `HttpServer` assembles (actix-server
+//! workers, graceful shutdown on SIGTERM within `SHUTDOWN_TIMEOUT_SECS`,
+//! keep-alive, a cap on open connections), put together here so that each
+//! connection's stream can be wrapped in [`JsonErrors`]: the errors actix-http
+//! answers before routing get JSON bodies like every other error.
 
 use std::net::TcpListener;
+use std::time::Duration;
 
-use actix_web::dev::{Server, Service};
+use actix_http::{HttpService, KeepAlive, Request, Response};
+use actix_rt::net::TcpStream;
+use actix_server::{GracefulShutdownSignal, Server, ServerBuilder};
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{AppConfig, Service};
 use actix_web::middleware::Logger;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context;
 use log::{info, warn};
 use secrecy::ExposeSecret;
@@ -18,10 +32,17 @@ use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
 use crate::context::{self, StripeTarget};
 use crate::http::auth::JwtVerifier;
+use crate::http::edge::raw_errors::{self, JsonErrors};
 use crate::http::{self, request_id, AppState};
 use crate::stripe::signature::WebhookVerifier;
 #[cfg(feature = "emulator")]
 use std::sync::Arc;
+
+/// How long a connection may take to send its request (see `HttpSettings`).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    head_timeout: Duration,
+}
 
 pub struct Application {
     port: u16,
@@ -75,12 +96,16 @@ impl Application {
         let metrics = state.billing.metrics.clone();
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
-        let server = HttpServer::new(move || {
+        let limits = Limits {
+            head_timeout: settings.http.head_timeout,
+        };
+        let app = move || {
             #[cfg(feature = "emulator")]
             let emulator = emulator.clone();
             let metrics = metrics.clone();
             App::new()
                 .wrap(http::json_errors())
+                .wrap_fn(raw_errors::head_answers_without_length)
                 .wrap_fn(move |req, srv| {
                     let metrics = metrics.clone();
                     let method = req.method().clone();
@@ -109,12 +134,15 @@ impl Application {
                     }
                 })
                 .configure(http::configure)
-        })
-        .listen(listener)?
+        };
+
         // SIGTERM and Ctrl-C: stop accepting, let in-flight requests finish
         // (a webhook either commits or its caller sees no 2xx), then stop.
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .run();
+        let builder =
+            actix_server::Server::build().shutdown_timeout(settings.shutdown_timeout.as_secs());
+        let shutdown = builder.graceful_shutdown_signal();
+        let builder = listen(builder, "billing-portal", listener, app, limits, shutdown)?;
+        let server = builder.run();
         info!(
             "listening on http://{}:{port} ({} environment)",
             settings.host,
@@ -133,4 +161,50 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Adds a listener serving `app` over HTTP/1 to `builder`, with the settings
+/// `HttpServer` would give it, each connection wrapped in [`JsonErrors`].
+fn listen<F, I, S, B>(
+    builder: ServerBuilder,
+    name: &str,
+    listener: TcpListener,
+    app: F,
+    limits: Limits,
+    shutdown: GracefulShutdownSignal,
+) -> std::io::Result<ServerBuilder>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig, InitError = ()> + 'static,
+    S::Error: Into<Response<BoxBody>> + 'static,
+    S::Response: Into<Response<B>> + 'static,
+    B: MessageBody + 'static,
+{
+    let addr = listener.local_addr()?;
+    builder.listen(name, listener, move || {
+        let shutdown = shutdown.clone();
+        let http = HttpService::build()
+            // In-flight keep-alive connections close after their current answer
+            // once a graceful shutdown starts.
+            .graceful_shutdown_signal(move || {
+                let shutdown = shutdown.clone();
+                async move { shutdown.notified().await }
+            })
+            .keep_alive(KeepAlive::default())
+            .client_request_timeout(limits.head_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .h1_allow_half_closed(true)
+            .local_addr(addr)
+            .h1(map_config(app(), move |()| {
+                // What HttpServer passes: plain HTTP, the listener's address as
+                // the host of a request that names none.
+                AppConfig::__priv_test_new(false, addr.to_string(), addr)
+            }));
+        fn_service(|io: TcpStream| {
+            let peer = io.peer_addr().ok();
+            std::future::ready(Ok((JsonErrors::new(io), peer)))
+        })
+        .and_then(http)
+    })
 }

@@ -9,6 +9,7 @@
 //! paths, wrong methods and actix's own errors.
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 mod health;
 pub mod openapi;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod browser;
+mod edge;
 // These drive the local Stripe emulator, which only the `emulator` feature builds.
 #[cfg(feature = "emulator")]
 mod emulated_billing;

@@ -128,6 +128,10 @@ pub const SETTINGS: &[Setting] = &[
         "after SIGTERM or Ctrl-C, how long in-flight requests may take to finish"),
     file_or_env("HTTP_HEAD_TIMEOUT_SECS", Some("5"),
         "how long a new connection may take to send its first request's headers; then `408 request_timeout` and the connection is closed"),
+    file_or_env("HTTP_BODY_TIMEOUT_SECS", Some("10"),
+        "how long a request body may take to arrive once its headers have (a 1 MiB webhook needs about 1 s at 10 Mbit/s); then `408 request_timeout` and the connection is closed"),
+    file_or_env("HTTP_MAX_CONNECTIONS", Some("4096"),
+        "open connections this instance accepts at once (shared equally by its workers, one per core; lowered to fit the file-descriptor limit, which start-up raises to its hard maximum); more wait in the listen backlog"),
     env_only("RUST_LOG", Some("info"),
         "env_logger filter"),
 ];
@@ -218,6 +222,8 @@ struct Raw {
     shutdown_timeout_secs: u64,
     event_retention_days: u32,
     http_head_timeout_secs: u64,
+    http_body_timeout_secs: u64,
+    http_max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +255,10 @@ pub struct Settings {
 pub struct HttpSettings {
     /// A new connection's first request head (`HTTP_HEAD_TIMEOUT_SECS`).
     pub head_timeout: Duration,
+    /// A request body, from its headers on (`HTTP_BODY_TIMEOUT_SECS`).
+    pub body_timeout: Duration,
+    /// Open connections at once, all workers together (`HTTP_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -438,10 +448,21 @@ impl Settings {
                 reason: format!("not an absolute URL ({e})"),
             })?;
         }
-        if !(1..=3600).contains(&raw.http_head_timeout_secs) {
+        for (key, secs) in [
+            ("HTTP_HEAD_TIMEOUT_SECS", raw.http_head_timeout_secs),
+            ("HTTP_BODY_TIMEOUT_SECS", raw.http_body_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be between 1 and 3600 seconds".into(),
+                });
+            }
+        }
+        if raw.http_max_connections == 0 {
             return Err(ConfigError::Invalid {
-                key: "HTTP_HEAD_TIMEOUT_SECS",
-                reason: "must be between 1 and 3600 seconds".into(),
+                key: "HTTP_MAX_CONNECTIONS",
+                reason: "must be at least 1".into(),
             });
         }
         let webhook_secrets: Vec<SecretString> = webhook_secret
@@ -525,6 +546,8 @@ impl Settings {
             event_retention_days: raw.event_retention_days,
             http: HttpSettings {
                 head_timeout: Duration::from_secs(raw.http_head_timeout_secs),
+                body_timeout: Duration::from_secs(raw.http_body_timeout_secs),
+                max_connections: raw.http_max_connections,
             },
         })
     }
@@ -781,10 +804,16 @@ mod tests {
     fn connection_bounds_have_defaults_and_refuse_zero() {
         let s = settings(&[]).unwrap();
         assert_eq!(s.http.head_timeout, Duration::from_secs(5));
-        let err = settings(&[("HTTP_HEAD_TIMEOUT_SECS", "0")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("HTTP_HEAD_TIMEOUT_SECS"), "{err}");
+        assert_eq!(s.http.body_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.max_connections, 4096);
+        for key in [
+            "HTTP_HEAD_TIMEOUT_SECS",
+            "HTTP_BODY_TIMEOUT_SECS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            let err = settings(&[(key, "0")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     fn repository_file(name: &str) -> String {

@@ -32,16 +32,22 @@ use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
 use crate::context::{self, StripeTarget};
 use crate::http::auth::JwtVerifier;
+use crate::http::edge::body_timeout::BodyTimeout;
 use crate::http::edge::raw_errors::{self, JsonErrors};
 use crate::http::{self, request_id, AppState};
 use crate::stripe::signature::WebhookVerifier;
 #[cfg(feature = "emulator")]
 use std::sync::Arc;
 
+/// File descriptors kept aside from connections: the database pool, the Stripe
+/// client's sockets, the listeners, log and files.
+const RESERVED_FDS: u64 = 128;
+
 /// How long a connection may take to send its request (see `HttpSettings`).
 #[derive(Debug, Clone, Copy)]
 struct Limits {
     head_timeout: Duration,
+    body_timeout: Duration,
 }
 
 pub struct Application {
@@ -96,8 +102,12 @@ impl Application {
         let metrics = state.billing.metrics.clone();
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 
+        let fd_limit = raise_fd_limit();
+        let max_connections = connection_cap(&settings, fd_limit);
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let limits = Limits {
             head_timeout: settings.http.head_timeout,
+            body_timeout: settings.http.body_timeout,
         };
         let app = move || {
             #[cfg(feature = "emulator")]
@@ -105,6 +115,7 @@ impl Application {
             let metrics = metrics.clone();
             App::new()
                 .wrap(http::json_errors())
+                .wrap(BodyTimeout::new(limits.body_timeout))
                 .wrap_fn(raw_errors::head_answers_without_length)
                 .wrap_fn(move |req, srv| {
                     let metrics = metrics.clone();
@@ -136,17 +147,23 @@ impl Application {
                 .configure(http::configure)
         };
 
-        // SIGTERM and Ctrl-C: stop accepting, let in-flight requests finish
-        // (a webhook either commits or its caller sees no 2xx), then stop.
-        let builder =
-            actix_server::Server::build().shutdown_timeout(settings.shutdown_timeout.as_secs());
+        let builder = actix_server::Server::build()
+            .workers(workers)
+            // actix counts connections per worker.
+            .max_concurrent_connections((max_connections / workers).max(1))
+            // SIGTERM and Ctrl-C: stop accepting, let in-flight requests finish
+            // (a webhook either commits or its caller sees no 2xx), then stop.
+            .shutdown_timeout(settings.shutdown_timeout.as_secs());
         let shutdown = builder.graceful_shutdown_signal();
         let builder = listen(builder, "billing-portal", listener, app, limits, shutdown)?;
         let server = builder.run();
         info!(
-            "listening on http://{}:{port} ({} environment)",
+            "listening on http://{}:{port} ({} environment); at most {max_connections} \
+             connections, request heads within {}s, bodies within {}s",
             settings.host,
-            settings.app_env.as_str()
+            settings.app_env.as_str(),
+            limits.head_timeout.as_secs(),
+            limits.body_timeout.as_secs(),
         );
         if settings.app_env == AppEnv::Production && settings.stripe.api_base.is_some() {
             warn!("STRIPE_API_BASE is set in production: Stripe calls do not go to Stripe");
@@ -207,4 +224,46 @@ where
         })
         .and_then(http)
     })
+}
+
+/// Raises the soft limit on open files to the hard one, so that connections,
+/// not descriptors, are what runs out first; returns the limit in force.
+fn raise_fd_limit() -> Option<u64> {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).ok()?.0;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) if now > before => {
+            info!("file descriptors: soft limit raised from {before} to {now}");
+            Some(now)
+        }
+        Ok(now) => {
+            info!("file descriptors: limit {now}");
+            Some(now)
+        }
+        Err(e) => {
+            warn!("file descriptors: cannot raise the soft limit {before}: {e}");
+            Some(before)
+        }
+    }
+}
+
+/// `HTTP_MAX_CONNECTIONS`, lowered when the descriptor limit could not hold
+/// that many connections beside what the service itself keeps open.
+fn connection_cap(settings: &Settings, fd_limit: Option<u64>) -> usize {
+    let wanted = settings.http.max_connections;
+    let Some(limit) = fd_limit else {
+        return wanted;
+    };
+    let room = limit
+        .saturating_sub(RESERVED_FDS + u64::from(settings.database.pool_size))
+        .max(1);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    if room < wanted {
+        warn!(
+            "HTTP_MAX_CONNECTIONS={wanted} does not fit the file-descriptor limit {limit}: \
+             accepting at most {room} connections (raise the hard limit, e.g. `ulimit -Hn`)"
+        );
+        room
+    } else {
+        wanted
+    }
 }

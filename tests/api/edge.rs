@@ -1,7 +1,119 @@
-//! The edge of the service, before and around the handlers (issue 15): the JSON bodies of the
-//! errors answered before routing.
+//! The edge of the service, before and around the handlers (issue 15): how long a body may
+//! take, and the JSON bodies of the errors answered before routing.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
+
+// --- item 2: a request body has a bounded time to arrive.
+
+/// A webhook head announcing 100 bytes of body.
+const WEBHOOK_HEAD: &[u8] = b"POST /webhooks/stripe HTTP/1.1\r\nHost: localhost\r\n\
+    Content-Type: application/json\r\nStripe-Signature: t=1,v1=00\r\nContent-Length: 100\r\n\r\n";
+
+async fn app_with_body_timeout() -> TestApp {
+    spawn_app_with(|vars| {
+        vars.insert("HTTP_BODY_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await
+}
+
+fn assert_timed_out(responses: &[RawResponse]) {
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(responses[0].status, 408, "{responses:?}");
+    assert_eq!(responses[0].json()["error"], "request_timeout");
+    assert_eq!(responses[0].header("connection"), Some("close"));
+}
+
+#[actix_rt::test]
+async fn a_body_that_never_arrives_is_answered_408_within_the_body_timeout_and_closed() {
+    let app = app_with_body_timeout().await;
+    let mut stream = app.connect().await;
+    stream.write_all(WEBHOOK_HEAD).await.unwrap();
+    stream.write_all(b"{").await.unwrap();
+
+    // read_to_close: the service must close the connection, within RAW_BOUND.
+    let responses = parse_responses(&read_to_close(&mut stream).await);
+
+    assert_timed_out(&responses);
+    assert_eq!(app.count("stripe_events"), 0);
+}
+
+#[actix_rt::test]
+async fn a_body_that_trickles_in_is_cut_off_at_the_body_timeout() {
+    let app = app_with_body_timeout().await;
+    let stream = app.connect().await;
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(WEBHOOK_HEAD).await.unwrap();
+    // One byte every 50 ms would take 5 s for the 100 announced; the timeout is 1 s.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    let mut received = Vec::new();
+    tokio::time::timeout(
+        RAW_BOUND,
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut received),
+    )
+    .await
+    .expect("the service did not close the connection")
+    .ok();
+    trickle.abort();
+
+    assert_timed_out(&parse_responses(&received));
+}
+
+#[actix_rt::test]
+async fn a_body_sent_in_time_is_read_as_usual() {
+    let app = app_with_body_timeout().await;
+
+    let response = app.post_webhook(b"{}", Some("t=1,v1=00")).await;
+
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_ne!(body["error"], "request_timeout");
+}
+
+#[actix_rt::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let cap = 2 * workers;
+    let app = spawn_app_with(|vars| {
+        vars.insert("HTTP_MAX_CONNECTIONS".into(), cap.to_string());
+        vars.insert("HTTP_HEAD_TIMEOUT_SECS".into(), "120".into());
+    })
+    .await;
+    // Idle connections that have sent nothing hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..cap {
+        idle.push(app.connect().await);
+    }
+    let waiting = tokio::spawn({
+        let client = app.client.clone();
+        let url = app.url("/healthz");
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    // Whatever the machine's load, an answer now would mean the cap let it in.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a connection over the cap was served"
+    );
+
+    drop(idle);
+    let answered = tokio::time::timeout(RAW_BOUND, waiting)
+        .await
+        .expect("the waiting request was never served");
+
+    assert_eq!(answered.unwrap().unwrap(), 200);
+}
 
 // --- item 19: errors answered before routing are JSON too.
 

@@ -21,7 +21,6 @@ use actix_service::{
 };
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{AppConfig, Service};
-use actix_web::middleware::Logger;
 use actix_web::{web, App};
 use anyhow::Context;
 use log::{info, warn};
@@ -32,6 +31,7 @@ use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
 use crate::context::{self, StripeTarget};
 use crate::http::auth::JwtVerifier;
+use crate::http::edge::access_log;
 use crate::http::edge::body_timeout::BodyTimeout;
 use crate::http::edge::raw_errors::{self, JsonErrors};
 use crate::http::{self, request_id, AppState};
@@ -133,9 +133,7 @@ impl Application {
                     }
                 })
                 .wrap_fn(request_id::middleware)
-                // One access line per request, with its id; never the
-                // headers, which carry the session token.
-                .wrap(Logger::new(r#"%{x-request-id}o %a "%r" %s %b %Dms"#))
+                .wrap(access_log::logger())
                 .app_data(state.clone())
                 .app_data(jwt.clone())
                 .configure(move |_cfg| {

@@ -1,11 +1,69 @@
-//! The edge of the service, before and around the handlers (issue 15): how long a body may
-//! take, and the JSON bodies of the errors answered before routing.
+//! The edge of the service, before and around the handlers (issue 15): what the access log
+//! keeps of a request, how long a body may take, and the JSON bodies of the errors answered
+//! before routing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
+
+/// Polls `instance`'s log until a line contains `needle`, at most 20 s.
+async fn log_line_with(instance: &Instance, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(line) = instance.log().lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no log line with {needle}:\n{}",
+            instance.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// --- item 14: the access log never carries a query string.
+
+#[actix_rt::test]
+async fn the_access_log_keeps_method_and_path_but_never_the_query_string() {
+    let app = spawn_app().await;
+    let instance = Instance::start_logging(&app, &[("RUST_LOG", "info")]).await;
+
+    let response = app
+        .client
+        .get(format!(
+            "{}/billing/status?token=secret-token-in-the-url&x=1",
+            instance.base
+        ))
+        .header("x-request-id", "query-in-the-log")
+        .send()
+        .await
+        .unwrap();
+    let plain = app
+        .client
+        .get(format!("{}/healthz", instance.base))
+        .header("x-request-id", "no-query-in-the-log")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 401);
+    assert_eq!(plain.status(), 200);
+    let line = log_line_with(&instance, "query-in-the-log").await;
+    assert!(
+        line.contains(r#""GET /billing/status?… HTTP/1.1" 401"#),
+        "{line}"
+    );
+    let plain = log_line_with(&instance, "no-query-in-the-log").await;
+    assert!(plain.contains(r#""GET /healthz HTTP/1.1" 200"#), "{plain}");
+    assert!(
+        !instance.log().contains("secret-token-in-the-url"),
+        "{}",
+        instance.log()
+    );
+}
 
 // --- item 2: a request body has a bounded time to arrive.
 

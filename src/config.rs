@@ -132,6 +132,10 @@ pub const SETTINGS: &[Setting] = &[
         "how long a request body may take to arrive once its headers have (a 1 MiB webhook needs about 1 s at 10 Mbit/s); then `408 request_timeout` and the connection is closed"),
     file_or_env("HTTP_MAX_CONNECTIONS", Some("4096"),
         "open connections this instance accepts at once (shared equally by its workers, one per core; lowered to fit the file-descriptor limit, which start-up raises to its hard maximum); more wait in the listen backlog"),
+    secret_env("METRICS_TOKEN",
+        "when set, `/metrics` answers only `Authorization: Bearer <token>` (else 401); in production `/metrics` is served only with it or on `METRICS_ADDR`"),
+    file_or_env("METRICS_ADDR", None,
+        "serve `/metrics` on this separate address (e.g. `127.0.0.1:9090`) instead of the main one, where it then answers 404; production refuses a non-loopback one without `METRICS_TOKEN`"),
     env_only("RUST_LOG", Some("info"),
         "env_logger filter"),
 ];
@@ -224,6 +228,7 @@ struct Raw {
     http_head_timeout_secs: u64,
     http_body_timeout_secs: u64,
     http_max_connections: usize,
+    metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +253,7 @@ pub struct Settings {
     /// `stripe_events` rows older than this are removed by `prune`.
     pub event_retention_days: u32,
     pub http: HttpSettings,
+    pub metrics: MetricsSettings,
 }
 
 /// The bounds every connection lives within.
@@ -259,6 +265,15 @@ pub struct HttpSettings {
     pub body_timeout: Duration,
     /// Open connections at once, all workers together (`HTTP_MAX_CONNECTIONS`).
     pub max_connections: usize,
+}
+
+/// Who may read `/metrics`, and where.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// `METRICS_TOKEN`: when set, required as a bearer token.
+    pub token: Option<SecretString>,
+    /// `METRICS_ADDR`: a listener of its own for `/metrics`.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -375,6 +390,7 @@ impl Settings {
             secret("STRIPE_SECRET_KEY"),
             webhook_secret,
             secret("AUTH_JWT_SECRET"),
+            secret("METRICS_TOKEN"),
         )
     }
 
@@ -384,6 +400,7 @@ impl Settings {
         stripe_secret_key: Option<SecretString>,
         webhook_secret: Option<String>,
         jwt_secret: Option<SecretString>,
+        metrics_token: Option<SecretString>,
     ) -> Result<Self, ConfigError> {
         let production = app_env == AppEnv::Production;
         let unsafe_for_production = |key: &'static str, reason: &str| {
@@ -465,6 +482,17 @@ impl Settings {
                 reason: "must be at least 1".into(),
             });
         }
+        let metrics_addr = raw
+            .metrics_addr
+            .as_deref()
+            .map(|addr| {
+                addr.parse::<std::net::SocketAddr>()
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "METRICS_ADDR",
+                        reason: format!("`{addr}` is not an address such as 127.0.0.1:9090 ({e})"),
+                    })
+            })
+            .transpose()?;
         let webhook_secrets: Vec<SecretString> = webhook_secret
             .as_deref()
             .unwrap_or_default()
@@ -500,6 +528,13 @@ impl Settings {
                     )
                 }
                 Some(_) => {}
+            }
+            if metrics_addr.is_some_and(|a| !a.ip().is_loopback()) && metrics_token.is_none() {
+                return unsafe_for_production(
+                    "METRICS_ADDR",
+                    "is not a loopback address and METRICS_TOKEN is not set (anyone who reaches \
+                     it could read /metrics): set METRICS_TOKEN or listen on 127.0.0.1",
+                );
             }
             if matches!(base.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) {
                 return unsafe_for_production(
@@ -548,6 +583,10 @@ impl Settings {
                 head_timeout: Duration::from_secs(raw.http_head_timeout_secs),
                 body_timeout: Duration::from_secs(raw.http_body_timeout_secs),
                 max_connections: raw.http_max_connections,
+            },
+            metrics: MetricsSettings {
+                token: metrics_token,
+                addr: metrics_addr,
             },
         })
     }
@@ -801,6 +840,26 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_metrics_on_a_public_address_without_a_token() {
+        let mut vars = production_vars();
+        vars.push(("METRICS_ADDR", "0.0.0.0:9090"));
+        let err = settings(&vars).unwrap_err().to_string();
+        assert!(
+            err.contains("METRICS_ADDR") && err.contains("METRICS_TOKEN"),
+            "{err}"
+        );
+
+        vars.push(("METRICS_TOKEN", "a-long-random-metrics-token"));
+        assert!(settings(&vars).is_ok());
+        let mut loopback = production_vars();
+        loopback.push(("METRICS_ADDR", "127.0.0.1:9090"));
+        assert_eq!(
+            settings(&loopback).unwrap().metrics.addr,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn connection_bounds_have_defaults_and_refuse_zero() {
         let s = settings(&[]).unwrap();
         assert_eq!(s.http.head_timeout, Duration::from_secs(5));
@@ -814,6 +873,10 @@ mod tests {
             let err = settings(&[(key, "0")]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
+        let err = settings(&[("METRICS_ADDR", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("METRICS_ADDR"), "{err}");
     }
 
     fn repository_file(name: &str) -> String {

@@ -34,7 +34,7 @@ use crate::http::auth::JwtVerifier;
 use crate::http::edge::access_log;
 use crate::http::edge::body_timeout::BodyTimeout;
 use crate::http::edge::raw_errors::{self, JsonErrors};
-use crate::http::{self, request_id, AppState};
+use crate::http::{self, request_id, AppState, MetricsAccess};
 use crate::stripe::signature::WebhookVerifier;
 #[cfg(feature = "emulator")]
 use std::sync::Arc;
@@ -109,43 +109,75 @@ impl Application {
             head_timeout: settings.http.head_timeout,
             body_timeout: settings.http.body_timeout,
         };
-        let app = move || {
-            #[cfg(feature = "emulator")]
-            let emulator = emulator.clone();
-            let metrics = metrics.clone();
-            App::new()
-                .wrap(http::json_errors())
-                .wrap(BodyTimeout::new(limits.body_timeout))
-                .wrap_fn(raw_errors::head_answers_without_length)
-                .wrap_fn(move |req, srv| {
-                    let metrics = metrics.clone();
-                    let method = req.method().clone();
-                    let call = srv.call(req);
-                    async move {
-                        let res = call.await?;
-                        // The route pattern, not the path: bounded label values.
-                        let route = res
-                            .request()
-                            .match_pattern()
-                            .unwrap_or_else(|| "unmatched".into());
-                        metrics.http_request(&method, &route, res.status());
-                        Ok(res)
-                    }
-                })
-                .wrap_fn(request_id::middleware)
-                .wrap(access_log::logger())
-                .app_data(state.clone())
-                .app_data(jwt.clone())
-                .configure(move |_cfg| {
-                    #[cfg(feature = "emulator")]
-                    if let Some(emulator) = emulator {
-                        emulator.configure(_cfg);
-                    }
-                })
-                .configure(http::configure)
+        let metrics_listener = settings
+            .metrics
+            .addr
+            .map(|addr| {
+                TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr} (METRICS_ADDR)"))
+            })
+            .transpose()?;
+        let token = settings.metrics.token.as_ref().map(MetricsAccess::token);
+        let main_metrics = match (&metrics_listener, &token) {
+            (Some(_), _) => MetricsAccess::NotServed,
+            (None, Some(token)) => token.clone(),
+            (None, None) if settings.app_env == AppEnv::Production => {
+                warn!("/metrics is not served: set METRICS_TOKEN or METRICS_ADDR to serve it");
+                MetricsAccess::NotServed
+            }
+            (None, None) => MetricsAccess::Open,
         };
 
-        let builder = actix_server::Server::build()
+        // The App factory of each listener: the main one (every route, and the emulator's) or
+        // the metrics one (`METRICS_ADDR`).
+        let app = move |main: bool, access: MetricsAccess| {
+            let state = state.clone();
+            let jwt = jwt.clone();
+            let metrics = metrics.clone();
+            #[cfg(feature = "emulator")]
+            let emulator = emulator.clone();
+            move || {
+                #[cfg(feature = "emulator")]
+                let emulator = emulator.clone();
+                let metrics = metrics.clone();
+                App::new()
+                    .wrap(http::json_errors())
+                    .wrap(BodyTimeout::new(limits.body_timeout))
+                    .wrap_fn(raw_errors::head_answers_without_length)
+                    .wrap_fn(move |req, srv| {
+                        let metrics = metrics.clone();
+                        let method = req.method().clone();
+                        let call = srv.call(req);
+                        async move {
+                            let res = call.await?;
+                            // The route pattern, not the path: bounded label values.
+                            let route = res
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| "unmatched".into());
+                            metrics.http_request(&method, &route, res.status());
+                            Ok(res)
+                        }
+                    })
+                    .wrap_fn(request_id::middleware)
+                    .wrap(access_log::logger())
+                    .app_data(state.clone())
+                    .app_data(jwt.clone())
+                    .app_data(web::Data::new(access.clone()))
+                    .configure(move |cfg| {
+                        if !main {
+                            return http::configure_metrics_listener(cfg);
+                        }
+                        #[cfg(feature = "emulator")]
+                        if let Some(emulator) = emulator {
+                            emulator.configure(cfg);
+                        }
+                        http::configure(cfg);
+                    })
+            }
+        };
+
+        let mut builder = actix_server::Server::build()
             .workers(workers)
             // actix counts connections per worker.
             .max_concurrent_connections((max_connections / workers).max(1))
@@ -153,7 +185,30 @@ impl Application {
             // (a webhook either commits or its caller sees no 2xx), then stop.
             .shutdown_timeout(settings.shutdown_timeout.as_secs());
         let shutdown = builder.graceful_shutdown_signal();
-        let builder = listen(builder, "billing-portal", listener, app, limits, shutdown)?;
+        builder = listen(
+            builder,
+            "billing-portal",
+            listener,
+            app(true, main_metrics),
+            limits,
+            shutdown.clone(),
+        )?;
+        let metrics_addr = match metrics_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let access = token.unwrap_or(MetricsAccess::Open);
+                builder = listen(
+                    builder,
+                    "metrics",
+                    listener,
+                    app(false, access),
+                    limits,
+                    shutdown,
+                )?;
+                Some(addr)
+            }
+            None => None,
+        };
         let server = builder.run();
         info!(
             "listening on http://{}:{port} ({} environment); at most {max_connections} \
@@ -163,6 +218,9 @@ impl Application {
             limits.head_timeout.as_secs(),
             limits.body_timeout.as_secs(),
         );
+        if let Some(addr) = metrics_addr {
+            info!("/metrics on http://{addr}/metrics");
+        }
         if settings.app_env == AppEnv::Production && settings.stripe.api_base.is_some() {
             warn!("STRIPE_API_BASE is set in production: Stripe calls do not go to Stripe");
         }

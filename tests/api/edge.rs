@@ -1,6 +1,6 @@
 //! The edge of the service, before and around the handlers (issue 15): what the access log
-//! keeps of a request, how long a body may take, and the JSON bodies of the errors answered
-//! before routing.
+//! keeps of a request, how long a body may take, who may read `/metrics`, and the JSON bodies
+//! of the errors answered before routing.
 
 use std::time::{Duration, Instant};
 
@@ -171,6 +171,89 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .expect("the waiting request was never served");
 
     assert_eq!(answered.unwrap().unwrap(), 200);
+}
+
+// --- item 18: who may read /metrics.
+
+#[actix_rt::test]
+async fn metrics_need_the_metrics_token_when_one_is_set() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("METRICS_TOKEN".into(), "metrics-token-0123456789".into());
+    })
+    .await;
+    let get = |token: Option<&'static str>| {
+        let mut request = app.client.get(app.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+
+    let without = get(None).await.unwrap();
+    let wrong = get(Some("metrics-token-0123456788")).await.unwrap();
+    let right = get(Some("metrics-token-0123456789")).await.unwrap();
+
+    assert_eq!(without.status(), 401);
+    let body: serde_json::Value = without.json().await.unwrap();
+    assert_eq!(body["error"], "unauthenticated");
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("billing_portal_"));
+}
+
+fn production(vars: &mut std::collections::HashMap<String, String>) {
+    vars.insert("APP_ENV".into(), "production".into());
+}
+
+#[actix_rt::test]
+async fn in_production_metrics_are_not_served_on_the_main_port_without_a_token() {
+    let app = spawn_app_with(production).await;
+
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let openapi = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(metrics.status(), 404);
+    let body: serde_json::Value = metrics.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert_eq!(openapi.status(), 200, "the API description stays public");
+}
+
+#[actix_rt::test]
+async fn metrics_addr_serves_metrics_on_their_own_loopback_listener_only() {
+    let port = free_port();
+    let app = spawn_app_with(|vars| {
+        production(vars);
+        vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{port}"));
+    })
+    .await;
+
+    let main = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let separate = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let other = app
+        .client
+        .get(format!("http://127.0.0.1:{port}/billing/status"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(main.status(), 404);
+    assert_eq!(separate.status(), 200);
+    assert!(separate.text().await.unwrap().contains("billing_portal_"));
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics listener serves nothing else"
+    );
 }
 
 // --- item 19: errors answered before routing are JSON too.

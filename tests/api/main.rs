@@ -2,6 +2,7 @@
 //! Stripe on loopback. One binary; each test has its own database.
 
 mod auth;
+mod availability;
 mod browser;
 mod edge;
 // These drive the local Stripe emulator, which only the `emulator` feature builds.

@@ -127,7 +127,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("SHUTDOWN_TIMEOUT_SECS", Some("25"),
         "after SIGTERM or Ctrl-C, how long in-flight requests may take to finish"),
     file_or_env("HTTP_HEAD_TIMEOUT_SECS", Some("5"),
-        "how long a new connection may take to send its first request's headers; then `408 request_timeout` and the connection is closed"),
+        "how long a request's headers may take to arrive: a new connection's first from when it opens, a later one's from its first byte (idle keep-alive time does not count); then `408 request_timeout` and the connection is closed"),
     file_or_env("HTTP_BODY_TIMEOUT_SECS", Some("10"),
         "how long a request body may take to arrive once its headers have (a 1 MiB webhook needs about 1 s at 10 Mbit/s); then `408 request_timeout` and the connection is closed"),
     file_or_env("HTTP_MAX_CONNECTIONS", Some("4096"),

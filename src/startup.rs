@@ -274,9 +274,9 @@ where
                 // the host of a request that names none.
                 AppConfig::__priv_test_new(false, addr.to_string(), addr)
             }));
-        fn_service(|io: TcpStream| {
+        fn_service(move |io: TcpStream| {
             let peer = io.peer_addr().ok();
-            std::future::ready(Ok((JsonErrors::new(io), peer)))
+            std::future::ready(Ok((JsonErrors::new(io, limits.head_timeout), peer)))
         })
         .and_then(http)
     })

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -296,6 +296,68 @@ async fn a_request_head_that_never_completes_is_answered_408_json() {
     assert_eq!(responses.len(), 1, "{responses:?}");
     assert_eq!(responses[0].status, 408);
     assert_eq!(responses[0].json()["error"], "request_timeout");
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[actix_rt::test]
+async fn a_later_request_head_that_trickles_in_on_a_kept_alive_connection_is_answered_408_json() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("HTTP_HEAD_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    let stream = app.connect().await;
+    let (mut reader, mut writer) = stream.into_split();
+    writer.write_all(HEALTHZ).await.unwrap();
+    let mut first = Vec::new();
+    while !first.ends_with(br#"{"status":"ok"}"#) {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(RAW_BOUND, reader.read(&mut chunk))
+            .await
+            .expect("no first answer")
+            .unwrap();
+        assert!(n > 0, "closed before the first answer");
+        first.extend_from_slice(&chunk[..n]);
+    }
+    // actix-http times only a connection's first head: this one, one byte every 50 ms, would
+    // take 2 s and could go on for ever.
+    let trickle = tokio::spawn(async move {
+        for byte in HEALTHZ {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+
+    let mut rest = Vec::new();
+    tokio::time::timeout(RAW_BOUND, reader.read_to_end(&mut rest))
+        .await
+        .expect("the service did not close the connection")
+        .ok();
+    trickle.abort();
+
+    let responses = parse_responses(&rest);
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(responses[0].status, 408);
+    assert_eq!(responses[0].json()["error"], "request_timeout");
+}
+
+#[actix_rt::test]
+async fn idle_keep_alive_time_does_not_count_against_the_next_head() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("HTTP_HEAD_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    let mut stream = app.connect().await;
+    stream.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.status, 200);
+
+    // Longer than the head timeout, well within keep-alive (5 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(HEALTHZ).await.unwrap();
+
+    assert_eq!(read_response(&mut stream).await.status, 200);
 }
 
 #[actix_rt::test]

@@ -14,15 +14,21 @@
 //! empty, never alter another answer. HEAD answers are sent without `Content-Length` by the
 //! App ([`head_answers_without_length`]), since their length would announce a body that is
 //! never sent.
+//!
+//! The same stream also bounds the heads that follow a connection's first request, which
+//! actix-http's head timer does not cover ([`JsonErrors`]).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 use crate::http::error::{ErrorBody, ErrorCode};
 
@@ -92,6 +98,8 @@ enum Chunk {
 #[derive(Debug)]
 pub struct Rewriter {
     state: State,
+    /// Final (non-1xx) answers written to their end so far.
+    answered: u64,
 }
 
 impl Default for Rewriter {
@@ -102,7 +110,10 @@ impl Default for Rewriter {
 
 impl Rewriter {
     pub fn new() -> Self {
-        Self { state: next_head() }
+        Self {
+            state: next_head(),
+            answered: 0,
+        }
     }
 
     /// Takes the next bytes written to the connection and appends what goes on the wire to
@@ -124,6 +135,7 @@ impl Rewriter {
                     *remaining -= n as u64;
                     if *remaining == 0 {
                         self.state = next_head();
+                        self.answered += 1;
                     }
                 }
                 State::Chunked(chunk) => {
@@ -144,7 +156,10 @@ impl Rewriter {
                     input = &input[1..];
                     self.state = match next_chunk(*chunk, byte) {
                         Some(Some(next)) => State::Chunked(next),
-                        Some(None) => next_head(),
+                        Some(None) => {
+                            self.answered += 1;
+                            next_head()
+                        }
                         None => State::Passthrough,
                     };
                 }
@@ -174,6 +189,12 @@ impl Rewriter {
         }
     }
 
+    /// How many final answers have been written to their end (counting stops where framing
+    /// is no longer followed).
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+
     /// Sends whatever is held back (a flush must not keep bytes the dispatcher has written);
     /// a head sent partly this way is followed but no longer rewritten.
     pub fn flush(&mut self, out: &mut Vec<u8>) {
@@ -185,7 +206,7 @@ impl Rewriter {
 
     /// Emits a complete head, rewritten when it is a dispatcher-made error, and says what
     /// follows it.
-    fn finish_head(&self, head: &[u8], sent: usize, out: &mut Vec<u8>) -> State {
+    fn finish_head(&mut self, head: &[u8], sent: usize, out: &mut Vec<u8>) -> State {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut headers);
         let Ok(httparse::Status::Complete(_)) = response.parse(head) else {
@@ -255,11 +276,18 @@ impl Rewriter {
         match (status, coding, length) {
             // Switching protocols: not HTTP/1 any more.
             (101, _, _) => State::Passthrough,
-            (100..=199 | 204 | 304, _, _) => next_head(),
+            (100..=199, _, _) => next_head(),
+            (204 | 304, _, _) => {
+                self.answered += 1;
+                next_head()
+            }
             (_, Some(coding), None) if is_chunked(coding) => {
                 State::Chunked(Chunk::Size { size: 0, digits: 0 })
             }
-            (_, None, Some(0)) => next_head(),
+            (_, None, Some(0)) => {
+                self.answered += 1;
+                next_head()
+            }
             (_, None, Some(n)) => State::Body(n),
             // Read until close, or a framing not followed.
             _ => State::Passthrough,
@@ -322,23 +350,66 @@ fn next_chunk(chunk: Chunk, byte: u8) -> Option<Option<Chunk>> {
     Some(Some(next))
 }
 
-/// A connection's stream with the dispatcher's own errors made JSON on the way out; reads
-/// pass through untouched.
+/// Counts the request heads read on a connection, by their ends (an empty line, `\n\r?\n`),
+/// across reads. A body containing an empty line counts as one more head: that only ever
+/// delays [`JsonErrors`]' head deadline, never starts it early.
+#[derive(Debug, Default)]
+pub struct HeadEnds {
+    seen: u64,
+    /// The last two bytes read, for an end split across reads.
+    tail: [u8; 2],
+}
+
+impl HeadEnds {
+    /// Takes bytes just read; says whether a head ended in them.
+    pub fn read(&mut self, bytes: &[u8]) -> bool {
+        let before = self.seen;
+        let [mut a, mut b] = self.tail;
+        for &c in bytes {
+            if c == b'\n' && (b == b'\n' || (b == b'\r' && a == b'\n')) {
+                self.seen += 1;
+            }
+            (a, b) = (b, c);
+        }
+        self.tail = [a, b];
+        self.seen > before
+    }
+
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+}
+
+/// A connection's stream with the dispatcher's own errors made JSON on the way out. Reads pass
+/// through, and bound the time a request head may take after the first: actix-http's head
+/// timer covers only a connection's first request, so once every head read has been answered,
+/// the next one must end within `HTTP_HEAD_TIMEOUT_SECS` of its first byte (idle keep-alive
+/// time does not count), else the answer is `408 request_timeout` and the connection ends.
 pub struct JsonErrors<T> {
     io: T,
     rewriter: Rewriter,
     /// Rewritten bytes not yet accepted by `io`, from `written` on.
     out: Vec<u8>,
     written: usize,
+    head_timeout: Duration,
+    heads: HeadEnds,
+    /// Running while a head is arriving with every earlier one answered.
+    head_deadline: Option<Pin<Box<Sleep>>>,
+    /// The deadline passed: reading has ended.
+    timed_out: bool,
 }
 
 impl<T> JsonErrors<T> {
-    pub fn new(io: T) -> Self {
+    pub fn new(io: T, head_timeout: Duration) -> Self {
         Self {
             io,
             rewriter: Rewriter::new(),
             out: Vec::new(),
             written: 0,
+            head_timeout,
+            heads: HeadEnds::default(),
+            head_deadline: None,
+            timed_out: false,
         }
     }
 }
@@ -362,13 +433,52 @@ impl<T: AsyncWrite + Unpin> JsonErrors<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for JsonErrors<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for JsonErrors<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        if this.timed_out {
+            return Poll::Ready(Ok(()));
+        }
+        // The deadline first: a head that trickles in always has another byte ready.
+        if let Some(deadline) = &mut this.head_deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                // Every head read so far is answered, so nothing of the dispatcher's is on its
+                // way out: the 408 goes out alone, then reading ends (end of stream) and the
+                // dispatcher closes the connection.
+                this.timed_out = true;
+                this.head_deadline = None;
+                let body = json_body(408).unwrap_or_default();
+                this.out.extend_from_slice(
+                    format!(
+                        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+                         connection: close\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                this.out.extend_from_slice(&body);
+                if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        if this.heads.read(read) {
+            this.head_deadline = None;
+        } else if !read.is_empty()
+            && this.head_deadline.is_none()
+            && this.heads.seen() <= this.rewriter.answered()
+        {
+            this.head_deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout)));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -583,6 +693,30 @@ mod tests {
         assert_eq!(rewrite(&not_http, 1, false), not_http);
         let other_status = dispatcher_error("500 Internal Server Error");
         assert_eq!(rewrite(&other_status, 9, false), other_status);
+    }
+
+    #[test]
+    fn head_ends_are_counted_across_reads_with_either_line_ending() {
+        let mut heads = HeadEnds::default();
+        assert!(!heads.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r"));
+        assert!(heads.read(b"\n"));
+        assert!(heads.read(b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\n\r\n"));
+        assert_eq!(heads.seen(), 3);
+        assert!(!heads.read(b"Host: a\r\nX: b\r\n"));
+    }
+
+    #[test]
+    fn only_final_answers_written_to_their_end_are_counted() {
+        let mut rewriter = Rewriter::new();
+        let mut out = Vec::new();
+        rewriter.write(b"HTTP/1.1 100 Continue\r\n\r\n", &mut out);
+        assert_eq!(rewriter.answered(), 0);
+        let answer = app_answer("{}");
+        rewriter.write(&answer.as_bytes()[..answer.len() - 1], &mut out);
+        assert_eq!(rewriter.answered(), 0);
+        rewriter.write(&answer.as_bytes()[answer.len() - 1..], &mut out);
+        rewriter.write(b"HTTP/1.1 204 No Content\r\n\r\n", &mut out);
+        assert_eq!(rewriter.answered(), 2);
     }
 
     #[test]

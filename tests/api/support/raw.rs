@@ -63,6 +63,34 @@ pub async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     received
 }
 
+/// Reads one whole response (it must carry a `content-length`), leaving the connection open.
+pub async fn read_response(stream: &mut TcpStream) -> RawResponse {
+    let mut received = Vec::new();
+    let read = async {
+        loop {
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .expect("a content-length");
+                if received.len() >= end + 4 + length {
+                    return;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before a whole response");
+            received.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(RAW_BOUND, read)
+        .await
+        .expect("no whole response");
+    parse_responses(&received).remove(0)
+}
+
 /// Sends `bytes` on a new connection and reads every response until the service closes it.
 pub async fn exchange(app: &TestApp, bytes: &[u8]) -> Vec<RawResponse> {
     let mut stream = app.connect().await;

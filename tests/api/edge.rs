@@ -173,6 +173,25 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     assert_eq!(answered.unwrap().unwrap(), 200);
 }
 
+#[actix_rt::test]
+async fn start_up_raises_the_soft_file_descriptor_limit_and_says_so() {
+    let app = spawn_app().await;
+    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap().1;
+    assert!(
+        hard > 512,
+        "this test needs a hard limit above 512, not {hard}"
+    );
+
+    let instance = Instance::start_logging_with_fd_limit(&app, 512).await;
+
+    let line = log_line_with(&instance, "file descriptors").await;
+    let raised: u64 = line
+        .split_once("soft limit raised from 512 to ")
+        .and_then(|(_, to)| to.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(raised > 512 && raised <= hard, "{line}");
+}
+
 // --- item 18: who may read /metrics.
 
 #[actix_rt::test]

@@ -23,7 +23,7 @@ impl Instance {
     }
 
     pub async fn start_on(app: &TestApp, port: u16) -> Self {
-        Self::launch(app, port, &[], None).await
+        Self::launch(app, port, &[], None, None).await
     }
 
     /// An instance with extra variables (`RUST_LOG` among them, to log) whose log
@@ -33,7 +33,17 @@ impl Instance {
             "billing-portal-{}.log",
             uuid::Uuid::new_v4().simple()
         ));
-        Self::launch(app, free_port(), vars, Some(log)).await
+        Self::launch(app, free_port(), vars, Some(log), None).await
+    }
+
+    /// Like [`Instance::start_logging`], started with this soft limit on open files.
+    pub async fn start_logging_with_fd_limit(app: &TestApp, soft_limit: u64) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "billing-portal-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let vars = [("RUST_LOG", "info")];
+        Self::launch(app, free_port(), &vars, Some(log), Some(soft_limit)).await
     }
 
     /// Everything the instance has logged so far.
@@ -42,12 +52,29 @@ impl Instance {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
-    async fn launch(app: &TestApp, port: u16, vars: &[(&str, &str)], log: Option<PathBuf>) -> Self {
+    async fn launch(
+        app: &TestApp,
+        port: u16,
+        vars: &[(&str, &str)],
+        log: Option<PathBuf>,
+        soft_fd_limit: Option<u64>,
+    ) -> Self {
         let stderr = match &log {
             Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
             None => Stdio::null(),
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+        let binary = env!("CARGO_BIN_EXE_billing-portal");
+        let mut command = match soft_fd_limit {
+            // The shell lowers its soft limit, then becomes the service.
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", r#"ulimit -Sn "$1" && exec "$0""#, binary])
+                    .arg(limit.to_string());
+                sh
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .env("APP_ENV", "test")
             .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
             .env("DATABASE_POOL_SIZE", "8")

@@ -474,6 +474,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for JsonErrors<T> {
             this.head_deadline = None;
         } else if !read.is_empty()
             && this.head_deadline.is_none()
+            // The first head is actix-http's to time (from when the connection opened).
+            && this.rewriter.answered() > 0
             && this.heads.seen() <= this.rewriter.answered()
         {
             this.head_deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout)));

@@ -136,6 +136,16 @@ pub const SETTINGS: &[Setting] = &[
         "how long webhook event ids are kept for dedupe before `prune` removes them; at least 7"),
     file_or_env("SHUTDOWN_TIMEOUT_SECS", Some("25"),
         "after SIGTERM or Ctrl-C, how long in-flight requests may take to finish"),
+    file_or_env("HTTP_HEAD_TIMEOUT_SECS", Some("5"),
+        "how long a request's headers may take to arrive: a new connection's first from when it opens, a later one's from its first byte (idle keep-alive time does not count); then `408 request_timeout` and the connection is closed"),
+    file_or_env("HTTP_BODY_TIMEOUT_SECS", Some("10"),
+        "how long a request body may take to arrive once its headers have (a 1 MiB webhook needs about 1 s at 10 Mbit/s); then `408 request_timeout` and the connection is closed"),
+    file_or_env("HTTP_MAX_CONNECTIONS", Some("4096"),
+        "open connections this instance accepts at once (shared equally by its workers, one per core; lowered to fit the file-descriptor limit, which start-up raises to its hard maximum); more wait in the listen backlog"),
+    secret_env("METRICS_TOKEN",
+        "when set, `/metrics` answers only `Authorization: Bearer <token>` (else 401); in production `/metrics` is served only with it or on `METRICS_ADDR`"),
+    file_or_env("METRICS_ADDR", None,
+        "serve `/metrics` on this separate address (e.g. `127.0.0.1:9090`) instead of the main one, where it then answers 404; production refuses a non-loopback one without `METRICS_TOKEN`"),
     env_only("RUST_LOG", Some("info"),
         "env_logger filter"),
 ];
@@ -311,6 +321,10 @@ struct Raw {
     billing_collection_paused_is_paid: bool,
     shutdown_timeout_secs: u64,
     event_retention_days: u32,
+    http_head_timeout_secs: u64,
+    http_body_timeout_secs: u64,
+    http_max_connections: usize,
+    metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +354,28 @@ pub struct Settings {
     pub event_retention_days: u32,
     /// Whether the emulator may listen on a non-loopback address (`EMULATOR_ALLOW_PUBLIC`).
     pub emulator_allow_public: bool,
+    pub http: HttpSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// The bounds every connection lives within.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// A new connection's first request head (`HTTP_HEAD_TIMEOUT_SECS`).
+    pub head_timeout: Duration,
+    /// A request body, from its headers on (`HTTP_BODY_TIMEOUT_SECS`).
+    pub body_timeout: Duration,
+    /// Open connections at once, all workers together (`HTTP_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+}
+
+/// Who may read `/metrics`, and where.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// `METRICS_TOKEN`: when set, required as a bearer token.
+    pub token: Option<SecretString>,
+    /// `METRICS_ADDR`: a listener of its own for `/metrics`.
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -460,6 +496,7 @@ impl Settings {
             secret("AUTH_JWT_SECRET"),
             var("EMULATOR_ALLOW_PUBLIC"),
             secret("CLIENT_REFERENCE_SECRET"),
+            secret("METRICS_TOKEN"),
         )
     }
 
@@ -471,6 +508,7 @@ impl Settings {
         jwt_secret: Option<SecretString>,
         emulator_allow_public: Option<String>,
         client_reference_secret: Option<SecretString>,
+        metrics_token: Option<SecretString>,
     ) -> Result<Self, ConfigError> {
         let production = app_env == AppEnv::Production;
         // Every problem is reported at once: one restart per problem is a slow way to
@@ -557,6 +595,29 @@ impl Settings {
                 false
             }
         };
+        for (key, secs) in [
+            ("HTTP_HEAD_TIMEOUT_SECS", raw.http_head_timeout_secs),
+            ("HTTP_BODY_TIMEOUT_SECS", raw.http_body_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                problems.invalid(key, "must be between 1 and 3600 seconds");
+            }
+        }
+        if raw.http_max_connections == 0 {
+            problems.invalid("HTTP_MAX_CONNECTIONS", "must be at least 1");
+        }
+        let metrics_addr = raw.metrics_addr.as_deref().and_then(|addr| match addr
+            .parse::<std::net::SocketAddr>(
+        ) {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                problems.invalid(
+                    "METRICS_ADDR",
+                    format!("`{addr}` is not an address such as 127.0.0.1:9090 ({e})"),
+                );
+                None
+            }
+        });
         let webhook_secrets: Vec<SecretString> = webhook_secret
             .as_deref()
             .unwrap_or_default()
@@ -623,6 +684,13 @@ impl Settings {
                         );
                     }
                 }
+            }
+            if metrics_addr.is_some_and(|a| !a.ip().is_loopback()) && metrics_token.is_none() {
+                problems.unsafe_for_production(
+                    "METRICS_ADDR",
+                    "is not a loopback address and METRICS_TOKEN is not set (anyone who reaches \
+                     it could read /metrics): set METRICS_TOKEN or listen on 127.0.0.1",
+                );
             }
             if let Some(base) = &base {
                 if is_loopback(base) {
@@ -697,6 +765,15 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),
             event_retention_days: raw.event_retention_days,
             emulator_allow_public,
+            http: HttpSettings {
+                head_timeout: Duration::from_secs(raw.http_head_timeout_secs),
+                body_timeout: Duration::from_secs(raw.http_body_timeout_secs),
+                max_connections: raw.http_max_connections,
+            },
+            metrics: MetricsSettings {
+                token: metrics_token,
+                addr: metrics_addr,
+            },
         })
     }
 
@@ -1212,6 +1289,46 @@ mod tests {
         );
         assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "400")]).is_err());
         assert!(settings(&[("BILLING_PAST_DUE_GRACE_DAYS", "-1")]).is_err());
+    }
+
+    #[test]
+    fn production_refuses_metrics_on_a_public_address_without_a_token() {
+        let mut vars = production_vars();
+        vars.push(("METRICS_ADDR", "0.0.0.0:9090"));
+        let err = settings(&vars).unwrap_err().to_string();
+        assert!(
+            err.contains("METRICS_ADDR") && err.contains("METRICS_TOKEN"),
+            "{err}"
+        );
+
+        vars.push(("METRICS_TOKEN", "a-long-random-metrics-token"));
+        assert!(settings(&vars).is_ok());
+        let mut loopback = production_vars();
+        loopback.push(("METRICS_ADDR", "127.0.0.1:9090"));
+        assert_eq!(
+            settings(&loopback).unwrap().metrics.addr,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn connection_bounds_have_defaults_and_refuse_zero() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.http.head_timeout, Duration::from_secs(5));
+        assert_eq!(s.http.body_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.max_connections, 4096);
+        for key in [
+            "HTTP_HEAD_TIMEOUT_SECS",
+            "HTTP_BODY_TIMEOUT_SECS",
+            "HTTP_MAX_CONNECTIONS",
+        ] {
+            let err = settings(&[(key, "0")]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = settings(&[("METRICS_ADDR", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("METRICS_ADDR"), "{err}");
     }
 
     fn repository_file(name: &str) -> String {

@@ -41,6 +41,10 @@ pub(crate) enum ErrorCode {
     InvalidFlow,
     UnsupportedMediaType,
     PayloadTooLarge,
+    /// The request head or body did not arrive in time (408).
+    RequestTimeout,
+    /// The request head is over actix-http's limit (431).
+    HeadersTooLarge,
     NotFound,
     MethodNotAllowed,
     HttpError,
@@ -84,6 +88,8 @@ impl ErrorCode {
             Self::InvalidFlow => "invalid_flow",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::HttpError => "http_error",

@@ -9,6 +9,7 @@
 //! paths, wrong methods and actix's own errors.
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 mod health;
 pub mod openapi;
@@ -28,6 +29,7 @@ use utoipa::OpenApi as _;
 use crate::billing::Billing;
 use crate::stripe::signature::WebhookVerifier;
 use error::{ApiError, ErrorBody, ErrorCode};
+pub use health::MetricsAccess;
 
 /// What every handler shares: the use cases' context and what only HTTP needs.
 pub struct AppState {
@@ -129,6 +131,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         })));
     }
     cfg.default_service(web::to(not_found));
+}
+
+/// The routes of the separate metrics listener (`METRICS_ADDR`): `/metrics`, and the usual
+/// JSON 404 for anything else.
+pub(crate) fn configure_metrics_listener(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(health::metrics)))
+        .default_service(web::to(not_found));
 }
 
 /// Makes the errors actix answers by itself (a body over the limit, an

@@ -2,7 +2,9 @@
 //! Stripe on loopback. One binary; each test has its own database.
 
 mod auth;
+mod availability;
 mod browser;
+mod edge;
 // These drive the local Stripe emulator, which only the `emulator` feature builds.
 #[cfg(feature = "emulator")]
 mod emulated_billing;

@@ -1,6 +1,7 @@
 //! Extra copies of the service as separate processes (the built binary) on the test's database
 //! and fake Stripe, for scale-out, crash and shutdown tests.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use super::app::{
 pub struct Instance {
     pub base: String,
     child: Child,
+    /// Where its log (stderr) goes, when started with [`Instance::start_logging`].
+    log: Option<PathBuf>,
 }
 
 impl Instance {
@@ -20,7 +23,58 @@ impl Instance {
     }
 
     pub async fn start_on(app: &TestApp, port: u16) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+        Self::launch(app, port, &[], None, None).await
+    }
+
+    /// An instance with extra variables (`RUST_LOG` among them, to log) whose log
+    /// [`Instance::log`] reads back.
+    pub async fn start_logging(app: &TestApp, vars: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "billing-portal-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        Self::launch(app, free_port(), vars, Some(log), None).await
+    }
+
+    /// Like [`Instance::start_logging`], started with this soft limit on open files.
+    pub async fn start_logging_with_fd_limit(app: &TestApp, soft_limit: u64) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "billing-portal-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let vars = [("RUST_LOG", "info")];
+        Self::launch(app, free_port(), &vars, Some(log), Some(soft_limit)).await
+    }
+
+    /// Everything the instance has logged so far.
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with start_logging");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    async fn launch(
+        app: &TestApp,
+        port: u16,
+        vars: &[(&str, &str)],
+        log: Option<PathBuf>,
+        soft_fd_limit: Option<u64>,
+    ) -> Self {
+        let stderr = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
+        let binary = env!("CARGO_BIN_EXE_billing-portal");
+        let mut command = match soft_fd_limit {
+            // The shell lowers its soft limit, then becomes the service.
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", r#"ulimit -Sn "$1" && exec "$0""#, binary])
+                    .arg(limit.to_string());
+                sh
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .env("APP_ENV", "test")
             .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
             .env("DATABASE_POOL_SIZE", "8")
@@ -31,15 +85,16 @@ impl Instance {
             .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("AUTH_JWT_SECRET", JWT_SECRET)
             .env("RUST_LOG", "off")
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if let Ok(r) = app.client.get(format!("{base}/readyz")).send().await {
                 if r.status() == 200 {
-                    return Self { base, child };
+                    return Self { base, child, log };
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -74,5 +129,8 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.kill();
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }

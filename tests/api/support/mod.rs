@@ -1,8 +1,9 @@
 //! Everything the tests share, in one place: the service under test with its own database
 //! ([`app`]), rows arranged through builders instead of SQL ([`given`]), signed Stripe
 //! deliveries ([`events`]), the fake Stripe's answers ([`fake_stripe`]), the in-process
-//! emulator ([`emulator`]), extra service processes ([`instance`]) and a TCP proxy in front of
-//! Postgres that cuts or freezes ([`proxy`]). A test file needs one import: `use crate::support::*;`.
+//! emulator ([`emulator`]), extra service processes ([`instance`]), a TCP proxy in front of
+//! Postgres that cuts or freezes ([`proxy`]) and raw HTTP/1 over TCP ([`raw`]). A test file
+//! needs one import: `use crate::support::*;`.
 
 pub mod app;
 #[cfg(feature = "emulator")]
@@ -12,6 +13,7 @@ pub mod fake_stripe;
 pub mod given;
 pub mod instance;
 pub mod proxy;
+pub mod raw;
 
 pub use app::*;
 #[cfg(feature = "emulator")]
@@ -20,3 +22,4 @@ pub use events::*;
 pub use fake_stripe::*;
 pub use instance::*;
 pub use proxy::*;
+pub use raw::*;

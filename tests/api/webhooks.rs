@@ -914,13 +914,7 @@ fn metric_value(metrics: &str, line_start: &str) -> Option<f64> {
 /// a test-mode checkout must not make anyone paid on the live instance.
 #[actix_rt::test]
 async fn a_test_mode_event_on_a_live_instance_is_acknowledged_as_wrong_mode_and_changes_nothing() {
-    let app = spawn_app_with(|vars| {
-        vars.insert(
-            "STRIPE_SECRET_KEY".into(),
-            "sk_live_fake_key_for_tests".into(),
-        );
-    })
-    .await;
+    let app = spawn_app_with(live_instance).await;
     app.given().user("user_1").with_customer("cus_1").store();
     let t = now() - 100;
     let mut checkout = event(
@@ -946,7 +940,16 @@ async fn a_test_mode_event_on_a_live_instance_is_acknowledged_as_wrong_mode_and_
     assert_eq!(app.count("subscriptions"), 0);
     assert!(!app.user("user_1").unwrap().paid);
     assert!(app.user("user_9").is_none());
-    let metrics = app.get_text("/metrics").await;
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(LIVE_METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(
         metric_value(
             &metrics,
@@ -961,11 +964,15 @@ async fn a_test_mode_event_on_a_live_instance_is_acknowledged_as_wrong_mode_and_
 async fn a_live_mode_event_applies_on_a_live_instance_and_changes_nothing_on_a_test_one() {
     // rk_live_/rk_test_ keys: `live_keys_are_live_and_every_other_key_is_test`.
     for (key, expected) in [
-        ("sk_live_fake_key_for_tests", "applied"),
+        (LIVE_STRIPE_KEY, "applied"),
         ("sk_test_fake_key_for_tests", "wrong_mode"),
     ] {
         let app = spawn_app_with(|vars| {
-            vars.insert("STRIPE_SECRET_KEY".into(), key.into());
+            if key.starts_with("sk_live_") {
+                live_instance(vars);
+            } else {
+                vars.insert("STRIPE_SECRET_KEY".into(), key.into());
+            }
         })
         .await;
         app.given().user("user_1").with_customer("cus_1").store();

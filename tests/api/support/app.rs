@@ -44,6 +44,20 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A live-mode key, which only `APP_ENV=production` accepts.
+pub const LIVE_STRIPE_KEY: &str = "sk_live_fake_key_for_tests";
+/// What a production instance's `/metrics` asks for.
+pub const LIVE_METRICS_TOKEN: &str = "metrics-token-for-tests";
+
+/// Makes the instance a live one: a live key, so `APP_ENV=production`, with
+/// what production then requires (the test secrets are strong enough, and
+/// `/metrics` is served only with a token).
+pub fn live_instance(vars: &mut HashMap<String, String>) {
+    vars.insert("APP_ENV".into(), "production".into());
+    vars.insert("STRIPE_SECRET_KEY".into(), LIVE_STRIPE_KEY.into());
+    vars.insert("METRICS_TOKEN".into(), LIVE_METRICS_TOKEN.into());
+}
+
 pub struct TestApp {
     pub address: String,
     pub stripe: MockServer,

@@ -291,6 +291,17 @@ fn parse_trusted_proxies(value: Option<&str>) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
+/// The settings read from the environment only (secrets, and what a config
+/// file must not switch on), as [`Settings::validate`] receives them.
+struct EnvOnly {
+    stripe_secret_key: Option<SecretString>,
+    webhook_secret: Option<String>,
+    jwt_secret: Option<SecretString>,
+    emulator_allow_public: Option<String>,
+    client_reference_secret: Option<SecretString>,
+    metrics_token: Option<SecretString>,
+}
+
 /// Why a build without the `emulator` cargo feature needs `STRIPE_SECRET_KEY`
 /// in every environment: nothing else could answer its Stripe calls.
 const NO_EMULATOR: &str =
@@ -491,25 +502,26 @@ impl Settings {
         Self::validate(
             app_env,
             raw,
-            secret("STRIPE_SECRET_KEY"),
-            webhook_secret,
-            secret("AUTH_JWT_SECRET"),
-            var("EMULATOR_ALLOW_PUBLIC"),
-            secret("CLIENT_REFERENCE_SECRET"),
-            secret("METRICS_TOKEN"),
+            EnvOnly {
+                stripe_secret_key: secret("STRIPE_SECRET_KEY"),
+                webhook_secret,
+                jwt_secret: secret("AUTH_JWT_SECRET"),
+                emulator_allow_public: var("EMULATOR_ALLOW_PUBLIC"),
+                client_reference_secret: secret("CLIENT_REFERENCE_SECRET"),
+                metrics_token: secret("METRICS_TOKEN"),
+            },
         )
     }
 
-    fn validate(
-        app_env: AppEnv,
-        raw: Raw,
-        stripe_secret_key: Option<SecretString>,
-        webhook_secret: Option<String>,
-        jwt_secret: Option<SecretString>,
-        emulator_allow_public: Option<String>,
-        client_reference_secret: Option<SecretString>,
-        metrics_token: Option<SecretString>,
-    ) -> Result<Self, ConfigError> {
+    fn validate(app_env: AppEnv, raw: Raw, env: EnvOnly) -> Result<Self, ConfigError> {
+        let EnvOnly {
+            stripe_secret_key,
+            webhook_secret,
+            jwt_secret,
+            emulator_allow_public,
+            client_reference_secret,
+            metrics_token,
+        } = env;
         let production = app_env == AppEnv::Production;
         // Every problem is reported at once: one restart per problem is a slow way to
         // find five.

@@ -127,12 +127,7 @@ impl Rewriter {
                     return;
                 }
                 State::Body(remaining) => {
-                    let n = usize::try_from(*remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len());
-                    out.extend_from_slice(&input[..n]);
-                    input = &input[n..];
-                    *remaining -= n as u64;
+                    pass_through(remaining, &mut input, out);
                     if *remaining == 0 {
                         self.state = next_head();
                         self.answered += 1;
@@ -140,12 +135,7 @@ impl Rewriter {
                 }
                 State::Chunked(chunk) => {
                     if let Chunk::Data(remaining) = chunk {
-                        let n = usize::try_from(*remaining)
-                            .unwrap_or(usize::MAX)
-                            .min(input.len());
-                        out.extend_from_slice(&input[..n]);
-                        input = &input[n..];
-                        *remaining -= n as u64;
+                        pass_through(remaining, &mut input, out);
                         if *remaining == 0 {
                             *chunk = Chunk::DataCr;
                         }
@@ -535,6 +525,17 @@ where
             res.map_into_left_body()
         })
     }
+}
+
+/// Copies up to `remaining` bytes of a body from `input` to `out` unchanged,
+/// and counts them off.
+fn pass_through(remaining: &mut u64, input: &mut &[u8], out: &mut Vec<u8>) {
+    let n = usize::try_from(*remaining)
+        .unwrap_or(usize::MAX)
+        .min(input.len());
+    out.extend_from_slice(&input[..n]);
+    *input = &input[n..];
+    *remaining -= n as u64;
 }
 
 #[cfg(test)]

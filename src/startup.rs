@@ -143,7 +143,6 @@ impl Application {
                 App::new()
                     .wrap(http::json_errors())
                     .wrap(BodyTimeout::new(limits.body_timeout))
-                    .wrap_fn(raw_errors::head_answers_without_length)
                     .wrap_fn(move |req, srv| {
                         let metrics = metrics.clone();
                         let method = req.method().clone();
@@ -161,6 +160,7 @@ impl Application {
                     })
                     .wrap_fn(request_id::middleware)
                     .wrap(access_log::logger())
+                    .wrap_fn(raw_errors::track_requests)
                     .app_data(state.clone())
                     .app_data(jwt.clone())
                     .app_data(web::Data::new(access.clone()))
@@ -307,6 +307,10 @@ where
             .client_disconnect_timeout(Duration::from_secs(1))
             .h1_allow_half_closed(true)
             .local_addr(addr)
+            // The App reports the requests it takes to the connection's stream.
+            .on_connect_ext(|io: &JsonErrors<TcpStream>, ext| {
+                ext.insert(io.requests());
+            })
             .h1(map_config(app(), move |()| {
                 // What HttpServer passes: plain HTTP, the listener's address as
                 // the host of a request that names none.

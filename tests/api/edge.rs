@@ -395,3 +395,74 @@ async fn a_malformed_request_pipelined_after_good_ones_is_answered_400_json_afte
     assert_eq!(responses[0].json()["status"], "ok");
     assert_eq!(responses[2].json()["error"], "bad_request");
 }
+
+/// Reads until the end of one response head (a HEAD answer has no body to wait for).
+async fn read_head(reader: &mut (impl AsyncReadExt + Unpin)) {
+    let mut received = Vec::new();
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(RAW_BOUND, reader.read(&mut chunk))
+            .await
+            .expect("no first answer")
+            .unwrap();
+        assert!(n > 0, "closed before the first answer");
+        received.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Review of the first bound: it counted heads by their blank lines and answers by parsing
+/// what went out, so a HEAD answer (no body to follow), a blank line before the next request
+/// (which HTTP/1 lets a client send) or a body holding a blank line switched it off for the
+/// rest of the connection. Each opener, then a head one byte every 50 ms.
+#[actix_rt::test]
+async fn no_earlier_request_switches_off_the_bound_on_a_later_head() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("HTTP_HEAD_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    let body_with_blank_lines = b"POST /webhooks/stripe HTTP/1.1\r\nHost: localhost\r\n\
+        content-type: application/json\r\ncontent-length: 8\r\n\r\n{\n\n}\r\n\r\n";
+    let openers: [(&str, &[u8], &[u8]); 3] = [
+        (
+            "a HEAD request",
+            b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            HEALTHZ,
+        ),
+        (
+            "a blank line before the next request",
+            HEALTHZ,
+            b"\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+        ("a body holding blank lines", body_with_blank_lines, HEALTHZ),
+    ];
+    for (opener, first, next) in openers {
+        let stream = app.connect().await;
+        let (mut reader, mut writer) = stream.into_split();
+        writer.write_all(first).await.unwrap();
+        read_head(&mut reader).await;
+        let trickle = tokio::spawn(async move {
+            for byte in next {
+                if writer.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Then silence, with the connection held open.
+            std::future::pending::<()>().await;
+        });
+
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(RAW_BOUND, reader.read_to_end(&mut rest)).await;
+        trickle.abort();
+
+        assert!(
+            closed.is_ok(),
+            "after {opener}: the connection was never closed"
+        );
+        let text = String::from_utf8_lossy(&rest);
+        assert!(
+            text.contains("408") && text.contains("request_timeout"),
+            "after {opener}: {text}"
+        );
+    }
+}

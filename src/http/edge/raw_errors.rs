@@ -11,20 +11,23 @@
 //! (`Content-Length`, chunked, no body for 1xx/204/304). A response whose framing it cannot
 //! follow (read until close, an upgrade, anything unexpected) ends rewriting on that
 //! connection: from there bytes pass unchanged, so a wrong guess can only leave an error
-//! empty, never alter another answer. HEAD answers are sent without `Content-Length` by the
-//! App ([`head_answers_without_length`]), since their length would announce a body that is
-//! never sent.
+//! empty, never alter another answer. An answer to HEAD has no body whatever its
+//! `Content-Length` says: the App tells the stream which requests were HEAD ([`Requests`]).
 //!
 //! The same stream also bounds the heads that follow a connection's first request, which
-//! actix-http's head timer does not cover ([`JsonErrors`]).
+//! actix-http's head timer does not cover ([`JsonErrors`]). Whether a request is in the App
+//! comes from the App itself ([`track_requests`]), never from parsing the bytes read: a
+//! blank line before a request or inside a body must not be mistaken for a head's end.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -100,6 +103,34 @@ pub struct Rewriter {
     state: State,
     /// Final (non-1xx) answers written to their end so far.
     answered: u64,
+    /// The requests the App took, whose answers come in the same order.
+    requests: Rc<Requests>,
+}
+
+/// One connection's requests as the App sees them ([`track_requests`]), shared with its
+/// stream (a worker is one thread, as is the connection's task).
+#[derive(Debug, Default)]
+pub struct Requests {
+    started: Cell<u64>,
+    finished: Cell<u64>,
+    /// For each request whose answer is not yet written: whether it is HEAD.
+    head: RefCell<VecDeque<bool>>,
+}
+
+impl Requests {
+    fn start(&self, head: bool) {
+        self.started.set(self.started.get() + 1);
+        self.head.borrow_mut().push_back(head);
+    }
+
+    fn finish(&self) {
+        self.finished.set(self.finished.get() + 1);
+    }
+
+    /// Whether the next answer written is to a HEAD request (no body follows it).
+    fn next_answer_is_to_head(&self) -> bool {
+        self.head.borrow_mut().pop_front().unwrap_or(false)
+    }
 }
 
 impl Default for Rewriter {
@@ -110,10 +141,20 @@ impl Default for Rewriter {
 
 impl Rewriter {
     pub fn new() -> Self {
+        Self::with(Rc::default())
+    }
+
+    fn with(requests: Rc<Requests>) -> Self {
         Self {
             state: next_head(),
             answered: 0,
+            requests,
         }
+    }
+
+    /// Between two answers: nothing of a response is on its way out.
+    fn between_answers(&self) -> bool {
+        matches!(&self.state, State::Head { held, .. } if held.is_empty())
     }
 
     /// Takes the next bytes written to the connection and appends what goes on the wire to
@@ -263,6 +304,10 @@ impl Rewriter {
         }
 
         out.extend_from_slice(&head[sent..]);
+        if status >= 200 && self.requests.next_answer_is_to_head() {
+            self.answered += 1;
+            return next_head();
+        }
         match (status, coding, length) {
             // Switching protocols: not HTTP/1 any more.
             (101, _, _) => State::Passthrough,
@@ -340,41 +385,13 @@ fn next_chunk(chunk: Chunk, byte: u8) -> Option<Option<Chunk>> {
     Some(Some(next))
 }
 
-/// Counts the request heads read on a connection, by their ends (an empty line, `\n\r?\n`),
-/// across reads. A body containing an empty line counts as one more head: that only ever
-/// delays [`JsonErrors`]' head deadline, never starts it early.
-#[derive(Debug, Default)]
-pub struct HeadEnds {
-    seen: u64,
-    /// The last two bytes read, for an end split across reads.
-    tail: [u8; 2],
-}
-
-impl HeadEnds {
-    /// Takes bytes just read; says whether a head ended in them.
-    pub fn read(&mut self, bytes: &[u8]) -> bool {
-        let before = self.seen;
-        let [mut a, mut b] = self.tail;
-        for &c in bytes {
-            if c == b'\n' && (b == b'\n' || (b == b'\r' && a == b'\n')) {
-                self.seen += 1;
-            }
-            (a, b) = (b, c);
-        }
-        self.tail = [a, b];
-        self.seen > before
-    }
-
-    pub fn seen(&self) -> u64 {
-        self.seen
-    }
-}
-
 /// A connection's stream with the dispatcher's own errors made JSON on the way out. Reads pass
 /// through, and bound the time a request head may take after the first: actix-http's head
-/// timer covers only a connection's first request, so once every head read has been answered,
-/// the next one must end within `HTTP_HEAD_TIMEOUT_SECS` of its first byte (idle keep-alive
-/// time does not count), else the answer is `408 request_timeout` and the connection ends.
+/// timer covers only a connection's first request, so once the App has answered every request
+/// it took, the next head must reach it within `HTTP_HEAD_TIMEOUT_SECS` of its first byte
+/// (idle keep-alive time does not count; a byte read while a request was in the App counts
+/// from when that request is answered), else the answer is `408 request_timeout` (when no
+/// answer is on its way out) and the connection ends.
 pub struct JsonErrors<T> {
     io: T,
     rewriter: Rewriter,
@@ -382,14 +399,23 @@ pub struct JsonErrors<T> {
     out: Vec<u8>,
     written: usize,
     head_timeout: Duration,
-    heads: HeadEnds,
-    /// Running while a head is arriving with every earlier one answered.
+    /// `started` as last seen: a change means the App took a request.
+    last_started: u64,
+    /// Bytes were read since the App last took a request.
+    read_since_start: bool,
+    /// Running while a head is arriving with every earlier request answered.
     head_deadline: Option<Pin<Box<Sleep>>>,
     /// The deadline passed: reading has ended.
     timed_out: bool,
 }
 
 impl<T> JsonErrors<T> {
+    /// What the App's [`track_requests`] reports to, put on the connection by `startup`
+    /// (actix's `on_connect_ext`).
+    pub fn requests(&self) -> Rc<Requests> {
+        self.rewriter.requests.clone()
+    }
+
     pub fn new(io: T, head_timeout: Duration) -> Self {
         Self {
             io,
@@ -397,7 +423,8 @@ impl<T> JsonErrors<T> {
             out: Vec::new(),
             written: 0,
             head_timeout,
-            heads: HeadEnds::default(),
+            last_started: 0,
+            read_since_start: false,
             head_deadline: None,
             timed_out: false,
         }
@@ -433,14 +460,25 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for JsonErrors<T> {
         if this.timed_out {
             return Poll::Ready(Ok(()));
         }
+        let requests = this.rewriter.requests.clone();
+        let started = requests.started.get();
+        if started != this.last_started {
+            // The App took a request: the head being timed has arrived.
+            this.last_started = started;
+            this.read_since_start = false;
+            this.head_deadline = None;
+        }
+        let idle = started > 0 && started == requests.finished.get();
         // The deadline first: a head that trickles in always has another byte ready.
         if let Some(deadline) = &mut this.head_deadline {
             if deadline.as_mut().poll(cx).is_ready() {
-                // Every head read so far is answered, so nothing of the dispatcher's is on its
-                // way out: the 408 goes out alone, then reading ends (end of stream) and the
-                // dispatcher closes the connection.
+                // Reading ends (end of stream) and the dispatcher closes the connection. The
+                // 408 goes out alone, when nothing of an answer is on its way out.
                 this.timed_out = true;
                 this.head_deadline = None;
+                if !this.rewriter.between_answers() {
+                    return Poll::Ready(Ok(()));
+                }
                 let body = json_body(408).unwrap_or_default();
                 this.out.extend_from_slice(
                     format!(
@@ -459,16 +497,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for JsonErrors<T> {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let read = &buf.filled()[before..];
-        if this.heads.read(read) {
-            this.head_deadline = None;
-        } else if !read.is_empty()
-            && this.head_deadline.is_none()
-            // The first head is actix-http's to time (from when the connection opened).
-            && this.rewriter.answered() > 0
-            && this.heads.seen() <= this.rewriter.answered()
-        {
-            this.head_deadline = Some(Box::pin(tokio::time::sleep(this.head_timeout)));
+        if buf.filled().len() > before {
+            this.read_since_start = true;
+        }
+        // The first head is actix-http's to time (from when the connection opened).
+        if idle && this.read_since_start && this.head_deadline.is_none() {
+            let mut deadline = Box::pin(tokio::time::sleep(this.head_timeout));
+            // Polled once so that it wakes this task even if no other byte ever comes.
+            let _ = deadline.as_mut().poll(cx);
+            this.head_deadline = Some(deadline);
         }
         Poll::Ready(Ok(()))
     }
@@ -504,26 +541,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonErrors<T> {
     }
 }
 
-/// Middleware: an answer to HEAD goes out without `Content-Length`. actix-http would send the
-/// length of a body it then leaves out, which no one reading the stream can tell apart from
-/// a body that follows; without a length the [`Rewriter`] stops following the connection.
-pub(crate) fn head_answers_without_length<S, B>(
+/// Middleware, outermost: tells the connection's stream ([`Requests`]) when the App takes a
+/// request and when it has answered it.
+pub(crate) fn track_requests<S, B>(
     req: ServiceRequest,
     srv: &S,
-) -> impl std::future::Future<Output = Result<ServiceResponse<EitherBody<B, BoxBody>>, actix_web::Error>>
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
 {
-    let head = req.method() == Method::HEAD;
+    let requests = req.conn_data::<Rc<Requests>>().cloned();
+    if let Some(requests) = &requests {
+        requests.start(req.method() == Method::HEAD);
+    }
     let call = srv.call(req);
     async move {
-        let res = call.await?;
-        Ok(if head {
-            res.map_body(|_, _| EitherBody::right(BoxBody::new(actix_web::body::None::new())))
-        } else {
-            res.map_into_left_body()
-        })
+        let res = call.await;
+        if let Some(requests) = requests {
+            requests.finish();
+        }
+        res
     }
 }
 
@@ -696,16 +733,6 @@ mod tests {
         assert_eq!(rewrite(&not_http, 1, false), not_http);
         let other_status = dispatcher_error("500 Internal Server Error");
         assert_eq!(rewrite(&other_status, 9, false), other_status);
-    }
-
-    #[test]
-    fn head_ends_are_counted_across_reads_with_either_line_ending() {
-        let mut heads = HeadEnds::default();
-        assert!(!heads.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r"));
-        assert!(heads.read(b"\n"));
-        assert!(heads.read(b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\n\r\n"));
-        assert_eq!(heads.seen(), 3);
-        assert!(!heads.read(b"Host: a\r\nX: b\r\n"));
     }
 
     #[test]

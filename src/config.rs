@@ -578,18 +578,29 @@ impl Settings {
             problems.invalid("DATABASE_POOL_SIZE", "must be at least 1");
         }
         if raw.database_lock_pool_size == 0 {
-            return Err(ConfigError::Invalid {
-                key: "DATABASE_LOCK_POOL_SIZE",
-                reason: "must be at least 1 (no Stripe customer could be created)".into(),
-            });
+            problems.invalid(
+                "DATABASE_LOCK_POOL_SIZE",
+                "must be at least 1 (no Stripe customer could be created)",
+            );
         }
         if raw.database_statement_timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                key: "DATABASE_STATEMENT_TIMEOUT_MS",
-                reason: "0 would let a query, and the request waiting for it, run forever; \
-                         use a positive number of milliseconds"
-                    .into(),
-            });
+            problems.invalid(
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                "0 would let a query, and the request waiting for it, run forever; use a \
+                 positive number of milliseconds",
+            );
+        } else if raw.database_statement_timeout_ms > 3_600_000 {
+            // Every request may wait this long on a database that stops answering.
+            problems.invalid(
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                "must be at most 3600000 (1 hour)",
+            );
+        }
+        if raw.database_connect_timeout_secs > 3600 {
+            problems.invalid(
+                "DATABASE_CONNECT_TIMEOUT_SECS",
+                "must be at most 3600 (1 hour)",
+            );
         }
         if let Some(api_base) = &raw.stripe_api_base {
             if let Err(e) = Url::parse(api_base) {
@@ -720,6 +731,19 @@ impl Settings {
             }
         }
 
+        let same_as_jwt = |reference: &SecretString| {
+            jwt_secret
+                .as_ref()
+                .is_some_and(|jwt| jwt.expose_secret() == reference.expose_secret())
+        };
+        if client_reference_secret.as_ref().is_some_and(same_as_jwt) {
+            // A signed reference is then an HS256 signature by the session key: a user who
+            // chooses their own id could obtain a session token's signature.
+            problems.refuse(
+                "CLIENT_REFERENCE_SECRET",
+                "must differ from AUTH_JWT_SECRET (unset it to derive a separate key from it)",
+            );
+        }
         if production
             && client_reference_secret
                 .as_ref()
@@ -1219,11 +1243,50 @@ mod tests {
         }
         assert!(err.contains("5 problems"), "{err}");
 
-        let err = settings(&[("STRIPE_TIMEOUT_SECS", "30"), ("EVENT_RETENTION_DAYS", "1")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("STRIPE_TIMEOUT_SECS"), "{err}");
-        assert!(err.contains("EVENT_RETENTION_DAYS"), "{err}");
+        let err = settings(&[
+            ("DATABASE_LOCK_POOL_SIZE", "0"),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "0"),
+            ("STRIPE_TIMEOUT_SECS", "30"),
+            ("EVENT_RETENTION_DAYS", "1"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "DATABASE_LOCK_POOL_SIZE",
+            "DATABASE_STATEMENT_TIMEOUT_MS",
+            "STRIPE_TIMEOUT_SECS",
+            "EVENT_RETENTION_DAYS",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_client_reference_secret_must_not_be_the_session_key() {
+        let err = settings(&[
+            ("AUTH_JWT_SECRET", "shared-secret-0123456789abcdef-xyz"),
+            (
+                "CLIENT_REFERENCE_SECRET",
+                "shared-secret-0123456789abcdef-xyz",
+            ),
+        ])
+        .unwrap_err()
+        .to_string();
+
+        assert!(err.contains("CLIENT_REFERENCE_SECRET"), "{err}");
+        assert!(err.contains("AUTH_JWT_SECRET"), "{err}");
+        assert!(!err.contains("shared-secret"), "{err}");
+    }
+
+    #[test]
+    fn database_timeouts_are_bounded() {
+        for (key, value) in [
+            ("DATABASE_STATEMENT_TIMEOUT_MS", "99999999999"),
+            ("DATABASE_CONNECT_TIMEOUT_SECS", "99999999999"),
+        ] {
+            let err = settings(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -325,36 +325,16 @@ async fn a_later_request_head_that_trickles_in_on_a_kept_alive_connection_is_ans
         vars.insert("HTTP_HEAD_TIMEOUT_SECS".into(), "1".into());
     })
     .await;
-    let stream = app.connect().await;
-    let (mut reader, mut writer) = stream.into_split();
-    writer.write_all(HEALTHZ).await.unwrap();
-    let mut first = Vec::new();
-    while !first.ends_with(br#"{"status":"ok"}"#) {
-        let mut chunk = [0u8; 1024];
-        let n = tokio::time::timeout(RAW_BOUND, reader.read(&mut chunk))
-            .await
-            .expect("no first answer")
-            .unwrap();
-        assert!(n > 0, "closed before the first answer");
-        first.extend_from_slice(&chunk[..n]);
-    }
     // actix-http times only a connection's first head: this one, one byte every 50 ms, would
     // take 2 s and could go on for ever.
-    let trickle = tokio::spawn(async move {
-        for byte in HEALTHZ {
-            if writer.write_all(&[*byte]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-
-    let mut rest = Vec::new();
-    tokio::time::timeout(RAW_BOUND, reader.read_to_end(&mut rest))
-        .await
-        .expect("the service did not close the connection")
-        .ok();
-    trickle.abort();
+    let rest = trickle_after_a_first_answer(
+        &app,
+        HEALTHZ,
+        |read| read.ends_with(br#"{"status":"ok"}"#),
+        HEALTHZ,
+    )
+    .await
+    .expect("the service did not close the connection");
 
     let responses = parse_responses(&rest);
     assert_eq!(responses.len(), 1, "{responses:?}");
@@ -396,10 +376,19 @@ async fn a_malformed_request_pipelined_after_good_ones_is_answered_400_json_afte
     assert_eq!(responses[2].json()["error"], "bad_request");
 }
 
-/// Reads until the end of one response head (a HEAD answer has no body to wait for).
-async fn read_head(reader: &mut (impl AsyncReadExt + Unpin)) {
+/// Sends `first` on a new connection and reads until `answered` says its answer has come;
+/// then sends `next` one byte every 50 ms and holds the connection open. What the service
+/// sends until it closes the connection, or `Err` if it has not closed it within [`RAW_BOUND`].
+async fn trickle_after_a_first_answer(
+    app: &TestApp,
+    first: &[u8],
+    answered: impl Fn(&[u8]) -> bool,
+    next: &'static [u8],
+) -> Result<Vec<u8>, tokio::time::error::Elapsed> {
+    let (mut reader, mut writer) = app.connect().await.into_split();
+    writer.write_all(first).await.unwrap();
     let mut received = Vec::new();
-    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+    while !answered(&received) {
         let mut chunk = [0u8; 1024];
         let n = tokio::time::timeout(RAW_BOUND, reader.read(&mut chunk))
             .await
@@ -408,6 +397,20 @@ async fn read_head(reader: &mut (impl AsyncReadExt + Unpin)) {
         assert!(n > 0, "closed before the first answer");
         received.extend_from_slice(&chunk[..n]);
     }
+    let trickle = tokio::spawn(async move {
+        for byte in next {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Then silence, with the connection held open.
+        std::future::pending::<()>().await;
+    });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(RAW_BOUND, reader.read_to_end(&mut rest)).await;
+    trickle.abort();
+    closed.map(|_| rest)
 }
 
 /// Review of the first bound: it counted heads by their blank lines and answers by parsing
@@ -436,29 +439,16 @@ async fn no_earlier_request_switches_off_the_bound_on_a_later_head() {
         ("a body holding blank lines", body_with_blank_lines, HEALTHZ),
     ];
     for (opener, first, next) in openers {
-        let stream = app.connect().await;
-        let (mut reader, mut writer) = stream.into_split();
-        writer.write_all(first).await.unwrap();
-        read_head(&mut reader).await;
-        let trickle = tokio::spawn(async move {
-            for byte in next {
-                if writer.write_all(&[*byte]).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            // Then silence, with the connection held open.
-            std::future::pending::<()>().await;
-        });
+        // Up to the end of the first answer's head: a HEAD answer has no body to wait for.
+        let head_read = |read: &[u8]| read.windows(4).any(|w| w == b"\r\n\r\n");
 
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(RAW_BOUND, reader.read_to_end(&mut rest)).await;
-        trickle.abort();
+        let closed = trickle_after_a_first_answer(&app, first, head_read, next).await;
 
         assert!(
             closed.is_ok(),
             "after {opener}: the connection was never closed"
         );
+        let rest = closed.unwrap_or_default();
         let text = String::from_utf8_lossy(&rest);
         assert!(
             text.contains("408") && text.contains("request_timeout"),

@@ -411,15 +411,22 @@ impl CustomizeConnection<PgConn, diesel::r2d2::Error> for SessionSettings {
     }
 }
 
-/// Initialises the OpenSSL that libpq uses for TLS to Postgres before libpq
-/// does, so that OpenSSL registers no `atexit` clean-up. With it, a process
+/// `DATABASE_URL` with the client-side timeouts, every connection opens with.
+/// First, initialises the OpenSSL that libpq uses for TLS to Postgres before libpq
+/// does, so that OpenSSL registers no `atexit` clean-up. Without this, a process
 /// that exits while an r2d2 thread is still opening a TLS connection (to keep
 /// `min_idle`) crashed with SIGSEGV in libcrypto after its work was done: one
 /// `prune` in 15 here, and the test binary at exit. `openssl_sys::init` asks
 /// for `OPENSSL_INIT_NO_ATEXIT` (rust-openssl does this for the same reason);
 /// the first initialisation decides, and the OS reclaims the memory anyway.
-fn tls_without_exit_cleanup() {
+/// Done here because every connection (pooled or not) is opened with this URL.
+fn connection_url(settings: &DatabaseSettings) -> String {
     openssl_sys::init();
+    with_client_timeouts(
+        settings.url.expose_secret(),
+        settings.connect_timeout,
+        settings.statement_timeout,
+    )
 }
 
 /// The main pool: `DATABASE_POOL_SIZE` connections for every request.
@@ -436,13 +443,8 @@ pub fn build_lock_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 }
 
 fn pool_of(settings: &DatabaseSettings, size: u32, min_idle: u32) -> anyhow::Result<PgPool> {
-    tls_without_exit_cleanup();
     let manager = PgManager {
-        url: with_client_timeouts(
-            settings.url.expose_secret(),
-            settings.connect_timeout,
-            settings.statement_timeout,
-        ),
+        url: connection_url(settings),
     };
     let pool = Pool::builder()
         .max_size(size)
@@ -477,12 +479,7 @@ pub fn prepare_database(settings: &DatabaseSettings) -> anyhow::Result<()> {
 
 /// One plain connection, for the command-line tools.
 pub fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgConnection> {
-    tls_without_exit_cleanup();
-    let url = with_client_timeouts(
-        settings.url.expose_secret(),
-        settings.connect_timeout,
-        settings.statement_timeout,
-    );
+    let url = connection_url(settings);
     PgConnection::establish(&url).with_context(|| {
         format!(
             "cannot connect to Postgres at {}",
@@ -503,12 +500,7 @@ pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<()> {
 }
 
 fn connect_creating_if_missing(settings: &DatabaseSettings) -> anyhow::Result<PgConnection> {
-    tls_without_exit_cleanup();
-    let url = with_client_timeouts(
-        settings.url.expose_secret(),
-        settings.connect_timeout,
-        settings.statement_timeout,
-    );
+    let url = connection_url(settings);
     let target = settings.display_target();
     match PgConnection::establish(&url) {
         Ok(conn) => Ok(conn),

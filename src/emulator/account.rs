@@ -113,7 +113,7 @@ impl Emulator {
     /// delivery order, become one batch.
     pub(super) fn end_operation(&self, state: &mut State) {
         let mut events = std::mem::take(&mut state.outbox);
-        if events.is_empty() {
+        if events.is_empty() || !state.settings.deliveries {
             return;
         }
         match state.settings.delivery_order {

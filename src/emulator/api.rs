@@ -5,7 +5,8 @@
 //! delete; `source=tok_…` attaches a test card), billing portal sessions,
 //! subscriptions (create with `billing_mode[type]`, retrieve, update with
 //! `cancel_at`, `cancel_at_period_end` and `pause_collection`, cancel, list),
-//! products, prices, invoices (list), events (list, `type` filter), Checkout
+//! products, prices, invoices (list), events (list: `type` or `types[]`,
+//! `created[gte]`…, the last 30 days only), Checkout
 //! Sessions in `subscription` mode (create, retrieve), Stripe's test clock
 //! advance, and the emulator-only test helpers: account settings and paying
 //! a Checkout Session (see the module doc of [`super`]).
@@ -366,12 +367,21 @@ fn route(
             page(items, q, "/v1/prices")
         }
         ("GET", ["events"]) => {
-            // Newest first, as Stripe lists; `type` filters to one type.
+            // Newest first, as Stripe lists, and only the last 30 days
+            // (docs.stripe.com/api/events/list: "going back up to 30 days").
+            let oldest = emu.now(state) - EVENT_RETENTION_SECS;
+            let types = listed_types(q)?;
+            let created = created_range(q)?;
             let items = state
                 .events
                 .iter()
                 .rev()
-                .filter(|e| q.get("type").is_none_or(|t| e["type"] == json!(t)))
+                .filter(|e| {
+                    let at = e["created"].as_i64().unwrap_or_default();
+                    at >= oldest
+                        && created.contains(&at)
+                        && types.as_ref().is_none_or(|t| t.iter().any(|t| e["type"] == json!(t)))
+                })
                 .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e.clone()))
                 .collect();
             page(items, q, "/v1/events")
@@ -398,6 +408,50 @@ fn route(
             param: None,
         }),
     }
+}
+
+/// How far back `GET /v1/events` reaches, as at Stripe.
+const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+/// The event types a list asks for: `type` (one, with `*` wildcards left
+/// out), or `types[]` / `types[0]`… (up to 20, docs.stripe.com/api/events/list);
+/// `None` lists every type. Both at once is Stripe's `parameter_unknown`-like
+/// refusal.
+fn listed_types(q: &Form) -> Result<Option<Vec<String>>, StripeApiError> {
+    let types: Vec<String> = metadata_under(q, "types[").into_values().collect();
+    match (q.get("type"), types.is_empty()) {
+        (Some(_), false) => Err(StripeApiError::invalid(
+            "You may only specify one of these parameters: type, types.",
+            Some("types"),
+        )),
+        (Some(one), true) => Ok(Some(vec![one.clone()])),
+        (None, true) => Ok(None),
+        (None, false) if types.len() > 20 => Err(StripeApiError::invalid(
+            "types may contain at most 20 event types.",
+            Some("types"),
+        )),
+        (None, false) => Ok(Some(types)),
+    }
+}
+
+/// `created` as Stripe's lists take it: an exact second, or any of
+/// `created[gt]`, `created[gte]`, `created[lt]`, `created[lte]`.
+fn created_range(q: &Form) -> Result<std::ops::RangeInclusive<i64>, StripeApiError> {
+    let bound = |key: &'static str| integer(q, key);
+    if let Some(exact) = bound("created")? {
+        return Ok(exact..=exact);
+    }
+    let low = match (bound("created[gt]")?, bound("created[gte]")?) {
+        (Some(gt), _) => gt.saturating_add(1),
+        (None, Some(gte)) => gte,
+        (None, None) => i64::MIN,
+    };
+    let high = match (bound("created[lt]")?, bound("created[lte]")?) {
+        (Some(lt), _) => lt.saturating_sub(1),
+        (None, Some(lte)) => lte,
+        (None, None) => i64::MAX,
+    };
+    Ok(low..=high)
 }
 
 /// The emulator-only account settings (see the module doc of [`super`]).
@@ -437,6 +491,18 @@ fn account_settings(state: &mut State, form: &Form) -> Result<Value, StripeApiEr
                 return Err(StripeApiError::invalid(
                     format!("Invalid delivery_order: must be one of shuffled, in_order or reverse (got '{other}')."),
                     Some("delivery_order"),
+                ))
+            }
+        };
+    }
+    if let Some(deliveries) = form.get("deliveries") {
+        settings.deliveries = match deliveries.as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(StripeApiError::invalid(
+                    format!("Invalid deliveries: must be on or off (got '{other}')."),
+                    Some("deliveries"),
                 ))
             }
         };

@@ -59,7 +59,9 @@
 //!   default `canceled`, Stripe's default), `retry_days` (1–28, default 14,
 //!   Stripe's default retry window) and `delivery_order=shuffled|in_order|
 //!   reverse` (the arrival order of one operation's events; default
-//!   `shuffled`). Answers the settings.
+//!   `shuffled`) and `deliveries=on|off` (off: events are created and listed
+//!   by `GET /v1/events` but never sent, as to an endpoint Stripe cannot
+//!   reach; default `on`). Answers the settings.
 //! - Stripe's own `POST /v1/test_helpers/test_clocks/{id}/advance`
 //!   (`frozen_time=<unix secs>`) drives the one account-wide clock, whatever
 //!   the id.

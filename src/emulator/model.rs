@@ -170,6 +170,11 @@ pub(crate) struct AccountSettings {
     pub(crate) dunning: Dunning,
     pub(crate) retry_days: i64,
     pub(crate) delivery_order: DeliveryOrder,
+    /// Whether events are sent to the webhook endpoint at all. Off is an
+    /// endpoint Stripe cannot reach or has disabled: events are still
+    /// created and listed by the Events API, and none created while off is
+    /// ever sent (Stripe does not send a disabled endpoint's events later).
+    pub(crate) deliveries: bool,
 }
 
 impl Default for AccountSettings {
@@ -178,6 +183,7 @@ impl Default for AccountSettings {
             dunning: Dunning::Canceled,
             retry_days: 14,
             delivery_order: DeliveryOrder::Shuffled,
+            deliveries: true,
         }
     }
 }
@@ -197,6 +203,7 @@ impl AccountSettings {
                 DeliveryOrder::InOrder => "in_order",
                 DeliveryOrder::Reverse => "reverse",
             },
+            "deliveries": if self.deliveries { "on" } else { "off" },
         })
     }
 }

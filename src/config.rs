@@ -122,6 +122,10 @@ pub const SETTINGS: &[Setting] = &[
         "how old a signature timestamp may be; a future one is accepted, as by Stripe's libraries; 0 is refused"),
     file_or_env("STRIPE_WEBHOOK_REFETCH", Some("false"),
         "retrieve each subscription from Stripe before applying its event (same-second ties that cannot be ordered are retrieved whatever this says)"),
+    file_or_env("STRIPE_CATCHUP_INTERVAL_SECS", Some("300"),
+        "how often one instance lists the Events API for events that were never delivered and re-reads paid subscriptions whose renewal never arrived (see [When webhooks fail](#when-webhooks-fail)); also at start-up; 0 turns it off, at most 86400"),
+    file_or_env("STRIPE_READ_BUDGET_PER_SEC", Some("10"),
+        "Stripe requests per second the catch-up and drift check may make together, 1 to 50 (Stripe allows 25 in test mode, 100 in live mode)"),
     file_or_env("STRIPE_PORTAL_CONFIGURATION", None,
         "`bpc_…` portal configuration id (else your default configuration)"),
     secret_env("AUTH_JWT_SECRET",
@@ -328,6 +332,8 @@ struct Raw {
     stripe_webhook_tolerance_secs: u64,
     stripe_webhook_refetch: bool,
     stripe_portal_configuration: Option<String>,
+    stripe_catchup_interval_secs: u64,
+    stripe_read_budget_per_sec: u32,
     billing_past_due_grace_days: u32,
     billing_collection_paused_is_paid: bool,
     shutdown_timeout_secs: u64,
@@ -411,6 +417,10 @@ pub struct StripeSettings {
     pub webhook_tolerance_secs: u64,
     pub webhook_refetch: bool,
     pub portal_configuration: Option<String>,
+    /// `STRIPE_CATCHUP_INTERVAL_SECS`; `None` (0) turns the healing task off.
+    pub catchup_interval: Option<Duration>,
+    /// `STRIPE_READ_BUDGET_PER_SEC`.
+    pub read_budget_per_sec: std::num::NonZeroU32,
 }
 
 impl Settings {
@@ -559,6 +569,20 @@ impl Settings {
         }
         if !(1..=10).contains(&raw.stripe_timeout_secs) {
             problems.invalid("STRIPE_TIMEOUT_SECS", "must be between 1 and 10 seconds");
+        }
+        if raw.stripe_catchup_interval_secs > 86_400 {
+            problems.invalid(
+                "STRIPE_CATCHUP_INTERVAL_SECS",
+                "must be between 0 (off) and 86400 seconds (a day: Stripe retries a delivery \
+                 for three days and lists events for 30)",
+            );
+        }
+        if !(1..=50).contains(&raw.stripe_read_budget_per_sec) {
+            problems.invalid(
+                "STRIPE_READ_BUDGET_PER_SEC",
+                "must be between 1 and 50 requests per second (Stripe allows 25 in test mode \
+                 and 100 in live mode, shared with every other use of the key)",
+            );
         }
         if raw.event_retention_days < 7 {
             // Stripe redelivers for up to three days; dedupe must outlive that.
@@ -793,6 +817,10 @@ impl Settings {
                 webhook_tolerance_secs: raw.stripe_webhook_tolerance_secs,
                 webhook_refetch: raw.stripe_webhook_refetch,
                 portal_configuration: raw.stripe_portal_configuration,
+                catchup_interval: (raw.stripe_catchup_interval_secs > 0)
+                    .then(|| Duration::from_secs(raw.stripe_catchup_interval_secs)),
+                read_budget_per_sec: std::num::NonZeroU32::new(raw.stripe_read_budget_per_sec)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
             },
             auth_jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(DEV_JWT_SECRET)),
             client_reference_secret,

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::{self, users};
 use crate::metrics::Metrics;
+use crate::stripe::budget::ReadBudget;
 use crate::stripe::client::{StripeGateway, StripeMode};
 
 /// Which Stripe the context talks to.
@@ -92,6 +93,7 @@ pub async fn build(
             .map_or(StripeMode::Test, |key| {
                 StripeMode::of_key(key.expose_secret())
             }),
+        read_budget: Arc::new(ReadBudget::per_second(settings.stripe.read_budget_per_sec)),
         client_reference: ReferenceKey::from_secrets(
             settings.client_reference_secret.as_ref(),
             &settings.auth_jwt_secret,

@@ -1,5 +1,6 @@
 //! Command line: `serve` (the default), `migrate`, `sync` (repair
-//! subscriptions from Stripe after missed webhooks), `prune`, `token` (a
+//! subscriptions from Stripe after missed webhooks), `catchup` (apply the
+//! events no delivery brought, from the Events API), `prune`, `token` (a
 //! session token for curl, signed with `AUTH_JWT_SECRET`) and
 //! `client-reference` (a signed `client_reference_id` for a Payment Link).
 
@@ -7,8 +8,12 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
+use billing_portal::billing::catchup::{self, Since};
+use billing_portal::billing::healing::HealingLock;
 use billing_portal::billing::reference::{payment_links_accept, ReferenceKey};
 use billing_portal::billing::resync::{resync, Progress};
+use billing_portal::billing::sync::Outcome;
+use billing_portal::billing::Billing;
 use billing_portal::clock::Clock;
 use billing_portal::config::Settings;
 use billing_portal::context::{self, StripeTarget};
@@ -38,6 +43,16 @@ enum Command {
         /// Print what would change and write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// List the events Stripe created since a point in time (Events API,
+    /// at most 30 days back) and apply those no webhook delivery brought, as
+    /// the service does at start-up and every STRIPE_CATCHUP_INTERVAL_SECS.
+    Catchup {
+        /// Where to start: an RFC 3339 time (2026-12-01T00:00:00Z) or a
+        /// duration back from now (90m, 6h, 3d). Default: where the last
+        /// catch-up left off, minus a 10-minute margin.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Delete recorded webhook events older than the retention
     /// (EVENT_RETENTION_DAYS, default 90), so `stripe_events` stays bounded.
@@ -97,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sync { dry_run } => sync(settings, dry_run).await,
+        Command::Catchup { since } => catchup(settings, since).await,
         Command::Prune { days } => {
             let days = days.unwrap_or(settings.event_retention_days);
             anyhow::ensure!(
@@ -145,26 +161,111 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
+/// `--since`: an RFC 3339 instant, or a duration back from now.
+fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let back = humantime::parse_duration(value).map_err(|e| {
+        format!("expected an RFC 3339 time (2026-12-01T00:00:00Z) or a duration (90m, 6h, 3d): {e}")
+    })?;
+    let back = chrono::Duration::from_std(back).map_err(|e| e.to_string())?;
+    Ok(chrono::Utc::now() - back)
+}
+
+/// The Stripe context of a command that reads from Stripe.
+async fn stripe_command(settings: &Settings, name: &str) -> anyhow::Result<Billing> {
     if settings.stripe.secret_key.is_none() {
         // The emulator's state lives inside a running service, and it never
-        // runs in production: there is nothing here to sync against.
-        anyhow::bail!("sync needs STRIPE_SECRET_KEY: it reads subscriptions from Stripe");
+        // runs in production: there is nothing here to read. The running
+        // service catches up with its emulator on its own.
+        anyhow::bail!("{name} needs STRIPE_SECRET_KEY: it reads from Stripe");
     }
-    let billing = context::build(&settings, StripeTarget::Configured, Clock::system()).await?;
-    // A progress bar on a terminal, plain lines otherwise (CI, cron, logs).
+    context::build(settings, StripeTarget::Configured, Clock::system()).await
+}
+
+/// A progress bar on a terminal, plain lines otherwise (CI, cron, logs), and
+/// how to print a line beside it.
+fn progress_bar(unit: &str) -> (Option<ProgressBar>, impl Fn(String) + Clone) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} customers {msg}")
+            ProgressStyle::with_template(&format!("{{bar:30}} {{pos}}/{{len}} {unit} {{msg}}"))
                 .expect("a valid template"),
         );
         bar
     });
-    let say = |line: String| match &bar {
+    let printer = bar.clone();
+    let say = move |line: String| match &printer {
         Some(bar) => bar.println(line),
         None => println!("{line}"),
     };
+    (bar, say)
+}
+
+async fn catchup(
+    settings: Settings,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<()> {
+    let billing = stripe_command(&settings, "catchup").await?;
+    let Some(lock) = HealingLock::try_acquire(&billing).await? else {
+        println!("another instance is catching up right now; nothing done");
+        return Ok(());
+    };
+    let (bar, say) = progress_bar("events");
+    let since = since.map_or(Since::Auto, Since::At);
+    let result = catchup::run(&billing, since, |event| match event {
+        catchup::Progress::Start { since, clamped } => {
+            say(format!(
+                "listing events created since {}{}",
+                since.format("%Y-%m-%d %H:%M:%S UTC"),
+                if clamped {
+                    " (Stripe lists events for 30 days; older ones are gone)"
+                } else {
+                    ""
+                }
+            ));
+            if let Some(bar) = &bar {
+                bar.set_length(0);
+            }
+        }
+        catchup::Progress::Event { id, type_, outcome } => {
+            if outcome == Outcome::Applied {
+                say(format!("applied {id} {type_}"));
+            }
+            match &bar {
+                Some(bar) => {
+                    bar.inc_length(1);
+                    bar.inc(1);
+                    bar.set_message(id.to_string());
+                }
+                None if outcome != Outcome::Applied => {
+                    println!("checked {id} {type_}: {}", outcome.as_str())
+                }
+                None => {}
+            }
+        }
+        catchup::Progress::Skipped { id, reason } => say(format!(
+            "SKIPPED {}: {reason}",
+            id.unwrap_or("an event without an id")
+        )),
+    })
+    .await;
+    lock.release().await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    println!(
+        "events listed: {}, applied: {}, already stored or older: {}, skipped: {}",
+        report.listed, report.applied, report.unchanged, report.skipped
+    );
+    Ok(())
+}
+
+async fn sync(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
+    let billing = stripe_command(&settings, "sync").await?;
+    let (bar, say) = progress_bar("customers");
     let verb = if dry_run { "would change" } else { "changed" };
     let report = resync(&billing, dry_run, |event| match event {
         Progress::Start { customers } => match &bar {

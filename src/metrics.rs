@@ -14,8 +14,8 @@ use actix_web::http::{Method, StatusCode};
 use crate::stripe::events::HANDLED_TYPES;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -30,6 +30,7 @@ pub struct Metrics {
     pub(crate) db_pool: IntGaugeVec,
     pub(crate) tie_refetches: IntCounter,
     pub(crate) grace_expirations: IntCounter,
+    pub(crate) healing: HealingMetrics,
 }
 
 impl Metrics {
@@ -120,6 +121,7 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let healing = HealingMetrics::register(&registry);
         Self {
             registry,
             http_requests,
@@ -132,6 +134,7 @@ impl Metrics {
             db_pool,
             tie_refetches,
             grace_expirations,
+            healing,
         }
     }
 
@@ -184,6 +187,119 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// How the service heals itself when webhooks fail (`billing::healing`):
+/// events applied by delivery and by catch-up, catch-up runs and when the
+/// last one finished, and the drift check's re-reads.
+pub(crate) struct HealingMetrics {
+    events_applied: IntCounterVec,
+    catchup_runs: IntCounterVec,
+    catchup_last_run: IntGauge,
+    catchup_last_success: IntGauge,
+    catchup_last_succeeded: IntGauge,
+    drift_rereads: IntCounterVec,
+}
+
+/// Where an applied event came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    Delivery,
+    Catchup,
+}
+
+/// How a catch-up run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunOutcome {
+    Ok,
+    Failed,
+    /// Another instance held the catch-up lock and did the work.
+    Skipped,
+}
+
+impl HealingMetrics {
+    fn register(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), &[label]).unwrap();
+            for value in values {
+                vec.with_label_values(&[value]);
+            }
+            registry.register(Box::new(vec.clone())).expect("unique");
+            vec
+        };
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).unwrap();
+            registry.register(Box::new(gauge.clone())).expect("unique");
+            gauge
+        };
+        Self {
+            events_applied: counter(
+                "events_applied_total",
+                "Stripe events that changed stored state, by where they came from: a webhook \
+                 delivery or the catch-up from the Events API",
+                "source",
+                &["delivery", "catchup"],
+            ),
+            catchup_runs: counter(
+                "catchup_runs_total",
+                "Catch-up runs by outcome (skipped: another instance held the lock)",
+                "outcome",
+                &["ok", "failed", "skipped"],
+            ),
+            catchup_last_run: gauge(
+                "catchup_last_run_timestamp_seconds",
+                "When this instance's last catch-up run ended, ok or failed (unix time; 0: none yet)",
+            ),
+            catchup_last_success: gauge(
+                "catchup_last_success_timestamp_seconds",
+                "When this instance's last successful catch-up ended (unix time; 0: none yet)",
+            ),
+            catchup_last_succeeded: gauge(
+                "catchup_last_run_succeeded",
+                "1 if this instance's last catch-up run listed and applied everything, 0 if it \
+                 failed or none has run",
+            ),
+            drift_rereads: counter(
+                "drift_rereads_total",
+                "Paid subscriptions re-read because their period ended over an hour ago with no \
+                 event, by outcome (repaired: Stripe had moved on; unchanged; failed)",
+                "outcome",
+                &["repaired", "unchanged", "failed"],
+            ),
+        }
+    }
+
+    pub(crate) fn applied(&self, source: Source) {
+        let source = match source {
+            Source::Delivery => "delivery",
+            Source::Catchup => "catchup",
+        };
+        self.events_applied.with_label_values(&[source]).inc();
+    }
+
+    pub(crate) fn catchup_run(&self, outcome: RunOutcome) {
+        let label = match outcome {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Skipped => "skipped",
+        };
+        self.catchup_runs.with_label_values(&[label]).inc();
+        if outcome == RunOutcome::Skipped {
+            return;
+        }
+        // Wall time, not the billing clock: alerts compare it with Prometheus's `time()`.
+        let now = chrono::Utc::now().timestamp();
+        self.catchup_last_run.set(now);
+        self.catchup_last_succeeded
+            .set(i64::from(outcome == RunOutcome::Ok));
+        if outcome == RunOutcome::Ok {
+            self.catchup_last_success.set(now);
+        }
+    }
+
+    pub(crate) fn drift_reread(&self, outcome: &'static str) {
+        self.drift_rereads.with_label_values(&[outcome]).inc();
     }
 }
 

@@ -27,7 +27,7 @@ use anyhow::Context;
 use log::{info, warn};
 use secrecy::ExposeSecret;
 
-use crate::billing::sweep;
+use crate::billing::{healing, sweep};
 use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
 use crate::context::{self, StripeTarget};
@@ -99,6 +99,7 @@ impl Application {
             demo,
         });
         sweep::spawn(state.billing.clone());
+        healing::spawn(state.billing.clone(), settings.stripe.catchup_interval);
         let metrics = state.billing.metrics.clone();
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 

@@ -12,12 +12,18 @@
 //! - [`reference`]: signed `client_reference_id`s, which link a checkout's
 //!   customer to a user;
 //! - [`resync`]: repairing every customer (the `sync` command);
-//! - [`sweep`]: ending grace periods on time.
+//! - [`sweep`]: ending grace periods on time;
+//! - [`catchup`]: applying the events no delivery brought, from the Events API;
+//! - [`drift`]: re-reading paid subscriptions whose renewal never arrived;
+//! - [`healing`]: running those two at start-up and periodically.
 //!
 //! [`Billing`] is what they share; `crate::context::build` makes it from the
 //! settings, for the server, every command and every test alike.
 
+pub mod catchup;
 pub mod customers;
+pub mod drift;
+pub mod healing;
 pub mod portal;
 pub mod reference;
 pub mod refetch;
@@ -33,6 +39,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::db::{DbError, PgPool};
 use crate::metrics::Metrics;
+use crate::stripe::budget::ReadBudget;
 use crate::stripe::client::{StripeFailure, StripeGateway, StripeMode};
 
 pub use status::PaidRule;
@@ -69,6 +76,8 @@ pub struct Billing {
     /// What `client_reference_id`s are signed with (`CLIENT_REFERENCE_SECRET`,
     /// else derived from `AUTH_JWT_SECRET`).
     pub client_reference: reference::ReferenceKey,
+    /// What the catch-up and drift check may spend on Stripe reads.
+    pub read_budget: Arc<ReadBudget>,
 }
 
 impl Billing {

@@ -59,3 +59,62 @@ pub fn prune(conn: &mut PgConnection, cutoff: DateTime<Utc>, batch: i64) -> Quer
 pub fn exists(conn: &mut PgConnection, id: &EventId) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(stripe_events::table.find(id))).get_result(conn)
 }
+
+/// The Stripe `created` time of the newest event recorded, if any.
+pub fn newest_created(conn: &mut PgConnection) -> QueryResult<Option<DateTime<Utc>>> {
+    stripe_events::table
+        .select(diesel::dsl::max(stripe_events::stripe_created_at))
+        .get_result(conn)
+}
+
+/// Where the next catch-up starts, if a run has claimed a starting point.
+pub fn catchup_since(conn: &mut PgConnection) -> QueryResult<Option<DateTime<Utc>>> {
+    use super::schema::stripe_catchup;
+    stripe_catchup::table
+        .select(stripe_catchup::next_since)
+        .first(conn)
+        .optional()
+}
+
+/// The first run's claim: runs start at `since` until one completes.
+/// Returns the starting point in force (another run's, if it claimed first).
+pub fn claim_catchup_since(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+) -> QueryResult<DateTime<Utc>> {
+    use super::schema::stripe_catchup::dsl;
+    diesel::insert_into(dsl::stripe_catchup)
+        .values(dsl::next_since.eq(since))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    dsl::stripe_catchup.select(dsl::next_since).first(conn)
+}
+
+/// Records a completed run that listed everything created from `from` on:
+/// the next run starts at `next`, unless this run began after the point in
+/// force (a `--since` run over a later range leaves the gap before it to the
+/// next run) or the point in force is already later.
+pub fn complete_catchup(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    next: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    applied: usize,
+) -> QueryResult<()> {
+    use super::schema::stripe_catchup::dsl;
+    let applied = i32::try_from(applied).unwrap_or(i32::MAX);
+    diesel::update(dsl::stripe_catchup)
+        .set((
+            dsl::next_since.eq(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+                "CASE WHEN next_since >= ",
+            )
+            .bind::<diesel::sql_types::Timestamptz, _>(from)
+            .sql(" THEN GREATEST(next_since, ")
+            .bind::<diesel::sql_types::Timestamptz, _>(next)
+            .sql(") ELSE next_since END")),
+            dsl::finished_at.eq(finished_at),
+            dsl::applied.eq(applied),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}

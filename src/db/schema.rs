@@ -1,6 +1,15 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    stripe_catchup (id) {
+        id -> Bool,
+        next_since -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        applied -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
     stripe_events (id) {
         id -> Text,
         #[sql_name = "type"]
@@ -31,6 +40,7 @@ diesel::table! {
         source -> Text,
         previous_attributes -> Nullable<Jsonb>,
         synced_at -> Timestamptz,
+        drift_checked_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -47,4 +57,4 @@ diesel::table! {
 
 diesel::joinable!(subscriptions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(stripe_events, subscriptions, users,);
+diesel::allow_tables_to_appear_in_same_query!(stripe_catchup, stripe_events, subscriptions, users,);

@@ -246,3 +246,43 @@ pub fn find(conn: &mut PgConnection, id: &SubscriptionId) -> QueryResult<Option<
         .first(conn)
         .optional()
 }
+
+/// Subscriptions that keep a user paid although their period ended more than
+/// `overdue` before `now` (so no renewal reached the service: a renewal moves
+/// the period end forward), leaving out those the drift check re-read within
+/// the last `overdue`; oldest period end first, at most `limit`.
+pub fn drifting(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    overdue: chrono::Duration,
+    limit: i64,
+) -> QueryResult<Vec<Subscription>> {
+    use super::schema::users;
+    let before = now - overdue;
+    subscriptions::table
+        .inner_join(users::table)
+        .filter(users::paid)
+        .filter(subscriptions::status.eq_any(["active", "trialing", "past_due"]))
+        .filter(subscriptions::current_period_end.lt(before))
+        .filter(
+            subscriptions::drift_checked_at
+                .is_null()
+                .or(subscriptions::drift_checked_at.lt(before)),
+        )
+        .order(subscriptions::current_period_end.asc())
+        .limit(limit)
+        .select(Subscription::as_select())
+        .load(conn)
+}
+
+/// Notes that the drift check re-read `id` at `now`.
+pub fn mark_drift_checked(
+    conn: &mut PgConnection,
+    id: &SubscriptionId,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(subscriptions::table.find(id))
+        .set(subscriptions::drift_checked_at.eq(now))
+        .execute(conn)
+        .map(|_| ())
+}

@@ -367,6 +367,11 @@ fn route(
             page(items, q, "/v1/prices")
         }
         ("GET", ["events"]) => {
+            if !state.settings.events_api {
+                return Err(StripeApiError::unavailable(
+                    "The Events API is unavailable (emulator setting events_api=unavailable).",
+                ));
+            }
             // Newest first, as Stripe lists, and only the last 30 days
             // (docs.stripe.com/api/events/list: "going back up to 30 days").
             let oldest = emu.now(state) - EVENT_RETENTION_SECS;
@@ -380,7 +385,9 @@ fn route(
                     let at = e["created"].as_i64().unwrap_or_default();
                     at >= oldest
                         && created.contains(&at)
-                        && types.as_ref().is_none_or(|t| t.iter().any(|t| e["type"] == json!(t)))
+                        && types
+                            .as_ref()
+                            .is_none_or(|t| t.iter().any(|t| e["type"] == json!(t)))
                 })
                 .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e.clone()))
                 .collect();
@@ -503,6 +510,20 @@ fn account_settings(state: &mut State, form: &Form) -> Result<Value, StripeApiEr
                 return Err(StripeApiError::invalid(
                     format!("Invalid deliveries: must be on or off (got '{other}')."),
                     Some("deliveries"),
+                ))
+            }
+        };
+    }
+    if let Some(events_api) = form.get("events_api") {
+        settings.events_api = match events_api.as_str() {
+            "available" => true,
+            "unavailable" => false,
+            other => {
+                return Err(StripeApiError::invalid(
+                    format!(
+                        "Invalid events_api: must be available or unavailable (got '{other}')."
+                    ),
+                    Some("events_api"),
                 ))
             }
         };

@@ -61,7 +61,9 @@
 //!   reverse` (the arrival order of one operation's events; default
 //!   `shuffled`) and `deliveries=on|off` (off: events are created and listed
 //!   by `GET /v1/events` but never sent, as to an endpoint Stripe cannot
-//!   reach; default `on`). Answers the settings.
+//!   reach; default `on`) and `events_api=available|unavailable`
+//!   (unavailable: `GET /v1/events` answers 503 `api_error`, as during a
+//!   Stripe incident). Answers the settings.
 //! - Stripe's own `POST /v1/test_helpers/test_clocks/{id}/advance`
 //!   (`frozen_time=<unix secs>`) drives the one account-wide clock, whatever
 //!   the id.

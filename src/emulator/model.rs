@@ -175,6 +175,9 @@ pub(crate) struct AccountSettings {
     /// created and listed by the Events API, and none created while off is
     /// ever sent (Stripe does not send a disabled endpoint's events later).
     pub(crate) deliveries: bool,
+    /// Whether `GET /v1/events` answers. Off, it answers 503 `api_error`, as
+    /// Stripe does during an incident: what the drift check exists for.
+    pub(crate) events_api: bool,
 }
 
 impl Default for AccountSettings {
@@ -184,6 +187,7 @@ impl Default for AccountSettings {
             retry_days: 14,
             delivery_order: DeliveryOrder::Shuffled,
             deliveries: true,
+            events_api: true,
         }
     }
 }
@@ -204,6 +208,7 @@ impl AccountSettings {
                 DeliveryOrder::Reverse => "reverse",
             },
             "deliveries": if self.deliveries { "on" } else { "off" },
+            "events_api": if self.events_api { "available" } else { "unavailable" },
         })
     }
 }
@@ -266,6 +271,17 @@ impl StripeApiError {
             code: Some("resource_missing"),
             message: format!("No such {what}: '{id}'"),
             param: Some(param),
+        }
+    }
+
+    /// Stripe's answer when it cannot serve a request (docs.stripe.com/error-codes: `api_error`).
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            status: 503,
+            kind: "api_error",
+            code: None,
+            message: message.into(),
+            param: None,
         }
     }
 

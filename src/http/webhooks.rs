@@ -14,6 +14,7 @@ use super::AppState;
 use crate::billing::sync::{self, Outcome};
 use crate::billing::webhook;
 use crate::ids::EventId;
+use crate::metrics::Source;
 use crate::stripe::events::parse_event;
 use crate::stripe::signature;
 
@@ -101,5 +102,8 @@ fn rejected(state: &AppState, type_: &str) {
 fn received(state: &AppState, id: &EventId, type_: &str, outcome: Outcome) -> HttpResponse {
     log::info!("webhook {id} {type_}: {}", outcome.as_str());
     state.billing.metrics.webhook_event(type_, outcome.as_str());
+    if outcome == Outcome::Applied {
+        state.billing.metrics.healing.applied(Source::Delivery);
+    }
     HttpResponse::Ok().json(Received { received: true })
 }

@@ -35,6 +35,8 @@ use stripe_billing::subscription::{
 };
 use stripe_billing::BillingPortalSessionLocale;
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
+use stripe_core::event::ListEvent;
+use stripe_types::RangeQueryTs;
 
 use crate::ids::{CustomerId, SubscriptionId, UserId};
 use crate::metrics::Metrics;
@@ -317,9 +319,24 @@ impl StripeGateway {
         operation: &str,
         request: &impl ::stripe::StripeRequest,
     ) -> Result<Json, StripeFailure> {
+        self.json_with(operation, request, RequestStrategy::Once)
+            .await
+    }
+
+    /// [`Self::json`] with a retry strategy.
+    async fn json_with(
+        &self,
+        operation: &str,
+        request: &impl ::stripe::StripeRequest,
+        strategy: RequestStrategy,
+    ) -> Result<Json, StripeFailure> {
         self.timed(
             operation,
-            request.build().customize::<Json>().send(&self.client),
+            request
+                .build()
+                .customize::<Json>()
+                .request_strategy(strategy)
+                .send(&self.client),
         )
         .await
     }
@@ -330,13 +347,80 @@ impl StripeGateway {
         &self,
         id: &SubscriptionId,
     ) -> Result<SubscriptionObject, StripeFailure> {
+        self.retrieve_subscription_with(id, RequestStrategy::Once)
+            .await
+    }
+
+    /// [`Self::retrieve_subscription`] for a background read, which can wait:
+    /// retried as Stripe's own libraries do ([`background_retries`]).
+    pub(crate) async fn retrieve_subscription_patiently(
+        &self,
+        id: &SubscriptionId,
+    ) -> Result<SubscriptionObject, StripeFailure> {
+        self.retrieve_subscription_with(id, background_retries())
+            .await
+    }
+
+    async fn retrieve_subscription_with(
+        &self,
+        id: &SubscriptionId,
+        strategy: RequestStrategy,
+    ) -> Result<SubscriptionObject, StripeFailure> {
         let body = self
-            .json(
+            .json_with(
                 "retrieve_subscription",
                 &RetrieveSubscription::new(id.as_str()),
+                strategy,
             )
             .await?;
         subscription_from(&body)
+    }
+
+    /// One page (up to 100, newest first) of the events of `types` created at
+    /// or after `since` (unix seconds), after the event `after`: `GET
+    /// /v1/events`, which reaches back 30 days (docs.stripe.com/api/events/list).
+    /// Each event is handed over as the JSON text Stripe sent, for the same
+    /// parser a webhook delivery goes through. A background read:
+    /// [`background_retries`].
+    pub(crate) async fn list_events(
+        &self,
+        types: &[&str],
+        since: i64,
+        after: Option<&str>,
+    ) -> Result<EventsPage, StripeFailure> {
+        let mut request = ListEvent::new()
+            .types(types.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+            .created(RangeQueryTs::gte(since))
+            .limit(100);
+        if let Some(after) = after {
+            request = request.starting_after(after);
+        }
+        let page = self
+            .json_with("list_events", &request, background_retries())
+            .await?;
+        let (data, has_more) = list_page(page)?;
+        // The cursor of the next page: without it there is no next page to ask for.
+        let last_id = match data.last() {
+            None => None,
+            Some(Json::Object(event)) => match event.get("id") {
+                Some(Json::String(id)) if !id.is_empty() => Some(id.clone()),
+                _ => {
+                    return Err(StripeFailure::InvalidResponse(
+                        "the last event of a page has no id to continue from".into(),
+                    ))
+                }
+            },
+            Some(_) => {
+                return Err(StripeFailure::InvalidResponse(
+                    "an event in a list page is not a JSON object".into(),
+                ))
+            }
+        };
+        Ok(EventsPage {
+            events: data.iter().map(miniserde::json::to_string).collect(),
+            has_more: has_more && last_id.is_some(),
+            last_id,
+        })
     }
 
     /// Whether Stripe has deleted `customer`: `GET /v1/customers/{id}` answers
@@ -388,6 +472,27 @@ impl StripeGateway {
             }
         }
     }
+}
+
+/// One page of `GET /v1/events`.
+#[derive(Debug)]
+pub(crate) struct EventsPage {
+    /// Each event's JSON, newest first.
+    pub(crate) events: Vec<String>,
+    /// Whether Stripe has older events beyond this page.
+    pub(crate) has_more: bool,
+    /// The id to continue after.
+    pub(crate) last_id: Option<String>,
+}
+
+/// How the background reads (catch-up, drift check) retry: async-stripe's
+/// exponential backoff (1 s, then 2 s), which retries only when Stripe's
+/// `Stripe-Should-Retry` header says so, or, without the header, on 409,
+/// 424, 429, 5xx and connection failures (docs.stripe.com/error-low-level),
+/// as Stripe's own libraries do. Three attempts in all; the caller's budget
+/// ([`super::budget`]) adds a shared cool-down on a 429 that persists.
+fn background_retries() -> RequestStrategy {
+    RequestStrategy::ExponentialBackoff(3)
 }
 
 /// A list page's `data` and `has_more` (docs.stripe.com/api/pagination). Only

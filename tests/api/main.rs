@@ -12,6 +12,7 @@ mod emulated_billing;
 mod emulator;
 mod faults;
 mod flows;
+mod healing;
 mod health;
 mod hostile;
 mod metrics_labels;

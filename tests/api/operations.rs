@@ -1,7 +1,6 @@
 //! What operators rely on: `sync` repairs missed webhooks, `/metrics` moves,
 //! request ids, and SIGTERM loses no webhook in flight.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -133,25 +132,7 @@ async fn drifted_app() -> TestApp {
 }
 
 fn run_sync(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_billing-portal"))
-        .arg("sync")
-        .args(args)
-        .env("APP_ENV", "test")
-        .env("DATABASE_URL", format!("{}/{}", admin_url(), app.db_name))
-        .env("STRIPE_SECRET_KEY", STRIPE_KEY)
-        .env("STRIPE_API_BASE", app.stripe.uri())
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (
-        output.status.success(),
-        format!("{text}\nSTATUS {:?}", output.status),
-    )
+    app.run_command("sync", args)
 }
 
 fn paid_flags(app: &TestApp) -> Vec<(String, bool)> {

@@ -33,7 +33,6 @@ pub fn free_port() -> u16 {
 
 /// Polls until `check` holds (webhooks arrive asynchronously), at most 30 s:
 /// generous, so a loaded machine only makes a passing test slower.
-#[cfg(feature = "emulator")]
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..300 {
         if check() {
@@ -97,6 +96,9 @@ pub async fn try_spawn_app_with(
         ("STRIPE_TIMEOUT_SECS", "2".into()),
         ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
         ("AUTH_JWT_SECRET", JWT_SECRET.into()),
+        // No healing task unless a test asks for it: its start-up read of the
+        // Events API would be one more Stripe request in tests that count them.
+        ("STRIPE_CATCHUP_INTERVAL_SECS", "0".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -193,6 +195,30 @@ impl TestApp {
         self.client
             .post(self.url("/billing/create-portal"))
             .bearer_auth(token)
+    }
+
+    /// Runs the service's `command` (`sync`, `catchup`…) on this app's
+    /// database and fake Stripe: whether it succeeded, and what it printed.
+    pub fn run_command(&self, command: &str, args: &[&str]) -> (bool, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+            .arg(command)
+            .args(args)
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", format!("{}/{}", admin_url(), self.db_name))
+            .env("STRIPE_SECRET_KEY", STRIPE_KEY)
+            .env("STRIPE_API_BASE", self.stripe.uri())
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            output.status.success(),
+            format!("{text}\nSTATUS {:?}", output.status),
+        )
     }
 
     /// Requests the fake Stripe received at `method path`.

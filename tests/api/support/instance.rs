@@ -85,6 +85,8 @@ impl Instance {
             .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("AUTH_JWT_SECRET", JWT_SECRET)
             .env("RUST_LOG", "off")
+            // As in `spawn_app`: no healing task unless the test asks for one.
+            .env("STRIPE_CATCHUP_INTERVAL_SECS", "0")
             .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -3,7 +3,9 @@
 //! ahead of this host's clock (clock skew), portal sessions
 //! created, Stripe API calls by operation and outcome with a latency
 //! histogram, the database pool in use, same-second ties settled by a
-//! re-read, and grace periods ended by the sweep. One registry per
+//! re-read, grace periods ended by the sweep, and how the service heals
+//! itself ([`HealingMetrics`]: events applied by delivery or catch-up, the
+//! catch-up's runs, the drift check's re-reads). One registry per
 //! [`Application`](crate::startup::Application), so tests never share one;
 //! counters are per instance, and Prometheus sums instances.
 

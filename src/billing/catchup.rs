@@ -26,7 +26,7 @@ use super::Billing;
 use crate::db::{self, events};
 use crate::metrics::Source;
 use crate::stripe::client::StripeFailure;
-use crate::stripe::events::{parse_event, HANDLED_TYPES};
+use crate::stripe::events::{parse_event, EventKind, HANDLED_TYPES};
 
 /// How far before the last run's start a run begins: events become listable
 /// a little after their `created` second, and this host's clock may differ
@@ -188,6 +188,11 @@ async fn apply(
         }
     };
     let (id, type_) = (event.id.to_string(), event.type_.clone());
+    if billing.webhook_refetch && matches!(event.kind, EventKind::Subscription(..)) {
+        // `STRIPE_WEBHOOK_REFETCH` re-reads the subscription: a budgeted read
+        // here, where a backlog could otherwise spend the account's rate.
+        billing.read_budget.take().await;
+    }
     let outcome = webhook::receive(billing, event)
         .await
         .map_err(|source| CatchupError::Apply {

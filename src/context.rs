@@ -80,6 +80,7 @@ pub async fn build(
         rule,
         clock,
         metrics,
+        webhook_health: Default::default(),
         portal_return_url: settings.portal_return_url(),
         lock_timeout_ms: settings.stripe.timeout.as_millis() * 2 + 5_000,
         webhook_refetch: settings.stripe.webhook_refetch,

@@ -1,5 +1,6 @@
 //! Prometheus metrics for `GET /metrics`: requests by route and status,
-//! webhook events by type and outcome, signature failures, deliveries signed
+//! webhook events by type and outcome, signature failures by reason, the age
+//! of the last verified delivery, deliveries signed
 //! ahead of this host's clock (clock skew), portal sessions
 //! created, Stripe API calls by operation and outcome with a latency
 //! histogram, the database pool in use, same-second ties settled by a
@@ -14,17 +15,20 @@ use std::time::Duration;
 use actix_web::http::{Method, StatusCode};
 
 use crate::stripe::events::HANDLED_TYPES;
+use crate::stripe::signature::SignatureError;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
     registry: Registry,
     pub(crate) http_requests: IntCounterVec,
     pub(crate) webhook_events: IntCounterVec,
-    pub(crate) signature_failures: IntCounter,
+    signature_failures: IntCounterVec,
+    /// No labels: a vec only so that it can be absent until the first verified delivery.
+    last_verified_age: GaugeVec,
     pub(crate) webhook_clock_skew: IntCounter,
     pub(crate) portal_sessions: IntCounter,
     pub(crate) stripe_calls: IntCounterVec,
@@ -56,9 +60,29 @@ impl Metrics {
             &["type", "outcome"],
         )
         .unwrap();
-        let signature_failures = IntCounter::new(
-            "webhook_signature_failures_total",
-            "Webhook deliveries refused for a missing or bad Stripe-Signature",
+        let signature_failures = IntCounterVec::new(
+            Opts::new(
+                "webhook_signature_failures_total",
+                "Webhook deliveries refused for their Stripe-Signature, by reason \
+                 (missing_signature, malformed_signature, timestamp_out_of_tolerance, \
+                 signature_mismatch: it matches no secret in STRIPE_WEBHOOK_SECRET)",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        // Every reason from zero: the counter had no label before, and a series that appears
+        // only at its first failure hides that failure from rate() and increase().
+        for error in SignatureError::ALL {
+            signature_failures.with_label_values(&[error.reason()]);
+        }
+        let last_verified_age = GaugeVec::new(
+            Opts::new(
+                "webhook_last_verified_delivery_age_seconds",
+                "Seconds since this instance last received a webhook delivery whose signature \
+                 verified, by the billing clock at scrape time; absent until one has since it \
+                 started",
+            ),
+            &[],
         )
         .unwrap();
         let webhook_clock_skew = IntCounter::new(
@@ -111,6 +135,7 @@ impl Metrics {
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_events.clone()),
             Box::new(signature_failures.clone()),
+            Box::new(last_verified_age.clone()),
             Box::new(webhook_clock_skew.clone()),
             Box::new(portal_sessions.clone()),
             Box::new(stripe_calls.clone()),
@@ -129,6 +154,7 @@ impl Metrics {
             http_requests,
             webhook_events,
             signature_failures,
+            last_verified_age,
             webhook_clock_skew,
             portal_sessions,
             stripe_calls,
@@ -180,6 +206,23 @@ impl Metrics {
         self.webhook_events
             .with_label_values(&[type_, outcome])
             .inc();
+    }
+
+    /// Counts one delivery refused for its signature, under the error's fixed reason.
+    pub(crate) fn signature_failure(&self, error: &SignatureError) {
+        self.signature_failures
+            .with_label_values(&[error.reason()])
+            .inc();
+    }
+
+    /// Sets the age of the last verified delivery, at scrape time; `None` (none yet) leaves the
+    /// gauge absent.
+    pub(crate) fn last_verified_age(&self, seconds: Option<f64>) {
+        if let Some(seconds) = seconds {
+            self.last_verified_age
+                .with_label_values(&[] as &[&str])
+                .set(seconds);
+        }
     }
 
     /// The text exposition format.

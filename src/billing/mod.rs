@@ -15,7 +15,9 @@
 //! - [`sweep`]: ending grace periods on time;
 //! - [`catchup`]: applying the events no delivery brought, from the Events API;
 //! - [`drift`]: re-reading paid subscriptions whose renewal never arrived;
-//! - [`healing`]: running those two at start-up and periodically.
+//! - [`healing`]: running those two at start-up and periodically;
+//! - [`webhook_health`]: whether deliveries still verify (the age of the last
+//!   verified one, the once-logged alarm when none has for ten minutes).
 //!
 //! [`Billing`] is what they share; `crate::context::build` makes it from the
 //! settings, for the server, every command and every test alike.
@@ -33,6 +35,7 @@ pub mod summary;
 pub mod sweep;
 pub mod sync;
 pub mod webhook;
+pub mod webhook_health;
 
 use std::sync::Arc;
 
@@ -59,6 +62,8 @@ pub struct Billing {
     /// The billing clock; the emulator's when it runs (see [`crate::clock`]).
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
+    /// Whether this instance's webhook deliveries still verify.
+    pub webhook_health: Arc<webhook_health::WebhookHealth>,
     /// Where the portal sends the user back: the Billing Settings page.
     pub portal_return_url: String,
     /// How long to wait for a user's customer lock or a customer's fetch

@@ -331,6 +331,15 @@ mod tests {
     }
 
     #[test]
+    fn each_signature_failure_reason_is_the_error_code_it_answers() {
+        for error in SignatureError::ALL {
+            let reason = error.reason();
+
+            assert_eq!(ApiError::from(error).code(), reason);
+        }
+    }
+
+    #[test]
     fn a_server_error_body_never_carries_its_cause() {
         let body = body_of(ApiError::internal(
             "connection to 10.0.0.3 failed: password authentication failed",

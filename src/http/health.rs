@@ -94,6 +94,11 @@ pub(crate) async fn metrics(
     gauge
         .with_label_values(&["idle"])
         .set(i64::from(pool.idle_connections));
+    let billing = &state.billing;
+    let age = billing
+        .webhook_health
+        .last_verified_age(billing.clock.now());
+    billing.metrics.last_verified_age(age);
     Ok(HttpResponse::build(StatusCode::OK)
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.billing.metrics.render()))

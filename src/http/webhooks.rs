@@ -3,7 +3,9 @@
 //! transaction. 200 `{"received":true}` once stored; 400 for a bad signature
 //! or payload (nothing stored); 5xx when it could not be stored, so Stripe
 //! delivers it again and nothing acknowledged is ever lost. A delivery signed
-//! in this host's future is accepted and reported as clock skew.
+//! in this host's future is accepted and reported as clock skew. Every
+//! verification feeds [`WebhookHealth`](crate::billing::webhook_health), which
+//! says once when none has verified for ten minutes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,6 +15,7 @@ use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::AppState;
 use crate::billing::sync::{self, Outcome};
 use crate::billing::webhook;
+use crate::billing::webhook_health::{Change, WINDOW_SECS};
 use crate::ids::EventId;
 use crate::metrics::Source;
 use crate::stripe::events::parse_event;
@@ -51,15 +54,18 @@ pub(crate) async fn stripe_webhook(
         .get("stripe-signature")
         .map(|v| v.to_str().unwrap_or(""));
     let now = chrono::Utc::now().timestamp();
-    let signed_at = state
-        .webhook_verifier
-        .verify(header, &body, now)
-        .map_err(|e| {
-            log::warn!("webhook refused: {e}");
-            state.billing.metrics.signature_failures.inc();
-            rejected(&state, "unverified");
-            ApiError::from(e)
-        })?;
+    let verified = state.webhook_verifier.verify(header, &body, now);
+    // The billing clock, so that the emulator's test clock moves the window too; in production
+    // it is the system clock, as `now` is.
+    let at = state.billing.clock.now();
+    let signed_at = verified.map_err(|e| {
+        log::warn!("webhook refused: {e}");
+        state.billing.metrics.signature_failure(&e);
+        health_changed(state.billing.webhook_health.refused(at, &e));
+        rejected(&state, "unverified");
+        ApiError::from(e)
+    })?;
+    health_changed(state.billing.webhook_health.verified(at));
     if let Some(ahead) = signature::ahead_of_clock(signed_at, now) {
         clock_skew(&state, ahead);
     }
@@ -92,6 +98,41 @@ fn clock_skew(state: &AppState, ahead: u64) {
              this host's clock is behind Stripe's by at least that much; check NTP on this host \
              (logged once; billing_portal_webhook_clock_skew_total counts every such delivery)"
         );
+    }
+}
+
+/// Logs when deliveries stop verifying, once, and when they verify again, once.
+fn health_changed(change: Change) {
+    match change {
+        Change::None => {}
+        Change::Alarm {
+            last_verified,
+            refused,
+        } => {
+            let since = match last_verified {
+                Some(at) => format!("the last verified one arrived at {}", at.to_rfc3339()),
+                None => "none has verified since this instance started".into(),
+            };
+            log::error!(
+                "Stripe webhooks are failing: for {} minutes no delivery has verified \
+                 ({since}), and {refused} since then matched no secret in \
+                 STRIPE_WEBHOOK_SECRET, so their events are not being applied. The endpoint's \
+                 signing secret was most likely rolled on one side only: set \
+                 STRIPE_WEBHOOK_SECRET (or the file STRIPE_WEBHOOK_SECRET_FILE names) to the \
+                 endpoint's Signing secret (Stripe Dashboard → Webhooks → this endpoint; with \
+                 `stripe listen`, the whsec_… it prints), or to the old and the new one, comma \
+                 separated, while rolling. Meanwhile the catch-up from the Events API applies \
+                 their events (STRIPE_CATCHUP_INTERVAL_SECS). Logged once until a delivery \
+                 verifies again; \
+                 billing_portal_webhook_signature_failures_total{{reason=\"signature_mismatch\"}} \
+                 counts every one",
+                WINDOW_SECS / 60
+            );
+        }
+        Change::Recovered { refused } => log::info!(
+            "Stripe webhook deliveries verify again, after {refused} refused for a signature \
+             that matched no secret"
+        ),
     }
 }
 

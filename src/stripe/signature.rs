@@ -114,6 +114,28 @@ pub enum SignatureError {
     NoMatchingSignature,
 }
 
+impl SignatureError {
+    /// Every kind, so each can be counted from zero.
+    pub const ALL: [Self; 4] = [
+        Self::MissingHeader,
+        Self::MalformedHeader,
+        Self::TimestampOutOfTolerance,
+        Self::NoMatchingSignature,
+    ];
+
+    /// A stable snake_case name: the `reason` label of
+    /// `billing_portal_webhook_signature_failures_total`, and the same word as the API's error
+    /// code for it (a unit test in `http::error` holds the two together).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingHeader => "missing_signature",
+            Self::MalformedHeader => "malformed_signature",
+            Self::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
+            Self::NoMatchingSignature => "signature_mismatch",
+        }
+    }
+}
+
 /// The parts of a `Stripe-Signature` header this service uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedHeader {
@@ -418,6 +440,25 @@ mod tests {
         let header = sign(SECRET, TIMESTAMP, BODY);
 
         assert_eq!(header, header_with(SIG_TEST_SECRET));
+    }
+
+    #[test]
+    fn every_kind_of_error_is_listed_once_with_its_own_reason() {
+        // Exhaustive on purpose: a new kind does not compile here until it is placed in `ALL`.
+        let position = |error: &SignatureError| match error {
+            SignatureError::MissingHeader => 0,
+            SignatureError::MalformedHeader => 1,
+            SignatureError::TimestampOutOfTolerance => 2,
+            SignatureError::NoMatchingSignature => 3,
+        };
+        let mut reasons: Vec<&str> = SignatureError::ALL.iter().map(|e| e.reason()).collect();
+        reasons.sort();
+        reasons.dedup();
+
+        for (i, error) in SignatureError::ALL.iter().enumerate() {
+            assert_eq!(position(error), i, "{error:?}");
+        }
+        assert_eq!(reasons.len(), SignatureError::ALL.len());
     }
 
     #[test]

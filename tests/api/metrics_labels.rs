@@ -51,3 +51,39 @@ async fn signed_events_of_unknown_types_are_all_counted_under_one_label() {
         "unknown event types are not counted as other"
     );
 }
+
+#[actix_rt::test]
+async fn made_up_signature_headers_are_counted_under_a_fixed_set_of_reasons() {
+    let app = spawn_app().await;
+    let body = br#"{"id":"evt_1","object":"event"}"#;
+
+    for i in 0..20 {
+        let header = match i % 4 {
+            0 => format!("made_up_{i}"),
+            1 => format!("t={i},v1=made_up_{i}"),
+            2 => format!("t={},v1={i:064x},v9=made_up_{i}", now()),
+            _ => format!("t=made_up_{i},v1=00"),
+        };
+        let response = app.post_webhook(body, Some(&header)).await;
+        assert_eq!(response.status(), 400, "{header}");
+    }
+    app.post_webhook(body, None).await;
+
+    let metrics = app.get_text("/metrics").await;
+    let mut reasons: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("billing_portal_webhook_signature_failures_total{"))
+        .map(|l| l.split('}').next().unwrap())
+        .collect();
+    reasons.sort();
+    assert!(!metrics.contains("made_up"), "a header became a label");
+    assert_eq!(
+        reasons,
+        [
+            r#"reason="malformed_signature""#,
+            r#"reason="missing_signature""#,
+            r#"reason="signature_mismatch""#,
+            r#"reason="timestamp_out_of_tolerance""#,
+        ]
+    );
+}

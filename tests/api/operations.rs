@@ -274,7 +274,10 @@ async fn metrics_count_requests_webhooks_portal_sessions_and_stripe_calls() {
         1.0
     );
     assert_eq!(
-        grew("billing_portal_webhook_signature_failures_total", ""),
+        grew(
+            "billing_portal_webhook_signature_failures_total",
+            r#"reason="timestamp_out_of_tolerance""#
+        ),
         1.0
     );
     assert_eq!(

@@ -989,3 +989,178 @@ async fn a_live_mode_event_applies_on_a_live_instance_and_changes_nothing_on_a_t
         );
     }
 }
+
+// --- Issue 16, item 4: webhook health you can see (the delivery side).
+
+const SIGNATURE_FAILURES: &str = "billing_portal_webhook_signature_failures_total";
+const LAST_VERIFIED_AGE: &str = "billing_portal_webhook_last_verified_delivery_age_seconds";
+
+/// The value of the `SIGNATURE_FAILURES` series for `reason`, if it is there.
+fn signature_failures(metrics: &str, reason: &str) -> Option<f64> {
+    metric_value(
+        metrics,
+        &format!(r#"{SIGNATURE_FAILURES}{{reason="{reason}"}} "#),
+    )
+}
+
+/// The age gauge, or `None` while it is absent.
+fn last_verified_age(metrics: &str) -> Option<f64> {
+    metric_value(metrics, &format!("{LAST_VERIFIED_AGE} "))
+}
+
+/// Signed correctly, of a type the service does not act on: verified, stored, changes nothing.
+fn harmless_event(id: &str) -> Value {
+    event(id, "made_up.health_check", now(), json!({"id": "obj_1"}))
+}
+
+#[actix_rt::test]
+async fn each_refused_signature_is_counted_under_its_reason_and_every_reason_starts_at_zero() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+    let before = app.get_text("/metrics").await;
+
+    let refusals = [
+        app.post_webhook(&body, None).await,
+        app.post_webhook(&body, Some("hello")).await,
+        app.post_webhook(
+            &body,
+            Some(&openssl_signature(WEBHOOK_SECRET, now() - 301, &body)),
+        )
+        .await,
+        app.post_webhook(&body, Some(&openssl_signature("whsec_old", now(), &body)))
+            .await,
+        app.post_webhook(&body, Some(&openssl_signature("whsec_old", now(), &body)))
+            .await,
+    ];
+
+    assert!(refusals.iter().all(|r| r.status() == 400));
+    let after = app.get_text("/metrics").await;
+    for (reason, count) in [
+        ("missing_signature", 1.0),
+        ("malformed_signature", 1.0),
+        ("timestamp_out_of_tolerance", 1.0),
+        ("signature_mismatch", 2.0),
+    ] {
+        assert_eq!(signature_failures(&before, reason), Some(0.0), "{reason}");
+        assert_eq!(signature_failures(&after, reason), Some(count), "{reason}");
+    }
+}
+
+#[actix_rt::test]
+async fn the_last_verified_delivery_age_is_absent_until_a_delivery_verifies_then_near_zero() {
+    let app = app_with_linked_user().await;
+    let body = signed_body();
+    let refused = app
+        .post_webhook(&body, Some(&openssl_signature("whsec_old", now(), &body)))
+        .await;
+    let refused_only = app.get_text("/metrics").await;
+    let started = std::time::Instant::now();
+
+    let verified = app.deliver(&harmless_event("evt_health")).await;
+    let age = last_verified_age(&app.get_text("/metrics").await);
+
+    // Bounded by this test's own stopwatch, not by how fast the machine is.
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(
+        (refused.status().as_u16(), verified.status().as_u16()),
+        (400, 200)
+    );
+    assert_eq!(last_verified_age(&refused_only), None, "{refused_only}");
+    let age = age.expect("the age is shown once a delivery verified");
+    assert!(
+        (0.0..=elapsed + 1.0).contains(&age),
+        "{age} after {elapsed} s"
+    );
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn the_last_verified_delivery_age_grows_with_the_billing_clock() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.deliver(&harmless_event("evt_health")).await.status(),
+        200
+    );
+
+    advance_billing_clock(&app.client, &app.address, 3600).await;
+    let age = last_verified_age(&app.get_text("/metrics").await);
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let age = age.expect("the age is shown once a delivery verified");
+    // The advance counts from the emulator's own reading, whole seconds.
+    assert!(
+        (3599.0..=3601.0 + elapsed).contains(&age),
+        "{age} an hour later, {elapsed} s on the wall"
+    );
+}
+
+/// A secret rolled on one side only: every delivery is refused, and the log says so once,
+/// naming the setting, rather than once per delivery. Ten minutes pass on the instance's
+/// billing clock (the emulator's test clock), not on the wall.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn ten_minutes_of_deliveries_that_match_no_secret_are_logged_once_until_one_verifies_again() {
+    let app = spawn_app().await;
+    let instance = Instance::start_emulated_logging(&app).await;
+    let base = &instance.base;
+    let refuse = |n: usize| {
+        let client = app.client.clone();
+        let base = base.clone();
+        async move {
+            for _ in 0..n {
+                let body = signed_body();
+                let status = client
+                    .post(format!("{base}/webhooks/stripe"))
+                    .header("content-type", "application/json")
+                    .header(
+                        "stripe-signature",
+                        openssl_signature("whsec_rolled_in_the_dashboard", now(), &body),
+                    )
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 400);
+            }
+        }
+    };
+    let alarms = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("STRIPE_WEBHOOK_SECRET"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let recoveries = |log: &str| log.lines().filter(|l| l.contains("verify again")).count();
+
+    assert_eq!(
+        app.deliver_to(base, &harmless_event("evt_1")).await,
+        Some(200)
+    );
+    refuse(5).await;
+    let within_ten_minutes = instance.log();
+    advance_billing_clock(&app.client, base, 601).await;
+    refuse(20).await;
+    let after_ten_minutes = instance.log();
+    assert_eq!(
+        app.deliver_to(base, &harmless_event("evt_2")).await,
+        Some(200)
+    );
+    refuse(5).await;
+    let after_recovery = instance.log();
+    advance_billing_clock(&app.client, base, 601).await;
+    refuse(5).await;
+    let failing_again = instance.log();
+
+    assert_eq!(alarms(&within_ten_minutes), Vec::<String>::new());
+    let alarm = alarms(&after_ten_minutes);
+    assert_eq!(alarm.len(), 1, "{after_ten_minutes}");
+    assert!(alarm[0].contains("ERROR"), "{}", alarm[0]);
+    assert!(alarm[0].contains("Signing secret"), "{}", alarm[0]);
+    assert!(!alarm[0].contains("whsec_rolled"), "{}", alarm[0]);
+    assert_eq!(recoveries(&after_ten_minutes), 0);
+    assert_eq!(alarms(&after_recovery).len(), 1, "{after_recovery}");
+    assert_eq!(recoveries(&after_recovery), 1, "{after_recovery}");
+    assert_eq!(alarms(&failing_again).len(), 2, "{failing_again}");
+}

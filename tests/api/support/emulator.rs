@@ -70,3 +70,29 @@ pub async fn account_settings(app: &TestApp, form: &[(&str, &str)]) {
     let (status, body) = emulator_post(app, "test_helpers/account_settings", form, None).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Moves the billing clock of the emulated service at `base` forward by at least `secs`, with
+/// Stripe's test-clock advance (`frozen_time` counted from the clock's own reading, so
+/// however long the two requests take, it moves by `secs` or more).
+pub async fn advance_billing_clock(client: &reqwest::Client, base: &str, secs: i64) {
+    let clock_url = format!("{base}/stripe-emulator/v1/test_helpers/test_clocks/clock_any");
+    let clock: Value = client
+        .get(&clock_url)
+        .bearer_auth("sk_test_emulator")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let frozen_time = clock["frozen_time"].as_i64().unwrap() + secs;
+    let response = client
+        .post(format!("{clock_url}/advance"))
+        .bearer_auth("sk_test_emulator")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("frozen_time={frozen_time}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}

@@ -36,6 +36,20 @@ impl Instance {
         Self::launch(app, free_port(), vars, Some(log), None).await
     }
 
+    /// Like [`Instance::start_logging`] (with `RUST_LOG=info`), without a Stripe key: the
+    /// instance runs the emulator, whose test clock moves its billing clock
+    /// ([`advance_billing_clock`](super::emulator::advance_billing_clock)).
+    #[cfg(feature = "emulator")]
+    pub async fn start_emulated_logging(app: &TestApp) -> Self {
+        // An empty value counts as unset.
+        let vars = [
+            ("STRIPE_SECRET_KEY", ""),
+            ("STRIPE_API_BASE", ""),
+            ("RUST_LOG", "info"),
+        ];
+        Self::start_logging(app, &vars).await
+    }
+
     /// Like [`Instance::start_logging`], started with this soft limit on open files.
     pub async fn start_logging_with_fd_limit(app: &TestApp, soft_limit: u64) -> Self {
         let log = std::env::temp_dir().join(format!(

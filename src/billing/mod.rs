@@ -12,6 +12,8 @@
 //! - [`reference`]: signed `client_reference_id`s, which link a checkout's
 //!   customer to a user;
 //! - [`resync`]: repairing every customer (the `sync` command);
+//! - [`refresh`]: re-reading one user's subscriptions from Stripe when they
+//!   come back from the portal (`POST /billing/refresh`);
 //! - [`sweep`]: ending grace periods on time.
 //!
 //! [`Billing`] is what they share; `crate::context::build` makes it from the
@@ -21,6 +23,7 @@ pub mod customers;
 pub mod portal;
 pub mod reference;
 pub mod refetch;
+pub mod refresh;
 pub mod resync;
 pub mod status;
 pub mod summary;
@@ -52,8 +55,12 @@ pub struct Billing {
     /// The billing clock; the emulator's when it runs (see [`crate::clock`]).
     pub clock: Clock,
     pub metrics: Arc<Metrics>,
-    /// Where the portal sends the user back: the Billing Settings page.
+    /// Where the portal sends the user back: the Billing Settings page,
+    /// marked `from=portal` so that it re-reads Stripe ([`refresh`]).
     pub portal_return_url: String,
+    /// Where a checkout sends the buyer back: the same page, marked
+    /// `from=checkout`.
+    pub checkout_return_url: String,
     /// How long to wait for a user's customer lock or a customer's fetch
     /// lock: the holder may be waiting on Stripe for up to its client timeout.
     pub lock_timeout_ms: u128,
@@ -94,6 +101,10 @@ pub enum Error {
     /// A cancel flow for a subscription already set to end.
     #[error("the subscription is already set to end")]
     AlreadyCanceling,
+    /// A refresh sooner than [`refresh::MIN_INTERVAL_SECS`] after the
+    /// user's last Stripe read; the next may come in `retry_after_secs`.
+    #[error("the subscriptions were read from Stripe moments ago; retry in {retry_after_secs} s")]
+    RefreshTooSoon { retry_after_secs: u64 },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]

@@ -380,7 +380,9 @@ fn route(
                     let at = e["created"].as_i64().unwrap_or_default();
                     at >= oldest
                         && created.contains(&at)
-                        && types.as_ref().is_none_or(|t| t.iter().any(|t| e["type"] == json!(t)))
+                        && types
+                            .as_ref()
+                            .is_none_or(|t| t.iter().any(|t| e["type"] == json!(t)))
                 })
                 .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e.clone()))
                 .collect();

@@ -101,9 +101,9 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("PORT", Some("8080"),
         "listen port"),
     file_or_env("APP_BASE_URL", Some("http://localhost:8080"),
-        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH`; `https://` in production"),
+        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH` + `?from=portal`; `https://` in production"),
     file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
-        "where Stripe sends the user back"),
+        "where Stripe sends the user back, with `from=portal` added to the query: the Billing Settings page then re-reads the subscription from Stripe"),
     file_or_env("TRUSTED_PROXIES", None,
         "comma-separated IPs or CIDR ranges (`10.0.0.0/8`) of your reverse proxies: only from these peers do `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` name this service's public origin for the cross-site check; from anyone else they are ignored"),
     secret_env("STRIPE_SECRET_KEY",
@@ -841,9 +841,37 @@ impl Settings {
         })
     }
 
-    /// Where Stripe sends the user back after the portal.
+    /// Where Stripe sends the user back after the portal: the Billing Settings
+    /// page, marked `from=portal` so that it re-reads the subscription from
+    /// Stripe (`POST /billing/refresh`) instead of showing what the webhook
+    /// has not brought yet.
     pub fn portal_return_url(&self) -> String {
-        format!("{}{}", self.app_base_url, self.portal_return_path)
+        self.return_url("portal")
+    }
+
+    /// Where a checkout sends the buyer back (the demo's `success_url`):
+    /// the same page, marked `from=checkout`.
+    pub fn checkout_return_url(&self) -> String {
+        self.return_url("checkout")
+    }
+
+    /// `APP_BASE_URL` + `PORTAL_RETURN_PATH` with `from=<from>` added to its
+    /// query, before any fragment.
+    fn return_url(&self, from: &str) -> String {
+        let path = &self.portal_return_path;
+        let (path, fragment) = path
+            .split_once('#')
+            .map_or((path.as_str(), None), |(p, f)| (p, Some(f)));
+        let separator = match path.find('?') {
+            None => "?",
+            Some(_) if path.ends_with(['?', '&']) => "",
+            Some(_) => "&",
+        };
+        let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+        format!(
+            "{}{path}{separator}from={from}{fragment}",
+            self.app_base_url
+        )
     }
 
     /// `APP_BASE_URL` reduced to its origin (`scheme://host[:port]`).
@@ -1045,7 +1073,7 @@ mod tests {
         assert_eq!(s.port, 8080);
         assert_eq!(
             s.portal_return_url(),
-            "http://localhost:8080/settings/billing"
+            "http://localhost:8080/settings/billing?from=portal"
         );
         assert!(s.stripe.secret_key.is_none());
         assert!(s.uses_development_secrets());
@@ -1062,7 +1090,25 @@ mod tests {
         assert_eq!(s.port, 9999);
         assert_eq!(
             s.portal_return_url(),
-            "https://app.example.com/account/billing"
+            "https://app.example.com/account/billing?from=portal"
+        );
+    }
+
+    #[test]
+    fn the_return_urls_carry_the_marker_that_makes_the_page_re_read_stripe() {
+        let s = settings(&[
+            ("APP_BASE_URL", "https://app.example.com"),
+            ("PORTAL_RETURN_PATH", "/account/billing?tab=plan#top"),
+        ])
+        .unwrap();
+
+        assert_eq!(
+            s.portal_return_url(),
+            "https://app.example.com/account/billing?tab=plan&from=portal#top"
+        );
+        assert_eq!(
+            s.checkout_return_url(),
+            "https://app.example.com/account/billing?tab=plan&from=checkout#top"
         );
     }
 

@@ -82,6 +82,7 @@ pub async fn build(
         metrics,
         webhook_health: Default::default(),
         portal_return_url: settings.portal_return_url(),
+        checkout_return_url: settings.checkout_return_url(),
         lock_timeout_ms: settings.stripe.timeout.as_millis() * 2 + 5_000,
         webhook_refetch: settings.stripe.webhook_refetch,
         future_tolerance_secs: i64::try_from(settings.stripe.webhook_tolerance_secs)

@@ -12,6 +12,8 @@
 //! - [`reference`]: signed `client_reference_id`s, which link a checkout's
 //!   customer to a user;
 //! - [`resync`]: repairing every customer (the `sync` command);
+//! - [`refresh`]: re-reading one user's subscriptions from Stripe when they
+//!   come back from the portal (`POST /billing/refresh`);
 //! - [`sweep`]: ending grace periods on time;
 //! - [`catchup`]: applying the events no delivery brought, from the Events API;
 //! - [`drift`]: re-reading paid subscriptions whose renewal never arrived;
@@ -29,6 +31,7 @@ pub mod healing;
 pub mod portal;
 pub mod reference;
 pub mod refetch;
+pub mod refresh;
 pub mod resync;
 pub mod status;
 pub mod summary;
@@ -64,8 +67,12 @@ pub struct Billing {
     pub metrics: Arc<Metrics>,
     /// Whether this instance's webhook deliveries still verify.
     pub webhook_health: Arc<webhook_health::WebhookHealth>,
-    /// Where the portal sends the user back: the Billing Settings page.
+    /// Where the portal sends the user back: the Billing Settings page,
+    /// marked `from=portal` so that it re-reads Stripe ([`refresh`]).
     pub portal_return_url: String,
+    /// Where a checkout sends the buyer back: the same page, marked
+    /// `from=checkout`.
+    pub checkout_return_url: String,
     /// How long to wait for a user's customer lock or a customer's fetch
     /// lock: the holder may be waiting on Stripe for up to its client timeout.
     pub lock_timeout_ms: u128,
@@ -108,6 +115,10 @@ pub enum Error {
     /// A cancel flow for a subscription already set to end.
     #[error("the subscription is already set to end")]
     AlreadyCanceling,
+    /// A refresh sooner than [`refresh::MIN_INTERVAL_SECS`] after the
+    /// user's last Stripe read; the next may come in `retry_after_secs`.
+    #[error("the subscriptions were read from Stripe moments ago; retry in {retry_after_secs} s")]
+    RefreshTooSoon { retry_after_secs: u64 },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]

@@ -20,9 +20,9 @@ use super::sync::{apply_subscription, customer_deleted, state_of};
 use super::Billing;
 use crate::db::schema;
 use crate::db::subscriptions::{self, Provenance, Subscription};
-use crate::db::{self, PgPool};
+use crate::db::{self, DbError, PgPool};
 use crate::ids::{CustomerId, SubscriptionId, UserId};
-use crate::stripe::client::{StripeFailure, StripeGateway};
+use crate::stripe::client::{Patience, StripeFailure, StripeGateway};
 use crate::stripe::events::SubscriptionObject;
 
 #[derive(Debug, Default)]
@@ -63,7 +63,7 @@ pub enum Progress<'a> {
 }
 
 /// What listing one customer's subscriptions found.
-enum Listed {
+pub(super) enum Listed {
     Subscriptions(Vec<SubscriptionObject>),
     CustomerGone,
 }
@@ -71,13 +71,19 @@ enum Listed {
 /// Lists `customer`'s subscriptions and tells a customer Stripe no longer
 /// knows from one without any. The customer is only read when the list is
 /// empty and Postgres still holds subscriptions of it, so a healthy run costs
-/// no extra call.
-async fn list(
+/// no extra call. `patience` says whether the list is retried (`sync`) or
+/// read once (a refresh someone waits on).
+pub(super) async fn list(
     pool: &PgPool,
     stripe: &StripeGateway,
     customer: &CustomerId,
-) -> anyhow::Result<Result<Listed, StripeFailure>> {
-    let subs = match stripe.list_subscriptions(customer).await {
+    patience: Patience,
+) -> Result<Result<Listed, StripeFailure>, DbError> {
+    let listed = match patience {
+        Patience::Retry => stripe.list_subscriptions(customer).await,
+        Patience::Once => stripe.list_subscriptions_once(customer).await,
+    };
+    let subs = match listed {
         Ok(subs) => subs,
         Err(StripeFailure::NoSuchCustomer) => return Ok(Ok(Listed::CustomerGone)),
         Err(failure) => return Ok(Err(failure)),
@@ -148,7 +154,7 @@ pub async fn resync(
         // Held from before the read until what it read is stored, so a
         // webhook's re-read of the same customer never crosses this one.
         let lock = FetchLock::acquire(billing, &customer).await?;
-        let listed = list(pool, stripe, &customer).await;
+        let listed = list(pool, stripe, &customer, Patience::Retry).await;
         let lock = match &listed {
             Ok(Ok(Listed::Subscriptions(_))) => Some(lock),
             _ => {

@@ -52,6 +52,7 @@ diesel::table! {
         paid -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        refreshed_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `users` table: the app's users as identified by their JWT `sub`, their
 //! Stripe customer id and their paid flag.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 
@@ -249,6 +249,56 @@ fn recompute_where(
     .bind::<BigInt, _>(rule.grace_secs)
     .bind::<Bool, _>(rule.collection_paused_is_paid)
     .execute(conn)
+}
+
+/// What claiming a user's refresh read found ([`claim_refresh`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshClaim {
+    /// The read is the caller's: the user's customer, to read.
+    Granted(CustomerId),
+    /// The user has no Stripe customer (or no row): there is nothing to read.
+    NoCustomer,
+    /// A read of this user was claimed at `last`, less than the interval ago.
+    TooSoon { last: Option<DateTime<Utc>> },
+}
+
+/// Claims the user's refresh read at `now` (billing clock), unless one was
+/// claimed less than `interval` before. One conditional UPDATE, so callers
+/// on any number of instances cannot both win. A claim more than `interval`
+/// ahead of `now` was made by a clock that has since gone back (the
+/// emulator's test clock, reset by a restart) and does not hold anyone off.
+pub fn claim_refresh(
+    conn: &mut PgConnection,
+    id: &UserId,
+    now: DateTime<Utc>,
+    interval: TimeDelta,
+) -> QueryResult<RefreshClaim> {
+    let free = users::refreshed_at
+        .is_null()
+        .or(users::refreshed_at.le(now - interval))
+        .or(users::refreshed_at.gt(now + interval));
+    let claimed = diesel::update(
+        users::table
+            .find(id)
+            .filter(users::stripe_customer_id.is_not_null())
+            .filter(free),
+    )
+    .set(users::refreshed_at.eq(now))
+    .returning(users::stripe_customer_id.assume_not_null())
+    .get_result::<CustomerId>(conn)
+    .optional()?;
+    if let Some(customer) = claimed {
+        return Ok(RefreshClaim::Granted(customer));
+    }
+    let row: Option<(Option<CustomerId>, Option<DateTime<Utc>>)> = users::table
+        .find(id)
+        .select((users::stripe_customer_id, users::refreshed_at))
+        .first(conn)
+        .optional()?;
+    Ok(match row {
+        Some((Some(_), last)) => RefreshClaim::TooSoon { last },
+        _ => RefreshClaim::NoCustomer,
+    })
 }
 
 /// (user id, customer id) for every user with a Stripe customer.

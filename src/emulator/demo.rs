@@ -172,7 +172,7 @@ async fn subscribe(
                 ("line_items[0][quantity]", "1"),
                 ("client_reference_id", user_id),
                 ("subscription_data[metadata][user_id]", user_id),
-                ("success_url", &state.billing.portal_return_url),
+                ("success_url", &state.billing.checkout_return_url),
             ],
             Some(&purchase),
         )

@@ -1,5 +1,7 @@
 //! The one error type every handler returns, and the JSON body it becomes:
-//! `{"message":"<human readable>","error":"<stable_snake_case_code>"}`.
+//! `{"message":"<human readable>","error":"<stable_snake_case_code>"}`, and
+//! for `POST /billing/refresh` also `"data"`, the stored billing status the
+//! page falls back on ([`ErrorWithStatusBody`]).
 //!
 //! The codes are one enum, [`ErrorCode`], which the OpenAPI document lists.
 //! The layers below speak their own errors ([`billing::Error`],
@@ -57,6 +59,8 @@ pub(crate) enum ErrorCode {
     // Billing state.
     NoSubscription,
     SubscriptionAlreadyCanceling,
+    /// A refresh within 10 s of the user's last Stripe read (429).
+    RefreshTooSoon,
     /// The demo's subscribe (emulator builds only).
     #[cfg(feature = "emulator")]
     AlreadySubscribed,
@@ -100,6 +104,7 @@ impl ErrorCode {
             Self::InvalidEvent => "invalid_event",
             Self::NoSubscription => "no_subscription",
             Self::SubscriptionAlreadyCanceling => "subscription_already_canceling",
+            Self::RefreshTooSoon => "refresh_too_soon",
             #[cfg(feature = "emulator")]
             Self::AlreadySubscribed => "already_subscribed",
             Self::StripeNotConfigured => "stripe_not_configured",
@@ -122,6 +127,10 @@ pub struct ApiError {
     message: String,
     /// Logged for 5xx answers, never sent.
     cause: Option<String>,
+    /// Sent as `Retry-After` (whole seconds).
+    retry_after_secs: Option<u64>,
+    /// The stored billing status, sent as `data` ([`ErrorWithStatusBody`]).
+    data: Option<serde_json::Value>,
 }
 
 /// The body of every error answer.
@@ -135,6 +144,24 @@ pub(crate) struct ErrorBody<'a> {
     pub(crate) error: ErrorCode,
 }
 
+/// The body of a `POST /billing/refresh` error that still knows the user's
+/// stored billing status: the usual message and code, and `data` as
+/// `GET /billing/status` answers it, for the page to show instead.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorWithStatusBody<'a> {
+    /// For people: what went wrong and what to do.
+    #[schema(example = "Stripe did not answer in time, please retry")]
+    pub(crate) message: &'a str,
+    /// For programs: a stable snake_case code.
+    #[schema(example = "stripe_timeout")]
+    pub(crate) error: ErrorCode,
+    /// The billing status stored before this request, as `GET /billing/status` answers it;
+    /// absent only when it could not be read either (the database is down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::status::StatusData>)]
+    pub(crate) data: Option<&'a serde_json::Value>,
+}
+
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
@@ -142,12 +169,21 @@ impl ApiError {
             code,
             message: message.into(),
             cause: None,
+            retry_after_secs: None,
+            data: None,
         }
     }
 
     /// Keeps the cause for the log line (5xx only; 4xx causes are the message).
     pub(crate) fn with_cause(mut self, cause: impl fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// Adds `data` to the body ([`ErrorWithStatusBody`]): the stored billing
+    /// status the page falls back on.
+    pub(crate) fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
         self
     }
 
@@ -222,10 +258,21 @@ impl ResponseError for ApiError {
         if self.status.is_server_error() {
             log::error!("{} {}", self.status.as_u16(), self);
         }
-        HttpResponse::build(self.status).json(ErrorBody {
-            message: &self.message,
-            error: self.code,
-        })
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        match &self.data {
+            Some(data) => response.json(ErrorWithStatusBody {
+                message: &self.message,
+                error: self.code,
+                data: Some(data),
+            }),
+            None => response.json(ErrorBody {
+                message: &self.message,
+                error: self.code,
+            }),
+        }
     }
 }
 
@@ -314,6 +361,18 @@ impl From<billing::Error> for ApiError {
                 ErrorCode::SubscriptionAlreadyCanceling,
                 "your subscription is already set to end; renew it in the portal instead",
             ),
+            billing::Error::RefreshTooSoon { retry_after_secs } => {
+                let mut err = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RefreshTooSoon,
+                    format!(
+                        "your subscription was read from Stripe moments ago; \
+                         refresh again in {retry_after_secs} s"
+                    ),
+                );
+                err.retry_after_secs = Some(retry_after_secs);
+                err
+            }
             billing::Error::Db(e) => e.into(),
             billing::Error::Stripe(e) => e.into(),
         }
@@ -391,6 +450,24 @@ mod tests {
             code(SignatureError::NoMatchingSignature),
             "signature_mismatch"
         );
+    }
+
+    #[test]
+    fn a_refresh_too_soon_says_when_to_retry_and_can_carry_the_stored_status() {
+        let err = ApiError::from(billing::Error::RefreshTooSoon {
+            retry_after_secs: 7,
+        })
+        .with_data(serde_json::json!({"paid": true}));
+
+        let response = err.error_response();
+
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "7");
+        let bytes = response.into_body().try_into_bytes().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"], "refresh_too_soon");
+        assert!(body["message"].as_str().unwrap().contains("7 s"), "{body}");
+        assert_eq!(body["data"], serde_json::json!({"paid": true}));
     }
 
     #[test]

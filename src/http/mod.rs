@@ -15,6 +15,7 @@ mod health;
 pub mod openapi;
 mod page;
 mod portal;
+mod refresh;
 pub mod request_id;
 mod status;
 mod webhooks;
@@ -64,6 +65,7 @@ macro_rules! endpoints {
 
 endpoints! {
     portal::create_portal,
+    refresh::refresh_billing,
     status::billing_status,
     webhooks::stripe_webhook,
     page::billing_page,

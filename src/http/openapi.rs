@@ -16,7 +16,8 @@ use super::Endpoints;
         title = "billing-portal",
         description = "Stripe Customer Portal service: portal sessions for signed-in users, \
                        signed Stripe webhooks synced into Postgres, billing status, and the \
-                       Billing Settings page. Every error is `{\"message\", \"error\"}`."
+                       Billing Settings page. Every error is `{\"message\", \"error\"}`; \
+                       `POST /billing/refresh`'s also carry the stored status as `data`."
     ),
     components(schemas(ErrorBody, ErrorCode)),
     modifiers(&SecuritySchemes),

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::auth::AuthenticatedUser;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
-use crate::billing::summary;
+use crate::billing::summary::{self, BillingSummary};
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -79,24 +79,35 @@ pub(crate) async fn billing_status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let summary = summary::of_user(&state.billing, user.member()).await?;
-    let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
-    Ok(HttpResponse::Ok()
+    Ok(answer(&user, summary))
+}
+
+/// The answer of `GET /billing/status` for `user`, whose status is
+/// `summary`; also `POST /billing/refresh`'s.
+pub(super) fn answer(user: &AuthenticatedUser, summary: BillingSummary) -> HttpResponse {
+    HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(StatusResponse {
             message: "billing status",
-            data: StatusData {
-                user_id: user.id.to_string(),
-                email: user.email.clone(),
-                paid: summary.paid,
-                reason: summary.reason.as_str(),
-                status: summary.status,
-                price_id: summary.price_id,
-                product_id: summary.product_id,
-                current_period_end: summary.current_period_end.map(rfc3339),
-                cancel_at_period_end: summary.cancel_at_period_end,
-                cancel_at: summary.cancel_at.map(rfc3339),
-                grace_ends_at: summary.grace_ends_at.map(rfc3339),
-                synced_at: summary.synced_at.map(rfc3339),
-            },
-        }))
+            data: data(user, summary),
+        })
+}
+
+/// The `data` of [`answer`].
+pub(super) fn data(user: &AuthenticatedUser, summary: BillingSummary) -> StatusData {
+    let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    StatusData {
+        user_id: user.id.to_string(),
+        email: user.email.clone(),
+        paid: summary.paid,
+        reason: summary.reason.as_str(),
+        status: summary.status,
+        price_id: summary.price_id,
+        product_id: summary.product_id,
+        current_period_end: summary.current_period_end.map(rfc3339),
+        cancel_at_period_end: summary.cancel_at_period_end,
+        cancel_at: summary.cancel_at.map(rfc3339),
+        grace_ends_at: summary.grace_ends_at.map(rfc3339),
+        synced_at: summary.synced_at.map(rfc3339),
+    }
 }

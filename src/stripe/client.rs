@@ -443,6 +443,17 @@ impl StripeGateway {
     }
 }
 
+/// How hard a read tries when Stripe fails in a way that may pass (429, 5xx,
+/// a timeout, no connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Patience {
+    /// Up to five attempts with doubling backoff: work nobody waits on (`sync`).
+    Retry,
+    /// One attempt: a person waits on the answer and has a fallback (the
+    /// stored status), and the customer's fetch lock is held meanwhile.
+    Once,
+}
+
 impl StripeGateway {
     /// Every subscription of `customer`, all statuses, every page, each
     /// mapped by the lenient parser. Rate limits, 5xx answers, timeouts and
@@ -450,6 +461,23 @@ impl StripeGateway {
     pub(crate) async fn list_subscriptions(
         &self,
         customer: &CustomerId,
+    ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
+        self.list_subscriptions_with(customer, Patience::Retry)
+            .await
+    }
+
+    /// [`StripeGateway::list_subscriptions`], trying each page only once.
+    pub(crate) async fn list_subscriptions_once(
+        &self,
+        customer: &CustomerId,
+    ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
+        self.list_subscriptions_with(customer, Patience::Once).await
+    }
+
+    async fn list_subscriptions_with(
+        &self,
+        customer: &CustomerId,
+        patience: Patience,
     ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
         let mut all = Vec::new();
         let mut after: Option<SubscriptionId> = None;
@@ -461,7 +489,11 @@ impl StripeGateway {
             if let Some(after) = &after {
                 request = request.starting_after(after.as_str());
             }
-            let page = with_retries(|| self.json("list_subscriptions", &request)).await?;
+            let read = || self.json("list_subscriptions", &request);
+            let page = match patience {
+                Patience::Retry => with_retries(read).await?,
+                Patience::Once => read().await?,
+            };
             let (data, has_more) = list_page(page)?;
             for item in &data {
                 all.push(subscription_from(item)?);

@@ -1,5 +1,6 @@
-// Billing Settings page: loads /billing/status, renders one of the <template>s in billing.html,
-// and opens the Stripe Customer Portal. Plain ES2020, no dependencies; the page runs under a strict
+// Billing Settings page: loads /billing/status (or, back from Stripe's portal or a checkout,
+// POST /billing/refresh, which re-reads Stripe first), renders one of the <template>s in
+// billing.html, and opens the Stripe Customer Portal. Plain ES2020, no dependencies; the page runs under a strict
 // CSP, so all markup comes from templates and all text is set with textContent (never innerHTML).
 (() => {
   'use strict';
@@ -7,6 +8,7 @@
   const TOKEN_KEY = 'billing_token';
   const STATUS_TIMEOUT_MS = 15000;   // a hung request must end in the error state, not an endless skeleton
   const PORTAL_TIMEOUT_MS = 20000;
+  const REFRESH_TIMEOUT_MS = 30000;  // the service may wait on Stripe, and on another read of it
   const STALE_AFTER_MS = 30000;      // refresh when the tab comes back after this long
   const FALLBACK_ERROR = 'Something went wrong. Please try again.';
   const STATUS_WORDS = {
@@ -23,6 +25,7 @@
   let lastLoadedAt = 0;
   let portalPending = false; // true from the click until the request fails (or we navigate away)
   let offeredToken = null;   // from a #token= link, until it is adopted or turned down
+  let refreshOnLoad = false; // back from Stripe (?from=portal): the first load re-reads Stripe
 
   // --- Authentication --------------------------------------------------------------------------
 
@@ -43,6 +46,22 @@
     const rest = params.toString();
     history.replaceState(history.state, '', window.location.pathname + window.location.search + (rest ? '#' + rest : ''));
     return token;
+  }
+
+  // Stripe sends the user back with ?from=portal (a checkout with ?from=checkout): what they just
+  // changed may not have reached the service by webhook yet, so the first load asks it to read
+  // Stripe. The marker stays in the address bar until that answer, then leaves it, so a reload
+  // does not read Stripe again.
+  function returnedFromStripe() {
+    const from = new URLSearchParams(window.location.search).get('from');
+    return from === 'portal' || from === 'checkout';
+  }
+
+  function dropReturnMarker() {
+    const url = new URL(window.location.href);
+    if (!url.searchParams.has('from')) return;
+    url.searchParams.delete('from');
+    history.replaceState(history.state, '', url.pathname + url.search + url.hash);
   }
 
   function storedToken() {
@@ -167,8 +186,16 @@
     collection_paused: 'Payment collection is paused, so this plan does not include access right now.',
   };
 
-  function renderPaid(data) {
+  // Shown with a stored status the page fell back to: the refresh could not confirm it with Stripe.
+  function keepRefreshNotice(node, stale) {
+    if (!stale) node.querySelector('#refresh-notice')?.remove();
+  }
+
+  const STALE_ANNOUNCEMENT = ' Could not confirm the latest changes with Stripe; showing the last known state.';
+
+  function renderPaid(data, stale = false) {
     render('paid', (node) => {
+      keepRefreshNotice(node, stale);
       // paid with no status should not happen, but access is granted, so "Active" is the truth.
       const badge = setField(node, 'status', statusWord(data.status) || 'Active');
       badge.parentElement.dataset.tone = STATUS_TONES[data.status] || (data.status ? 'neutral' : 'success');
@@ -179,7 +206,7 @@
       // (the server would say 409).
       if (data.cancelAt) node.querySelector('#cancel-subscription')?.remove();
     });
-    announce('Billing status loaded. Subscription ' + (statusWord(data.status) || 'Active').toLowerCase() + '.');
+    announce('Billing status loaded. Subscription ' + (statusWord(data.status) || 'Active').toLowerCase() + '.' + (stale ? STALE_ANNOUNCEMENT : ''));
   }
 
   function renderSwitch(current, offered) {
@@ -190,44 +217,57 @@
     announce('The link you opened would sign you in as ' + identityText(offered) + '. You are still signed in as ' + identityText(current) + '.');
   }
 
-  function renderUnpaid(data) {
+  function renderUnpaid(data, stale = false) {
     render('unpaid', (node) => {
+      keepRefreshNotice(node, stale);
       const word = statusWord(data.status);
       setField(node, 'last-status', UNPAID_TEXT[data.reason] || (word && 'Your last subscription is ' + word.toLowerCase() + '.'));
     });
-    announce('No active subscription.');
+    announce('No active subscription.' + (stale ? STALE_ANNOUNCEMENT : ''));
   }
 
   // --- Status ----------------------------------------------------------------------------------
 
-  // One status read: {kind: 'ok', data} | {kind: 'signed-out'} | {kind: 'error'}.
-  async function readStatus(token, signal) {
+  function isStatus(data) {
+    return Boolean(data) && typeof data.paid === 'boolean' && typeof data.userId === 'string';
+  }
+
+  // One status read: {kind: 'ok', data, stale} | {kind: 'signed-out'} | {kind: 'error'}.
+  // With `refresh`, the service re-reads Stripe first (POST /billing/refresh). When it cannot (asked
+  // again too soon, Stripe failing), its error still carries the stored status as `data`: that is
+  // shown, marked stale. A refresh that brings no status at all (network, timeout) falls back to
+  // the plain read.
+  async function readStatus(token, signal, refresh = false) {
     try {
-      const response = await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS, signal, token });
+      const response = refresh
+        ? await request('/billing/refresh', { method: 'POST', timeoutMs: REFRESH_TIMEOUT_MS, signal, token })
+        : await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS, signal, token });
       if (response.status === 401) return { kind: 'signed-out' };
-      if (response.ok) {
-        const body = await readJson(response);
-        const data = body && body.data;
-        if (data && typeof data.paid === 'boolean' && typeof data.userId === 'string') return { kind: 'ok', data };
-      }
+      const body = await readJson(response);
+      const data = body && body.data;
+      if (isStatus(data)) return { kind: 'ok', data, stale: !response.ok };
     } catch (_) {
       // Network failure, timeout or abort: the error state (unless superseded).
     }
-    return { kind: 'error' };
+    if (!refresh || signal?.aborted) return { kind: 'error' };
+    const stored = await readStatus(token, signal);
+    return stored.kind === 'ok' ? { ...stored, stale: true } : stored;
   }
 
   // The session the page speaks for now. A tab token the server no longer takes (expired) is
   // dropped, so it cannot hide the app's live cookie session.
-  async function readSession(signal) {
+  async function readSession(signal, refresh) {
     const token = storedToken();
-    const result = await readStatus(token, signal);
+    const result = await readStatus(token, signal, refresh);
     if (!token || result.kind !== 'signed-out') return result;
     forgetToken();
-    return readStatus(null, signal);
+    return readStatus(null, signal, refresh);
   }
 
   async function loadStatus({ focus = false } = {}) {
     const seq = ++loadSeq;
+    const refresh = refreshOnLoad; // once per return from Stripe
+    refreshOnLoad = false;
     if (loadController) loadController.abort();
     loadController = new AbortController();
     const signal = loadController.signal;
@@ -236,7 +276,10 @@
     showNotice(null);
     announce('Loading billing status…');
 
-    let result = await readSession(signal);
+    // Back from Stripe, the loading state stays until the refresh answers: the stored status may
+    // be the one the user just changed, and must not flash first.
+    let result = await readSession(signal, refresh);
+    if (refresh) dropReturnMarker();
     if (seq !== loadSeq) return; // a newer load owns the page now
 
     // A link's token is weighed against the session once both are known; after an error it waits
@@ -253,7 +296,14 @@
       } else if (result.kind === 'signed-out' || claim.data.userId === result.data.userId) {
         offeredToken = null;
         keepToken(offered);
-        result = claim;
+        if (refresh && result.kind === 'signed-out') {
+          // Without a session nothing was refreshed yet: the link's user is the one back from Stripe.
+          const fresh = await readStatus(offered, signal, true);
+          if (seq !== loadSeq) return;
+          result = fresh.kind === 'ok' ? fresh : claim;
+        } else {
+          result = { ...claim, stale: result.kind === 'ok' && result.stale };
+        }
       } else {
         lastLoadedAt = Date.now();
         showIdentity(result.data);
@@ -265,8 +315,8 @@
 
     lastLoadedAt = Date.now();
     showIdentity(result.kind === 'ok' ? result.data : null);
-    if (result.kind === 'ok' && result.data.paid) renderPaid(result.data);
-    else if (result.kind === 'ok') renderUnpaid(result.data);
+    if (result.kind === 'ok' && result.data.paid) renderPaid(result.data, result.stale);
+    else if (result.kind === 'ok') renderUnpaid(result.data, result.stale);
     else if (result.kind === 'signed-out') { render('signed-out'); announce('You are signed out.'); }
     else { render('error'); announce(''); } // the error card is role="alert" and speaks for itself
 
@@ -431,5 +481,6 @@
   }
 
   offeredToken = takeFragmentToken(); // before anything else: the token leaves the address bar at once
+  refreshOnLoad = returnedFromStripe();
   document.addEventListener('DOMContentLoaded', start);
 })();

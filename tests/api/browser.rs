@@ -793,3 +793,199 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
     );
     browser.close().await;
 }
+
+#[cfg(feature = "emulator")]
+/// Runs `source` in every document the browser opens from now on, before the
+/// page's own scripts (Chrome DevTools' `Page.addScriptToEvaluateOnNewDocument`,
+/// through chromedriver).
+async fn before_every_page(browser: &Browser, source: &str) {
+    #[derive(Debug)]
+    struct Cdp(Value);
+    impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+        fn endpoint(
+            &self,
+            base: &url::Url,
+            session: Option<&str>,
+        ) -> Result<url::Url, url::ParseError> {
+            base.join(&format!(
+                "session/{}/goog/cdp/execute",
+                session.unwrap_or("")
+            ))
+        }
+        fn method_and_body(&self, _: &url::Url) -> (reqwest::Method, Option<String>) {
+            (reqwest::Method::POST, Some(self.0.to_string()))
+        }
+    }
+    browser
+        .client
+        .issue_cmd(Cdp(json!({
+            "cmd": "Page.addScriptToEvaluateOnNewDocument",
+            "params": {"source": source}
+        })))
+        .await
+        .unwrap();
+}
+
+#[cfg(feature = "emulator")]
+/// Records every state the Billing Settings card shows, from the first one:
+/// `window.__renders`, a list of `state|text`.
+const RECORD_RENDERS: &str = r#"
+window.__renders = [];
+new MutationObserver(() => {
+  const main = document.getElementById('billing');
+  if (!main) return;
+  const seen = main.dataset.state + '|' + main.textContent.replace(/\s+/g, ' ');
+  if (window.__renders[window.__renders.length - 1] !== seen) window.__renders.push(seen);
+}).observe(document, { childList: true, subtree: true, attributes: true, characterData: true });
+"#;
+
+#[cfg(feature = "emulator")]
+async fn renders(browser: &Browser) -> Vec<String> {
+    let recorded = browser
+        .client
+        .execute("return window.__renders || []", vec![])
+        .await
+        .unwrap();
+    serde_json::from_value(recorded).unwrap()
+}
+
+/// Stripe fails when the page asks for a refresh: it shows the stored status
+/// with a notice, and a reload does not ask again.
+#[actix_rt::test]
+async fn back_from_the_portal_with_stripe_failing_the_page_shows_the_stored_status_and_says_so() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "user_1", false).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .respond_with(stripe_error(500, "api_error", None, "boom"))
+        .mount(&app.stripe)
+        .await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser
+        .client
+        .goto(&app.url("/settings/billing?from=portal"))
+        .await
+        .unwrap();
+    browser.wait_for_state("paid").await;
+
+    let page = browser.text("main#billing").await;
+    assert!(page.contains("Renews on"), "{page}");
+    let notice = browser.text("#refresh-notice").await;
+    assert!(notice.contains("last known state"), "{notice}");
+    assert_eq!(
+        browser.url_once_it_is(&app.url("/settings/billing")).await,
+        app.url("/settings/billing")
+    );
+    assert_eq!(
+        app.stripe_requests("GET", "/v1/subscriptions").await.len(),
+        1
+    );
+    browser.screenshot("refresh-failed").await;
+    browser.client.refresh().await.unwrap();
+    browser.wait_for_state("paid").await;
+    assert!(!browser.has("#refresh-notice").await);
+    assert_eq!(
+        app.stripe_requests("GET", "/v1/subscriptions").await.len(),
+        1
+    );
+    browser.close().await;
+}
+
+/// Issue 16: cancel in the portal, "Return to app", and the page says when the
+/// plan ends at once, though no webhook ever comes; it never shows the stale
+/// "Renews on" first.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn back_from_the_portal_the_page_shows_the_cancellation_at_once_without_a_webhook() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
+    let (status, sub) = emulator_post(
+        &app,
+        "subscriptions",
+        &[
+            ("customer", &customer),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+    eventually("the subscription stored as paid", || {
+        app.user("user_1").unwrap().paid
+    })
+    .await;
+    account_settings(&app, &[("deliveries", "off")]).await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+    let before = browser.text("main#billing").await;
+    assert!(before.contains("Renews on"), "{before}");
+    before_every_page(&browser, RECORD_RENDERS).await;
+
+    // The emulator's hosted portal: cancel at the end of the period.
+    click(&browser, "#manage-subscription").await;
+    click(&browser, "#cancel-plan").await;
+    click(&browser, "#confirm-cancel").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(".notice"))
+        .await
+        .unwrap();
+    // Another read of this customer holds its fetch lock, so the page's
+    // refresh waits: the page must keep its loading state meanwhile.
+    let held = app.hold_lock(&format!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('billing-fetch:{customer}', 0))"
+    ));
+    click(&browser, "#return-to-app").await;
+    eventually("the page's refresh to wait for the fetch lock", || {
+        app.count(
+            "pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        ) == 1
+    })
+    .await;
+    assert_eq!(
+        browser.attr("main#billing", "data-state").await.as_deref(),
+        Some("loading")
+    );
+    browser.screenshot("refresh-loading").await;
+    held.release();
+
+    browser.wait_for_state("paid").await;
+    let after = browser.text("main#billing").await;
+    assert!(after.contains("Ends on"), "{after}");
+    assert!(!after.contains("Renews on"), "{after}");
+    assert!(!browser.has("#refresh-notice").await);
+    assert!(!browser.has("#cancel-subscription").await);
+    let page = app.url("/settings/billing");
+    assert_eq!(browser.url_once_it_is(&page).await, page);
+    let shown = renders(&browser).await;
+    assert!(
+        shown.first().is_some_and(|s| s.starts_with("loading|")),
+        "{shown:#?}"
+    );
+    assert!(
+        shown.iter().all(|s| !s.contains("Renews on")),
+        "the stale status was shown: {shown:#?}"
+    );
+    // No webhook told the service: the page's refresh did.
+    assert_eq!(
+        app.count("stripe_events WHERE type = 'customer.subscription.updated'"),
+        1,
+        "only the activation's update ever arrived"
+    );
+    browser.screenshot("refresh-returned").await;
+    browser.close().await;
+}

@@ -111,6 +111,12 @@ async fn create_portal_works_with_no_stripe_key_at_all() {
     assert_eq!(portal.status(), 200);
     let html = portal.text().await.unwrap();
     assert!(html.contains("Return to app") && html.contains("Invoice history"));
+    // "Return to app" brings the marker that makes the page re-read Stripe.
+    let back = format!(
+        r#"<a id="return-to-app" href="{}/settings/billing?from=portal">"#,
+        app.address
+    );
+    assert!(html.contains(&back), "{html}");
 }
 
 #[actix_rt::test]
@@ -329,6 +335,11 @@ async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkou
     assert_eq!(completed["subscription"], subscription);
     assert_eq!(completed["client_reference_id"], "demo_user");
     assert_eq!(completed["payment_status"], "paid");
+    // Were the checkout hosted, it would bring the buyer back to a page that re-reads Stripe.
+    assert_eq!(
+        completed["success_url"],
+        format!("{}/settings/billing?from=checkout", app.address)
+    );
     let session = completed["id"].as_str().unwrap();
     let (again, body) = emulator_post(
         &app,

@@ -48,7 +48,7 @@ async fn the_payment_method_flow_sends_its_flow_data_and_returns_to_the_billing_
 
     assert_eq!(response.status(), 200);
     let fields = session_fields(&app).await;
-    let return_url = format!("{APP_BASE_URL}/settings/billing");
+    let return_url = format!("{APP_BASE_URL}/settings/billing?from=portal");
     assert_eq!(
         flow_fields(&fields),
         HashMap::from([
@@ -72,7 +72,7 @@ async fn the_cancel_flow_names_the_users_own_subscription_from_postgres() {
 
     assert_eq!(response.status(), 200);
     let fields = session_fields(&app).await;
-    let return_url = format!("{APP_BASE_URL}/settings/billing");
+    let return_url = format!("{APP_BASE_URL}/settings/billing?from=portal");
     assert_eq!(
         flow_fields(&fields),
         HashMap::from([

@@ -21,6 +21,7 @@ mod ordering;
 mod page;
 mod paid;
 mod portal;
+mod refresh;
 mod scale;
 mod startup;
 mod support;

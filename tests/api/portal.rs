@@ -66,7 +66,7 @@ async fn a_first_call_creates_the_customer_and_answers_the_portal_url() {
     assert_eq!(fields["customer"], "cus_fake_1");
     assert_eq!(
         fields["return_url"],
-        format!("{APP_BASE_URL}/settings/billing")
+        format!("{APP_BASE_URL}/settings/billing?from=portal")
     );
     assert!(!fields.contains_key("configuration"));
     assert!(!fields.contains_key("locale"));

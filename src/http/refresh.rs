@@ -1,0 +1,65 @@
+//! `POST /billing/refresh`: the signed-in user's subscriptions re-read from
+//! Stripe ([`crate::billing::refresh`]), answered exactly as
+//! `GET /billing/status` answers. The Billing Settings page calls it when the
+//! user comes back from the portal (`?from=portal`).
+//!
+//! Its errors still know the stored status where it can be read: a refresh
+//! too soon (429, with `Retry-After`), Stripe failing (502/503) or the
+//! database unable to take the customer's lock carry it as `data`, so the page
+//! shows the last known state instead of an error.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::auth::{check_same_origin, AuthenticatedUser};
+use super::error::{ApiError, ErrorBody, ErrorWithStatusBody};
+use super::status::{self, StatusResponse};
+use super::AppState;
+use crate::billing::{refresh, summary};
+
+/// Re-read the signed-in user's subscriptions from Stripe, then answer their billing status.
+///
+/// Lists the user's subscriptions from Stripe (all statuses, every page),
+/// stores them with the same ordering rules as webhooks, and answers exactly
+/// what `GET /billing/status` answers. At most one Stripe read per user every
+/// 10 seconds; a user without a Stripe customer gets the stored status with no
+/// Stripe call. The 429, 502 and 503 answers carry the stored status as `data`.
+#[utoipa::path(
+    post,
+    path = "/billing/refresh",
+    tag = "billing",
+    params(("X-Requested-With" = Option<String>, Header,
+            description = "Required when authenticated by cookie (CSRF protection)")),
+    responses(
+        (status = 200, description = "Billing status, re-read from Stripe (or stored, for a user without a Stripe customer)", body = StatusResponse),
+        (status = 400, description = "A bearer token and the cookie naming different users", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Cross-site request refused", body = ErrorBody),
+        (status = 429, description = "`refresh_too_soon`: this user's subscriptions were read from Stripe less than 10 s ago; the stored status as `data`",
+         body = ErrorWithStatusBody,
+         headers(("Retry-After" = u64, description = "Whole seconds until a refresh may read Stripe again, 1 to 10"))),
+        (status = 502, description = "Stripe failed or timed out: nothing changed; the stored status as `data`", body = ErrorWithStatusBody),
+        (status = 503, description = "Database unavailable, or Stripe rate limiting: nothing changed; the stored status as `data` when it could be read", body = ErrorWithStatusBody),
+    ),
+    security(("bearer_jwt" = []), ("session_cookie" = []))
+)]
+pub(crate) async fn refresh_billing(
+    req: HttpRequest,
+    user: AuthenticatedUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_same_origin(&req, &user, &state.origins)?;
+    let failure = match refresh::refresh(&state.billing, user.member()).await {
+        Ok(summary) => return Ok(status::answer(&user, summary)),
+        Err(failure) => ApiError::from(failure),
+    };
+    // Whatever failed, the stored status may still be readable: the page
+    // shows it rather than an error.
+    match summary::of_user(&state.billing, user.member()).await {
+        Ok(stored) => {
+            let data = serde_json::to_value(status::data(&user, stored))
+                .map_err(|e| ApiError::internal(format!("status as JSON: {e}")))?;
+            Err(failure.with_data(data))
+        }
+        Err(_) => Err(failure),
+    }
+}

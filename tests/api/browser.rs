@@ -905,24 +905,7 @@ async fn back_from_the_portal_the_page_shows_the_cancellation_at_once_without_a_
         return;
     };
     let app = spawn_emulated_app_with(|_| {}).await;
-    let token = token_for("user_1", Some("ada@example.com"));
-    assert_eq!(app.create_portal(&token).await.status(), 200);
-    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
-    let (status, sub) = emulator_post(
-        &app,
-        "subscriptions",
-        &[
-            ("customer", &customer),
-            ("items[0][price]", "price_emu_pro_monthly"),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{sub}");
-    eventually("the subscription stored as paid", || {
-        app.user("user_1").unwrap().paid
-    })
-    .await;
+    let (customer, _) = emulated_paid_user(&app, "user_1").await;
     account_settings(&app, &[("deliveries", "off")]).await;
 
     browser.sign_in(&app, "user_1").await;

@@ -100,8 +100,10 @@ fn renewed(id: &str, customer: &str, period_end: i64) -> Value {
 
 // --- The catch-up against Stripe's Events API shape.
 
-#[actix_rt::test]
-async fn the_catch_up_applies_an_event_no_delivery_brought_and_a_second_run_changes_nothing() {
+/// `user_1` with customer `cus_1`, and Stripe's Events API listing the
+/// `customer.subscription.created` that would make them paid (`evt_missed`),
+/// which no delivery brought.
+async fn app_with_one_missed_event() -> TestApp {
     let app = spawn_app().await;
     app.given().user("user_1").with_customer("cus_1").store();
     let t = now() - 600;
@@ -118,6 +120,12 @@ async fn the_catch_up_applies_an_event_no_delivery_brought_and_a_second_run_chan
         ),
     )
     .await;
+    app
+}
+
+#[actix_rt::test]
+async fn the_catch_up_applies_an_event_no_delivery_brought_and_a_second_run_changes_nothing() {
+    let app = app_with_one_missed_event().await;
 
     let first = catch_up(&app, Since::Auto).await.unwrap();
     let second = catch_up(&app, Since::Auto).await.unwrap();
@@ -496,22 +504,7 @@ async fn metric_becomes(app: &TestApp, base: &str, series: &str, value: f64) {
 
 #[actix_rt::test]
 async fn two_instances_starting_together_list_the_events_once_and_apply_each_once() {
-    let app = spawn_app().await;
-    app.given().user("user_1").with_customer("cus_1").store();
-    let t = now() - 600;
-    mount_events(
-        &app,
-        events_page(
-            &[event(
-                "evt_missed",
-                "customer.subscription.created",
-                t,
-                renewed("sub_1", "cus_1", t + 30 * DAY),
-            )],
-            false,
-        ),
-    )
-    .await;
+    let app = app_with_one_missed_event().await;
     let gated = GatedStripe::start().await;
     let mut vars = HashMap::from([("STRIPE_API_BASE".to_string(), app.stripe.uri())]);
     gated.route(&mut vars);
@@ -580,17 +573,7 @@ async fn after_a_restart_the_catch_up_applies_what_happened_while_the_service_wa
     before.kill();
 
     // While the service is down, the user subscribes; no delivery comes.
-    let (status, sub) = emulator_post(
-        &stripe,
-        "subscriptions",
-        &[
-            ("customer", customer.as_str()),
-            ("items[0][price]", "price_emu_pro_monthly"),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{sub}");
+    subscribe_through_emulator(&stripe, &customer).await;
     assert!(!app.user("user_1").unwrap().paid);
     let after = start_instance(&app, &vars).await;
 
@@ -629,27 +612,11 @@ async fn a_renewal_whose_webhook_never_came_is_repaired_by_the_drift_check_when_
         vars.insert("STRIPE_CATCHUP_INTERVAL_SECS".into(), "3600".into());
     })
     .await;
-    let token = token_for("user_1", Some("user_1@example.com"));
-    assert_eq!(app.create_portal(&token).await.status(), 200);
-    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
-    let (_, sub) = emulator_post(
-        &app,
-        "subscriptions",
-        &[
-            ("customer", customer.as_str()),
-            ("items[0][price]", "price_emu_pro_monthly"),
-        ],
-        None,
-    )
-    .await;
+    let (_, sub) = emulated_paid_user(&app, "user_1").await;
     let id = sub["id"].as_str().unwrap().to_string();
     let end = sub["items"]["data"][0]["current_period_end"]
         .as_i64()
         .unwrap();
-    eventually("the subscription delivered", || {
-        app.user("user_1").is_some_and(|u| u.paid)
-    })
-    .await;
     account_settings(
         &app,
         &[("deliveries", "off"), ("events_api", "unavailable")],
@@ -697,16 +664,7 @@ async fn the_emulators_events_api_filters_by_types_and_created_and_reaches_back_
     let (_, customer) =
         emulator_post(&stripe, "customers", &[("email", "a@example.com")], None).await;
     let customer = customer["id"].as_str().unwrap().to_string();
-    let (_, sub) = emulator_post(
-        &stripe,
-        "subscriptions",
-        &[
-            ("customer", customer.as_str()),
-            ("items[0][price]", "price_emu_pro_monthly"),
-        ],
-        None,
-    )
-    .await;
+    let sub = subscribe_through_emulator(&stripe, &customer).await;
     let created = sub["created"].as_i64().unwrap();
     let ids = |list: &Value| -> Vec<String> {
         list["data"]
@@ -744,22 +702,7 @@ async fn the_emulators_events_api_filters_by_types_and_created_and_reaches_back_
 
 #[actix_rt::test]
 async fn the_catchup_command_applies_missed_events_since_a_duration_and_prints_a_summary() {
-    let app = spawn_app().await;
-    app.given().user("user_1").with_customer("cus_1").store();
-    let t = now() - 600;
-    mount_events(
-        &app,
-        events_page(
-            &[event(
-                "evt_missed",
-                "customer.subscription.created",
-                t,
-                renewed("sub_1", "cus_1", t + 30 * DAY),
-            )],
-            false,
-        ),
-    )
-    .await;
+    let app = app_with_one_missed_event().await;
 
     let (ok, output) = app.run_command("catchup", &["--since", "6h"]);
 

@@ -439,24 +439,7 @@ mod emulated {
 
     /// A subscription for `user`, stored by webhook; then deliveries stop.
     async fn subscribed_then_deaf(app: &TestApp, user: &str) -> (String, String) {
-        let token = token_for(user, Some("ada@example.com"));
-        assert_eq!(app.create_portal(&token).await.status(), 200);
-        let customer = app.user(user).unwrap().stripe_customer_id.unwrap();
-        let (status, sub) = emulator_post(
-            app,
-            "subscriptions",
-            &[
-                ("customer", &customer),
-                ("items[0][price]", "price_emu_pro_monthly"),
-            ],
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{sub}");
-        eventually("the subscription stored as paid", || {
-            app.user(user).unwrap().paid
-        })
-        .await;
+        let (customer, sub) = emulated_paid_user(app, user).await;
         account_settings(app, &[("deliveries", "off")]).await;
         (customer, sub["id"].as_str().unwrap().to_owned())
     }

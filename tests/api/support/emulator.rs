@@ -96,3 +96,34 @@ pub async fn advance_billing_clock(client: &reqwest::Client, base: &str, secs: i
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
+
+/// A Pro subscription for `customer`, made through the emulator's Stripe API
+/// (a customer without a card is charged as if it had 4242…).
+pub async fn subscribe_through_emulator(app: &TestApp, customer: &str) -> Value {
+    let (status, sub) = emulator_post(
+        app,
+        "subscriptions",
+        &[
+            ("customer", customer),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+    sub
+}
+
+/// `user` made a customer by a first portal visit, then subscribed through the
+/// emulator, and stored as paid from the webhooks: (customer, subscription).
+pub async fn emulated_paid_user(app: &TestApp, user: &str) -> (String, Value) {
+    let token = super::app::token_for(user, Some("ada@example.com"));
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+    let customer = app.user(user).unwrap().stripe_customer_id.unwrap();
+    let sub = subscribe_through_emulator(app, &customer).await;
+    super::app::eventually("the subscription stored as paid", || {
+        app.user(user).unwrap().paid
+    })
+    .await;
+    (customer, sub)
+}

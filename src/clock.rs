@@ -5,7 +5,7 @@
 //! the same `Clock` and can move it forward, like a Stripe test clock
 //! (docs.stripe.com/billing/testing/test-clocks), so a test or the demo reaches
 //! a renewal, a failed payment or the end of a grace period in seconds. Every
-//! advance wakes whoever waits in [`Clock::advanced`] (the paid-flag sweep), so
+//! advance wakes whoever waits in [`Clock::advanced_since`] (the paid-flag sweep), so
 //! time-driven changes follow at once rather than on the next tick.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -62,15 +62,40 @@ impl Clock {
         }
     }
 
-    /// Resolves at the next [`Clock::advance`].
-    pub async fn advanced(&self) {
-        self.inner.advanced.notified().await
+    /// Resolves once the clock has been advanced past `seen` (an earlier
+    /// [`Clock::offset_secs`]): at once if it already was, so an advance
+    /// made while the caller was busy (a sweep, a catch-up) is not missed.
+    pub async fn advanced_since(&self, seen: i64) {
+        loop {
+            let mut notified = std::pin::pin!(self.inner.advanced.notified());
+            // Registered before the check, so an advance between the two wakes it.
+            notified.as_mut().enable();
+            if self.offset_secs() != seen {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_rt::test]
+    async fn an_advance_made_before_the_wait_began_is_not_missed() {
+        let clock = Clock::system();
+        let seen = clock.offset_secs();
+        clock.advance(60);
+
+        // Resolves at once; a wait that missed the advance would hang here.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            clock.advanced_since(seen),
+        )
+        .await
+        .expect("the earlier advance counts");
+    }
 
     #[test]
     fn advancing_moves_now_forward_and_never_back() {

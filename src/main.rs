@@ -209,8 +209,10 @@ async fn catchup(
 ) -> anyhow::Result<()> {
     let billing = stripe_command(&settings, "catchup").await?;
     let Some(lock) = HealingLock::try_acquire(&billing).await? else {
-        println!("another instance is catching up right now; nothing done");
-        return Ok(());
+        anyhow::bail!(
+            "another instance is catching up right now; nothing done (run it again once that run \
+             is over, usually within a minute)"
+        );
     };
     let (bar, say) = progress_bar("events");
     let since = since.map_or(Since::Auto, Since::At);

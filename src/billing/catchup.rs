@@ -8,7 +8,7 @@
 //! first, every page, created since the last completed run's start minus
 //! [`SAFETY_MARGIN`] (the first time: the newest event stored, minus the
 //! margin), and never further back than Stripe keeps them ([`REACH`], 30
-//! days). Only a run that listed every page moves that starting point, so a
+//! days) nor than the event ids are kept (`EVENT_RETENTION_DAYS`). Only a run that listed every page moves that starting point, so a
 //! failed run is retried from the same point: Stripe lists newest first, so
 //! the events it did not reach are the oldest. Where a malformed event (one the webhook endpoint
 //! would answer 400) is skipped and counted, an event that fails to apply
@@ -34,6 +34,9 @@ use crate::stripe::events::{parse_event, EventKind, HANDLED_TYPES};
 pub const SAFETY_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 
 /// How far back Stripe's Events API reaches (docs.stripe.com/api/events/list).
+/// A run reaches back no further than the event ids are kept
+/// (`EVENT_RETENTION_DAYS`, see [`Billing::catchup_reach`]): an event older
+/// than that could be applied a second time.
 pub const REACH: chrono::Duration = chrono::Duration::days(30);
 
 /// Where a run starts.
@@ -97,22 +100,24 @@ pub async fn run(
 ) -> Result<Report, CatchupError> {
     let stripe = billing.stripe()?;
     let started = billing.clock.now();
-    let oldest = started - REACH;
+    let oldest = started - billing.catchup_reach;
+    // Claimed by the first run of any kind, so a `--since` run cannot carry
+    // the newest stored event past the ones an automatic run would list.
+    let claimed = db::run(&billing.pool, move |conn| {
+        if let Some(since) = events::catchup_since(conn)? {
+            return Ok(since);
+        }
+        // The first run: from the newest event stored, minus the margin.
+        let first = events::newest_created(conn)?.map_or(oldest, |t| t - SAFETY_MARGIN);
+        events::claim_catchup_since(conn, first.max(oldest))
+    })
+    .await?;
     let wanted = match since {
         Since::At(at) => at,
-        Since::Auto => {
-            let fallback = oldest;
-            db::run(&billing.pool, move |conn| {
-                if let Some(since) = events::catchup_since(conn)? {
-                    return Ok(since);
-                }
-                // The first run: from the newest event stored, minus the margin.
-                let first = events::newest_created(conn)?.map_or(fallback, |t| t - SAFETY_MARGIN);
-                events::claim_catchup_since(conn, first.max(fallback))
-            })
-            .await?
-        }
-    };
+        Since::Auto => claimed,
+    }
+    // Never from the future, whatever a clock that ran ahead once recorded.
+    .min(started - SAFETY_MARGIN);
     let since = wanted.max(oldest);
     progress(Progress::Start {
         since,
@@ -123,6 +128,8 @@ pub async fn run(
         ..Report::default()
     };
     let mut after: Option<String> = None;
+    // The newest `created` listed, on Stripe's clock.
+    let mut newest: Option<i64> = None;
     loop {
         billing.read_budget.take().await;
         let page = match stripe
@@ -142,30 +149,40 @@ pub async fn run(
         };
         for raw in &page.events {
             report.listed += 1;
-            apply(billing, raw, &mut report, &mut progress).await?;
+            if let Some(created) = apply(billing, raw, &mut report, &mut progress).await? {
+                newest = newest.max(Some(created));
+            }
         }
         match page.last_id {
             Some(last) if page.has_more => after = Some(last),
             _ => break,
         }
     }
+    // The next run starts a margin before the newest event listed, by
+    // Stripe's clock (never after this run began, by this host's): a host
+    // clock that runs ahead cannot make it skip events. Nothing listed, it
+    // starts where this one did.
+    let next = newest
+        .and_then(sync::timestamp)
+        .map_or(since, |t| t.min(started) - SAFETY_MARGIN);
     let applied = report.applied;
     db::run(&billing.pool, move |conn| {
         // From `wanted`, not the clamped `since`: what Stripe no longer lists
         // cannot be listed by any later run either.
-        events::complete_catchup(conn, wanted, started - SAFETY_MARGIN, Utc::now(), applied)
+        events::complete_catchup(conn, wanted, next, Utc::now(), applied)
     })
     .await?;
     Ok(report)
 }
 
-/// Applies one listed event as a delivery of it would be applied.
+/// Applies one listed event as a delivery of it would be applied; its
+/// `created`, unless it was skipped.
 async fn apply(
     billing: &Billing,
     raw: &str,
     report: &mut Report,
     progress: &mut impl FnMut(Progress<'_>),
-) -> Result<(), CatchupError> {
+) -> Result<Option<i64>, CatchupError> {
     let event = match parse_event(raw.as_bytes()) {
         Ok(event) if sync::timestamp(event.created).is_some() => event,
         parsed => {
@@ -184,14 +201,19 @@ async fn apply(
                 id: id.as_deref(),
                 reason: &reason,
             });
-            return Ok(());
+            return Ok(None);
         }
     };
+    let created = event.created;
     let (id, type_) = (event.id.to_string(), event.type_.clone());
     if billing.webhook_refetch && matches!(event.kind, EventKind::Subscription(..)) {
         // `STRIPE_WEBHOOK_REFETCH` re-reads the subscription: a budgeted read
-        // here, where a backlog could otherwise spend the account's rate.
-        billing.read_budget.take().await;
+        // here, where a backlog could otherwise spend the account's rate; an
+        // event already stored reads nothing, and spends nothing.
+        let stored = event.id.clone();
+        if !db::run(&billing.pool, move |conn| events::exists(conn, &stored)).await? {
+            billing.read_budget.take().await;
+        }
     }
     let outcome = webhook::receive(billing, event)
         .await
@@ -211,7 +233,7 @@ async fn apply(
         type_: &type_,
         outcome,
     });
-    Ok(())
+    Ok(Some(created))
 }
 
 /// The `id` of an event that did not parse, if it has a readable one.

@@ -6,8 +6,10 @@
 //! backwards ([`super::refetch::FetchLock`]). Stripe renews a subscription at
 //! its period end and charges about an hour later, so an hour without news
 //! is drift, not a renewal under way. A subscription is re-read at most once
-//! per [`OVERDUE`], so one Stripe has not renewed yet does not cost a read on
-//! every run; each run re-reads at most [`PER_RUN`], within the read budget.
+//! per [`OVERDUE`], whether the read succeeded or failed, so one Stripe has
+//! not renewed yet (or cannot read) does not cost a read on every run; each
+//! run re-reads at most [`PER_RUN`], within the read budget, and stops after
+//! [`FAILURES_IN_A_ROW`] failed reads.
 
 use super::refetch::FetchLock;
 use super::sync::{apply_subscription, state_of};
@@ -22,6 +24,10 @@ pub const OVERDUE: chrono::Duration = chrono::Duration::hours(1);
 /// The most subscriptions one run re-reads; the oldest overdue go first and
 /// the rest wait for the next run.
 const PER_RUN: i64 = 500;
+
+/// Failed re-reads in a row after which a run stops: Stripe is failing, and
+/// the rest wait for the next run rather than each waiting out its retries.
+const FAILURES_IN_A_ROW: usize = 5;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
@@ -43,7 +49,15 @@ pub async fn run(billing: &Billing) -> Result<Report, super::Error> {
     })
     .await?;
     let mut report = Report::default();
+    let mut failing = 0;
     for row in overdue {
+        if failing == FAILURES_IN_A_ROW {
+            log::warn!(
+                "drift check: {FAILURES_IN_A_ROW} re-reads in a row failed; the rest wait for \
+                 the next run"
+            );
+            break;
+        }
         let (id, customer) = (row.id.clone(), row.customer_id.clone());
         report.checked += 1;
         billing.read_budget.take().await;
@@ -59,12 +73,21 @@ pub async fn run(billing: &Billing) -> Result<Report, super::Error> {
                 if matches!(failure, StripeFailure::RateLimited) {
                     billing.read_budget.throttled();
                 }
-                log::warn!("drift check: re-reading {id} of {customer} failed: {failure}");
+                log::warn!(
+                    "drift check: re-reading {id} of {customer} failed (tried again in an \
+                     hour): {failure}"
+                );
                 billing.metrics.healing.drift_reread("failed");
                 report.failed += 1;
+                failing += 1;
+                db::run(&billing.pool, move |conn| {
+                    subscriptions::mark_drift_checked(conn, &id, now)
+                })
+                .await?;
                 continue;
             }
         };
+        failing = 0;
         // Stripe moved on (renewed, ended, failed a payment) or still holds
         // what is stored (its renewal is late): either way it is stored now.
         let moved_on = state_of(&subscription, row.user_id.as_ref()).differs_from(&row);

@@ -14,40 +14,58 @@ use futures_util::future::{select, Either};
 
 use super::catchup::{self, Since};
 use super::{drift, Billing};
-use crate::db::{DbError, OpenTransaction};
+use crate::db::DbError;
 use crate::metrics::RunOutcome;
 
 /// An arbitrary constant naming the healing task's advisory lock.
 const HEALING_LOCK: i64 = 0x6269_6c6c_6865_616c; // "billheal"
 
-/// The healing lock, held by an open transaction on the lock pool (the run
-/// waits on Stripe) until released or dropped (rolled back).
-pub struct HealingLock(OpenTransaction);
+/// The healing lock: a session-level advisory lock on a connection of its
+/// own, outside both pools, so a run of any length takes no place that
+/// requests, customer creations or re-reads need. Closing the connection
+/// (release, or the process dying) releases it.
+pub struct HealingLock {
+    conn: diesel::PgConnection,
+    pool: crate::db::PgPool,
+}
 
 impl HealingLock {
     /// The lock, or `None` when another instance (or command) holds it.
     pub async fn try_acquire(billing: &Billing) -> Result<Option<Self>, DbError> {
-        let mut tx = OpenTransaction::begin(&billing.locks).await?;
-        let locked: bool = tx
-            .run(|conn| {
+        let conn = billing.pool.connect_apart().await?;
+        let (conn, locked) = billing
+            .pool
+            .run_apart(conn, |conn| {
                 diesel::select(
-                    diesel::dsl::sql::<Bool>("pg_try_advisory_xact_lock(")
+                    diesel::dsl::sql::<Bool>("pg_try_advisory_lock(")
                         .bind::<BigInt, _>(HEALING_LOCK)
                         .sql(")"),
                 )
-                .get_result(conn)
+                .get_result::<bool>(conn)
             })
             .await?;
-        if locked {
-            return Ok(Some(Self(tx)));
-        }
-        let _ = tx.rollback().await;
-        Ok(None)
+        Ok(locked.then(|| Self {
+            conn,
+            pool: billing.pool.clone(),
+        }))
     }
 
+    /// Gives the lock back and closes its connection.
     pub async fn release(self) {
-        if let Err(e) = self.0.rollback().await {
-            log::warn!("releasing the healing lock failed (the connection is discarded): {e}");
+        let unlocked = self
+            .pool
+            .run_apart(self.conn, |conn| {
+                diesel::select(
+                    diesel::dsl::sql::<Bool>("pg_advisory_unlock(")
+                        .bind::<BigInt, _>(HEALING_LOCK)
+                        .sql(")"),
+                )
+                .get_result::<bool>(conn)
+            })
+            .await;
+        // Either way the connection is closed here, and its session's locks with it.
+        if let Err(e) = unlocked {
+            log::warn!("releasing the healing lock failed (its connection is closed): {e}");
         }
     }
 }
@@ -68,9 +86,11 @@ pub(crate) fn spawn(billing: Billing, interval: Option<Duration>) {
     // A plain tokio task, as the sweep's (see `sweep::spawn`).
     tokio::spawn(async move {
         loop {
+            // Read before the run, so an advance during it starts the next one.
+            let seen = billing.clock.offset_secs();
             heal_once(&billing).await;
             let tick = Box::pin(tokio::time::sleep(interval));
-            let advanced = Box::pin(billing.clock.advanced());
+            let advanced = Box::pin(billing.clock.advanced_since(seen));
             if let Either::Right(_) = select(tick, advanced).await {
                 log::debug!("billing clock advanced: catching up and checking for drift now");
             }

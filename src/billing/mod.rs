@@ -90,6 +90,9 @@ pub struct Billing {
     pub client_reference: reference::ReferenceKey,
     /// What the catch-up and drift check may spend on Stripe reads.
     pub read_budget: Arc<ReadBudget>,
+    /// How far back a catch-up lists: Stripe's 30 days, or
+    /// `EVENT_RETENTION_DAYS` if shorter (older ids may have been pruned).
+    pub catchup_reach: chrono::Duration,
 }
 
 impl Billing {

@@ -27,12 +27,15 @@ pub(crate) fn spawn(billing: Billing) {
     // A plain tokio task (not actix's thread-local spawn): `Application::build`
     // runs under actix's runtime in `main` and under a bare tokio one in tests.
     tokio::spawn(async move {
+        let mut seen = billing.clock.offset_secs();
         loop {
             let tick = Box::pin(tokio::time::sleep(SWEEP_INTERVAL));
-            let advanced = Box::pin(billing.clock.advanced());
+            let advanced = Box::pin(billing.clock.advanced_since(seen));
             if let Either::Right(_) = select(tick, advanced).await {
                 log::debug!("billing clock advanced: sweeping grace periods now");
             }
+            // Read before the sweep, so an advance during it starts the next one.
+            seen = billing.clock.offset_secs();
             match sweep_once(&billing).await {
                 Ok(0) => {}
                 Ok(n) => {

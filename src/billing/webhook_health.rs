@@ -3,9 +3,9 @@
 //! `billing_portal_webhook_last_verified_delivery_age_seconds` gauge), and the alarm raised when
 //! deliveries have failed for [`WINDOW_SECS`] because their signature matches no configured
 //! secret, with none verified in that time (a signing secret rolled on one side only). The
-//! failures must span the window: one request with a made-up signature on a quiet instance is
-//! not ten minutes of failing deliveries, while Stripe retries a refused delivery within that
-//! time and keeps sending new ones.
+//! failures must span the window and number at least [`MIN_REFUSALS`]: a request or two with a
+//! made-up signature on a quiet instance are not ten minutes of failing deliveries, while Stripe
+//! retries each refused delivery and keeps sending new ones.
 //!
 //! Only [`SignatureError::NoMatchingSignature`] counts towards the alarm: Stripe always sends a
 //! well-formed `Stripe-Signature`, so a missing or malformed one is someone else, and a timestamp
@@ -25,6 +25,9 @@ use crate::stripe::signature::SignatureError;
 /// How long without a verified delivery, while deliveries are refused for their signature,
 /// before the alarm: ten minutes.
 pub const WINDOW_SECS: i64 = 600;
+
+/// How many deliveries must have been refused, over at least the window, before the alarm.
+pub const MIN_REFUSALS: u64 = 3;
 
 /// What a delivery changed, for the caller to log once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +96,7 @@ impl WebhookHealth {
         let first = *state.first_refused.get_or_insert(at);
         let window = TimeDelta::seconds(WINDOW_SECS);
         let verified_within = state.last_verified.is_some_and(|last| at - last <= window);
-        if verified_within || state.alarmed || at - first < window {
+        if verified_within || state.alarmed || at - first < window || state.refused < MIN_REFUSALS {
             return Change::None;
         }
         state.alarmed = true;
@@ -205,21 +208,23 @@ mod tests {
     fn a_verified_delivery_ends_the_alarm_once_and_a_new_one_needs_ten_more_minutes() {
         let health = WebhookHealth::new();
         health.refused(at(0), &MISMATCH);
+        health.refused(at(1), &MISMATCH);
         assert!(alarmed(&health.refused(at(WINDOW_SECS), &MISMATCH)));
 
         let recovered = health.verified(at(WINDOW_SECS + 2));
         let again = health.verified(at(WINDOW_SECS + 3));
         let soon = health.refused(at(WINDOW_SECS + 4), &MISMATCH);
+        health.refused(at(WINDOW_SECS + 5), &MISMATCH);
         let late = health.refused(at(2 * WINDOW_SECS + 4), &MISMATCH);
 
-        assert_eq!(recovered, Change::Recovered { refused: 2 });
+        assert_eq!(recovered, Change::Recovered { refused: 3 });
         assert_eq!(again, Change::None);
         assert_eq!(soon, Change::None);
         assert_eq!(
             late,
             Change::Alarm {
                 last_verified: Some(at(WINDOW_SECS + 3)),
-                refused: 2
+                refused: 3
             }
         );
     }
@@ -240,7 +245,18 @@ mod tests {
 
         assert!(changes.iter().all(|c| *c == Change::None), "{changes:?}");
         health.refused(at(WINDOW_SECS * 6), &MISMATCH);
+        health.refused(at(WINDOW_SECS * 6 + 1), &MISMATCH);
         assert!(alarmed(&health.refused(at(WINDOW_SECS * 7), &MISMATCH)));
+    }
+
+    #[test]
+    fn two_made_up_signatures_ten_minutes_apart_on_a_quiet_instance_raise_nothing() {
+        let health = WebhookHealth::new();
+
+        let first = health.refused(at(0), &MISMATCH);
+        let second = health.refused(at(WINDOW_SECS + 1), &MISMATCH);
+
+        assert_eq!((first, second), (Change::None, Change::None));
     }
 
     #[test]

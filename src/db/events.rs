@@ -93,7 +93,8 @@ pub fn claim_catchup_since(
 /// Records a completed run that listed everything created from `from` on:
 /// the next run starts at `next`, unless this run began after the point in
 /// force (a `--since` run over a later range leaves the gap before it to the
-/// next run) or the point in force is already later.
+/// next run). `next` may be earlier than the point in force (one a clock
+/// that ran ahead recorded): this run covered everything from `from`.
 pub fn complete_catchup(
     conn: &mut PgConnection,
     from: DateTime<Utc>,
@@ -109,9 +110,9 @@ pub fn complete_catchup(
                 "CASE WHEN next_since >= ",
             )
             .bind::<diesel::sql_types::Timestamptz, _>(from)
-            .sql(" THEN GREATEST(next_since, ")
+            .sql(" THEN ")
             .bind::<diesel::sql_types::Timestamptz, _>(next)
-            .sql(") ELSE next_since END")),
+            .sql(" ELSE next_since END")),
             dsl::finished_at.eq(finished_at),
             dsl::applied.eq(applied),
         ))

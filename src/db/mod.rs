@@ -46,6 +46,9 @@ pub(crate) type PgPooled = PooledConnection<PgManager>;
 pub struct PgPool {
     pool: Pool<PgManager>,
     gate: Arc<Semaphore>,
+    /// What [`PgPool::connect_apart`] connects to (the pool's own URL, which
+    /// may hold a password: never logged).
+    url: Arc<str>,
     /// `DATABASE_CONNECT_TIMEOUT_SECS`: the longest wait for a connection.
     wait: Duration,
     /// `DATABASE_STATEMENT_TIMEOUT_MS`: what Postgres allows a statement.
@@ -133,6 +136,43 @@ impl PgPool {
                 left, self.wait, self.statement_timeout
             ))),
         }
+    }
+
+    /// A connection of its own, outside the pool and its gate, with the
+    /// pool's session settings: for a session-level lock held for minutes
+    /// (the healing task's), which must not take a place work needs.
+    pub(crate) async fn connect_apart(&self) -> Result<PgConnection, DbError> {
+        let (url, timeout) = (self.url.clone(), self.statement_timeout);
+        let deadline = Instant::now() + self.wait + self.wait;
+        self.finish_by(deadline, move || {
+            let mut conn = PgConnection::establish(&url)
+                .map_err(|e| DbError::Unavailable(format!("cannot connect to Postgres: {e}")))?;
+            diesel::sql_query(format!("SET statement_timeout = {}", timeout.as_millis()))
+                .execute(&mut conn)
+                .map_err(|e| DbError::Unavailable(format!("cannot set up a connection: {e}")))?;
+            Ok(conn)
+        })
+        .await?
+    }
+
+    /// Runs blocking work on a connection of its own ([`PgPool::connect_apart`]),
+    /// bounded like a pooled step.
+    pub(crate) async fn run_apart<T, F>(
+        &self,
+        mut conn: PgConnection,
+        f: F,
+    ) -> Result<(PgConnection, T), DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (conn, result) = self
+            .finish_by(self.step_deadline(), move || {
+                let result = f(&mut conn);
+                (conn, result)
+            })
+            .await?;
+        Ok((conn, result?))
     }
 
     /// Runs `f` on a pooled connection and hands back the connection with
@@ -443,8 +483,9 @@ pub fn build_lock_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 }
 
 fn pool_of(settings: &DatabaseSettings, size: u32, min_idle: u32) -> anyhow::Result<PgPool> {
+    let manager_url = connection_url(settings);
     let manager = PgManager {
-        url: connection_url(settings),
+        url: manager_url.clone(),
     };
     let pool = Pool::builder()
         .max_size(size)
@@ -463,6 +504,7 @@ fn pool_of(settings: &DatabaseSettings, size: u32, min_idle: u32) -> anyhow::Res
             )
         })?;
     Ok(PgPool {
+        url: Arc::from(manager_url.as_str()),
         gate: Arc::new(Semaphore::new(size as usize)),
         wait: settings.connect_timeout,
         statement_timeout: settings.statement_timeout,

@@ -101,6 +101,7 @@ impl Application {
                 settings.stripe.webhook_tolerance_secs,
             ),
             demo,
+            production: settings.app_env == AppEnv::Production,
         });
         sweep::spawn(state.billing.clone());
         healing::spawn(state.billing.clone(), settings.stripe.catchup_interval);

@@ -39,6 +39,8 @@ pub struct AppState {
     pub(crate) webhook_verifier: WebhookVerifier,
     /// Demo mode (the emulator runs): the page offers demo sign-in.
     pub(crate) demo: bool,
+    /// `APP_ENV=production`: `/` is a 404 instead of leading to the page.
+    pub(crate) production: bool,
 }
 
 /// Portal requests carry at most a tiny JSON body.
@@ -67,6 +69,7 @@ endpoints! {
     status::billing_status,
     webhooks::stripe_webhook,
     page::billing_page,
+    page::root,
     page::billing_css,
     page::billing_js,
     health::healthz,

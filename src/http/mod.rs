@@ -144,7 +144,10 @@ pub(crate) fn configure_metrics_listener(cfg: &mut web::ServiceConfig) {
 }
 
 /// Makes the errors actix answers by itself (a body over the limit, an
-/// unreadable body) JSON like every other error; ours already are.
+/// unreadable body) JSON like every other error; ours already are. An HTML
+/// error page is left as it is: only the emulator's hosted portal renders one
+/// (an expired session, with its way back to the app), for a person in a
+/// browser, as Stripe's own hosted pages do.
 pub(crate) fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(to_json_error)
 }
@@ -152,11 +155,10 @@ pub(crate) fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
 fn to_json_error<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    let is_json_or_page = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
+    if is_json_or_page {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();

@@ -793,3 +793,60 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
     );
     browser.close().await;
 }
+
+// --- The emulator's hosted portal (issue 17).
+
+/// A portal session for `user` on an emulated app, opened through the API.
+#[cfg(feature = "emulator")]
+async fn emulated_portal_url(app: &TestApp, user: &str) -> String {
+    let response = app.create_portal(&token_for(user, None)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["data"]["portalUrl"].as_str().unwrap().to_string()
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn an_expired_portal_session_shows_a_page_whose_return_link_leads_to_the_billing_page() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let url = emulated_portal_url(&app, "user_1").await;
+    advance_billing_clock(&app.client, &app.address, 6 * 60).await;
+
+    browser.client.goto(&url).await.unwrap();
+
+    let page = browser.text("main").await;
+    assert!(page.contains("expired"), "{page}");
+    assert!(!page.contains("\"message\""), "{page}");
+    browser.screenshot("portal-expired").await;
+    click(&browser, "#return-to-app").await;
+    let billing = app.url("/settings/billing");
+    assert_eq!(browser.url_once_it_is(&billing).await, billing);
+    browser.wait_for_state("signed-out").await;
+    browser.close().await;
+}
+
+/// `PORT=8095 cargo run`, no `APP_BASE_URL`: "Return to app" comes back to that port.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn on_another_port_the_portals_return_link_comes_back_to_that_port() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|vars| {
+        vars.remove("APP_BASE_URL");
+    })
+    .await;
+    let port = app.address.rsplit(':').next().unwrap().to_string();
+    let url = emulated_portal_url(&app, "user_1").await;
+
+    browser.client.goto(&url).await.unwrap();
+    click(&browser, "#return-to-app").await;
+
+    let billing = format!("http://localhost:{port}/settings/billing");
+    assert_eq!(browser.url_once_it_is(&billing).await, billing);
+    browser.wait_for_state("signed-out").await;
+    browser.close().await;
+}

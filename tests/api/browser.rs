@@ -850,3 +850,73 @@ async fn on_another_port_the_portals_return_link_comes_back_to_that_port() {
     browser.wait_for_state("signed-out").await;
     browser.close().await;
 }
+
+/// Whether the page now shown scrolls sideways: `(scrollWidth, clientWidth)`.
+#[cfg(feature = "emulator")]
+async fn horizontal_extent(browser: &Browser) -> (i64, i64) {
+    let widths: Value = browser
+        .client
+        .execute(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap())
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn the_emulator_portal_fits_a_320_pixel_wide_screen() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    emulated_portal_url(&app, "user_1").await;
+    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
+    let (status, sub) = emulator_post(
+        &app,
+        "subscriptions",
+        &[
+            ("customer", &customer),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+    // A renewal: two invoices, the widest rows the home page has.
+    advance_billing_clock(&app.client, &app.address, 32 * 86_400).await;
+    let url = emulated_portal_url(&app, "user_1").await;
+
+    browser.client.set_window_size(320, 800).await.unwrap();
+    let sub_id = sub["id"].as_str().unwrap();
+    for page in [
+        url.clone(),
+        format!("{url}/plan?subscription={sub_id}"),
+        format!("{url}/cancel?subscription={sub_id}"),
+        format!("{url}/payment-method"),
+        format!("{url}/address"),
+    ] {
+        browser.client.goto(&page).await.unwrap();
+        let (scroll, client) = horizontal_extent(&browser).await;
+        assert!(client <= 320, "the window is not 320 px wide: {client}");
+        assert!(
+            scroll <= client,
+            "{page}: horizontal scroll: {scroll} > {client}"
+        );
+    }
+    browser.client.goto(&url).await.unwrap();
+    let invoices = browser.text("section[aria-labelledby='ih']").await;
+    assert!(invoices.contains("Paid"), "{invoices}");
+    browser
+        .client
+        .execute(
+            "document.querySelector(\"section[aria-labelledby='ih']\").scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.screenshot("portal-320-invoices").await;
+    browser.close().await;
+}

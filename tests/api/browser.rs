@@ -2,9 +2,12 @@
 //! through chromedriver (WebDriver), against the real service and a fake
 //! Stripe on loopback. Screenshots go to `target/screenshots/`.
 //!
-//! Without Chromium these tests skip, saying so, unless
-//! `BROWSER_TESTS_REQUIRED=1` (set by `.ci/run`), where they fail instead.
+//! Without Chromium these tests skip, unless `BROWSER_TESTS_REQUIRED=1` (set
+//! by `.ci/run`), where they fail instead. A skipped test still counts as
+//! passed (libtest cannot mark a test skipped once it runs), so it says so in
+//! the test output: a `SKIPPED <test>: …` line, which `cargo test` shows.
 
+use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -52,13 +55,25 @@ fn installed(program: &str) -> bool {
 }
 
 impl Browser {
-    /// `None` (and a line saying why) when Chromium is absent outside CI.
+    /// `None` (and a line saying so in the test output) when Chromium is absent outside CI.
     async fn start() -> Option<Self> {
         if !installed("chromium") || !installed("chromedriver") {
             if std::env::var("BROWSER_TESTS_REQUIRED").is_ok_and(|v| v == "1") {
                 panic!("BROWSER_TESTS_REQUIRED=1 but chromium/chromedriver are not installed");
             }
-            eprintln!("skipping browser test: chromium and chromium-driver are not installed");
+            // libtest captures `eprintln!` and shows it only for a failed test: this
+            // test passes, so the line goes to the process's stderr itself, which the
+            // harness does not capture.
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a browser test")
+                .to_string();
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED {test}: chromium and chromedriver are not installed \
+                 (apt-get install chromium chromium-driver); with BROWSER_TESTS_REQUIRED=1 \
+                 (as in CI) this fails instead"
+            );
             return None;
         }
         let permit = BROWSERS.acquire().await.unwrap();
@@ -792,6 +807,56 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
         "applied"
     );
     browser.close().await;
+}
+
+// --- Skipped browser tests say so where people look: the test output (issue 17).
+
+/// Runs one browser test of this very test binary in a child process where chromium and
+/// chromedriver cannot be found: what `cargo test` shows for it, and whether it passed.
+fn run_without_chromium(test: &str, required: bool) -> (bool, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([test, "--exact", "--test-threads=1"])
+        // `which` itself is not found either: nothing is installed.
+        .env("PATH", "")
+        .env_remove("BROWSER_TESTS_REQUIRED");
+    if required {
+        command.env("BROWSER_TESTS_REQUIRED", "1");
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_browser_test_without_chromium_says_in_the_test_output_that_it_skipped() {
+    let test = "browser::an_unpaid_user_never_sees_the_button";
+
+    let (passed, output) = run_without_chromium(test, false);
+
+    assert!(passed, "{output}");
+    let said = output
+        .lines()
+        .find(|l| l.contains("SKIPPED"))
+        .unwrap_or_else(|| panic!("no SKIPPED line in what cargo test shows:\n{output}"));
+    assert!(said.contains(test), "{said}");
+    assert!(said.contains("chromium"), "{said}");
+    assert!(said.contains("BROWSER_TESTS_REQUIRED=1"), "{said}");
+}
+
+#[test]
+fn with_browser_tests_required_a_missing_chromium_fails_the_test() {
+    let (passed, output) =
+        run_without_chromium("browser::an_unpaid_user_never_sees_the_button", true);
+
+    assert!(!passed, "{output}");
+    assert!(output.contains("BROWSER_TESTS_REQUIRED=1"), "{output}");
 }
 
 // --- The emulator's hosted portal (issue 17).

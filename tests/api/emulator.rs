@@ -197,8 +197,20 @@ async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
         None,
     )
     .await;
-    // The first deliveries meet a database that is down and get 503.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The first delivery meets a database that is down and gets 503; waited for, not
+    // slept on, so that the retry is what this test sees on any machine.
+    let started = std::time::Instant::now();
+    while !app.get_text("/metrics").await.lines().any(|l| {
+        l.starts_with("billing_portal_http_requests_total")
+            && l.contains(r#"route="/webhooks/stripe""#)
+            && l.contains(r#"status="503""#)
+    }) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no delivery met the database down"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     proxy.restore();
 
     assert_eq!(status, 200);

@@ -362,11 +362,12 @@ async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
     app.wait_for_a_request_behind_the_lock().await;
 
     service.terminate();
-    // However long the signal takes to be handled: new connections end up refused.
+    // However long the signal takes to be handled: new connections end up refused (or
+    // closed unanswered, when the kernel still queued one on the closing listener).
     let started = Instant::now();
-    let refused = loop {
+    loop {
         match app.client.get(format!("{base}/healthz")).send().await {
-            Err(refused) => break refused,
+            Err(_) => break,
             Ok(answered) => assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "new connections are still served after SIGTERM: {}",
@@ -374,7 +375,7 @@ async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
             ),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
     blocker.release();
     let answered = in_flight.await.unwrap();
     let started = Instant::now();
@@ -389,7 +390,6 @@ async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    assert!(refused.is_connect(), "{refused}");
     assert_eq!(answered.unwrap(), 200);
     assert_eq!(app.event_outcome("evt_1"), "applied");
     assert!(app.user("user_1").unwrap().paid);

@@ -215,6 +215,24 @@ impl Browser {
             .unwrap()
     }
 
+    /// The page's URL without its query and fragment once that equals `expected`, or
+    /// whatever it is after 10 s.
+    #[cfg(feature = "emulator")]
+    async fn page_once_it_is(&self, expected: &str) -> String {
+        let mut page = String::new();
+        for _ in 0..100 {
+            let mut url = self.client.current_url().await.unwrap();
+            url.set_query(None);
+            url.set_fragment(None);
+            page = url.to_string();
+            if page == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        page
+    }
+
     /// The page's URL once it equals `expected`, or whatever it is after 10 s.
     async fn url_once_it_is(&self, expected: &str) -> String {
         let mut url = String::new();
@@ -888,7 +906,7 @@ async fn an_expired_portal_session_shows_a_page_whose_return_link_leads_to_the_b
     browser.screenshot("portal-expired").await;
     click(&browser, "#return-to-app").await;
     let billing = app.url("/settings/billing");
-    assert_eq!(browser.url_once_it_is(&billing).await, billing);
+    assert_eq!(browser.page_once_it_is(&billing).await, billing);
     browser.wait_for_state("signed-out").await;
     browser.close().await;
 }
@@ -911,7 +929,7 @@ async fn on_another_port_the_portals_return_link_comes_back_to_that_port() {
     click(&browser, "#return-to-app").await;
 
     let billing = format!("http://localhost:{port}/settings/billing");
-    assert_eq!(browser.url_once_it_is(&billing).await, billing);
+    assert_eq!(browser.page_once_it_is(&billing).await, billing);
     browser.wait_for_state("signed-out").await;
     browser.close().await;
 }

@@ -1,5 +1,6 @@
-//! Settings: the defaults in [`SETTINGS`], then `config/{APP_ENV}.toml`, then
-//! the environment variables of the same names (environment wins).
+//! Settings: the defaults in [`SETTINGS`], then `config/{APP_ENV}.toml` (compiled into
+//! the binary: editing one takes a rebuild), then the environment variables of the same
+//! names (environment wins).
 //!
 //! [`SETTINGS`] is the one list of configuration variables: start-up loading
 //! reads exactly those, and a test checks that README.md's configuration table
@@ -8,13 +9,17 @@
 //! Secrets (`STRIPE_SECRET_KEY`, `STRIPE_WEBHOOK_SECRET`, `AUTH_JWT_SECRET`) come
 //! from the environment only, are held as [`SecretString`] so they never print,
 //! and are refused if a config file tries to set them. Validation reports every
-//! problem at once, each naming its variable: `APP_ENV=production` refuses a
-//! missing secret, a development default or an obviously weak one, and an
-//! insecure `APP_BASE_URL`; the other environments refuse a live Stripe key.
+//! problem at once, each naming its variable, a value of the wrong type among them:
+//! every environment refuses a Stripe key or webhook secret of the wrong kind (saying
+//! which kind it is); `APP_ENV=production` refuses a missing secret, a development
+//! default or an obviously weak one, and a missing or insecure `APP_BASE_URL`; the
+//! other environments refuse a live Stripe key.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use config::{Config, File, FileFormat};
+use config::builder::DefaultState;
+use config::{Config, ConfigBuilder, File, FileFormat};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -100,14 +105,14 @@ pub const SETTINGS: &[Setting] = &[
         "listen address (`0.0.0.0` in `config/production.toml`)"),
     file_or_env("PORT", Some("8080"),
         "listen port"),
-    file_or_env("APP_BASE_URL", Some("http://localhost:8080"),
-        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH` + `?from=portal`; `https://` in production"),
+    file_or_env("APP_BASE_URL", None,
+        "public origin of your app; the portal's return URL is this + `PORTAL_RETURN_PATH` + `?from=portal`; unset: this service's own origin, `http://localhost:` and the port it listens on (warned about outside production when it names localhost on another port); required in production, `https://`"),
     file_or_env("PORTAL_RETURN_PATH", Some("/settings/billing"),
         "where Stripe sends the user back, with `from=portal` added to the query: the Billing Settings page then re-reads the subscription from Stripe"),
     file_or_env("TRUSTED_PROXIES", None,
         "comma-separated IPs or CIDR ranges (`10.0.0.0/8`) of your reverse proxies: only from these peers do `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` name this service's public origin for the cross-site check; from anyone else they are ignored"),
     secret_env("STRIPE_SECRET_KEY",
-        "`sk_test_…` or `sk_live_…` (a live key only with `APP_ENV=production`); unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
+        "`sk_test_…` or `sk_live_…`, or a restricted `rk_test_…` / `rk_live_…` (a live key only with `APP_ENV=production`, a test key there is warned about; any other kind of key is refused, saying which kind it is); unset outside production starts the local Stripe emulator; required in production and in builds without the `emulator` feature"),
     env_only("EMULATOR_ALLOW_PUBLIC", Some("false"),
         "`true` lets the local Stripe emulator (no `STRIPE_SECRET_KEY`) listen on a non-loopback `HOST`; it takes any key and its demo signs in anyone, so without this such a `HOST` refuses to start"),
     file_or_env("STRIPE_API_BASE", None,
@@ -115,7 +120,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("STRIPE_TIMEOUT_SECS", Some("10"),
         "Stripe client timeout per request, 1 to 10"),
     secret_env("STRIPE_WEBHOOK_SECRET",
-        "`whsec_…`; several, comma separated, while a secret is rolled"),
+        "`whsec_…` (anything else is refused); several, comma separated, while a secret is rolled"),
     env_only("STRIPE_WEBHOOK_SECRET_FILE", None,
         "a file holding the `whsec_…` secret, read when `STRIPE_WEBHOOK_SECRET` is unset"),
     file_or_env("STRIPE_WEBHOOK_TOLERANCE_SECS", Some("300"),
@@ -178,15 +183,14 @@ pub enum AppEnv {
 }
 
 impl AppEnv {
-    fn parse(s: &str) -> Result<Self, ConfigError> {
+    fn parse(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "development" | "dev" | "local" => Ok(Self::Development),
             "test" => Ok(Self::Test),
             "production" | "prod" => Ok(Self::Production),
-            other => Err(ConfigError::Invalid {
-                key: "APP_ENV",
-                reason: format!("`{other}` is not one of development, test, production"),
-            }),
+            other => Err(format!(
+                "`{other}` is not one of development, test, production"
+            )),
         }
     }
 
@@ -201,8 +205,6 @@ impl AppEnv {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {key} is invalid: {reason}")]
-    Invalid { key: &'static str, reason: String },
     #[error("configuration: {0}")]
     Load(String),
     /// Every problem validation found, each naming its variable, so that one start
@@ -295,11 +297,88 @@ fn parse_trusted_proxies(value: Option<&str>) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
+/// [`Raw`] from the built `config`. A value of the wrong type is a problem of its own (the
+/// `config` crate stops at the first one): its setting's default stands in and the rest is
+/// read again, so every such value is reported, each under its variable's name.
+fn read_raw(
+    mut builder: ConfigBuilder<DefaultState>,
+    mut config: Config,
+    problems: &mut Problems,
+) -> Result<Raw, ConfigError> {
+    let mut replaced = Vec::new();
+    loop {
+        let error = match config.try_deserialize::<Raw>() {
+            Ok(raw) => return Ok(raw),
+            Err(error) => error,
+        };
+        let load = || ConfigError::Load(error.to_string());
+        let (key, what) = type_error(&error).ok_or_else(load)?;
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.in_files && s.name.eq_ignore_ascii_case(&key))
+            .ok_or_else(load)?;
+        // A default of the wrong type would come back for ever: a bug here, not a setting.
+        let default = setting
+            .default
+            .filter(|_| !replaced.contains(&setting.name))
+            .ok_or_else(load)?;
+        problems.invalid(setting.name, what);
+        replaced.push(setting.name);
+        builder = builder
+            .set_override(key, default)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config = builder
+            .clone()
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+    }
+}
+
+/// The key a type error is about, and what its setting takes, in words.
+fn type_error(error: &config::ConfigError) -> Option<(String, String)> {
+    let (key, inner) = match error {
+        config::ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => (key, error.as_ref()),
+        config::ConfigError::Type { key: Some(key), .. } => (key, error),
+        _ => return None,
+    };
+    let config::ConfigError::Type {
+        unexpected,
+        expected,
+        ..
+    } = inner
+    else {
+        return None;
+    };
+    // `unexpected` reads `string "abc"` or ``64-bit integer `70000` ``.
+    let takes = if *expected == "a boolean" {
+        "true or false".to_string()
+    } else if expected.contains("integer") {
+        // Every numeric setting counts something: none is negative.
+        let most = if expected.contains("16 bit") {
+            " and at most 65535"
+        } else if expected.contains("32 bit") {
+            " and at most 4294967295"
+        } else {
+            ""
+        };
+        format!("a whole number, 0 or more{most}")
+    } else {
+        (*expected).to_string()
+    };
+    Some((key.clone(), format!("must be {takes}, not {unexpected}")))
+}
+
 /// The settings read from the environment only (secrets, and what a config
 /// file must not switch on), as [`Settings::validate`] receives them.
 struct EnvOnly {
     stripe_secret_key: Option<SecretString>,
-    webhook_secret: Option<String>,
+    /// The webhook secret(s), and the variable they came from (`STRIPE_WEBHOOK_SECRET`, or
+    /// `STRIPE_WEBHOOK_SECRET_FILE` naming the file that holds them).
+    webhook_secret: Option<(&'static str, String)>,
     jwt_secret: Option<SecretString>,
     emulator_allow_public: Option<String>,
     client_reference_secret: Option<SecretString>,
@@ -324,7 +403,7 @@ struct Raw {
     database_statement_timeout_ms: u64,
     host: String,
     port: u16,
-    app_base_url: String,
+    app_base_url: Option<String>,
     portal_return_path: String,
     trusted_proxies: Option<String>,
     stripe_api_base: Option<String>,
@@ -350,8 +429,11 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub host: String,
     pub port: u16,
-    /// Public origin of the app, without a trailing slash.
+    /// Public origin of the app, without a trailing slash: `APP_BASE_URL`, else this
+    /// service's own origin (see [`Settings::listening_on`]).
     pub app_base_url: String,
+    /// Whether `APP_BASE_URL` set `app_base_url` (else it follows the listener).
+    pub app_base_url_configured: bool,
     pub portal_return_path: String,
     /// The reverse proxies whose forwarded headers are believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<IpNet>,
@@ -431,6 +513,10 @@ impl Settings {
 
     /// Settings from any variable lookup (tests pass a map), layered over the
     /// config files embedded in the binary, so a deployed binary needs no files.
+    ///
+    /// Every problem is collected before anything is refused, so that one start reports
+    /// them all: a value of the wrong type (`PORT=abc`) is one problem among the others,
+    /// its default standing in while the rest is read and checked.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |key: &str| {
             // Every variable read here is one SETTINGS lists (or a retired one), so the
@@ -441,19 +527,22 @@ impl Settings {
             );
             lookup(key).filter(|v| !v.trim().is_empty())
         };
+        let mut problems = Problems::default();
         for &(name, reason) in RETIRED {
             if var(name).is_some() {
-                return Err(ConfigError::Invalid {
-                    key: name,
-                    reason: reason.to_string(),
-                });
+                problems.refuse(name, reason);
             }
         }
         let app_env = AppEnv::parse(
             &var("APP_ENV")
                 .or_else(|| setting_named("APP_ENV").default.map(Into::into))
                 .unwrap_or_default(),
-        )?;
+        )
+        .unwrap_or_else(|reason| {
+            // Read on as in development, so that the other problems are found too.
+            problems.invalid("APP_ENV", reason);
+            AppEnv::Development
+        });
 
         let mut builder = Config::builder();
         for setting in SETTINGS.iter().filter(|s| s.in_files) {
@@ -472,6 +561,7 @@ impl Settings {
             }
         }
         let config = builder
+            .clone()
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         for setting in SETTINGS.iter().filter(|s| s.secret) {
@@ -479,34 +569,32 @@ impl Settings {
                 .get_string(&setting.name.to_ascii_lowercase())
                 .is_ok()
             {
-                return Err(ConfigError::Invalid {
-                    key: setting.name,
-                    reason: "is a secret and must come from the environment, not a config file"
-                        .into(),
-                });
+                problems.refuse(
+                    setting.name,
+                    "is a secret and must come from the environment, not a config file",
+                );
             }
         }
-        let raw: Raw = config
-            .try_deserialize()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let raw = read_raw(builder, config, &mut problems)?;
 
         let secret = |key: &str| var(key).map(SecretString::from);
         let webhook_secret = match (
             var("STRIPE_WEBHOOK_SECRET"),
             var("STRIPE_WEBHOOK_SECRET_FILE"),
         ) {
-            (Some(value), _) => Some(value),
+            (Some(value), _) => Some(("STRIPE_WEBHOOK_SECRET", value)),
             // docker compose: `stripe listen --print-secret` writes it to a
             // shared volume, so nobody copies it by hand.
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::Invalid {
-                        key: "STRIPE_WEBHOOK_SECRET_FILE",
-                        reason: format!("cannot read {path}: {e}"),
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(text) => Some(("STRIPE_WEBHOOK_SECRET_FILE", text.trim().to_string())),
+                Err(e) => {
+                    problems.invalid(
+                        "STRIPE_WEBHOOK_SECRET_FILE",
+                        format!("cannot read {path}: {e}"),
+                    );
+                    None
+                }
+            },
             (None, None) => None,
         };
         Self::validate(
@@ -520,10 +608,16 @@ impl Settings {
                 client_reference_secret: secret("CLIENT_REFERENCE_SECRET"),
                 metrics_token: secret("METRICS_TOKEN"),
             },
+            problems,
         )
     }
 
-    fn validate(app_env: AppEnv, raw: Raw, env: EnvOnly) -> Result<Self, ConfigError> {
+    fn validate(
+        app_env: AppEnv,
+        raw: Raw,
+        env: EnvOnly,
+        mut problems: Problems,
+    ) -> Result<Self, ConfigError> {
         let EnvOnly {
             stripe_secret_key,
             webhook_secret,
@@ -535,20 +629,23 @@ impl Settings {
         let production = app_env == AppEnv::Production;
         // Every problem is reported at once: one restart per problem is a slow way to
         // find five.
-        let mut problems = Problems::default();
 
-        let base = match Url::parse(&raw.app_base_url) {
-            Ok(base) if matches!(base.scheme(), "http" | "https") && base.host_str().is_some() => {
+        let base = match raw.app_base_url.as_deref().map(Url::parse) {
+            // Unset: this service's own origin, which [`Settings::listening_on`] settles.
+            None => None,
+            Some(Ok(base))
+                if matches!(base.scheme(), "http" | "https") && base.host_str().is_some() =>
+            {
                 Some(base)
             }
-            Ok(_) => {
+            Some(Ok(_)) => {
                 problems.invalid(
                     "APP_BASE_URL",
                     "must be an http(s) origin such as https://app.example.com",
                 );
                 None
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 problems.invalid("APP_BASE_URL", format!("not an absolute URL ({e})"));
                 None
             }
@@ -665,6 +762,7 @@ impl Settings {
                 None
             }
         });
+        let (webhook_source, webhook_secret) = webhook_secret.unzip();
         let webhook_secrets: Vec<SecretString> = webhook_secret
             .as_deref()
             .unwrap_or_default()
@@ -673,8 +771,23 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .map(SecretString::from)
             .collect();
+        let source = webhook_source.unwrap_or("STRIPE_WEBHOOK_SECRET");
+        for (i, secret) in webhook_secrets.iter().enumerate() {
+            if let Some(problem) = webhook_secret_problem(secret.expose_secret()) {
+                let entry = match webhook_secrets.len() {
+                    1 => String::new(),
+                    n => format!("entry {} of {n} ", i + 1),
+                };
+                problems.refuse(source, format!("{entry}{problem}"));
+            }
+        }
 
-        if !production
+        let key_problem = stripe_secret_key
+            .as_ref()
+            .and_then(|key| api_key_problem(key.expose_secret()));
+        if let Some(problem) = key_problem {
+            problems.refuse("STRIPE_SECRET_KEY", problem);
+        } else if !production
             && stripe_secret_key
                 .as_ref()
                 .is_some_and(|key| is_live_key(key.expose_secret()))
@@ -737,6 +850,13 @@ impl Settings {
                     "METRICS_ADDR",
                     "is not a loopback address and METRICS_TOKEN is not set (anyone who reaches \
                      it could read /metrics): set METRICS_TOKEN or listen on 127.0.0.1",
+                );
+            }
+            if raw.app_base_url.is_none() {
+                problems.unsafe_for_production(
+                    "APP_BASE_URL",
+                    "is not set: set the https:// origin of your app (Stripe sends users back \
+                     to it after the portal)",
                 );
             }
             if let Some(base) = &base {
@@ -806,7 +926,12 @@ impl Settings {
             },
             host: raw.host,
             port: raw.port,
-            app_base_url: raw.app_base_url.trim_end_matches('/').to_string(),
+            app_base_url_configured: raw.app_base_url.is_some(),
+            app_base_url: match &raw.app_base_url {
+                Some(url) => url.trim_end_matches('/').to_string(),
+                // Until the listener is bound (`listening_on`), the port asked for.
+                None => format!("http://localhost:{}", raw.port),
+            },
             portal_return_path: raw.portal_return_path,
             trusted_proxies,
             stripe: StripeSettings {
@@ -838,6 +963,34 @@ impl Settings {
                 token: metrics_token,
                 addr: metrics_addr,
             },
+        })
+    }
+
+    /// Settles what depends on the address the listener was bound to (`PORT=0` picks one):
+    /// without `APP_BASE_URL`, the app's origin is this service's own, so "Return to app"
+    /// comes back to the port it listens on. With one naming this machine on another port,
+    /// outside production, returns the warning start-up logs: it is right only when a proxy
+    /// or a published container port forwards that port here.
+    pub fn listening_on(&mut self, address: SocketAddr) -> Option<String> {
+        if !self.app_base_url_configured {
+            self.app_base_url = own_origin(address);
+            return None;
+        }
+        if self.app_env == AppEnv::Production {
+            return None;
+        }
+        let url = Url::parse(&self.app_base_url).ok()?;
+        let named = url.port_or_known_default()?;
+        (is_loopback(&url) && named != address.port()).then(|| {
+            format!(
+                "APP_BASE_URL={} names port {named}, but the service listens on port {} \
+                 (PORT): \"Return to app\" and Stripe's return URL lead to port {named}. Unset \
+                 APP_BASE_URL to use this service's own origin ({}), unless a proxy or a \
+                 published port forwards {named} here",
+                self.app_base_url,
+                address.port(),
+                own_origin(address),
+            )
         })
     }
 
@@ -967,6 +1120,58 @@ fn is_live_key(key: &str) -> bool {
 /// Whether `key` is a test-mode Stripe API key (secret or restricted).
 fn is_test_key(key: &str) -> bool {
     key.starts_with("sk_test_") || key.starts_with("rk_test_")
+}
+
+/// Where a Stripe account's API keys are.
+const API_KEYS_ARE: &str = "copy the secret key (sk_test_… in test mode, sk_live_… in live mode) \
+     from the Stripe Dashboard → Developers → API keys";
+
+/// Why `key` cannot be `STRIPE_SECRET_KEY`, if it cannot: the API takes secret (`sk_`) and
+/// restricted (`rk_`) keys, of either mode. Says what the value is instead, by its prefix
+/// alone: the key itself is never printed.
+fn api_key_problem(key: &str) -> Option<String> {
+    if is_live_key(key) || is_test_key(key) {
+        return None;
+    }
+    let what = if key.starts_with("pk_") {
+        "is a publishable key (pk_…), which only identifies your account to Stripe.js and \
+         cannot call the API"
+    } else if key.starts_with("whsec_") {
+        "is a webhook signing secret (whsec_…), which belongs in STRIPE_WEBHOOK_SECRET"
+    } else {
+        "is not a Stripe API key (those start with sk_test_, sk_live_, rk_test_ or rk_live_)"
+    };
+    Some(format!("{what}: {API_KEYS_ARE}"))
+}
+
+/// Why `secret` cannot be a webhook signing secret, if it cannot (they all start with
+/// `whsec_`). Says what it is instead, by its prefix alone.
+fn webhook_secret_problem(secret: &str) -> Option<String> {
+    if secret.starts_with("whsec_") {
+        return None;
+    }
+    let what = if ["sk_", "rk_"].iter().any(|p| secret.starts_with(p)) {
+        "is an API key (sk_…/rk_…), which belongs in STRIPE_SECRET_KEY"
+    } else if secret.starts_with("pk_") {
+        "is a publishable key (pk_…)"
+    } else {
+        "is not a webhook signing secret (those start with whsec_)"
+    };
+    Some(format!(
+        "{what}: set your endpoint's signing secret (whsec_…), from the Stripe Dashboard → \
+         Developers → Webhooks → the endpoint → Signing secret, or the one `stripe listen` prints"
+    ))
+}
+
+/// The origin a browser on this machine reaches the listener at: `localhost` for a loopback
+/// or wildcard address (the README's first link), else the address itself.
+fn own_origin(address: SocketAddr) -> String {
+    let ip = address.ip().to_canonical();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("http://localhost:{}", address.port())
+    } else {
+        format!("http://{}", SocketAddr::new(ip, address.port()))
+    }
 }
 
 /// Whether `url` names this machine (`localhost`, `127.0.0.0/8`, `[::1]`).
@@ -1478,6 +1683,263 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("METRICS_ADDR"), "{err}");
+    }
+
+    // --- every problem at once, type errors included (issue 17)
+
+    #[test]
+    fn values_of_the_wrong_type_are_reported_at_once_with_the_other_problems() {
+        let err = settings(&[
+            ("PORT", "abc"),
+            ("DATABASE_POOL_SIZE", "ten"),
+            ("STRIPE_WEBHOOK_REFETCH", "maybe"),
+            ("BILLING_PAST_DUE_GRACE_DAYS", "-1"),
+            ("STRIPE_TIMEOUT_SECS", "30"),
+            ("TRUSTED_PROXIES", "proxy.internal"),
+        ])
+        .unwrap_err()
+        .to_string();
+
+        for key in [
+            "PORT",
+            "DATABASE_POOL_SIZE",
+            "STRIPE_WEBHOOK_REFETCH",
+            "BILLING_PAST_DUE_GRACE_DAYS",
+            "STRIPE_TIMEOUT_SECS",
+            "TRUSTED_PROXIES",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(err.contains("6 problems"), "{err}");
+        // The variable's own name, never the config crate's lower-case key.
+        assert!(!err.contains("`port`"), "{err}");
+    }
+
+    #[test]
+    fn a_type_error_says_what_the_variable_takes() {
+        for (key, value, takes) in [
+            ("PORT", "abc", "whole number"),
+            ("PORT", "70000", "whole number"),
+            ("HTTP_MAX_CONNECTIONS", "lots", "whole number"),
+            (
+                "BILLING_COLLECTION_PAUSED_IS_PAID",
+                "sometimes",
+                "true or false",
+            ),
+        ] {
+            let err = settings(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={value}: {err}");
+            assert!(err.contains(value), "{key}={value}: {err}");
+            assert!(err.contains(takes), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn production_reports_type_errors_beside_its_missing_secrets() {
+        let err = settings(&[
+            ("APP_ENV", "production"),
+            ("PORT", "http"),
+            ("STRIPE_CATCHUP_INTERVAL_SECS", "5m"),
+        ])
+        .unwrap_err()
+        .to_string();
+
+        for key in [
+            "PORT",
+            "STRIPE_CATCHUP_INTERVAL_SECS",
+            "STRIPE_SECRET_KEY",
+            "STRIPE_WEBHOOK_SECRET",
+            "AUTH_JWT_SECRET",
+            "APP_BASE_URL",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(err.contains("6 problems"), "{err}");
+    }
+
+    #[test]
+    fn a_retired_flag_an_unreadable_secret_file_and_a_bad_value_are_reported_together() {
+        let err = settings(&[
+            ("BILLING_PAST_DUE_IS_PAID", "true"),
+            ("STRIPE_WEBHOOK_SECRET_FILE", "/nonexistent/whsec"),
+            ("PORT", "abc"),
+        ])
+        .unwrap_err()
+        .to_string();
+
+        for key in [
+            "BILLING_PAST_DUE_IS_PAID",
+            "STRIPE_WEBHOOK_SECRET_FILE",
+            "PORT",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        assert!(err.contains("3 problems"), "{err}");
+    }
+
+    // --- Stripe key formats
+
+    /// Each kind of value people paste into STRIPE_SECRET_KEY by mistake, and what the
+    /// refusal must call it.
+    const WRONG_API_KEYS: &[(&str, &str)] = &[
+        ("pk_test_51Hx0000000000", "publishable key"),
+        ("pk_live_51Hx0000000000", "publishable key"),
+        ("whsec_51Hx0000000000", "webhook signing secret"),
+        ("sk_51Hx0000000000", "not a Stripe API key"),
+        ("51Hx0000000000", "not a Stripe API key"),
+        ("Bearer sk_test_51Hx0000000000", "not a Stripe API key"),
+    ];
+
+    #[test]
+    fn a_stripe_api_key_of_the_wrong_kind_is_refused_saying_which_kind_it_is() {
+        for (key, kind) in WRONG_API_KEYS {
+            for vars in [
+                vec![("STRIPE_SECRET_KEY", *key)],
+                production_vars()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        if k == "STRIPE_SECRET_KEY" {
+                            (k, *key)
+                        } else {
+                            (k, v)
+                        }
+                    })
+                    .collect(),
+            ] {
+                let err = settings(&vars).unwrap_err().to_string();
+                assert!(err.contains("STRIPE_SECRET_KEY"), "{key}: {err}");
+                assert!(err.contains(kind), "{key}: {err}");
+                // Where the right one is.
+                assert!(err.contains("Developers → API keys"), "{key}: {err}");
+                assert!(
+                    !err.contains("51Hx"),
+                    "the key itself is never printed: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn secret_and_restricted_keys_of_either_mode_are_accepted_where_their_mode_is() {
+        for key in ["sk_test_51Hx0000000000", "rk_test_51Hx0000000000"] {
+            assert!(settings(&[("STRIPE_SECRET_KEY", key)]).is_ok(), "{key}");
+            let s = production_with("STRIPE_SECRET_KEY", key).unwrap();
+            let warnings = s.warnings().join("\n");
+            assert!(warnings.contains("STRIPE_SECRET_KEY"), "{key}: {warnings}");
+            assert!(warnings.contains("test-mode"), "{key}: {warnings}");
+        }
+        for key in ["sk_live_51Hx0000000000", "rk_live_51Hx0000000000"] {
+            assert!(production_with("STRIPE_SECRET_KEY", key).is_ok(), "{key}");
+            assert!(settings(&[("STRIPE_SECRET_KEY", key)]).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn every_webhook_secret_must_be_a_whsec_secret() {
+        for (value, entry, kind) in [
+            ("sk_test_51Hx0000000000", "", "API key"),
+            (
+                "whsec_new,pk_live_51Hx0000000000",
+                "entry 2",
+                "publishable key",
+            ),
+            (
+                "51Hx0000000000, whsec_old",
+                "entry 1",
+                "not a webhook signing secret",
+            ),
+        ] {
+            let err = settings(&[("STRIPE_WEBHOOK_SECRET", value)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("STRIPE_WEBHOOK_SECRET"), "{value}: {err}");
+            assert!(err.contains(entry), "{value}: {err}");
+            assert!(err.contains(kind), "{value}: {err}");
+            assert!(err.contains("whsec_"), "{value}: {err}");
+            assert!(!err.contains("51Hx"), "{err}");
+        }
+        let err = production_with("STRIPE_WEBHOOK_SECRET", "sk_live_51Hx0000000000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STRIPE_WEBHOOK_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_webhook_secret_file_holding_something_else_is_refused_naming_the_file_variable() {
+        let path = std::env::temp_dir().join(format!("not-whsec-{}", std::process::id()));
+        std::fs::write(&path, "sk_test_51Hx0000000000\n").unwrap();
+        let err = settings(&[("STRIPE_WEBHOOK_SECRET_FILE", path.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        std::fs::remove_file(&path).unwrap();
+
+        assert!(err.contains("STRIPE_WEBHOOK_SECRET_FILE"), "{err}");
+        assert!(err.contains("whsec_"), "{err}");
+        assert!(!err.contains("51Hx"), "{err}");
+    }
+
+    // --- APP_BASE_URL follows the listener (issue 17)
+
+    /// The page Stripe sends the user back to: the return URL without its query (which
+    /// may say where the user comes from).
+    fn return_page(s: &Settings) -> String {
+        let url = Url::parse(&s.portal_return_url()).unwrap();
+        format!("{}{}", url.origin().ascii_serialization(), url.path())
+    }
+
+    #[test]
+    fn without_app_base_url_the_return_url_is_on_the_port_the_service_listens_on() {
+        let s = settings(&[("PORT", "8095")]).unwrap();
+
+        assert_eq!(return_page(&s), "http://localhost:8095/settings/billing");
+        assert_eq!(s.app_origin(), "http://localhost:8095");
+    }
+
+    #[test]
+    fn without_app_base_url_the_bound_listener_settles_the_origin() {
+        for (host, bound, origin) in [
+            ("127.0.0.1", "127.0.0.1:41234", "http://localhost:41234"),
+            ("0.0.0.0", "0.0.0.0:8080", "http://localhost:8080"),
+            ("::1", "[::1]:8095", "http://localhost:8095"),
+            ("192.0.2.7", "192.0.2.7:8080", "http://192.0.2.7:8080"),
+        ] {
+            let mut s = settings(&[("HOST", host), ("PORT", "0")]).unwrap();
+
+            assert_eq!(s.listening_on(bound.parse().unwrap()), None, "{bound}");
+            assert_eq!(s.app_origin(), origin, "{bound}");
+            assert_eq!(return_page(&s), format!("{origin}/settings/billing"));
+        }
+    }
+
+    #[test]
+    fn an_app_base_url_on_another_local_port_is_warned_about_naming_both() {
+        let mut s = settings(&[("APP_BASE_URL", "http://localhost:8080")]).unwrap();
+
+        let warning = s.listening_on("127.0.0.1:8095".parse().unwrap()).unwrap();
+
+        for named in ["APP_BASE_URL=http://localhost:8080", "port 8095", "PORT"] {
+            assert!(warning.contains(named), "{named}: {warning}");
+        }
+        // Kept as set: a proxy may well forward that port here.
+        assert_eq!(return_page(&s), "http://localhost:8080/settings/billing");
+        for (base, bound) in [
+            ("http://localhost:8080", "127.0.0.1:8080"),
+            ("https://app.example.com", "127.0.0.1:8095"),
+            ("http://127.0.0.1:9000", "0.0.0.0:9000"),
+        ] {
+            let mut s = settings(&[("APP_BASE_URL", base)]).unwrap();
+            assert_eq!(s.listening_on(bound.parse().unwrap()), None, "{base}");
+        }
+        let mut s = settings(&[("APP_BASE_URL", "http://127.0.0.1:9000")]).unwrap();
+        assert!(s.listening_on("127.0.0.1:9001".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn production_requires_app_base_url() {
+        let err = production_error_without("APP_BASE_URL");
+
+        assert!(err.contains("APP_BASE_URL is not set"), "{err}");
+        assert!(err.contains("https://"), "{err}");
     }
 
     fn repository_file(name: &str) -> String {

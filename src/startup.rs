@@ -57,13 +57,17 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         for warning in settings.warnings() {
             warn!("{warning}");
         }
         let listener = TcpListener::bind((settings.host.as_str(), settings.port))
             .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
         let address = listener.local_addr()?;
+        // Without APP_BASE_URL, "Return to app" comes back to the port bound here.
+        if let Some(warning) = settings.listening_on(address) {
+            warn!("{warning}");
+        }
         refuse_public_development_defaults(&settings, address)?;
         let port = address.port();
         let clock = Clock::system();
@@ -97,6 +101,7 @@ impl Application {
                 settings.stripe.webhook_tolerance_secs,
             ),
             demo,
+            production: settings.app_env == AppEnv::Production,
         });
         sweep::spawn(state.billing.clone());
         healing::spawn(state.billing.clone(), settings.stripe.catchup_interval);

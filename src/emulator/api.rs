@@ -577,11 +577,13 @@ fn create_portal_session(
             }
         }
     };
+    let now = emu.now(state);
     let session = PortalSession {
         id: emu.new_id("bps"),
         customer,
         return_url: text(form, "return_url").unwrap_or_else(|| "/".into()),
-        created: emu.now(state),
+        created: now,
+        last_used: now,
         flow,
         configuration: text(form, "configuration").unwrap_or_else(|| "bpc_emulator_default".into()),
         locale: text(form, "locale"),

@@ -103,6 +103,8 @@ pub(crate) struct Mounted {
     /// demo: it never depends on how users reach the service.
     local_api_base: String,
     demo: web::Data<demo::Demo>,
+    /// The app's billing page, for the portal's pages that have no session to return from.
+    app_page: web::Data<portal::AppPage>,
 }
 
 impl Mounted {
@@ -148,6 +150,7 @@ impl Mounted {
             emulator,
             local_api_base,
             demo: web::Data::new(demo),
+            app_page: web::Data::new(portal::AppPage(settings.portal_return_url())),
         })
     }
 
@@ -165,6 +168,7 @@ impl Mounted {
         cfg.app_data(web::Data::new(self.emulator.clone()));
         cfg.service(
             web::scope("/stripe-emulator")
+                .app_data(self.app_page.clone())
                 .route("/v1/{path:.*}", web::route().to(api::handle))
                 .configure(portal::configure),
         );

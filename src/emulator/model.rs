@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
-/// Stripe's portal sessions expire after about five minutes.
+/// Stripe's portal sessions expire after about five minutes without a visit.
 pub(crate) const PORTAL_SESSION_TTL_SECS: i64 = 5 * 60;
 pub(crate) const DAY: i64 = 86_400;
 /// The API version events are rendered in: a clover-era version, where new
@@ -141,6 +141,9 @@ pub(crate) struct PortalSession {
     pub(crate) customer: String,
     pub(crate) return_url: String,
     pub(crate) created: i64,
+    /// The last visit of one of its pages: it expires
+    /// [`PORTAL_SESSION_TTL_SECS`] after that, as Stripe's does.
+    pub(crate) last_used: i64,
     pub(crate) flow: Option<(FlowKind, Option<String>)>,
     pub(crate) configuration: String,
     pub(crate) locale: Option<String>,

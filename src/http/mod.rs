@@ -40,6 +40,8 @@ pub struct AppState {
     pub(crate) webhook_verifier: WebhookVerifier,
     /// Demo mode (the emulator runs): the page offers demo sign-in.
     pub(crate) demo: bool,
+    /// `APP_ENV=production`: `/` is a 404 instead of leading to the page.
+    pub(crate) production: bool,
 }
 
 /// Portal requests carry at most a tiny JSON body.
@@ -69,6 +71,7 @@ endpoints! {
     status::billing_status,
     webhooks::stripe_webhook,
     page::billing_page,
+    page::root,
     page::billing_css,
     page::billing_js,
     health::healthz,
@@ -143,7 +146,10 @@ pub(crate) fn configure_metrics_listener(cfg: &mut web::ServiceConfig) {
 }
 
 /// Makes the errors actix answers by itself (a body over the limit, an
-/// unreadable body) JSON like every other error; ours already are.
+/// unreadable body) JSON like every other error; ours already are. An HTML
+/// error page is left as it is: only the emulator's hosted portal renders one
+/// (an expired session, with its way back to the app), for a person in a
+/// browser, as Stripe's own hosted pages do.
 pub(crate) fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(to_json_error)
 }
@@ -151,11 +157,10 @@ pub(crate) fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
 fn to_json_error<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    let is_json_or_page = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+    });
+    if is_json_or_page {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();

@@ -1,11 +1,13 @@
 //! `GET /settings/billing`: the Billing Settings page. Its HTML, CSS and
 //! JavaScript (`src/web/`) are embedded in the binary, so the page needs no
 //! build step and loads nothing from elsewhere; the Content-Security-Policy
-//! allows only this origin, and the page may not be framed.
+//! allows only this origin, and the page may not be framed. Outside
+//! production `GET /` leads to it, since `/` is where a newcomer first looks.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 
 const HTML: &str = include_str!("../web/billing.html");
@@ -44,6 +46,22 @@ pub(crate) async fn billing_page(state: web::Data<AppState>) -> HttpResponse {
         );
     }
     asset("text/html; charset=utf-8", HTML)
+}
+
+/// `/` outside production: the page, where `http://localhost:8080/` should lead a person
+/// trying the service. In production the service answers only the prefixes the app's
+/// domain proxies to it, so `/` stays the API's usual JSON 404 there.
+#[utoipa::path(get, path = "/", tag = "page", responses(
+    (status = 302, description = "Outside production: to the Billing Settings page",
+        headers(("Location" = String, description = "`/settings/billing`"))),
+    (status = 404, description = "In production", body = ErrorBody)))]
+pub(crate) async fn root(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.production {
+        return Err(ApiError::not_found());
+    }
+    Ok(HttpResponse::Found()
+        .insert_header((header::LOCATION, "/settings/billing"))
+        .finish())
 }
 
 /// The page with demo mode on, built once.

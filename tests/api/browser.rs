@@ -2,9 +2,12 @@
 //! through chromedriver (WebDriver), against the real service and a fake
 //! Stripe on loopback. Screenshots go to `target/screenshots/`.
 //!
-//! Without Chromium these tests skip, saying so, unless
-//! `BROWSER_TESTS_REQUIRED=1` (set by `.ci/run`), where they fail instead.
+//! Without Chromium these tests skip, unless `BROWSER_TESTS_REQUIRED=1` (set
+//! by `.ci/run`), where they fail instead. A skipped test still counts as
+//! passed (libtest cannot mark a test skipped once it runs), so it says so in
+//! the test output: a `SKIPPED <test>: …` line, which `cargo test` shows.
 
+use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -52,13 +55,25 @@ fn installed(program: &str) -> bool {
 }
 
 impl Browser {
-    /// `None` (and a line saying why) when Chromium is absent outside CI.
+    /// `None` (and a line saying so in the test output) when Chromium is absent outside CI.
     async fn start() -> Option<Self> {
         if !installed("chromium") || !installed("chromedriver") {
             if std::env::var("BROWSER_TESTS_REQUIRED").is_ok_and(|v| v == "1") {
                 panic!("BROWSER_TESTS_REQUIRED=1 but chromium/chromedriver are not installed");
             }
-            eprintln!("skipping browser test: chromium and chromium-driver are not installed");
+            // libtest captures `eprintln!` and shows it only for a failed test: this
+            // test passes, so the line goes to the process's stderr itself, which the
+            // harness does not capture.
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a browser test")
+                .to_string();
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED {test}: chromium and chromedriver are not installed \
+                 (apt-get install chromium chromium-driver); with BROWSER_TESTS_REQUIRED=1 \
+                 (as in CI) this fails instead"
+            );
             return None;
         }
         let permit = BROWSERS.acquire().await.unwrap();
@@ -198,6 +213,24 @@ impl Browser {
             .attr(name)
             .await
             .unwrap()
+    }
+
+    /// The page's URL without its query and fragment once that equals `expected`, or
+    /// whatever it is after 10 s.
+    #[cfg(feature = "emulator")]
+    async fn page_once_it_is(&self, expected: &str) -> String {
+        let mut page = String::new();
+        for _ in 0..100 {
+            let mut url = self.client.current_url().await.unwrap();
+            url.set_query(None);
+            url.set_fragment(None);
+            page = url.to_string();
+            if page == expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        page
     }
 
     /// The page's URL once it equals `expected`, or whatever it is after 10 s.
@@ -970,5 +1003,182 @@ async fn back_from_the_portal_the_page_shows_the_cancellation_at_once_without_a_
         "only the activation's update ever arrived"
     );
     browser.screenshot("refresh-returned").await;
+    browser.close().await;
+}
+
+// --- Skipped browser tests say so where people look: the test output (issue 17).
+
+/// Runs one browser test of this very test binary in a child process where chromium and
+/// chromedriver cannot be found: what `cargo test` shows for it, and whether it passed.
+fn run_without_chromium(test: &str, required: bool) -> (bool, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([test, "--exact", "--test-threads=1"])
+        // `which` itself is not found either: nothing is installed.
+        .env("PATH", "")
+        .env_remove("BROWSER_TESTS_REQUIRED");
+    if required {
+        command.env("BROWSER_TESTS_REQUIRED", "1");
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_browser_test_without_chromium_says_in_the_test_output_that_it_skipped() {
+    let test = "browser::an_unpaid_user_never_sees_the_button";
+
+    let (passed, output) = run_without_chromium(test, false);
+
+    assert!(passed, "{output}");
+    let said = output
+        .lines()
+        .find(|l| l.contains("SKIPPED"))
+        .unwrap_or_else(|| panic!("no SKIPPED line in what cargo test shows:\n{output}"));
+    assert!(said.contains(test), "{said}");
+    assert!(said.contains("chromium"), "{said}");
+    assert!(said.contains("BROWSER_TESTS_REQUIRED=1"), "{said}");
+}
+
+#[test]
+fn with_browser_tests_required_a_missing_chromium_fails_the_test() {
+    let (passed, output) =
+        run_without_chromium("browser::an_unpaid_user_never_sees_the_button", true);
+
+    assert!(!passed, "{output}");
+    assert!(output.contains("BROWSER_TESTS_REQUIRED=1"), "{output}");
+}
+
+// --- The emulator's hosted portal (issue 17).
+
+/// A portal session for `user` on an emulated app, opened through the API.
+#[cfg(feature = "emulator")]
+async fn emulated_portal_url(app: &TestApp, user: &str) -> String {
+    let response = app.create_portal(&token_for(user, None)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["data"]["portalUrl"].as_str().unwrap().to_string()
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn an_expired_portal_session_shows_a_page_whose_return_link_leads_to_the_billing_page() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let url = emulated_portal_url(&app, "user_1").await;
+    advance_billing_clock(&app.client, &app.address, 6 * 60).await;
+
+    browser.client.goto(&url).await.unwrap();
+
+    let page = browser.text("main").await;
+    assert!(page.contains("expired"), "{page}");
+    assert!(!page.contains("\"message\""), "{page}");
+    browser.screenshot("portal-expired").await;
+    click(&browser, "#return-to-app").await;
+    let billing = app.url("/settings/billing");
+    assert_eq!(browser.page_once_it_is(&billing).await, billing);
+    browser.wait_for_state("signed-out").await;
+    browser.close().await;
+}
+
+/// `PORT=8095 cargo run`, no `APP_BASE_URL`: "Return to app" comes back to that port.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn on_another_port_the_portals_return_link_comes_back_to_that_port() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|vars| {
+        vars.remove("APP_BASE_URL");
+    })
+    .await;
+    let port = app.address.rsplit(':').next().unwrap().to_string();
+    let url = emulated_portal_url(&app, "user_1").await;
+
+    browser.client.goto(&url).await.unwrap();
+    click(&browser, "#return-to-app").await;
+
+    let billing = format!("http://localhost:{port}/settings/billing");
+    assert_eq!(browser.page_once_it_is(&billing).await, billing);
+    browser.wait_for_state("signed-out").await;
+    browser.close().await;
+}
+
+/// Whether the page now shown scrolls sideways: `(scrollWidth, clientWidth)`.
+#[cfg(feature = "emulator")]
+async fn horizontal_extent(browser: &Browser) -> (i64, i64) {
+    let widths: Value = browser
+        .client
+        .execute(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap())
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn the_emulator_portal_fits_a_320_pixel_wide_screen() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    emulated_portal_url(&app, "user_1").await;
+    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
+    let (status, sub) = emulator_post(
+        &app,
+        "subscriptions",
+        &[
+            ("customer", &customer),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+    // A renewal: two invoices, the widest rows the home page has.
+    advance_billing_clock(&app.client, &app.address, 32 * 86_400).await;
+    let url = emulated_portal_url(&app, "user_1").await;
+
+    browser.client.set_window_size(320, 800).await.unwrap();
+    let sub_id = sub["id"].as_str().unwrap();
+    for page in [
+        url.clone(),
+        format!("{url}/plan?subscription={sub_id}"),
+        format!("{url}/cancel?subscription={sub_id}"),
+        format!("{url}/payment-method"),
+        format!("{url}/address"),
+    ] {
+        browser.client.goto(&page).await.unwrap();
+        let (scroll, client) = horizontal_extent(&browser).await;
+        assert!(client <= 320, "the window is not 320 px wide: {client}");
+        assert!(
+            scroll <= client,
+            "{page}: horizontal scroll: {scroll} > {client}"
+        );
+    }
+    browser.client.goto(&url).await.unwrap();
+    let invoices = browser.text("section[aria-labelledby='ih']").await;
+    assert!(invoices.contains("Paid"), "{invoices}");
+    browser
+        .client
+        .execute(
+            "document.querySelector(\"section[aria-labelledby='ih']\").scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.screenshot("portal-320-invoices").await;
     browser.close().await;
 }

@@ -203,8 +203,20 @@ async fn a_delivery_that_fails_is_retried_until_it_is_stored() {
         None,
     )
     .await;
-    // The first deliveries meet a database that is down and get 503.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The first delivery meets a database that is down and gets 503; waited for, not
+    // slept on, so that the retry is what this test sees on any machine.
+    let started = std::time::Instant::now();
+    while !app.get_text("/metrics").await.lines().any(|l| {
+        l.starts_with("billing_portal_http_requests_total")
+            && l.contains(r#"route="/webhooks/stripe""#)
+            && l.contains(r#"status="503""#)
+    }) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no delivery met the database down"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     proxy.restore();
 
     assert_eq!(status, 200);
@@ -354,4 +366,154 @@ async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkou
             == 1
     })
     .await;
+}
+
+// --- The hosted portal's sessions: a way back from every dead end, and a session
+// that lasts while it is used (issue 17).
+
+/// A new portal session's URL, for `user`.
+async fn portal_session(app: &TestApp, user: &str) -> String {
+    let response = app.create_portal(&token_for(user, None)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["data"]["portalUrl"].as_str().unwrap().to_string()
+}
+
+/// A portal page that is not there, as a browser gets it: its status, and its HTML.
+async fn dead_end(app: &TestApp, request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = response.text().await.unwrap();
+    assert!(
+        content_type.starts_with("text/html"),
+        "{content_type}: {html}"
+    );
+    assert!(!html.contains(r#""message""#), "{html}");
+    // In the emulator's style, with the way back to the app's billing page.
+    assert!(html.contains("Test mode: local Stripe emulator"), "{html}");
+    assert_eq!(return_link(&html), app.url("/settings/billing"), "{html}");
+    (status, html)
+}
+
+/// Where a portal page's "Return to app" leads, without its query (which may say where
+/// the user comes from).
+fn return_link(html: &str) -> String {
+    let href = html
+        .split_once(r#"id="return-to-app" href=""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .unwrap_or_else(|| panic!("no Return to app link: {html}"))
+        .0;
+    let url = url::Url::parse(&href.replace("&#38;", "&")).unwrap();
+    format!("{}{}", url.origin().ascii_serialization(), url.path())
+}
+
+#[actix_rt::test]
+async fn an_expired_portal_session_is_a_page_with_a_way_back_to_the_app() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let url = portal_session(&app, "user_1").await;
+
+    advance_billing_clock(&app.client, &app.address, 6 * 60).await;
+    let (status, html) = dead_end(&app, app.client.get(&url)).await;
+    let (action, _) = dead_end(
+        &app,
+        app.client
+            .post(format!("{url}/address"))
+            .form(&[("name", "Ada")]),
+    )
+    .await;
+
+    assert_eq!(status, 410);
+    assert_eq!(action, 410);
+    assert!(html.contains("expired"), "{html}");
+}
+
+#[actix_rt::test]
+async fn an_unknown_portal_session_is_a_page_with_a_way_back_to_the_app() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let url = app.url("/stripe-emulator/p/session/bps_no_such_session");
+
+    let (status, html) = dead_end(&app, app.client.get(&url)).await;
+    let (plan, _) = dead_end(
+        &app,
+        app.client.get(format!("{url}/plan?subscription=sub_1")),
+    )
+    .await;
+    let (invoice, _) = dead_end(
+        &app,
+        app.client
+            .get(app.url("/stripe-emulator/invoices/in_nope/pdf")),
+    )
+    .await;
+
+    assert_eq!((status, plan, invoice), (404, 404, 404));
+    assert!(html.contains("not valid"), "{html}");
+}
+
+/// Like Stripe's portal: the session lapses after five minutes without a visit, not five
+/// minutes after it was created while the customer is still in it. The emulator's test
+/// clock moves the time the portal reads; nothing sleeps.
+#[actix_rt::test]
+async fn a_portal_session_stays_valid_while_it_is_used_and_lapses_five_minutes_after_the_last_use()
+{
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let url = portal_session(&app, "user_1").await;
+
+    for minute in [4, 8, 12] {
+        advance_billing_clock(&app.client, &app.address, 4 * 60).await;
+        let page = app.client.get(&url).send().await.unwrap();
+        assert_eq!(
+            page.status(),
+            200,
+            "{minute} minutes after creation, in use"
+        );
+    }
+    // An action counts as use too.
+    advance_billing_clock(&app.client, &app.address, 4 * 60).await;
+    let saved = app
+        .client
+        .post(format!("{url}/address"))
+        .form(&[("name", "Ada")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 303, "16 minutes after creation, in use");
+    advance_billing_clock(&app.client, &app.address, 4 * 60).await;
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), 200);
+
+    advance_billing_clock(&app.client, &app.address, 5 * 60 + 30).await;
+    let (status, _) = dead_end(&app, app.client.get(&url)).await;
+    assert_eq!(status, 410, "five and a half minutes without a visit");
+}
+
+/// `PORT=8095 cargo run` with no `APP_BASE_URL`: the portal's "Return to app" comes
+/// back to that port, on the origin the README opens (`localhost`).
+#[actix_rt::test]
+async fn without_app_base_url_the_portal_returns_to_the_port_the_service_listens_on() {
+    let app = spawn_emulated_app_with(|vars| {
+        vars.remove("APP_BASE_URL");
+    })
+    .await;
+    let port = app.address.rsplit(':').next().unwrap();
+
+    let url = portal_session(&app, "user_1").await;
+    let local = format!("http://localhost:{port}");
+    assert!(
+        url.starts_with(&format!("{local}/stripe-emulator/p/session/")),
+        "{url}"
+    );
+    let html = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    assert_eq!(return_link(&html), format!("{local}/settings/billing"));
 }

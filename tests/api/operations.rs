@@ -358,11 +358,24 @@ async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
         ),
     );
     let in_flight = tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight for sure: waiting on the lock inside its transaction.
+    app.wait_for_a_request_behind_the_lock().await;
 
     service.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = app.client.get(format!("{base}/healthz")).send().await;
+    // However long the signal takes to be handled: new connections end up refused (or
+    // closed unanswered, when the kernel still queued one on the closing listener).
+    let started = Instant::now();
+    loop {
+        match app.client.get(format!("{base}/healthz")).send().await {
+            Err(_) => break,
+            Ok(answered) => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "new connections are still served after SIGTERM: {}",
+                answered.status()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     blocker.release();
     let answered = in_flight.await.unwrap();
     let started = Instant::now();
@@ -377,10 +390,6 @@ async fn sigterm_lets_a_webhook_in_flight_commit_and_then_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    assert!(
-        refused.is_err(),
-        "new connections are refused after SIGTERM"
-    );
     assert_eq!(answered.unwrap(), 200);
     assert_eq!(app.event_outcome("evt_1"), "applied");
     assert!(app.user("user_1").unwrap().paid);

@@ -250,3 +250,28 @@ async fn behind_a_trusted_proxy_the_public_origin_it_forwards_is_the_services_ow
     let response = cookie_post(&elsewhere, &forwarded).await;
     assert_refused_as_cross_origin(&elsewhere, "untrusted peer", response).await;
 }
+
+// --- `/`: the address the README's first lines point at (issue 17).
+
+#[actix_rt::test]
+async fn the_root_opens_the_billing_page_outside_production() {
+    let app = spawn_app().await;
+
+    let response = app.client.get(app.url("/")).send().await.unwrap();
+
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], "/settings/billing");
+}
+
+/// In production the service sits behind the app's own domain, which proxies only the
+/// billing prefixes; its `/` stays the API's usual JSON 404.
+#[actix_rt::test]
+async fn the_root_is_the_usual_json_404_in_production() {
+    let app = spawn_app_with(live_instance).await;
+
+    let response = app.client.get(app.url("/")).send().await.unwrap();
+
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+}

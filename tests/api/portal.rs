@@ -613,3 +613,27 @@ async fn a_key_of_the_wrong_mode_is_a_configuration_error_and_replaces_no_custom
         Some("cus_live_1")
     );
 }
+
+/// `PORT=8095 cargo run` with no `APP_BASE_URL`: Stripe must send the user back to
+/// the port the service listens on (here the random one a test binds).
+#[actix_rt::test]
+async fn without_app_base_url_stripe_sends_the_user_back_to_the_port_the_service_listens_on() {
+    let app = spawn_app_with(|vars| {
+        vars.remove("APP_BASE_URL");
+    })
+    .await;
+    mount_working_stripe(&app.stripe).await;
+
+    portal_url_of(app.create_portal(&token_for("user_1", None)).await).await;
+
+    let sessions = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    let port = app.address.rsplit(':').next().unwrap();
+    let back = url::Url::parse(&form(&sessions[0])["return_url"]).unwrap();
+    assert_eq!(
+        back.origin().ascii_serialization(),
+        format!("http://localhost:{port}")
+    );
+    assert_eq!(back.path(), "/settings/billing");
+}

@@ -192,3 +192,33 @@ fn the_client_reference_command_prints_the_reference_the_readme_documents() {
     assert_eq!(stdout.trim(), signed_reference("user_42", None));
     assert!(!stdout.contains(JWT_SECRET));
 }
+
+/// `APP_BASE_URL=http://localhost:8080` left in a shell while the service runs on another
+/// port: "Return to app" would lead to 8080, so start-up says so once, naming both.
+#[actix_rt::test]
+async fn an_app_base_url_on_another_local_port_is_warned_about_once_naming_both() {
+    let app = spawn_app().await;
+    let instance = Instance::start_logging(
+        &app,
+        &[
+            ("APP_BASE_URL", "http://localhost:8080"),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    let port = instance.base.rsplit(':').next().unwrap().to_string();
+
+    let log = instance.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("APP_BASE_URL") && l.contains("WARN"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("http://localhost:8080"), "{log}");
+    assert!(warnings[0].contains(&format!("port {port}")), "{log}");
+    assert!(warnings[0].contains("PORT"), "{log}");
+
+    // Unset, it follows the port: nothing to warn about.
+    let unset = Instance::start_logging(&app, &[("APP_BASE_URL", ""), ("RUST_LOG", "warn")]).await;
+    assert!(!unset.log().contains("APP_BASE_URL"), "{}", unset.log());
+}

@@ -3,11 +3,15 @@
 //! subscription and billing cycle, switch plan, cancel (at period end or now,
 //! with optional feedback), renew, update the payment method (test card
 //! 4242 4242 4242 4242), update the billing address, view and download
-//! invoices ([`pdf`]), and "Return to app". Sessions expire after five
-//! minutes of the virtual clock; a deep link (`flow_data`) opens on its task
-//! and returns to the app when done. For the demo, a "Test clock" control
-//! advances the account's clock by 15 days or a month, to reach a renewal, a
-//! failed payment or the end of a retry window without waiting.
+//! invoices ([`pdf`]), and "Return to app". Like Stripe's portal, a session
+//! lapses after five minutes (of the virtual clock) without a visit: every
+//! page view and action extends it, so it stays valid while it is used. An
+//! expired or unknown session, or an unknown invoice, is a page in the
+//! portal's style with "Return to app" (the session's return URL, else the
+//! app's billing page), never a bare error. A deep link (`flow_data`) opens on
+//! its task and returns to the app when done. For the demo, a "Test clock"
+//! control advances the account's clock by 15 days or a month, to reach a
+//! renewal, a failed payment or the end of a retry window without waiting.
 //!
 //! This module owns the handlers and their routes; [`pages`] renders.
 
@@ -26,6 +30,10 @@ use serde::Deserialize;
 use super::account::Emulator;
 use super::model::*;
 use pages::date;
+
+/// The app's billing page: where a page without a session (an unknown link, an
+/// unknown invoice) sends the user back to.
+pub(crate) struct AppPage(pub(crate) String);
 
 /// The portal's routes and the invoice PDFs, under `/stripe-emulator`.
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
@@ -65,7 +73,8 @@ struct NoSession {
     status: u16,
     title: &'static str,
     message: &'static str,
-    back: Option<String>,
+    /// "Return to app".
+    back: String,
 }
 
 impl std::fmt::Display for NoSession {
@@ -80,12 +89,13 @@ impl ResponseError for NoSession {
     }
 
     fn error_response(&self) -> HttpResponse {
-        pages::message(self.status, self.title, self.message, self.back.as_deref())
+        pages::message(self.status, self.title, self.message, &self.back)
     }
 }
 
 /// The live portal session a page's path names (`/p/session/{id}/…`): every
-/// session page takes it, so an unknown or expired one is handled once.
+/// session page takes it, so an unknown or expired one is handled once, and
+/// every visit counts as use.
 struct Live(PortalSession);
 
 impl FromRequest for Live {
@@ -93,35 +103,46 @@ impl FromRequest for Live {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(emu) = req.app_data::<web::Data<Arc<Emulator>>>() else {
+        let (Some(emu), Some(app)) = (
+            req.app_data::<web::Data<Arc<Emulator>>>(),
+            req.app_data::<web::Data<AppPage>>(),
+        ) else {
             return ready(Err(actix_web::error::ErrorInternalServerError(
                 "the emulator is not registered",
             )));
         };
         let id = req.match_info().get("id").unwrap_or_default();
-        ready(session(emu, id).map(Live).map_err(Into::into))
+        ready(session(emu, id, &app.0).map(Live).map_err(Into::into))
     }
 }
 
-/// The live session, or why there is none.
-fn session(emu: &Emulator, id: &str) -> Result<PortalSession, NoSession> {
-    let session = emu.read(|state| state.sessions.get(id).cloned());
-    let session = session.ok_or(NoSession {
-        status: 404,
-        title: "Session not found",
-        message: "This portal link is not valid.",
-        back: None,
-    })?;
-    if emu.clock.unix() - session.created > PORTAL_SESSION_TTL_SECS {
-        return Err(NoSession {
-            status: 410,
-            title: "This session has expired",
-            message:
-                "Portal sessions last five minutes. Go back to the app and open the portal again.",
-            back: Some(session.return_url),
-        });
-    }
-    Ok(session)
+/// The live session, now used, or why there is none. `app_page` is where an
+/// unknown session's page leads back to.
+fn session(emu: &Arc<Emulator>, id: &str, app_page: &str) -> Result<PortalSession, NoSession> {
+    emu.with_state(|emu, state| {
+        let now = emu.now(state);
+        let Some(session) = state.sessions.get_mut(id) else {
+            return Err(NoSession {
+                status: 404,
+                title: "Session not found",
+                message: "This portal link is not valid. Return to the app and open the \
+                          portal again.",
+                back: app_page.to_string(),
+            });
+        };
+        if now - session.last_used > PORTAL_SESSION_TTL_SECS {
+            return Err(NoSession {
+                status: 410,
+                title: "This session has expired",
+                message: "Portal sessions end after five minutes without a visit. Return to \
+                          the app and open the portal again.",
+                back: session.return_url.clone(),
+            });
+        }
+        // Sliding expiry, as at Stripe: five minutes from the last visit.
+        session.last_used = now;
+        Ok(session.clone())
+    })
 }
 
 /// The session's pages: `{base}/p/session/{id}`.
@@ -171,7 +192,7 @@ async fn home(
                 404,
                 "Customer not found",
                 "This customer no longer exists.",
-                Some(&session.return_url),
+                &session.return_url,
             );
         };
         let context = pages::HomeContext {
@@ -214,7 +235,7 @@ fn no_such_subscription(session: &PortalSession) -> HttpResponse {
         404,
         "Subscription not found",
         "No such subscription.",
-        Some(&session.return_url),
+        &session.return_url,
     )
 }
 
@@ -520,9 +541,9 @@ async fn advance_submit(
         emu.advance_clock(state, "clock_emulator", to)?;
         // The session is the demo user's window on the account, not an
         // object of the account: it lives five minutes of the demo user's
-        // time, so the jump does not expire it.
+        // time, so the jump is a use like any other, not an idle month.
         if let Some(s) = state.sessions.get_mut(&session.id) {
-            s.created = to;
+            s.last_used = to;
         }
         Ok::<_, StripeApiError>(())
     });
@@ -541,10 +562,14 @@ async fn advance_submit(
 }
 
 /// `GET /stripe-emulator/invoices/{id}/pdf`: a small but real PDF.
-async fn invoice_pdf(path: web::Path<String>, emu: web::Data<Arc<Emulator>>) -> HttpResponse {
+async fn invoice_pdf(
+    path: web::Path<String>,
+    emu: web::Data<Arc<Emulator>>,
+    app: web::Data<AppPage>,
+) -> HttpResponse {
     let invoice = emu.read(|state| state.invoices.iter().find(|i| i.id == *path).cloned());
     let Some(i) = invoice else {
-        return pages::message(404, "Invoice not found", "No such invoice.", None);
+        return pages::message(404, "Invoice not found", "No such invoice.", &app.0);
     };
     let lines = [
         format!("Invoice {}", i.number),
@@ -585,6 +610,7 @@ mod tests {
                 customer: customer.id,
                 return_url: "http://app.test/settings/billing".into(),
                 created: emu.clock.unix() - age_secs,
+                last_used: emu.clock.unix() - age_secs,
                 flow: None,
                 configuration: "bpc_x".into(),
                 locale: None,
@@ -597,12 +623,42 @@ mod tests {
         (emu, id)
     }
 
+    const APP_PAGE: &str = "http://app.test/settings/billing";
+
     #[test]
-    fn a_portal_session_lasts_five_minutes() {
+    fn a_portal_session_lasts_five_minutes_without_a_visit() {
         let (emu, fresh) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5);
-        assert!(session(&emu, &fresh).is_ok());
+        assert!(session(&emu, &fresh, APP_PAGE).is_ok());
         let (emu, old) = emulator_with_session(PORTAL_SESSION_TTL_SECS + 1);
-        let page = session(&emu, &old).unwrap_err().error_response();
+        let page = session(&emu, &old, APP_PAGE).unwrap_err().error_response();
         assert_eq!(page.status().as_u16(), 410);
+    }
+
+    #[test]
+    fn each_visit_starts_the_five_minutes_again() {
+        let (emu, id) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5);
+        let before = emu.clock.unix();
+
+        let visited = session(&emu, &id, APP_PAGE).unwrap();
+
+        assert!(
+            visited.last_used >= before,
+            "{} < {before}",
+            visited.last_used
+        );
+        let stored = emu.read(|state| state.sessions[&id].last_used);
+        assert_eq!(stored, visited.last_used);
+        // Created long ago, used just now: still live.
+        assert!(session(&emu, &id, APP_PAGE).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_session_leads_back_to_the_apps_billing_page() {
+        let (emu, _) = emulator_with_session(0);
+
+        let missing = session(&emu, "bps_nope", APP_PAGE).unwrap_err();
+
+        assert_eq!(missing.status, 404);
+        assert_eq!(missing.back, APP_PAGE);
     }
 }

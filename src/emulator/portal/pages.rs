@@ -41,21 +41,23 @@ fn portal_page(template: &impl Template) -> HttpResponse {
 struct Message<'a> {
     title: &'a str,
     message: &'a str,
-    link: Option<&'a str>,
+    return_url: &'a str,
 }
 
-/// A page that only says something: a missing or expired session, an
-/// unknown object.
-pub(super) fn message(status: u16, title: &str, message: &str, link: Option<&str>) -> HttpResponse {
+/// A page that only says something, in the portal's style, with "Return to app"
+/// (`return_url`): a missing or expired session, an unknown object. Never a dead end.
+pub(super) fn message(status: u16, title: &str, message: &str, return_url: &str) -> HttpResponse {
     let html = Message {
         title,
         message,
-        link,
+        return_url,
     }
     .render()
     .unwrap_or_else(|_| message.to_string());
     HttpResponse::build(StatusCode::from_u16(status).unwrap_or_default())
         .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(html)
 }
 
@@ -353,7 +355,7 @@ mod tests {
         let html = Message {
             title: "<script>alert(1)</script>",
             message: "Tom & \"Jerry\" 'quoted'",
-            link: Some("http://app.test/?a=1&b=\"2\""),
+            return_url: "http://app.test/?a=1&b=\"2\"",
         }
         .render()
         .unwrap();
@@ -361,6 +363,10 @@ mod tests {
         // askama writes numeric character references (`&#60;` for `<`).
         assert!(
             html.contains("<h1>&#60;script&#62;alert(1)&#60;/script&#62;</h1>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<title>&#60;script&#62;alert(1)&#60;/script&#62; ·"),
             "{html}"
         );
         assert!(
@@ -375,7 +381,7 @@ mod tests {
         let html = Message {
             title: "t",
             message: "m",
-            link: None,
+            return_url: "/",
         }
         .render()
         .unwrap();

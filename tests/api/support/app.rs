@@ -292,6 +292,28 @@ impl HeldLock {
 }
 
 impl TestApp {
+    /// Waits (at most 30 s, as [`eventually`]) until a request of the service is stuck
+    /// behind a [`HeldLock`]: a backend of this test's database waiting on a lock. A test
+    /// that needs a request in flight waits for this instead of sleeping and hoping.
+    pub async fn wait_for_a_request_behind_the_lock(&self) {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        eventually("a request waiting on the held lock", || {
+            diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind::<diesel::sql_types::Text, _>(&self.db_name)
+            .get_result::<Count>(&mut self.db())
+            .unwrap()
+            .n > 0
+        })
+        .await;
+    }
+
     /// Runs `locking_sql` (e.g. `SELECT … FOR UPDATE`) in an open transaction.
     pub fn hold_lock(&self, locking_sql: &str) -> HeldLock {
         let mut conn = self.db();

@@ -96,6 +96,7 @@ pub async fn build(
                 StripeMode::of_key(key.expose_secret())
             }),
         read_budget: Arc::new(ReadBudget::per_second(settings.stripe.read_budget_per_sec)),
+        plan_reads: Default::default(),
         client_reference: ReferenceKey::from_secrets(
             settings.client_reference_secret.as_ref(),
             &settings.auth_jwt_secret,

@@ -99,6 +99,9 @@ impl Emulator {
     pub(crate) fn with_state<T>(self: &Arc<Self>, f: impl FnOnce(&Self, &mut State) -> T) -> T {
         let mut state = self.lock();
         state.at = Some(self.clock.unix());
+        if !state.catalogue_announced {
+            self.announce_catalogue(&mut state);
+        }
         let result = f(self, &mut state);
         state.at = None;
         self.end_operation(&mut state);
@@ -107,6 +110,21 @@ impl Emulator {
             self.deliveries.send(self, batch);
         }
         result
+    }
+
+    /// The seeded catalogue is created with the account, as an account's
+    /// products and prices are created before anything is sold: at the first
+    /// operation, its `product.created` and `price.created` (in an operation
+    /// of their own, so delivered before that operation's events).
+    fn announce_catalogue(&self, state: &mut State) {
+        state.catalogue_announced = true;
+        for price in Self::prices() {
+            self.emit(state, "product.created", product_json(&price), None);
+        }
+        for price in Self::prices() {
+            self.emit(state, "price.created", price_json(&price), None);
+        }
+        self.end_operation(state);
     }
 
     /// Closes the current operation: its events, put in the account's

@@ -235,6 +235,9 @@ pub(crate) struct State {
     /// Finished operations' events, each in its arrival order, sent after
     /// the lock.
     pub(super) batches: Vec<Vec<Value>>,
+    /// Whether the seeded catalogue's `product.created` and `price.created`
+    /// have been emitted (at the account's first operation).
+    pub(super) catalogue_announced: bool,
 }
 
 impl State {

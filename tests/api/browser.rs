@@ -233,12 +233,29 @@ impl Drop for Browser {
     }
 }
 
-/// A user with an active subscription, stored through the real webhook path.
+/// A user with an active subscription to Pro ($29.00 a month), stored through the real
+/// webhook path (the product and price events first, as Stripe sends them when they are made).
 async fn paid_user(app: &TestApp, user: &str, cancel_at_period_end: bool) {
     app.given()
         .user(user)
         .with_customer(&format!("cus_{user}"))
         .store();
+    for (id, type_, object) in [
+        (
+            "evt_product",
+            "product.created",
+            product_object("prod_pro", "Pro"),
+        ),
+        (
+            "evt_price",
+            "price.created",
+            price_object("price_pro_monthly", "prod_pro", 2900),
+        ),
+    ] {
+        // Delivered once per test app, whichever paid user comes first.
+        let response = app.deliver(&event(id, type_, now() - 3600, object)).await;
+        assert_eq!(response.status(), 200);
+    }
     let mut sub = current_subscription(
         &format!("sub_{user}"),
         &format!("cus_{user}"),
@@ -506,6 +523,9 @@ async fn the_page_fits_a_360_pixel_wide_screen() {
         .unwrap();
     let (scroll, inner) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
     assert!(scroll <= inner, "horizontal scroll: {scroll} > {inner}");
+    let page = browser.text("main#billing").await;
+    // In whatever language the browser has: the plan's line fits too.
+    assert!(page.contains("Pro · ") && page.contains("29"), "{page}");
     browser.screenshot("paid-360").await;
     browser.close().await;
 }
@@ -1113,7 +1133,7 @@ async fn a_former_customer_sees_billing_history_and_it_opens_the_portal_home() {
     );
     let card = browser.text("main#billing").await;
     assert!(!card.contains("nothing to manage here yet"), "{card}");
-    browser.screenshot("former-customer").await;
+    browser.screenshot("former-customer-demo").await;
     click_now(&browser, "#billing-history").await;
     browser
         .client
@@ -1172,6 +1192,7 @@ async fn billing_history_waits_for_stripe_then_shows_its_failure_and_can_be_clic
     browser.sign_in(&app, "user_1").await;
     browser.open_billing(&app).await;
     browser.wait_for_state("unpaid").await;
+    browser.screenshot("former-customer").await;
     let button = browser
         .client
         .find(Locator::Css("#billing-history"))

@@ -38,9 +38,7 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
     let now = billing.clock.now();
     let mut summary = summarize(&subs, billing.rule, now);
     summary.has_customer = row.stripe_customer_id.is_some();
-    let current = current_subscription(&subs, billing.rule, now)
-        .and_then(|current| subs.iter().position(|s| std::ptr::eq(s, current)));
-    if let Some(i) = current {
+    if let Some(i) = current_index(&subs, billing.rule, now) {
         let (price, product) = &catalogue[i];
         summary.plan = plans::plan_of(price.as_ref(), product.as_ref());
         let sub = &subs[i];
@@ -105,8 +103,15 @@ pub(crate) fn current_subscription(
     rule: PaidRule,
     now: DateTime<Utc>,
 ) -> Option<&Subscription> {
+    current_index(subs, rule, now).map(|i| &subs[i])
+}
+
+/// Where [`current_subscription`] is in `subs`.
+fn current_index(subs: &[Subscription], rule: PaidRule, now: DateTime<Utc>) -> Option<usize> {
     subs.iter()
-        .max_by_key(|s| (judge(s, rule, now).0, s.last_event_at))
+        .enumerate()
+        .max_by_key(|(_, s)| (judge(s, rule, now).0, s.last_event_at))
+        .map(|(i, _)| i)
 }
 
 /// When the subscription is set to end, in either billing mode.

@@ -99,9 +99,6 @@ impl Emulator {
     pub(crate) fn with_state<T>(self: &Arc<Self>, f: impl FnOnce(&Self, &mut State) -> T) -> T {
         let mut state = self.lock();
         state.at = Some(self.clock.unix());
-        if !state.catalogue_announced {
-            self.announce_catalogue(&mut state);
-        }
         let result = f(self, &mut state);
         state.at = None;
         self.end_operation(&mut state);
@@ -112,12 +109,16 @@ impl Emulator {
         result
     }
 
-    /// The seeded catalogue is created with the account, as an account's
-    /// products and prices are created before anything is sold: at the first
-    /// operation, its `product.created` and `price.created` (in an operation
-    /// of their own, so delivered before that operation's events).
+    /// The seeded catalogue is made before the account's first customer, as
+    /// a merchant makes products and prices before selling anything: its
+    /// `product.created` and `price.created`, as an operation of their own
+    /// (delivered before the customer's events). Only once per account.
     fn announce_catalogue(&self, state: &mut State) {
+        if state.catalogue_announced {
+            return;
+        }
         state.catalogue_announced = true;
+        let pending = std::mem::take(&mut state.outbox);
         for price in Self::prices() {
             self.emit(state, "product.created", product_json(&price), None);
         }
@@ -125,6 +126,7 @@ impl Emulator {
             self.emit(state, "price.created", price_json(&price), None);
         }
         self.end_operation(state);
+        state.outbox = pending;
     }
 
     /// Closes the current operation: its events, put in the account's
@@ -190,6 +192,7 @@ impl Emulator {
         name: Option<String>,
         metadata: BTreeMap<String, String>,
     ) -> Customer {
+        self.announce_catalogue(state);
         let customer = Customer {
             id: self.new_id("cus"),
             email,

@@ -236,7 +236,7 @@ pub(crate) struct State {
     /// the lock.
     pub(super) batches: Vec<Vec<Value>>,
     /// Whether the seeded catalogue's `product.created` and `price.created`
-    /// have been emitted (at the account's first operation).
+    /// have been emitted (before the account's first customer).
     pub(super) catalogue_announced: bool,
 }
 

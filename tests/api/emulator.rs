@@ -281,7 +281,7 @@ async fn another_site_cannot_sign_a_visitor_in_as_the_demo_user() {
 }
 
 /// Whether an emulator event is part of a purchase: not the customer's creation, nor the
-/// account's catalogue (its products and prices, announced when the account is first used).
+/// account's catalogue (its products and prices, announced before its first customer).
 fn of_the_purchase(event: &Value) -> bool {
     let type_ = event["type"].as_str().unwrap_or_default();
     type_ != "customer.created" && !type_.starts_with("product.") && !type_.starts_with("price.")

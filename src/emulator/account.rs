@@ -111,22 +111,19 @@ impl Emulator {
 
     /// The seeded catalogue is made before the account's first customer, as
     /// a merchant makes products and prices before selling anything: its
-    /// `product.created` and `price.created`, as an operation of their own
-    /// (delivered before the customer's events). Only once per account.
+    /// `product.created` and `price.created`, among the events of the
+    /// operation that creates that customer. Only once per account.
     fn announce_catalogue(&self, state: &mut State) {
         if state.catalogue_announced {
             return;
         }
         state.catalogue_announced = true;
-        let pending = std::mem::take(&mut state.outbox);
         for price in Self::prices() {
             self.emit(state, "product.created", product_json(&price), None);
         }
         for price in Self::prices() {
             self.emit(state, "price.created", price_json(&price), None);
         }
-        self.end_operation(state);
-        state.outbox = pending;
     }
 
     /// Closes the current operation: its events, put in the account's

@@ -130,7 +130,7 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("STRIPE_CATCHUP_INTERVAL_SECS", Some("300"),
         "how often one instance lists the Events API for events that were never delivered and re-reads paid subscriptions whose renewal never arrived (see [When webhooks fail](#when-webhooks-fail)); also at start-up; 0 turns it off, at most 86400"),
     file_or_env("STRIPE_READ_BUDGET_PER_SEC", Some("10"),
-        "Stripe requests per second the catch-up and drift check may make together, 1 to 50 (Stripe allows 25 in test mode, 100 in live mode)"),
+        "Stripe requests per second the catch-up, the drift check and the reads of missing plan prices may make together, 1 to 50 (Stripe allows 25 in test mode, 100 in live mode)"),
     file_or_env("STRIPE_PORTAL_CONFIGURATION", None,
         "`bpc_…` portal configuration id (else your default configuration)"),
     secret_env("AUTH_JWT_SECRET",

@@ -99,6 +99,7 @@ pub async fn build(
         catchup_reach: crate::billing::catchup::REACH.min(chrono::Duration::days(i64::from(
             settings.event_retention_days,
         ))),
+        plan_reads: Default::default(),
         client_reference: ReferenceKey::from_secrets(
             settings.client_reference_secret.as_ref(),
             &settings.auth_jwt_secret,

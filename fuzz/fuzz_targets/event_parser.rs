@@ -1,18 +1,20 @@
-//! Fuzzes `parse_event` and `parse_subscription` from `src/stripe/events.rs` on raw bytes (the
-//! corpus files are webhook bodies / subscription objects as Stripe sends them).
+//! Fuzzes `parse_event`, `parse_subscription` and `parse_price` from `src/stripe/events.rs` on raw
+//! bytes (the corpus files are webhook bodies / subscription and price objects as Stripe sends
+//! them).
 //!
 //! Properties checked:
 //! - Neither function panics (nor overflows the stack, nor exhausts memory), on any input.
 //! - A parsed event has a non-empty `id` and `type`, and its `type` decides its `kind`.
-//! - Whatever the parsers return as an identifier (subscription, customer, checkout session)
-//!   is non-empty, and optional ids/metadata are `None` rather than `Some("")`.
+//! - Whatever the parsers return as an identifier (subscription, customer, checkout session,
+//!   price, product) is non-empty, and optional ids/metadata/names are `None` rather than
+//!   `Some("")`; a price's currency is three lower-case letters and its interval count at least 1.
 //! - Only a body that is valid JSON can parse, and `NotJson` is only reported for a body that
 //!   is not (checked in that direction only: see `check_error`).
 #![no_main]
 
 use billing_portal::stripe::events::{
-    parse_event, parse_subscription, CheckoutSessionObject, EventKind, EventParseError,
-    SubscriptionObject,
+    parse_event, parse_price, parse_subscription, CheckoutSessionObject, EventKind,
+    EventParseError, PriceObject, ProductObject, SubscriptionObject,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
@@ -63,6 +65,35 @@ fn check_checkout(session: &CheckoutSessionObject) {
     check_optional("subscription_id", &session.subscription_id);
 }
 
+fn check_product(product: &ProductObject) {
+    assert!(!product.id.is_empty(), "product with an empty id: {product:?}");
+    check_optional("product name", &product.name);
+}
+
+fn check_price(price: &PriceObject) {
+    assert!(!price.id.is_empty(), "price with an empty id: {price:?}");
+    check_optional("price product_id", &price.product_id);
+    check_optional("nickname", &price.nickname);
+    if let Some(currency) = &price.currency {
+        assert!(
+            currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_lowercase()),
+            "currency {currency:?} is not a lower-case ISO 4217 code"
+        );
+    }
+    if let Some(recurring) = &price.recurring {
+        assert!(!recurring.interval.is_empty(), "an empty interval: {price:?}");
+        assert!(recurring.interval_count >= 1, "interval count below 1: {price:?}");
+    }
+    if let Some(product) = &price.product {
+        check_product(product);
+        assert_eq!(
+            price.product_id.as_deref(),
+            Some(product.id.as_str()),
+            "an expanded product other than the price's product id"
+        );
+    }
+}
+
 /// `NotAnEvent` promises the body was JSON. The converse (`NotJson` only for non-JSON) is not
 /// asserted: serde_json's `IgnoredAny`, which the parser uses to tell the two apart, accepts
 /// strings that reading into a `String` rejects as syntax errors (a lone `\ud800` escape,
@@ -110,11 +141,26 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(event.type_, "checkout.session.completed");
                     check_checkout(session);
                 }
+                EventKind::Price(price) => {
+                    assert!(event.type_.starts_with("price."), "{} gave a price", event.type_);
+                    assert!(
+                        price.deleted || event.type_ != "price.deleted",
+                        "price.deleted gave a price not deleted"
+                    );
+                    check_price(price);
+                }
+                EventKind::Product(product) => {
+                    assert!(event.type_.starts_with("product."), "{} gave a product", event.type_);
+                    assert!(
+                        product.deleted || event.type_ != "product.deleted",
+                        "product.deleted gave a product not deleted"
+                    );
+                    check_product(product);
+                }
                 EventKind::Ignored => {
                     assert!(
-                        !is_subscription_type
-                            && event.type_ != "customer.deleted"
-                            && event.type_ != "checkout.session.completed",
+                        !billing_portal::stripe::events::HANDLED_TYPES
+                            .contains(&event.type_.as_str()),
                         "handled type {} was ignored",
                         event.type_
                     );
@@ -131,6 +177,14 @@ fuzz_target!(|data: &[u8]| {
                 "a subscription parsed from a body that is not JSON"
             );
             check_subscription(&sub);
+        }
+        Err(err) => check_error(data, &err),
+    }
+
+    match parse_price(data) {
+        Ok(price) => {
+            assert!(is_json(data), "a price parsed from a body that is not JSON");
+            check_price(&price);
         }
         Err(err) => check_error(data, &err),
     }

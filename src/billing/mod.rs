@@ -4,6 +4,8 @@
 //!
 //! - [`status`]: subscription statuses and the paid rule;
 //! - [`summary`]: what a user's billing status is ([`summary::of_user`]);
+//! - [`plans`]: the names and prices of plans (stored from price and product
+//!   events, read from Stripe once when missing);
 //! - [`customers`]: the user's one Stripe customer;
 //! - [`portal`]: portal sessions and their deep-link flows;
 //! - [`webhook`]: receiving one verified Stripe event;
@@ -28,6 +30,7 @@ pub mod catchup;
 pub mod customers;
 pub mod drift;
 pub mod healing;
+pub mod plans;
 pub mod portal;
 pub mod reference;
 pub mod refetch;
@@ -88,11 +91,14 @@ pub struct Billing {
     /// What `client_reference_id`s are signed with (`CLIENT_REFERENCE_SECRET`,
     /// else derived from `AUTH_JWT_SECRET`).
     pub client_reference: reference::ReferenceKey,
-    /// What the catch-up and drift check may spend on Stripe reads.
+    /// What the catch-up, the drift check and the reads of missing prices
+    /// may spend on Stripe reads.
     pub read_budget: Arc<ReadBudget>,
     /// How far back a catch-up lists: Stripe's 30 days, or
     /// `EVENT_RETENTION_DAYS` if shorter (older ids may have been pruned).
     pub catchup_reach: chrono::Duration,
+    /// This instance's reads of missing prices (see [`plans`]).
+    pub plan_reads: Arc<plans::Reads>,
 }
 
 impl Billing {

@@ -1,33 +1,53 @@
 //! A user's billing status as `GET /billing/status` reports it, from Postgres
-//! only: whether they are paid and why, and the subscription that best
-//! describes them.
+//! only: whether they are paid and why, the subscription that best describes
+//! them and its plan, and whether they have a Stripe customer at all.
 
 use chrono::{DateTime, Utc};
 
 use super::customers::Member;
+use super::plans::{self, Plan};
 use super::status::{AccessFacts, PaidRule, Reason, SubscriptionStatus};
 use super::{Billing, Error};
-use crate::db::subscriptions::{self, Subscription};
+use crate::db::subscriptions::Subscription;
 use crate::db::{self, users};
 
-/// The user's billing status, from Postgres only (never a Stripe call),
-/// judged now rather than read from `users.paid`: an ended grace shows at
-/// once. Records the user (and a changed email) on the way.
+/// The user's billing status, from Postgres only (never a Stripe call on its
+/// way), judged now rather than read from `users.paid`: an ended grace shows
+/// at once. Records the user (and a changed email) on the way. A current
+/// subscription whose price or product is not stored yet has them read in
+/// the background ([`plans::learn_in_background`]); until then its plan is
+/// what is known, or `None`.
 pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
     let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
-    let subs = db::run(&billing.pool, move |conn| {
+    let (row, rows) = db::run(&billing.pool, move |conn| {
         // The steady state, a known user whose email is unchanged, is one
         // prepared statement; a new user or a changed email is written first.
         match users::find_with_subscriptions(conn, &id)? {
-            Some((row, subs)) if email.is_none() || row.email == email => Ok(subs),
+            Some((row, rows)) if email.is_none() || row.email == email => Ok((row, rows)),
             _ => {
                 users::insert_or_update(conn, &id, email.as_deref())?;
-                subscriptions::of_user(conn, &id)
+                users::find_with_subscriptions(conn, &id)?.ok_or(diesel::result::Error::NotFound)
             }
         }
     })
     .await?;
-    Ok(summarize(&subs, billing.rule, billing.clock.now()))
+    let (subs, catalogue): (Vec<Subscription>, Vec<_>) = rows
+        .into_iter()
+        .map(|(sub, price, product)| (sub, (price, product)))
+        .unzip();
+    let now = billing.clock.now();
+    let mut summary = summarize(&subs, billing.rule, now);
+    summary.has_customer = row.stripe_customer_id.is_some();
+    if let Some(i) = current_index(&subs, billing.rule, now) {
+        let (price, product) = &catalogue[i];
+        summary.plan = plans::plan_of(price.as_ref(), product.as_ref());
+        let sub = &subs[i];
+        let missing = price.is_none() || (sub.product_id.is_some() && product.is_none());
+        if let (true, Some(price)) = (missing, &sub.price_id) {
+            plans::learn_in_background(billing, price, sub.product_id.as_deref());
+        }
+    }
+    Ok(summary)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +65,13 @@ pub(crate) struct BillingSummary {
     pub(crate) cancel_at: Option<DateTime<Utc>>,
     pub(crate) grace_ends_at: Option<DateTime<Utc>>,
     pub(crate) synced_at: Option<DateTime<Utc>>,
+    /// The current subscription's plan, as far as its price and product are
+    /// stored (only [`of_user`] looks them up).
+    pub(crate) plan: Option<Plan>,
+    /// Whether the user has a Stripe customer: with no subscription that
+    /// grants access, a former customer (their invoices and saved payment
+    /// methods are in the portal) rather than someone who never bought.
+    pub(crate) has_customer: bool,
 }
 
 fn facts(s: &Subscription) -> (SubscriptionStatus, Option<DateTime<Utc>>, bool) {
@@ -76,8 +103,15 @@ pub(crate) fn current_subscription(
     rule: PaidRule,
     now: DateTime<Utc>,
 ) -> Option<&Subscription> {
+    current_index(subs, rule, now).map(|i| &subs[i])
+}
+
+/// Where [`current_subscription`] is in `subs`.
+fn current_index(subs: &[Subscription], rule: PaidRule, now: DateTime<Utc>) -> Option<usize> {
     subs.iter()
-        .max_by_key(|s| (judge(s, rule, now).0, s.last_event_at))
+        .enumerate()
+        .max_by_key(|(_, s)| (judge(s, rule, now).0, s.last_event_at))
+        .map(|(i, _)| i)
 }
 
 /// When the subscription is set to end, in either billing mode.
@@ -110,6 +144,8 @@ pub(crate) fn summarize(
             .and_then(|s| s.past_due_since)
             .map(|since| rule.grace_ends_at(since)),
         synced_at: current.map(|s| s.synced_at),
+        plan: None,
+        has_customer: false,
     }
 }
 

@@ -10,10 +10,13 @@
 //! customer only to a user no buyer can have chosen: its `metadata.user_id`,
 //! or a `client_reference_id` signed with [`ReferenceKey`]. A user's paid flag
 //! is recomputed in the same transaction as every change that can move it.
+//! Price and product events are stored by [`super::plans`], in the same
+//! transaction as their event row.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use super::plans;
 use super::reference::ReferenceKey;
 use crate::db::subscriptions::{self, Provenance, RuleParams, Stored, SubscriptionState};
 use crate::db::{events, users};
@@ -133,6 +136,8 @@ pub(crate) fn apply_event(
             EventKind::CheckoutCompleted(session) => {
                 checkout_completed(conn, session, key, rule, now)?
             }
+            EventKind::Price(price) => plans::store_price(conn, price, created)?,
+            EventKind::Product(product) => plans::store_product(conn, product, created)?,
             EventKind::Ignored => Outcome::Ignored,
         };
         match outcome {

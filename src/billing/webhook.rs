@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::plans;
 use super::refetch::apply_event_refetched;
 use super::sync::{self, Outcome};
 use super::{Billing, Error};
@@ -14,8 +15,25 @@ use crate::stripe::client::StripeMode;
 use crate::stripe::events::{Event, EventKind};
 
 /// What the delivery did. An error means nothing was acknowledged: the caller
-/// answers so that Stripe delivers the event again.
-pub(crate) async fn receive(billing: &Billing, mut event: Event) -> Result<Outcome, Error> {
+/// answers so that Stripe delivers the event again. A subscription stored with
+/// a price or product Postgres does not know yet has them read from Stripe in
+/// the background ([`plans::learn_in_background`]).
+pub(crate) async fn receive(billing: &Billing, event: Event) -> Result<Outcome, Error> {
+    let plan = match &event.kind {
+        EventKind::Subscription(sub, _) => sub
+            .price_id
+            .clone()
+            .map(|price| (price, sub.product_id.clone())),
+        _ => None,
+    };
+    let outcome = apply(billing, event).await?;
+    if let (Outcome::Applied, Some((price, product))) = (outcome, plan) {
+        plans::learn_in_background(billing, &price, product.as_deref());
+    }
+    Ok(outcome)
+}
+
+async fn apply(billing: &Billing, mut event: Event) -> Result<Outcome, Error> {
     // A test-mode endpoint secret (`stripe listen` prints one) beside a live
     // key would otherwise let a test-mode checkout make a user paid for real.
     let mode = StripeMode::of_livemode(event.livemode);

@@ -8,6 +8,7 @@
 //! functions live in the submodules; they take `&mut PgConnection` and return
 //! `QueryResult<T>`.
 
+pub mod catalogue;
 pub mod events;
 pub mod schema;
 pub mod subscriptions;

@@ -21,6 +21,31 @@ diesel::table! {
 }
 
 diesel::table! {
+    stripe_prices (id) {
+        id -> Text,
+        product_id -> Nullable<Text>,
+        nickname -> Nullable<Text>,
+        unit_amount -> Nullable<Int8>,
+        currency -> Nullable<Text>,
+        recurring_interval -> Nullable<Text>,
+        recurring_interval_count -> Nullable<Int4>,
+        deleted -> Bool,
+        as_of -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stripe_products (id) {
+        id -> Text,
+        name -> Nullable<Text>,
+        deleted -> Bool,
+        as_of -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     subscriptions (id) {
         id -> Text,
         customer_id -> Text,
@@ -58,4 +83,11 @@ diesel::table! {
 
 diesel::joinable!(subscriptions -> users (user_id));
 
-diesel::allow_tables_to_appear_in_same_query!(stripe_catchup, stripe_events, subscriptions, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    stripe_catchup,
+    stripe_events,
+    stripe_prices,
+    stripe_products,
+    subscriptions,
+    users,
+);

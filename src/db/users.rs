@@ -5,7 +5,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 
-use super::schema::{subscriptions, users};
+use super::catalogue::{Price, Product};
+use super::schema::{stripe_prices, stripe_products, subscriptions, users};
 use super::subscriptions::{RuleParams, Subscription};
 use crate::ids::{CustomerId, UserId};
 
@@ -120,22 +121,42 @@ pub fn find(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<User>> {
         .optional()
 }
 
-/// The user and all their subscriptions in one prepared statement (a left
-/// join), for the status endpoint's steady state; `None` for an unknown user.
+/// A subscription with its price and product, when stored (`db::catalogue`).
+pub type WithPlan = (Subscription, Option<Price>, Option<Product>);
+
+/// The user and all their subscriptions, each with its price and product, in
+/// one prepared statement (left joins), for the status endpoint's steady
+/// state; `None` for an unknown user.
 pub fn find_with_subscriptions(
     conn: &mut PgConnection,
     id: &UserId,
-) -> QueryResult<Option<(User, Vec<Subscription>)>> {
-    let rows: Vec<(User, Option<Subscription>)> = users::table
+) -> QueryResult<Option<(User, Vec<WithPlan>)>> {
+    type Row = (User, Option<Subscription>, Option<Price>, Option<Product>);
+    let rows: Vec<Row> = users::table
         .left_join(subscriptions::table)
+        .left_join(
+            stripe_prices::table.on(stripe_prices::id.nullable().eq(subscriptions::price_id)),
+        )
+        .left_join(
+            stripe_products::table.on(stripe_products::id.nullable().eq(subscriptions::product_id)),
+        )
         .filter(users::id.eq(id))
-        .select((User::as_select(), Option::<Subscription>::as_select()))
+        .select((
+            User::as_select(),
+            Option::<Subscription>::as_select(),
+            Option::<Price>::as_select(),
+            Option::<Product>::as_select(),
+        ))
         .load(conn)?;
+    let with_plan = |(_, sub, price, product): Row| sub.map(|sub| (sub, price, product));
     let mut rows = rows.into_iter();
-    let Some((user, first)) = rows.next() else {
+    let Some(first) = rows.next() else {
         return Ok(None);
     };
-    let subs = first.into_iter().chain(rows.filter_map(|(_, sub)| sub));
+    let user = first.0.clone();
+    let subs = with_plan(first)
+        .into_iter()
+        .chain(rows.filter_map(with_plan));
     Ok(Some((user, subs.collect())))
 }
 

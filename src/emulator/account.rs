@@ -109,6 +109,23 @@ impl Emulator {
         result
     }
 
+    /// The seeded catalogue is made before the account's first customer, as
+    /// a merchant makes products and prices before selling anything: its
+    /// `product.created` and `price.created`, among the events of the
+    /// operation that creates that customer. Only once per account.
+    fn announce_catalogue(&self, state: &mut State) {
+        if state.catalogue_announced {
+            return;
+        }
+        state.catalogue_announced = true;
+        for price in Self::prices() {
+            self.emit(state, "product.created", product_json(&price), None);
+        }
+        for price in Self::prices() {
+            self.emit(state, "price.created", price_json(&price), None);
+        }
+    }
+
     /// Closes the current operation: its events, put in the account's
     /// delivery order, become one batch.
     pub(super) fn end_operation(&self, state: &mut State) {
@@ -172,6 +189,7 @@ impl Emulator {
         name: Option<String>,
         metadata: BTreeMap<String, String>,
     ) -> Customer {
+        self.announce_catalogue(state);
         let customer = Customer {
             id: self.new_id("cus"),
             email,

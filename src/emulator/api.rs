@@ -5,7 +5,8 @@
 //! delete; `source=tok_…` attaches a test card), billing portal sessions,
 //! subscriptions (create with `billing_mode[type]`, retrieve, update with
 //! `cancel_at`, `cancel_at_period_end` and `pause_collection`, cancel, list),
-//! products, prices, invoices (list), events (list: `type` or `types[]`,
+//! products and prices (list, retrieve; a price with `expand[]=product`),
+//! invoices (list), events (list: `type` or `types[]`,
 //! `created[gte]`…, the last 30 days only), Checkout
 //! Sessions in `subscription` mode (create, retrieve), Stripe's test clock
 //! advance, and the emulator-only test helpers: account settings and paying
@@ -46,6 +47,12 @@ fn metadata_under(form: &Form, prefix: &str) -> BTreeMap<String, String> {
                 .map(|k| (k.to_string(), v.clone()))
         })
         .collect()
+}
+
+/// Whether `expand[]` (or `expand[0]`…) names `field`, as Stripe's expansion
+/// of a related object's id into the object (docs.stripe.com/expand).
+fn expands(q: &Form, field: &str) -> bool {
+    metadata_under(q, "expand[").values().any(|v| v == field)
 }
 
 fn text(form: &Form, key: &str) -> Option<String> {
@@ -366,6 +373,20 @@ fn route(
                 .collect();
             page(items, q, "/v1/prices")
         }
+        ("GET", ["prices", id]) => {
+            let price =
+                Emulator::price(id).ok_or_else(|| StripeApiError::missing("price", id, "id"))?;
+            let mut object = price_json(&price);
+            if expands(q, "product") {
+                object["product"] = product_json(&price);
+            }
+            Ok(object)
+        }
+        ("GET", ["products", id]) => Emulator::prices()
+            .iter()
+            .find(|p| p.product == *id)
+            .map(product_json)
+            .ok_or_else(|| StripeApiError::missing("product", id, "id")),
         ("GET", ["events"]) => {
             if !state.settings.events_api {
                 return Err(StripeApiError::unavailable(

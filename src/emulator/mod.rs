@@ -42,6 +42,10 @@
 //!   API version 2025-09-30.clover), where the portal's "cancel at period end"
 //!   sets `cancel_at` and leaves `cancel_at_period_end` false.
 //! - **Pause collection**, and **delivery in no guaranteed order**.
+//! - **The catalogue**: the seeded products and prices are made before the
+//!   account's first customer, whose creation also sends their
+//!   `product.created` and `price.created`; `GET /v1/prices/{id}` expands
+//!   `product` on `expand[]=product`, as Stripe does.
 //!
 //! Test cards (docs.stripe.com/testing): 4242 4242 4242 4242 (`tok_visa`)
 //! succeeds; 4000 0000 0000 0341 (`tok_chargeCustomerFail`) attaches to the

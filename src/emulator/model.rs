@@ -238,6 +238,9 @@ pub(crate) struct State {
     /// Finished operations' events, each in its arrival order, sent after
     /// the lock.
     pub(super) batches: Vec<Vec<Value>>,
+    /// Whether the seeded catalogue's `product.created` and `price.created`
+    /// have been emitted (before the account's first customer).
+    pub(super) catalogue_announced: bool,
 }
 
 impl State {

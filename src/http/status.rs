@@ -1,5 +1,6 @@
 //! `GET /billing/status`: whether the signed-in user is paid, and their
-//! current subscription, answered from Postgres only (never a Stripe call).
+//! current subscription and its plan, answered from Postgres only (a Stripe
+//! call never stands in its way).
 
 use actix_web::{web, HttpResponse};
 use chrono::SecondsFormat;
@@ -9,6 +10,7 @@ use utoipa::ToSchema;
 use super::auth::AuthenticatedUser;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::billing::plans::Plan;
 use crate::billing::summary::{self, BillingSummary};
 
 #[derive(Serialize, ToSchema)]
@@ -28,6 +30,10 @@ pub(crate) struct StatusData {
     /// `incomplete_expired`, `paused`, `unrecognized_status`, `no_subscription`.
     #[schema(example = "active")]
     reason: &'static str,
+    /// Whether the user has a Stripe customer. Unpaid with a customer is a former customer (or one
+    /// whose first payment failed): their invoices and saved payment methods are in the portal,
+    /// `POST /billing/create-portal` without a `flow`. The customer's id is never answered.
+    has_customer: bool,
     /// The current subscription's Stripe status (`active`, `past_due`, `canceled`…).
     #[schema(example = "active")]
     status: Option<String>,
@@ -35,6 +41,10 @@ pub(crate) struct StatusData {
     price_id: Option<String>,
     #[schema(example = "prod_QXg1hqf4jFNsqG")]
     product_id: Option<String>,
+    /// The current subscription's plan, for people to read ("Pro · $29.00 per month"): null
+    /// without a subscription, and while neither its price nor its product is known yet (they
+    /// are read from Stripe in the background; a later request has them).
+    plan: Option<PlanData>,
     /// RFC 3339.
     #[schema(format = DateTime, example = "2026-12-24T00:00:00Z")]
     current_period_end: Option<String>,
@@ -52,6 +62,44 @@ pub(crate) struct StatusData {
     /// or a read from the API); null without a subscription.
     #[schema(format = DateTime, example = "2026-12-05T10:00:00Z")]
     synced_at: Option<String>,
+}
+
+/// A plan as its price and product describe it. Each field is null when not known.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Plan)]
+pub(crate) struct PlanData {
+    /// The product's name, else the price's nickname.
+    #[schema(example = "Pro")]
+    name: Option<String>,
+    /// What one period costs, in the currency's smallest unit, as Stripe counts it (`2900` with
+    /// `usd` is $29.00; `500` with `jpy` is ¥500): the price's `unit_amount`. Null for a price
+    /// without one (tiered, customer-chosen amounts).
+    #[schema(example = 2900)]
+    amount: Option<i64>,
+    /// Lower-case ISO 4217 currency code, as Stripe gives it.
+    #[schema(example = "usd")]
+    currency: Option<String>,
+    /// `day`, `week`, `month` or `year` (Stripe's `recurring.interval`); null for a one-time
+    /// price.
+    #[schema(example = "month")]
+    interval: Option<String>,
+    /// How many intervals one period spans (`3` with `month`: every three months), at least 1;
+    /// null for a one-time price.
+    #[schema(example = 1, minimum = 1)]
+    interval_count: Option<i32>,
+}
+
+impl From<Plan> for PlanData {
+    fn from(plan: Plan) -> Self {
+        Self {
+            name: plan.name,
+            amount: plan.amount,
+            currency: plan.currency,
+            interval: plan.interval,
+            interval_count: plan.interval_count,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -101,9 +149,11 @@ pub(super) fn data(user: &AuthenticatedUser, summary: BillingSummary) -> StatusD
         email: user.email.clone(),
         paid: summary.paid,
         reason: summary.reason.as_str(),
+        has_customer: summary.has_customer,
         status: summary.status,
         price_id: summary.price_id,
         product_id: summary.product_id,
+        plan: summary.plan.map(PlanData::from),
         current_period_end: summary.current_period_end.map(rfc3339),
         cancel_at_period_end: summary.cancel_at_period_end,
         cancel_at: summary.cancel_at.map(rfc3339),

@@ -7,8 +7,9 @@
 //!
 //! Reads go through async-stripe's client (same key, base URL, timeout and
 //! `Stripe-Version`) but take the answer as untyped JSON and map subscriptions
-//! with the webhook's lenient [`parse_subscription`], so one mapping serves
-//! webhooks, refetch and `sync`, whatever API version shaped the answer.
+//! and prices with the webhook's lenient [`parse_subscription`] and
+//! [`parse_price`], so one mapping serves webhooks, refetch and `sync`,
+//! whatever API version shaped the answer.
 //!
 //! Reads `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_TIMEOUT_SECS` and
 //! `STRIPE_PORTAL_CONFIGURATION`.
@@ -40,7 +41,7 @@ use stripe_types::RangeQueryTs;
 
 use crate::ids::{CustomerId, SubscriptionId, UserId};
 use crate::metrics::Metrics;
-use crate::stripe::events::{parse_subscription, SubscriptionObject};
+use crate::stripe::events::{parse_price, parse_subscription, PriceObject, SubscriptionObject};
 use std::sync::Arc;
 
 /// What went wrong talking to Stripe, in the terms the service acts on.
@@ -423,6 +424,22 @@ impl StripeGateway {
         })
     }
 
+    /// The price `id` with its product expanded, `GET /v1/prices/{id}?expand[]=product`
+    /// (docs.stripe.com/api/prices/retrieve; a `plan` id of older API versions
+    /// answers too, plans being prices), through the webhook's lenient parser.
+    /// A background read: [`background_retries`].
+    pub(crate) async fn retrieve_price(&self, id: &str) -> Result<PriceObject, StripeFailure> {
+        let body = self
+            .json_with(
+                "retrieve_price",
+                &RetrievePriceWithProduct(id),
+                background_retries(),
+            )
+            .await?;
+        parse_price(miniserde::json::to_string(&body).as_bytes())
+            .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))
+    }
+
     /// Whether Stripe has deleted `customer`: `GET /v1/customers/{id}` answers
     /// 200 `{"id":…,"deleted":true}` for a deleted customer
     /// (docs.stripe.com/api/customers/retrieve), and "No such customer" for
@@ -503,6 +520,32 @@ impl StripeGateway {
                 return Ok(all);
             }
         }
+    }
+}
+
+/// `GET /v1/prices/{id}?expand[]=product`: async-stripe has the request in a
+/// crate of its own (`async-stripe-product`) that this one read does not
+/// justify; its request builder makes the same request.
+struct RetrievePriceWithProduct<'a>(&'a str);
+
+impl ::stripe::StripeRequest for RetrievePriceWithProduct<'_> {
+    type Output = Json;
+
+    fn build(&self) -> stripe_client_core::RequestBuilder {
+        #[derive(serde::Serialize)]
+        struct Expand<'e> {
+            expand: &'e [&'e str],
+        }
+        // The id goes into the path: Stripe's ids are URL-safe, and anything
+        // else is escaped rather than allowed to reach another endpoint.
+        let id: String = url::form_urlencoded::byte_serialize(self.0.as_bytes()).collect();
+        stripe_client_core::RequestBuilder::new(
+            stripe_client_core::StripeMethod::Get,
+            format!("/prices/{id}"),
+        )
+        .query(&Expand {
+            expand: &["product"],
+        })
     }
 }
 

@@ -1,8 +1,9 @@
 //! Lenient parsing of verified Stripe webhook bodies and subscription objects.
 //!
 //! Owns the mapping from Stripe's JSON to the few fields the service acts on: the event
-//! envelope (`id`, `type`, `created`), subscriptions, deleted customers and completed Checkout
-//! sessions. Everything else is ignored.
+//! envelope (`id`, `type`, `created`), subscriptions, deleted customers, completed Checkout
+//! sessions, and the prices and products that name a subscription's plan. Everything else is
+//! ignored.
 //!
 //! Stripe delivers webhooks in the API version of the account (or endpoint), so the same event
 //! arrives in different shapes: current versions put `current_period_end` on each subscription
@@ -41,7 +42,7 @@ pub struct Event {
 /// The event types this service acts on: the arms of [`parse_event`]'s
 /// match (a test holds the two together); every other type is
 /// [`EventKind::Ignored`].
-pub const HANDLED_TYPES: [&str; 7] = [
+pub const HANDLED_TYPES: [&str; 13] = [
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
@@ -49,6 +50,12 @@ pub const HANDLED_TYPES: [&str; 7] = [
     "customer.subscription.resumed",
     "customer.deleted",
     "checkout.session.completed",
+    "price.created",
+    "price.updated",
+    "price.deleted",
+    "product.created",
+    "product.updated",
+    "product.deleted",
 ];
 
 /// What an event means to the service.
@@ -61,6 +68,10 @@ pub enum EventKind {
     CustomerDeleted { customer_id: CustomerId },
     /// `checkout.session.completed`.
     CheckoutCompleted(CheckoutSessionObject),
+    /// `price.{created,updated,deleted}`.
+    Price(PriceObject),
+    /// `product.{created,updated,deleted}`.
+    Product(ProductObject),
     /// Any other type (including other `customer.subscription.*` types); its object is not read.
     Ignored,
 }
@@ -114,6 +125,46 @@ pub struct CheckoutSessionObject {
     /// secret key can set it.
     pub metadata_user_id: Option<String>,
     pub subscription_id: Option<SubscriptionId>,
+}
+
+/// The price fields that say what a plan costs and how often (docs.stripe.com/api/prices/object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceObject {
+    pub id: String,
+    /// `product`: its id, whether Stripe sent the id or the expanded object.
+    pub product_id: Option<String>,
+    /// The product itself, when `product` was expanded (`expand[]=product`).
+    pub product: Option<ProductObject>,
+    /// `nickname`, when a non-empty string.
+    pub nickname: Option<String>,
+    /// `unit_amount`, in the currency's smallest unit (2900 is $29.00); absent for prices that
+    /// have none (tiered, customer-chosen amounts).
+    pub unit_amount: Option<i64>,
+    /// `currency`, lower-cased, when it is three ASCII letters (an ISO 4217 code).
+    pub currency: Option<String>,
+    /// `recurring`; absent for a one-time price.
+    pub recurring: Option<Recurring>,
+    /// A `price.deleted` event, or an object saying `"deleted": true`.
+    pub deleted: bool,
+}
+
+/// A price's `recurring`: every `interval_count` `interval`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recurring {
+    /// `day`, `week`, `month`, `year`, or whatever Stripe adds later, verbatim.
+    pub interval: String,
+    /// At least 1; Stripe's default, 1, when absent or not a positive integer.
+    pub interval_count: i32,
+}
+
+/// The product fields the service shows: its name (docs.stripe.com/api/products/object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductObject {
+    pub id: String,
+    /// `name`, when a non-empty string.
+    pub name: Option<String>,
+    /// A `product.deleted` event, or an object saying `"deleted": true`.
+    pub deleted: bool,
 }
 
 /// Why a body could not be turned into an [`Event`] or [`SubscriptionObject`].
@@ -174,6 +225,16 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
             let envelope: Envelope<CheckoutWire> = from_json(body, &head.type_)?;
             EventKind::CheckoutCompleted(envelope.data.object.into_domain()?)
         }
+        "price.created" | "price.updated" | "price.deleted" => {
+            let envelope: Envelope<PriceObjectWire> = from_json(body, &head.type_)?;
+            let deleted = head.type_ == "price.deleted";
+            EventKind::Price(envelope.data.object.into_price(deleted)?)
+        }
+        "product.created" | "product.updated" | "product.deleted" => {
+            let envelope: Envelope<ProductWire> = from_json(body, &head.type_)?;
+            let deleted = head.type_ == "product.deleted";
+            EventKind::Product(envelope.data.object.into_domain(deleted)?)
+        }
         _ => EventKind::Ignored,
     };
 
@@ -190,6 +251,18 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
 /// of a list) with the same lenient rules as webhook payloads.
 pub fn parse_subscription(value: &[u8]) -> Result<SubscriptionObject, EventParseError> {
     from_json::<SubscriptionWire>(value, "subscription object")?.into_domain()
+}
+
+/// Parse a bare price object (as returned by `GET /v1/prices/{id}`, with `product` expanded or
+/// not) with the same lenient rules as webhook payloads.
+pub fn parse_price(value: &[u8]) -> Result<PriceObject, EventParseError> {
+    // Refused like an event's: Postgres text cannot hold a NUL.
+    if holds_nul(value) {
+        return Err(EventParseError::NotAnEvent(
+            "a string in the price holds a NUL character".into(),
+        ));
+    }
+    from_json::<PriceObjectWire>(value, "price object")?.into_price(false)
 }
 
 /// Deserialize a top-level JSON object, telling "not JSON" apart from "JSON of the wrong shape".
@@ -548,6 +621,135 @@ struct PriceWire {
     id: Option<String>,
     #[serde(default, deserialize_with = "expandable_id")]
     product: Option<String>,
+}
+
+/// A price object of its own (a `price.*` event, `GET /v1/prices/{id}`): a subscription's
+/// `price` carries the same fields, but what a subscription stores needs only [`PriceWire`]'s.
+/// A `plan` (older API versions) is a price too: Stripe answers `GET /v1/prices/{plan id}`.
+#[derive(Deserialize)]
+struct PriceObjectWire {
+    id: Option<String>,
+    #[serde(default, deserialize_with = "expandable_product")]
+    product: Option<ProductRef>,
+    #[serde(default, deserialize_with = "lenient")]
+    nickname: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    unit_amount: Option<i64>,
+    #[serde(default, deserialize_with = "lenient")]
+    currency: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    recurring: Option<RecurringWire>,
+    #[serde(default, deserialize_with = "lenient")]
+    deleted: Option<bool>,
+}
+
+/// A price's `product`: an id, or the expanded product.
+enum ProductRef {
+    Id(String),
+    Expanded(ProductWire),
+}
+
+impl ProductRef {
+    fn id(&self) -> Option<String> {
+        match self {
+            Self::Id(id) => non_empty(Some(id.clone())),
+            Self::Expanded(product) => non_empty(product.id.clone()),
+        }
+    }
+}
+
+/// Like [`expandable_id`], keeping an expanded product's fields: an id string, or an object
+/// read as a product. `null`, or anything else, is `None`.
+fn expandable_product<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ProductRef>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Id(String),
+        Expanded(ProductWire),
+        Other(IgnoredAny),
+    }
+    Ok(match Option::<Wire>::deserialize(deserializer)? {
+        Some(Wire::Id(id)) => Some(ProductRef::Id(id)),
+        Some(Wire::Expanded(product)) => Some(ProductRef::Expanded(product)),
+        Some(Wire::Other(_)) | None => None,
+    })
+}
+
+#[derive(Deserialize)]
+struct RecurringWire {
+    #[serde(default, deserialize_with = "lenient")]
+    interval: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    interval_count: Option<i64>,
+}
+
+impl RecurringWire {
+    /// A `recurring` without an interval string is no interval anyone can show.
+    fn into_domain(self) -> Option<Recurring> {
+        Some(Recurring {
+            interval: non_empty(self.interval)?,
+            interval_count: self
+                .interval_count
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .unwrap_or(1),
+        })
+    }
+}
+
+impl PriceObjectWire {
+    /// The price of a `price.*` event (`deleted` for `price.deleted`) or an API read.
+    fn into_price(self, deleted: bool) -> Result<PriceObject, EventParseError> {
+        let id = non_empty(self.id).ok_or_else(|| missing("price object", &["id"]))?;
+        too_long("price `id`", &id)?;
+        let product_id = self.product.as_ref().and_then(ProductRef::id);
+        if let Some(product) = &product_id {
+            too_long("price `product`", product)?;
+        }
+        let product = match self.product {
+            Some(ProductRef::Expanded(product)) if product_id.is_some() => {
+                Some(product.into_domain(false)?)
+            }
+            _ => None,
+        };
+        Ok(PriceObject {
+            id,
+            product_id,
+            product,
+            nickname: non_empty(self.nickname),
+            unit_amount: self.unit_amount,
+            currency: self
+                .currency
+                .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+                .map(|c| c.to_ascii_lowercase()),
+            recurring: self.recurring.and_then(RecurringWire::into_domain),
+            deleted: deleted || self.deleted == Some(true),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ProductWire {
+    id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    deleted: Option<bool>,
+}
+
+impl ProductWire {
+    /// The product of a `product.*` event (`deleted` for `product.deleted`) or an expanded one.
+    fn into_domain(self, deleted: bool) -> Result<ProductObject, EventParseError> {
+        let id = non_empty(self.id).ok_or_else(|| missing("product object", &["id"]))?;
+        too_long("product `id`", &id)?;
+        Ok(ProductObject {
+            id,
+            name: non_empty(self.name),
+            deleted: deleted || self.deleted == Some(true),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -1000,6 +1202,169 @@ mod tests {
             };
             assert_eq!(session.metadata_user_id, None, "{metadata}");
         }
+    }
+
+    /// Stripe's example price (fixtures3.json `price`), with a nickname.
+    const PRICE: &str = r#"{"active":true,"billing_scheme":"per_unit","created":1234567890,
+        "currency":"usd","custom_unit_amount":{"maximum":null,"minimum":null,"preset":null},
+        "id":"price_1PgafmB7WZ01zgkW6dKueIc5","livemode":false,"lookup_key":null,"metadata":{},
+        "nickname":"Pro monthly","object":"price","product":"prod_QXg1hqf4jFNsqG",
+        "recurring":{"interval":"month","interval_count":1,"meter":null,"usage_type":"licensed",
+        "trial_period_days":null},"tax_behavior":"unspecified","tiers_mode":null,
+        "transform_quantity":{"divide_by":1592560163,"round":"down"},"type":"recurring",
+        "unit_amount":2000,"unit_amount_decimal":"2000"}"#;
+
+    fn price_of(body: &[u8]) -> PriceObject {
+        match parse_event(body).unwrap().kind {
+            EventKind::Price(price) => price,
+            other => panic!("expected a price event, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_price_event_gives_what_the_price_costs_and_how_often() {
+        let price = price_of(&event_with("price.created", PRICE));
+
+        assert_eq!(
+            price,
+            PriceObject {
+                id: "price_1PgafmB7WZ01zgkW6dKueIc5".into(),
+                product_id: Some("prod_QXg1hqf4jFNsqG".into()),
+                product: None,
+                nickname: Some("Pro monthly".into()),
+                unit_amount: Some(2000),
+                currency: Some("usd".into()),
+                recurring: Some(Recurring {
+                    interval: "month".into(),
+                    interval_count: 1
+                }),
+                deleted: false,
+            }
+        );
+        assert!(price_of(&event_with("price.deleted", PRICE)).deleted);
+    }
+
+    #[test]
+    fn a_price_read_with_its_product_expanded_gives_the_products_name() {
+        let expanded = PRICE.replace(
+            r#""product":"prod_QXg1hqf4jFNsqG""#,
+            r#""product":{"id":"prod_QXg1hqf4jFNsqG","object":"product","name":"Pro",
+                "images":[],"metadata":{"id":"not_this"}}"#,
+        );
+
+        let price = parse_price(expanded.as_bytes()).unwrap();
+
+        assert_eq!(price.product_id.as_deref(), Some("prod_QXg1hqf4jFNsqG"));
+        assert_eq!(
+            price.product,
+            Some(ProductObject {
+                id: "prod_QXg1hqf4jFNsqG".into(),
+                name: Some("Pro".into()),
+                deleted: false
+            })
+        );
+    }
+
+    #[test]
+    fn price_fields_of_odd_shapes_are_read_as_absent_not_refused() {
+        for (field, value) in [
+            ("unit_amount", "null"),
+            ("unit_amount", r#""2000""#),
+            ("nickname", "7"),
+            ("nickname", r#""""#),
+            ("currency", r#""US dollars""#),
+            ("recurring", "null"),
+            ("recurring", r#"{"interval":9}"#),
+            ("product", "[1]"),
+        ] {
+            let object = format!(r#"{{"id":"price_1","{field}":{value}}}"#);
+
+            let price = price_of(&event_with("price.updated", &object));
+
+            let absent = match field {
+                "unit_amount" => price.unit_amount.is_none(),
+                "nickname" => price.nickname.is_none(),
+                "currency" => price.currency.is_none(),
+                "recurring" => price.recurring.is_none(),
+                _ => price.product_id.is_none(),
+            };
+            assert!(absent, "{field}: {value} gave {price:?}");
+        }
+    }
+
+    #[test]
+    fn a_currency_is_lower_cased_and_a_count_that_is_no_positive_integer_is_one() {
+        for (count, read) in [("3", 3), ("0", 1), ("-2", 1), (r#""two""#, 1), ("1e99", 1)] {
+            let object = format!(
+                r#"{{"id":"price_1","currency":"EUR","recurring":{{"interval":"week","interval_count":{count}}}}}"#
+            );
+
+            let price = price_of(&event_with("price.updated", &object));
+
+            assert_eq!(price.currency.as_deref(), Some("eur"));
+            assert_eq!(
+                price.recurring,
+                Some(Recurring {
+                    interval: "week".into(),
+                    interval_count: read
+                }),
+                "{count}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_product_event_gives_its_name_and_a_deletion_says_so() {
+        let object = r#"{"id":"prod_1","object":"product","name":"Pro","active":true,
+            "marketing_features":[],"package_dimensions":null}"#;
+
+        let Event { kind, .. } = parse_event(&event_with("product.updated", object)).unwrap();
+        let EventKind::Product(product) = kind else {
+            panic!("expected a product event, got {kind:?}");
+        };
+        let Event { kind, .. } = parse_event(&event_with(
+            "product.deleted",
+            r#"{"id":"prod_1","object":"product","deleted":true}"#,
+        ))
+        .unwrap();
+        let EventKind::Product(deleted) = kind else {
+            panic!("expected a product event, got {kind:?}");
+        };
+
+        assert_eq!(
+            product,
+            ProductObject {
+                id: "prod_1".into(),
+                name: Some("Pro".into()),
+                deleted: false
+            }
+        );
+        assert_eq!((deleted.name, deleted.deleted), (None, true));
+    }
+
+    #[test]
+    fn a_price_or_product_without_an_id_is_not_an_event() {
+        for type_ in ["price.created", "product.updated"] {
+            for object in [r#"{"name":"Pro","unit_amount":1}"#, r#"{"id":""}"#] {
+                assert!(
+                    matches!(
+                        parse_event(&event_with(type_, object)),
+                        Err(EventParseError::NotAnEvent(_))
+                    ),
+                    "{type_} {object}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_price_read_from_the_api_holding_a_nul_is_refused() {
+        let body = PRICE.replace("Pro monthly", r"Pro\u0000monthly");
+
+        assert!(matches!(
+            parse_price(body.as_bytes()),
+            Err(EventParseError::NotAnEvent(_))
+        ));
     }
 
     #[test]

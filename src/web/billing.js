@@ -181,6 +181,41 @@
     return renews && 'Renews on ' + renews;
   }
 
+  // The plan as people say it, "Pro · $29.00 per month", never with a Stripe id: the product's
+  // name (the server falls back to the price's nickname) and the price in the reader's locale.
+  // Whatever is not known is left out; with nothing known the line is not shown.
+  function planText(plan) {
+    if (!plan || typeof plan !== 'object') return null;
+    const name = typeof plan.name === 'string' && plan.name.trim() ? plan.name.trim() : null;
+    const money = moneyText(plan.amount, plan.currency);
+    const every = money && intervalText(plan.interval, plan.intervalCount);
+    return [name, every ? money + ' ' + every : money].filter(Boolean).join(' · ') || null;
+  }
+
+  // `amount` is in the currency's smallest unit, as Stripe counts it (2900 USD cents, 500 yen):
+  // the currency's own number of decimals, which Intl knows (2 for USD, 0 for JPY, 3 for KWD),
+  // turns it into the amount to show.
+  function moneyText(amount, currency) {
+    if (!Number.isSafeInteger(amount) || typeof currency !== 'string' || !/^[a-z]{3}$/i.test(currency)) return null;
+    const options = { style: 'currency', currency: currency.toUpperCase() };
+    let format;
+    try {
+      format = new Intl.NumberFormat(navigator.language || undefined, options);
+    } catch (_) {
+      try { format = new Intl.NumberFormat(undefined, options); } catch (_) { return null; } // a code Intl refuses
+    }
+    return format.format(amount / 10 ** format.resolvedOptions().maximumFractionDigits);
+  }
+
+  const INTERVAL_WORDS = { day: ['day', 'days'], week: ['week', 'weeks'], month: ['month', 'months'], year: ['year', 'years'] };
+
+  // "per month", "every 3 months"; nothing for a one-time price.
+  function intervalText(interval, count) {
+    if (typeof interval !== 'string' || !interval) return null;
+    const [one, many] = INTERVAL_WORDS[interval] || [interval.replace(/_/g, ' '), interval.replace(/_/g, ' ') + 's'];
+    return Number.isSafeInteger(count) && count > 1 ? 'every ' + count + ' ' + many : 'per ' + one;
+  }
+
   const UNPAID_TEXT = {
     past_due_grace_ended: 'Your payment failed and the grace period has ended. Update your payment method to restore access.',
     collection_paused: 'Payment collection is paused, so this plan does not include access right now.',
@@ -199,8 +234,7 @@
       // paid with no status should not happen, but access is granted, so "Active" is the truth.
       const badge = setField(node, 'status', statusWord(data.status) || 'Active');
       badge.parentElement.dataset.tone = STATUS_TONES[data.status] || (data.status ? 'neutral' : 'success');
-      const plan = [data.priceId && 'Plan: ' + data.priceId, data.productId && 'Product: ' + data.productId];
-      setField(node, 'plan', plan.filter(Boolean).join(' · '));
+      setField(node, 'plan', planText(data.plan));
       setField(node, 'period', periodText(data));
       // Already set to end (cancelAt covers both billing modes): there is nothing left to cancel
       // (the server would say 409).
@@ -220,6 +254,12 @@
   function renderUnpaid(data, stale = false) {
     render('unpaid', (node) => {
       keepRefreshNotice(node, stale);
+      // A former customer (a Stripe customer, nothing that grants access) still has invoices and
+      // saved payment methods: "Billing history" opens the portal's home on them.
+      const customer = data.hasCustomer === true ? 'former' : 'none';
+      node.querySelectorAll('[data-customer]').forEach((el) => {
+        if (el.dataset.customer !== customer) el.remove();
+      });
       const word = statusWord(data.status);
       setField(node, 'last-status', UNPAID_TEXT[data.reason] || (word && 'Your last subscription is ' + word.toLowerCase() + '.'));
     });

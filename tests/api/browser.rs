@@ -266,12 +266,29 @@ impl Drop for Browser {
     }
 }
 
-/// A user with an active subscription, stored through the real webhook path.
+/// A user with an active subscription to Pro ($29.00 a month), stored through the real
+/// webhook path (the product and price events first, as Stripe sends them when they are made).
 async fn paid_user(app: &TestApp, user: &str, cancel_at_period_end: bool) {
     app.given()
         .user(user)
         .with_customer(&format!("cus_{user}"))
         .store();
+    for (id, type_, object) in [
+        (
+            "evt_product",
+            "product.created",
+            product_object("prod_pro", "Pro"),
+        ),
+        (
+            "evt_price",
+            "price.created",
+            price_object("price_pro_monthly", "prod_pro", 2900),
+        ),
+    ] {
+        // Delivered once per test app, whichever paid user comes first.
+        let response = app.deliver(&event(id, type_, now() - 3600, object)).await;
+        assert_eq!(response.status(), 200);
+    }
     let mut sub = current_subscription(
         &format!("sub_{user}"),
         &format!("cus_{user}"),
@@ -539,6 +556,9 @@ async fn the_page_fits_a_360_pixel_wide_screen() {
         .unwrap();
     let (scroll, inner) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
     assert!(scroll <= inner, "horizontal scroll: {scroll} > {inner}");
+    let page = browser.text("main#billing").await;
+    // In whatever language the browser has: the plan's line fits too.
+    assert!(page.contains("Pro · ") && page.contains("29"), "{page}");
     browser.screenshot("paid-360").await;
     browser.close().await;
 }
@@ -1180,5 +1200,229 @@ async fn the_emulator_portal_fits_a_320_pixel_wide_screen() {
         .await
         .unwrap();
     browser.screenshot("portal-320-invoices").await;
+    browser.close().await;
+}
+
+/// `user` subscribed to Pro through the emulator's API and stored by the service as paid; the
+/// subscription's id.
+#[cfg(feature = "emulator")]
+async fn emulated_subscriber(app: &TestApp, user: &str) -> String {
+    let token = token_for(user, Some("ada@example.com"));
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+    let customer = app.user(user).unwrap().stripe_customer_id.unwrap();
+    let (status, sub) = emulator_post(
+        app,
+        "subscriptions",
+        &[
+            ("customer", &customer),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+    eventually("the subscription stored as paid", || {
+        app.user(user).unwrap().paid
+    })
+    .await;
+    sub["id"].as_str().unwrap().to_string()
+}
+
+/// Makes every page the browser opens from now on see `language` as `navigator.language`.
+#[cfg(feature = "emulator")]
+async fn browser_language(browser: &Browser, language: &str) {
+    before_every_page(
+        browser,
+        &format!(
+            "Object.defineProperty(navigator, 'language', {{ get: () => '{language}', configurable: true }});"
+        ),
+    )
+    .await;
+}
+
+/// The paid card's text once it names the plan: its name reaches the service by webhook (or
+/// a read of Stripe) a moment after the subscription, so the page is loaded again until then.
+#[cfg(feature = "emulator")]
+async fn paid_card_naming(browser: &Browser, app: &TestApp, name: &str) -> String {
+    let mut card = String::new();
+    for _ in 0..100 {
+        browser.open_billing(app).await;
+        browser.wait_for_state("paid").await;
+        card = browser.text("main#billing").await;
+        if card.contains(name) {
+            return card;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the page never named the plan {name}: {card}");
+}
+
+/// Issue 17: "Pro · $29.00 per month" where the page used to show "Plan: price_… · Product:
+/// prod_…", formatted in the reader's locale, and no Stripe id anywhere on the page.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn a_paid_user_sees_the_plan_name_and_its_price_in_their_locale_and_no_stripe_id() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    emulated_subscriber(&app, "user_1").await;
+    browser.sign_in(&app, "user_1").await;
+    browser_language(&browser, "en-US").await;
+
+    let card = paid_card_naming(&browser, &app, "Pro").await;
+
+    assert!(card.contains("Pro · $29.00 per month"), "{card}");
+    let html: Value = browser
+        .client
+        .execute("return document.documentElement.outerHTML", vec![])
+        .await
+        .unwrap();
+    let html = html.as_str().unwrap();
+    assert!(
+        !html.contains("price_") && !html.contains("prod_"),
+        "a Stripe id on the page: {html}"
+    );
+    browser.screenshot("paid-plan").await;
+
+    browser_language(&browser, "de-DE").await;
+    let card = paid_card_naming(&browser, &app, "Pro").await;
+    assert!(card.contains("29,00"), "{card}");
+    assert!(!card.contains("$29.00"), "{card}");
+    browser.close().await;
+}
+
+/// Issue 17: a former customer (subscription canceled) reaches their invoices and saved card
+/// through "Billing history", the portal's home page; "Manage Subscription" is for paid users.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn a_former_customer_sees_billing_history_and_it_opens_the_portal_home() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let sub = emulated_subscriber(&app, "user_1").await;
+    let canceled = app
+        .client
+        .delete(app.url(&format!("/stripe-emulator/v1/subscriptions/{sub}")))
+        .bearer_auth("sk_test_emulator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(canceled.status(), 200);
+    eventually("the cancellation stored", || {
+        !app.user("user_1").unwrap().paid
+    })
+    .await;
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("unpaid").await;
+
+    assert!(!browser.has("#manage-subscription").await);
+    assert_eq!(
+        browser.text("button#billing-history").await.trim(),
+        "Billing history"
+    );
+    let card = browser.text("main#billing").await;
+    assert!(!card.contains("nothing to manage here yet"), "{card}");
+    browser.screenshot("former-customer-demo").await;
+    click_now(&browser, "#billing-history").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("h2#ih"))
+        .await
+        .unwrap_or_else(|e| panic!("not the portal's home page: {e}"));
+    let url = browser.client.current_url().await.unwrap();
+    assert!(
+        url.path().starts_with("/stripe-emulator/p/session/")
+            && url.path().matches('/').count() == 4,
+        "{url}"
+    );
+    let portal = browser.text("body").await;
+    assert!(portal.contains("Invoice history"), "{portal}");
+    browser.close().await;
+}
+
+/// A user whose customer's subscription was canceled, through the real webhook path.
+async fn former_customer(app: &TestApp, user: &str) {
+    paid_user(app, user, false).await;
+    let sub = current_subscription(
+        &format!("sub_{user}"),
+        &format!("cus_{user}"),
+        "canceled",
+        now() + 30 * 86_400,
+    );
+    let delivered = app
+        .deliver(&event(
+            &format!("evt_{user}_ended"),
+            "customer.subscription.deleted",
+            now() + 1,
+            sub,
+        ))
+        .await;
+    assert_eq!(delivered.status(), 200);
+}
+
+/// The same busy and error states as "Manage Subscription", and the portal opens without a flow.
+#[actix_rt::test]
+async fn billing_history_waits_for_stripe_then_shows_its_failure_and_can_be_clicked_again() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let gated = GatedStripe::start().await;
+    let app = spawn_app_with(|vars| gated.route(vars)).await;
+    former_customer(&app, "user_1").await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(stripe_error(500, "api_error", None, "boom"))
+        .mount(&app.stripe)
+        .await;
+    let sessions = gated.gate(|path, _| path == "/v1/billing_portal/sessions");
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("unpaid").await;
+    browser.screenshot("former-customer").await;
+    let button = browser
+        .client
+        .find(Locator::Css("#billing-history"))
+        .await
+        .unwrap();
+    button.click().await.unwrap();
+    sessions.arrived(1).await;
+
+    // Stripe has not answered yet: the button says so and takes no second click.
+    assert!(button.attr("disabled").await.unwrap().is_some());
+    assert_eq!(
+        button.attr("aria-busy").await.unwrap().as_deref(),
+        Some("true")
+    );
+    assert!(button.text().await.unwrap().contains("Opening portal"));
+    sessions.open();
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#portal-error"))
+        .await
+        .unwrap();
+
+    let message = browser.text("#portal-error").await;
+    assert!(
+        message.contains("Stripe could not process the request"),
+        "{message}"
+    );
+    assert!(browser.attr("#billing-history", "disabled").await.is_none());
+    let requests = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    assert_eq!(requests.len(), 1);
+    let fields = form(&requests[0]);
+    assert_eq!(fields["customer"], "cus_user_1");
+    assert!(!fields.contains_key("flow_data[type]"), "{fields:?}");
+    browser.screenshot("former-customer-portal-error").await;
     browser.close().await;
 }

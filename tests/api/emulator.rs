@@ -292,6 +292,13 @@ async fn another_site_cannot_sign_a_visitor_in_as_the_demo_user() {
     assert!(form_post.headers().get("set-cookie").is_none());
 }
 
+/// Whether an emulator event is part of a purchase: not the customer's creation, nor the
+/// account's catalogue (its products and prices, announced before its first customer).
+fn of_the_purchase(event: &Value) -> bool {
+    let type_ = event["type"].as_str().unwrap_or_default();
+    type_ != "customer.created" && !type_.starts_with("product.") && !type_.starts_with("price.")
+}
+
 #[actix_rt::test]
 async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkout_sends() {
     let app = spawn_emulated_app_with(|_| {}).await;
@@ -322,7 +329,7 @@ async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkou
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["type"] != "customer.created")
+        .filter(|e| of_the_purchase(e))
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     // Newest first, as Stripe lists events.
@@ -339,7 +346,7 @@ async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkou
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["type"] != "customer.created")
+        .filter(|e| of_the_purchase(e))
         .map(|e| e["created"].as_i64().unwrap())
         .collect();
     assert_eq!(seconds.len(), 1, "all in one second: {seconds:?}");
@@ -516,4 +523,86 @@ async fn without_app_base_url_the_portal_returns_to_the_port_the_service_listens
         .unwrap();
 
     assert_eq!(return_link(&html), format!("{local}/settings/billing"));
+}
+
+#[actix_rt::test]
+async fn the_emulator_serves_a_price_with_its_product_expanded_and_a_product_as_stripe_does() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+
+    let expanded = emulator_get(&app, "prices/price_emu_pro_monthly?expand[]=product").await;
+    let plain = emulator_get(&app, "prices/price_emu_pro_monthly").await;
+    let product = emulator_get(&app, "products/prod_emu_pro").await;
+    let missing = emulator_get(&app, "prices/price_nobody_made").await;
+
+    assert_eq!(expanded["object"], "price");
+    assert_eq!(expanded["unit_amount"], 2900);
+    assert_eq!(expanded["currency"], "usd");
+    assert_eq!(expanded["recurring"]["interval"], "month");
+    assert_eq!(expanded["product"]["id"], "prod_emu_pro");
+    assert_eq!(expanded["product"]["name"], "Pro");
+    assert_eq!(plain["product"], "prod_emu_pro");
+    assert_eq!(product["name"], "Pro");
+    // In the strict shared types, as async-stripe would read them.
+    for price in [&expanded, &plain] {
+        let parsed = serde_json::from_value::<stripe_shared::Price>(price.clone());
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+    let parsed = serde_json::from_value::<stripe_shared::Product>(product.clone());
+    assert!(parsed.is_ok(), "{parsed:?}");
+    assert_eq!(missing["error"]["code"], "resource_missing", "{missing}");
+}
+
+#[actix_rt::test]
+async fn the_emulator_announces_its_catalogue_and_the_status_names_the_plan_bought() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
+    let (status, sub) = emulator_post(
+        &app,
+        "subscriptions",
+        &[
+            ("customer", customer.as_str()),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{sub}");
+
+    let events = emulator_get(&app, "events?limit=100").await;
+    let mut catalogue: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .filter(|t| t.starts_with("product.") || t.starts_with("price."))
+        .collect();
+    catalogue.sort();
+    assert_eq!(
+        catalogue,
+        [
+            "price.created",
+            "price.created",
+            "product.created",
+            "product.created"
+        ]
+    );
+    eventually("the catalogue's events applied", || {
+        app.count(
+            "stripe_events WHERE type IN ('product.created', 'price.created') \
+             AND outcome = 'applied'",
+        ) == 4
+    })
+    .await;
+    eventually("the subscription stored as paid", || {
+        app.user("user_1").unwrap().paid
+    })
+    .await;
+    let plan = app.status(&token).await["data"]["plan"].clone();
+    assert_eq!(
+        plan,
+        serde_json::json!({"name": "Pro", "amount": 2900, "currency": "usd",
+                           "interval": "month", "intervalCount": 1})
+    );
 }

@@ -20,6 +20,7 @@ mod operations;
 mod ordering;
 mod page;
 mod paid;
+mod plans;
 mod portal;
 mod refresh;
 mod scale;

@@ -42,6 +42,34 @@ pub fn old_subscription(id: &str, customer: &str, status: &str, period_end: i64)
     })
 }
 
+/// Stripe's example price (fixtures3.json `price`) with our values: `unit_amount` in US cents,
+/// every month, no nickname.
+pub fn price_object(id: &str, product: &str, unit_amount: i64) -> Value {
+    json!({
+        "id": id, "object": "price", "active": true, "billing_scheme": "per_unit",
+        "created": 1_721_948_530, "currency": "usd",
+        "custom_unit_amount": {"maximum": null, "minimum": null, "preset": null},
+        "livemode": false, "lookup_key": null, "metadata": {}, "nickname": null,
+        "product": product,
+        "recurring": {"interval": "month", "interval_count": 1, "meter": null,
+                      "usage_type": "licensed", "trial_period_days": null},
+        "tax_behavior": "unspecified", "tiers_mode": null, "transform_quantity": null,
+        "type": "recurring", "unit_amount": unit_amount,
+        "unit_amount_decimal": unit_amount.to_string()
+    })
+}
+
+/// Stripe's example product (fixtures3.json `product`) named `name`.
+pub fn product_object(id: &str, name: &str) -> Value {
+    json!({
+        "id": id, "object": "product", "active": true, "created": 1_721_948_530,
+        "default_price": null, "description": null, "images": [], "livemode": false,
+        "marketing_features": [], "metadata": {}, "name": name, "package_dimensions": null,
+        "shippable": null, "statement_descriptor": null, "tax_code": null, "type": "service",
+        "unit_label": null, "updated": 1_721_948_530, "url": null
+    })
+}
+
 pub fn event(id: &str, type_: &str, created: i64, object: Value) -> Value {
     json!({
         "id": id, "object": "event", "type": type_, "created": created,

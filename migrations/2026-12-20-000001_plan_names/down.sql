@@ -1,0 +1,2 @@
+DROP TABLE stripe_products;
+DROP TABLE stripe_prices;

@@ -49,11 +49,17 @@ async fn a_restart_in_the_middle_of_the_demo_loop_continues_where_it_left_off() 
     let second = Instance::start_emulated_on(&app, port).await;
 
     // The emulator still knows the customer and the subscription.
-    let (status, sub) =
-        emulator_get_at(&app.client, &second.base, &format!("subscriptions/{subscription}"))
-            .await;
+    let (status, sub) = emulator_get_at(
+        &app.client,
+        &second.base,
+        &format!("subscriptions/{subscription}"),
+    )
+    .await;
     assert_eq!(status, 200, "{sub}\n{}", second.log());
-    assert_eq!((sub["status"].as_str(), sub["customer"].as_str()), (Some("active"), Some(customer.as_str())));
+    assert_eq!(
+        (sub["status"].as_str(), sub["customer"].as_str()),
+        (Some("active"), Some(customer.as_str()))
+    );
     // The portal opens on the same customer and shows the subscription.
     let (status, portal) = create_portal_at(&app, &second.base, json!({})).await;
     assert_eq!(status, 200, "{portal}");
@@ -69,12 +75,8 @@ async fn a_restart_in_the_middle_of_the_demo_loop_continues_where_it_left_off() 
         "{page}"
     );
     // Cancelling, as the page's "Cancel" action does (a portal deep link), still works.
-    let (status, cancel) = create_portal_at(
-        &app,
-        &second.base,
-        json!({"flow": "subscription_cancel"}),
-    )
-    .await;
+    let (status, cancel) =
+        create_portal_at(&app, &second.base, json!({"flow": "subscription_cancel"})).await;
     assert_eq!(status, 200, "{cancel}");
     let url = cancel["data"]["portalUrl"].as_str().unwrap();
     let confirmed = browser
@@ -84,7 +86,10 @@ async fn a_restart_in_the_middle_of_the_demo_loop_continues_where_it_left_off() 
         .await
         .unwrap();
     assert_eq!(confirmed.status(), 303);
-    eventually("the cancellation to reach Postgres", || !demo_user_paid(&app)).await;
+    eventually("the cancellation to reach Postgres", || {
+        !demo_user_paid(&app)
+    })
+    .await;
 }
 
 #[actix_rt::test]
@@ -94,8 +99,13 @@ async fn instances_on_one_database_share_one_emulated_account() {
     let other = Instance::start_emulated_on(&app, free_port()).await;
     let client = &app.client;
 
-    let (status, customer) =
-        emulator_post_at(client, &one.base, "customers", &[("email", "ada@example.com")]).await;
+    let (status, customer) = emulator_post_at(
+        client,
+        &one.base,
+        "customers",
+        &[("email", "ada@example.com")],
+    )
+    .await;
     assert_eq!(status, 200, "{customer}");
     let id = customer["id"].as_str().unwrap();
     let (status, fetched) = emulator_get_at(client, &other.base, &format!("customers/{id}")).await;
@@ -117,12 +127,18 @@ async fn instances_on_one_database_share_one_emulated_account() {
         client,
         &one.base,
         "subscriptions",
-        &[("customer", id), ("items[0][price]", "price_emu_pro_monthly")],
+        &[
+            ("customer", id),
+            ("items[0][price]", "price_emu_pro_monthly"),
+        ],
     )
     .await;
     let sub = sub["id"].as_str().unwrap();
     let canceled = client
-        .delete(format!("{}/stripe-emulator/v1/subscriptions/{sub}", other.base))
+        .delete(format!(
+            "{}/stripe-emulator/v1/subscriptions/{sub}",
+            other.base
+        ))
         .bearer_auth("sk_test_emulator")
         .send()
         .await
@@ -161,15 +177,23 @@ async fn the_test_clock_survives_a_restart() {
     let port = free_port();
     let mut first = Instance::start_emulated_on(&app, port).await;
     advance_billing_clock(&app.client, &first.base, 40 * DAY).await;
-    let (_, before) =
-        emulator_get_at(&app.client, &first.base, "test_helpers/test_clocks/clock_any").await;
+    let (_, before) = emulator_get_at(
+        &app.client,
+        &first.base,
+        "test_helpers/test_clocks/clock_any",
+    )
+    .await;
     let before = before["frozen_time"].as_i64().unwrap();
 
     first.kill();
     let second = Instance::start_emulated_on(&app, port).await;
 
-    let (_, after) =
-        emulator_get_at(&app.client, &second.base, "test_helpers/test_clocks/clock_any").await;
+    let (_, after) = emulator_get_at(
+        &app.client,
+        &second.base,
+        "test_helpers/test_clocks/clock_any",
+    )
+    .await;
     let after = after["frozen_time"].as_i64().unwrap();
     // It kept running while the service was down, as a clock does, and never went back.
     assert!(
@@ -178,12 +202,21 @@ async fn the_test_clock_survives_a_restart() {
     );
     // What the emulator stamps from then on is on that clock.
     let (_, customer) = emulator_post_at(&app.client, &second.base, "customers", &[]).await;
-    assert!(customer["created"].as_i64().unwrap() >= before, "{customer}");
+    assert!(
+        customer["created"].as_i64().unwrap() >= before,
+        "{customer}"
+    );
 }
 
 #[actix_rt::test]
 async fn emulator_reset_empties_the_emulator_and_the_next_demo_starts_clean() {
     let app = spawn_app().await;
+    // A customer from real Stripe (this database once ran with a test key) is not the
+    // emulator's to forget.
+    app.given()
+        .user("user_2")
+        .with_customer("cus_NffrFeUfNV2Hib")
+        .store();
     let running = Instance::start_emulated_on(&app, free_port()).await;
     let browser = demo_browser();
     let old = demo_subscribe(&browser, &running.base).await;
@@ -194,13 +227,20 @@ async fn emulator_reset_empties_the_emulator_and_the_next_demo_starts_clean() {
 
     assert!(ok, "{out}");
     assert!(out.contains("1 customer, 1 subscription"), "{out}");
-    assert!(out.contains("forgot the Stripe customer of 1 user"), "{out}");
+    assert!(
+        out.contains("forgot the Stripe customer of 1 user"),
+        "{out}"
+    );
     // The running instance answers from the emptied account at once.
     let (status, _) =
         emulator_get_at(&app.client, &running.base, &format!("subscriptions/{old}")).await;
     assert_eq!(status, 404);
-    let (status, _) =
-        emulator_get_at(&app.client, &running.base, &format!("customers/{old_customer}")).await;
+    let (status, _) = emulator_get_at(
+        &app.client,
+        &running.base,
+        &format!("customers/{old_customer}"),
+    )
+    .await;
     assert_eq!(status, 404);
     let (_, events) = emulator_get_at(&app.client, &running.base, "events").await;
     assert_eq!(events["data"], json!([]));
@@ -208,6 +248,10 @@ async fn emulator_reset_empties_the_emulator_and_the_next_demo_starts_clean() {
     let user = app.user("demo_user").unwrap();
     assert_eq!((user.stripe_customer_id, user.paid), (None, false));
     assert_eq!(app.count("subscriptions"), 0);
+    assert_eq!(
+        app.user("user_2").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_NffrFeUfNV2Hib")
+    );
 
     // The next demo starts from nothing: a new customer, a new subscription.
     let new = demo_subscribe(&browser, &running.base).await;

@@ -16,14 +16,13 @@ mod pdf;
 
 use std::sync::Arc;
 
-use std::future::{ready, Ready};
-
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
-use super::account::Emulator;
+use super::account::{Emulator, StoreError};
 use super::model::*;
 use pages::date;
 
@@ -64,8 +63,28 @@ fn encoded(text: &str) -> String {
 struct NoSession {
     status: u16,
     title: &'static str,
-    message: &'static str,
+    message: String,
     back: Option<String>,
+}
+
+/// The page when the emulator cannot reach its account in Postgres.
+fn unavailable(e: &StoreError, back: Option<&str>) -> HttpResponse {
+    log::warn!("emulator portal: {e}");
+    pages::message(
+        503,
+        "The emulator is unavailable",
+        &unavailable_reason(e),
+        back,
+    )
+}
+
+fn unavailable_reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(_) => {
+            "Its database did not answer. Try again in a moment.".to_string()
+        }
+        StoreError::Unreadable(_) => e.to_string(),
+    }
 }
 
 impl std::fmt::Display for NoSession {
@@ -80,7 +99,7 @@ impl ResponseError for NoSession {
     }
 
     fn error_response(&self) -> HttpResponse {
-        pages::message(self.status, self.title, self.message, self.back.as_deref())
+        pages::message(self.status, self.title, &self.message, self.back.as_deref())
     }
 }
 
@@ -90,26 +109,40 @@ struct Live(PortalSession);
 
 impl FromRequest for Live {
     type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(emu) = req.app_data::<web::Data<Arc<Emulator>>>() else {
-            return ready(Err(actix_web::error::ErrorInternalServerError(
-                "the emulator is not registered",
-            )));
-        };
-        let id = req.match_info().get("id").unwrap_or_default();
-        ready(session(emu, id).map(Live).map_err(Into::into))
+        let emu = req.app_data::<web::Data<Arc<Emulator>>>().cloned();
+        let id = req.match_info().get("id").unwrap_or_default().to_string();
+        Box::pin(async move {
+            let Some(emu) = emu else {
+                return Err(actix_web::error::ErrorInternalServerError(
+                    "the emulator is not registered",
+                ));
+            };
+            session(&emu, &id).await.map(Live).map_err(Into::into)
+        })
     }
 }
 
 /// The live session, or why there is none.
-fn session(emu: &Emulator, id: &str) -> Result<PortalSession, NoSession> {
-    let session = emu.read(|state| state.sessions.get(id).cloned());
+async fn session(emu: &Emulator, id: &str) -> Result<PortalSession, NoSession> {
+    let session = emu
+        .read(|state| state.sessions.get(id).cloned())
+        .await
+        .map_err(|e| {
+            log::warn!("emulator portal: {e}");
+            NoSession {
+                status: 503,
+                title: "The emulator is unavailable",
+                message: unavailable_reason(&e),
+                back: None,
+            }
+        })?;
     let session = session.ok_or(NoSession {
         status: 404,
         title: "Session not found",
-        message: "This portal link is not valid.",
+        message: "This portal link is not valid.".into(),
         back: None,
     })?;
     if emu.clock.unix() - session.created > PORTAL_SESSION_TTL_SECS {
@@ -117,7 +150,8 @@ fn session(emu: &Emulator, id: &str) -> Result<PortalSession, NoSession> {
             status: 410,
             title: "This session has expired",
             message:
-                "Portal sessions last five minutes. Go back to the app and open the portal again.",
+                "Portal sessions last five minutes. Go back to the app and open the portal again."
+                    .into(),
             back: Some(session.return_url),
         });
     }
@@ -165,7 +199,7 @@ async fn home(
         }
         _ => {}
     }
-    emu.read(|state| {
+    let page = emu.read(|state| {
         let Some(customer) = state.customers.get(&session.customer) else {
             return pages::message(
                 404,
@@ -183,7 +217,9 @@ async fn home(
             now: emu.clock.unix(),
         };
         pages::home(context, state, customer)
-    })
+    });
+    page.await
+        .unwrap_or_else(|e| unavailable(&e, Some(&session.return_url)))
 }
 
 #[derive(Deserialize)]
@@ -194,12 +230,12 @@ pub(super) struct SubscriptionQuery {
 
 /// The session customer's subscription `id`, read with `f`; `None` when it
 /// is not theirs.
-fn their_subscription<T>(
+async fn their_subscription<T>(
     emu: &Emulator,
     session: &PortalSession,
     id: &str,
     f: impl FnOnce(&Subscription) -> T,
-) -> Option<T> {
+) -> Result<Option<T>, StoreError> {
     emu.read(|state| {
         state
             .subscriptions
@@ -207,6 +243,7 @@ fn their_subscription<T>(
             .filter(|s| s.customer == session.customer)
             .map(f)
     })
+    .await
 }
 
 fn no_such_subscription(session: &PortalSession) -> HttpResponse {
@@ -223,9 +260,11 @@ async fn plan_form(
     q: web::Query<SubscriptionQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let Some(current) = their_subscription(&emu, &session, &q.subscription, |s| s.price.clone())
-    else {
-        return no_such_subscription(&session);
+    let current = their_subscription(&emu, &session, &q.subscription, |s| s.price.clone()).await;
+    let current = match current {
+        Ok(Some(current)) => current,
+        Ok(None) => return no_such_subscription(&session),
+        Err(e) => return unavailable(&e, Some(&session.return_url)),
     };
     pages::plan(
         &session,
@@ -245,7 +284,7 @@ pub(super) struct PlanForm {
 /// Runs a portal action for the session's customer: the subscription must be
 /// theirs. Done, it answers as [`done`] does with `notice`; a failure goes
 /// back to `back` with the message.
-fn act(
+async fn act(
     emu: &Arc<Emulator>,
     session: &PortalSession,
     subscription: Option<&str>,
@@ -265,9 +304,10 @@ fn act(
         }
         action(emu, state)
     });
-    match result {
-        Ok(()) => done(emu, session, notice),
-        Err(e) => {
+    match result.await {
+        Err(e) => unavailable(&e, Some(&session.return_url)),
+        Ok(Ok(())) => done(emu, session, notice),
+        Ok(Err(e)) => {
             let sep = if back.contains('?') { '&' } else { '?' };
             see_other(&format!("{back}{sep}error={}", encoded(&e.message)))
         }
@@ -299,6 +339,7 @@ async fn plan_submit(
                 .map(|_| ())
         },
     )
+    .await
 }
 
 async fn cancel_form(
@@ -306,9 +347,11 @@ async fn cancel_form(
     q: web::Query<SubscriptionQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let Some(end) = their_subscription(&emu, &session, &q.subscription, |s| s.current_period_end)
-    else {
-        return no_such_subscription(&session);
+    let end = their_subscription(&emu, &session, &q.subscription, |s| s.current_period_end).await;
+    let end = match end {
+        Ok(Some(end)) => end,
+        Ok(None) => return no_such_subscription(&session),
+        Err(e) => return unavailable(&e, Some(&session.return_url)),
     };
     pages::cancel(
         &session,
@@ -361,6 +404,7 @@ async fn cancel_submit(
             }
         },
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -388,6 +432,7 @@ async fn renew_submit(
                 .map(|_| ())
         },
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -437,6 +482,7 @@ async fn payment_method_submit(
         "Your payment method was updated.",
         |emu, state| emu.set_card(state, &customer, &f.number, month, year),
     )
+    .await
 }
 
 async fn address_form(
@@ -444,13 +490,17 @@ async fn address_form(
     q: web::Query<ErrorQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let (name, address) = emu.read(|state| {
+    let known = emu.read(|state| {
         let c = state.customers.get(&session.customer);
         (
             c.and_then(|c| c.name.clone()).unwrap_or_default(),
             c.map(|c| c.address.clone()).unwrap_or_default(),
         )
     });
+    let (name, address) = match known.await {
+        Ok(known) => known,
+        Err(e) => return unavailable(&e, Some(&session.return_url)),
+    };
     pages::address(
         &session,
         &base(&emu, &session.id),
@@ -491,6 +541,7 @@ async fn address_submit(
         "Your billing information was updated.",
         |emu, state| emu.set_address(state, &customer, clean(&f.name), address),
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -505,10 +556,9 @@ async fn advance_submit(
     f: web::Form<AdvanceForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let now = emu.clock.unix();
-    let to = match f.by.as_str() {
-        "15d" => now + 15 * DAY,
-        "1m" => add_month(now),
+    let step: fn(i64) -> i64 = match f.by.as_str() {
+        "15d" => |now| now + 15 * DAY,
+        "1m" => add_month,
         _ => {
             return see_other(&format!(
                 "{}?error=Unknown+advance",
@@ -517,6 +567,9 @@ async fn advance_submit(
         }
     };
     let advanced = emu.with_state(|emu, state| {
+        // From the clock as the operation found it: another instance may
+        // have moved it.
+        let to = step(emu.clock.unix());
         emu.advance_clock(state, "clock_emulator", to)?;
         // The session is the demo user's window on the account, not an
         // object of the account: it lives five minutes of the demo user's
@@ -524,15 +577,16 @@ async fn advance_submit(
         if let Some(s) = state.sessions.get_mut(&session.id) {
             s.created = to;
         }
-        Ok::<_, StripeApiError>(())
+        Ok::<_, StripeApiError>(to)
     });
-    match advanced {
-        Ok(()) => done(
+    match advanced.await {
+        Err(e) => unavailable(&e, Some(&session.return_url)),
+        Ok(Ok(to)) => done(
             &emu,
             &session,
             &format!("The test clock now reads {}.", date(to)),
         ),
-        Err(e) => see_other(&format!(
+        Ok(Err(e)) => see_other(&format!(
             "{}?error={}",
             base(&emu, &session.id),
             encoded(&e.message)
@@ -543,8 +597,10 @@ async fn advance_submit(
 /// `GET /stripe-emulator/invoices/{id}/pdf`: a small but real PDF.
 async fn invoice_pdf(path: web::Path<String>, emu: web::Data<Arc<Emulator>>) -> HttpResponse {
     let invoice = emu.read(|state| state.invoices.iter().find(|i| i.id == *path).cloned());
-    let Some(i) = invoice else {
-        return pages::message(404, "Invoice not found", "No such invoice.", None);
+    let i = match invoice.await {
+        Ok(Some(i)) => i,
+        Ok(None) => return pages::message(404, "Invoice not found", "No such invoice.", None),
+        Err(e) => return unavailable(&e, None),
     };
     let lines = [
         format!("Invoice {}", i.number),
@@ -571,7 +627,7 @@ async fn invoice_pdf(path: web::Path<String>, emu: web::Data<Arc<Emulator>>) -> 
 mod tests {
     use super::*;
 
-    fn emulator_with_session(age_secs: i64) -> (Arc<Emulator>, String) {
+    async fn emulator_with_session(age_secs: i64) -> (Arc<Emulator>, String) {
         let emu = Emulator::new(
             "http://e.test".into(),
             "http://e.test/w".into(),
@@ -594,15 +650,16 @@ mod tests {
             state.sessions.insert(id.clone(), session);
             id
         });
+        let id = id.await.unwrap();
         (emu, id)
     }
 
-    #[test]
-    fn a_portal_session_lasts_five_minutes() {
-        let (emu, fresh) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5);
-        assert!(session(&emu, &fresh).is_ok());
-        let (emu, old) = emulator_with_session(PORTAL_SESSION_TTL_SECS + 1);
-        let page = session(&emu, &old).unwrap_err().error_response();
+    #[actix_rt::test]
+    async fn a_portal_session_lasts_five_minutes() {
+        let (emu, fresh) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5).await;
+        assert!(session(&emu, &fresh).await.is_ok());
+        let (emu, old) = emulator_with_session(PORTAL_SESSION_TTL_SECS + 1).await;
+        let page = session(&emu, &old).await.unwrap_err().error_response();
         assert_eq!(page.status().as_u16(), 410);
     }
 }

@@ -829,7 +829,10 @@ async fn after_a_restart_in_the_middle_of_the_demo_loop_the_portal_still_knows_t
         .await
         .unwrap_or_else(|e| panic!("the portal shows no subscription to cancel: {e}"));
     let href = cancel.attr("href").await.unwrap().unwrap_or_default();
-    assert!(href.ends_with(&format!("subscription={subscription}")), "{href}");
+    assert!(
+        href.ends_with(&format!("subscription={subscription}")),
+        "{href}"
+    );
     browser.screenshot("demo-portal-after-restart").await;
     browser.close().await;
 }

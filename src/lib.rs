@@ -16,7 +16,7 @@ pub mod config;
 pub mod context;
 pub mod db;
 #[cfg(feature = "emulator")]
-mod emulator;
+pub mod emulator;
 pub mod http;
 pub mod ids;
 pub mod metrics;

@@ -1,8 +1,9 @@
 //! Command line: `serve` (the default), `migrate`, `sync` (repair
 //! subscriptions from Stripe after missed webhooks), `catchup` (apply the
 //! events no delivery brought, from the Events API), `prune`, `token` (a
-//! session token for curl, signed with `AUTH_JWT_SECRET`) and
-//! `client-reference` (a signed `client_reference_id` for a Payment Link).
+//! session token for curl, signed with `AUTH_JWT_SECRET`),
+//! `client-reference` (a signed `client_reference_id` for a Payment Link)
+//! and, in builds with the emulator, `emulator-reset` (start the demo over).
 
 use std::io::IsTerminal;
 
@@ -79,6 +80,12 @@ enum Command {
         /// The app's user id (`sub`).
         user_id: String,
     },
+    /// Start the local Stripe emulator's demo over: empty its account (kept
+    /// in Postgres, schema stripe_emulator) and forget the customers and
+    /// subscriptions this database holds from it, in one transaction. Only
+    /// without STRIPE_SECRET_KEY.
+    #[cfg(feature = "emulator")]
+    EmulatorReset,
 }
 
 #[actix_rt::main]
@@ -141,6 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issue_token(&settings.auth_jwt_secret, &claims));
             Ok(())
         }
+        #[cfg(feature = "emulator")]
+        Command::EmulatorReset => emulator_reset(&settings),
         Command::ClientReference { user_id } => {
             let user = UserId::parse(&user_id).map_err(anyhow::Error::msg)?;
             let key = ReferenceKey::from_secrets(
@@ -161,6 +170,72 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Empties the emulator's account and forgets the service's links to it, in
+/// one transaction, and says what went.
+#[cfg(feature = "emulator")]
+fn emulator_reset(settings: &Settings) -> anyhow::Result<()> {
+    use billing_portal::billing::PaidRule;
+    use billing_portal::db::subscriptions::RuleParams;
+    use billing_portal::emulator;
+    use diesel::Connection;
+
+    anyhow::ensure!(
+        settings.stripe.secret_key.is_none(),
+        "emulator-reset empties the local Stripe emulator, which runs only without \
+         STRIPE_SECRET_KEY; with STRIPE_SECRET_KEY set this database's customers are Stripe's: \
+         nothing was changed"
+    );
+    db::prepare_database(&settings.database)?;
+    let mut conn = db::connect(&settings.database)?;
+    let rule = PaidRule::new(
+        settings.billing_past_due_grace_days,
+        settings.billing_collection_paused_is_paid,
+    );
+    let (cleared, forgotten) = conn.transaction(|conn| {
+        let cleared = emulator::reset(conn)?;
+        // The paid flags are judged on the emulator's clock, as the service
+        // running it judges them.
+        let now = chrono::Utc::now() + chrono::Duration::seconds(cleared.clock_offset_secs);
+        let params = RuleParams {
+            now,
+            grace_secs: rule.grace_secs(),
+            collection_paused_is_paid: rule.collection_paused_is_paid,
+        };
+        let forgotten =
+            db::users::forget_customers_starting_with(conn, emulator::CUSTOMER_ID_PREFIX, &params)?;
+        Ok::<_, diesel::result::Error>((cleared, forgotten))
+    })?;
+    println!(
+        "emulator reset: removed {}, {}, {} and {} from its account (schema {} in {})",
+        counted(cleared.customers, "customer"),
+        counted(cleared.subscriptions, "subscription"),
+        counted(cleared.invoices, "invoice"),
+        counted(cleared.events, "event"),
+        emulator::SCHEMA,
+        settings.database.display_target(),
+    );
+    println!(
+        "the service forgot the Stripe customer of {} and deleted {} it held from the emulator: \
+         the next demo starts clean (a new customer at the next portal or checkout)",
+        counted(forgotten.users as i64, "user"),
+        counted(forgotten.subscriptions as i64, "stored subscription"),
+    );
+    let days = cleared.clock_offset_secs / 86_400;
+    if cleared.clock_offset_secs > 0 {
+        println!(
+            "the test clock stays {days} days ahead: time never runs back (stored dates are on it)"
+        );
+    }
+    println!("a running service picks this up at its next emulator request; no restart needed");
+    Ok(())
+}
+
+/// "1 customer", "2 customers".
+#[cfg(feature = "emulator")]
+fn counted(n: i64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// `--since`: an RFC 3339 instant, or a duration back from now.
 fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) {
@@ -176,9 +251,9 @@ fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 /// The Stripe context of a command that reads from Stripe.
 async fn stripe_command(settings: &Settings, name: &str) -> anyhow::Result<Billing> {
     if settings.stripe.secret_key.is_none() {
-        // The emulator's state lives inside a running service, and it never
-        // runs in production: there is nothing here to read. The running
-        // service catches up with its emulator on its own.
+        // The emulator's API is served by a running service (its account is
+        // in Postgres, but nothing here serves it), and it never runs in
+        // production. The running service catches up with it on its own.
         anyhow::bail!("{name} needs STRIPE_SECRET_KEY: it reads from Stripe");
     }
     context::build(settings, StripeTarget::Configured, Clock::system()).await

@@ -76,7 +76,9 @@ impl Application {
         // very port. Configuration already refused a missing key in
         // production, and everywhere in a build without the emulator.
         #[cfg(feature = "emulator")]
-        let emulator = crate::emulator::Mounted::start(&settings, address, &clock).map(Arc::new);
+        let emulator = crate::emulator::Mounted::start(&settings, address, &clock)
+            .await?
+            .map(Arc::new);
         #[cfg(feature = "emulator")]
         let (target, demo) = match &emulator {
             Some(emulator) => {

@@ -351,23 +351,38 @@ struct Held {
 
 impl OpenTransaction {
     pub(crate) async fn begin(pool: &PgPool) -> Result<Self, DbError> {
+        Self::begin_with(pool, |_| Ok(())).await.map(|(tx, ())| tx)
+    }
+
+    /// Begins, then runs `f` inside the new transaction, in one trip to the
+    /// blocking thread pool.
+    pub(crate) async fn begin_with<T, F>(pool: &PgPool, f: F) -> Result<(Self, T), DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+        T: Send + 'static,
+    {
         let admission = pool.admit().await?;
         let deadline = admission.deadline + pool.statement_timeout;
         let on = pool.clone();
-        let held = pool
+        let (held, result) = pool
             .finish_by(deadline, move || {
                 // Lost while idle, nothing began: the next connection is tried.
-                on.on_live_connection(&admission, AnsiTransactionManager::begin_transaction)
-                    .map(|(conn, ())| Held {
-                        conn,
-                        _admission: admission,
-                    })
+                let (mut conn, ()) =
+                    on.on_live_connection(&admission, AnsiTransactionManager::begin_transaction)?;
+                let result = conn.run(f);
+                let held = Held {
+                    conn,
+                    _admission: admission,
+                };
+                Ok::<_, DbError>((held, result))
             })
             .await??;
-        Ok(Self {
+        // On an error the transaction is dropped here, rolled back.
+        let tx = Self {
             pool: pool.clone(),
             held: Some(held),
-        })
+        };
+        Ok((tx, result?))
     }
 
     /// Runs `f` inside the open transaction.
@@ -424,8 +439,22 @@ impl OpenTransaction {
         Ok(result?)
     }
 
-    pub(crate) async fn commit(mut self) -> Result<(), DbError> {
-        self.run(AnsiTransactionManager::commit_transaction).await
+    pub(crate) async fn commit(self) -> Result<(), DbError> {
+        self.commit_with(|_| Ok(())).await
+    }
+
+    /// Runs `f`, then commits, in one trip to the blocking thread pool.
+    pub(crate) async fn commit_with<T, F>(mut self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, DieselError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(move |conn| {
+            let value = f(conn)?;
+            AnsiTransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        })
+        .await
     }
 
     pub(crate) async fn rollback(mut self) -> Result<(), DbError> {
@@ -481,6 +510,13 @@ pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 /// these are held, and the main pool never waits for Stripe.
 pub fn build_lock_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     pool_of(settings, settings.lock_pool_size, 0)
+}
+
+/// A pool of `size` connections, opened when needed, for a component with
+/// work of its own on this database (the emulator's store).
+#[cfg(feature = "emulator")]
+pub(crate) fn build_small_pool(settings: &DatabaseSettings, size: u32) -> anyhow::Result<PgPool> {
+    pool_of(settings, size, 0)
 }
 
 fn pool_of(settings: &DatabaseSettings, size: u32, min_idle: u32) -> anyhow::Result<PgPool> {
@@ -542,7 +578,11 @@ pub fn run_migrations(conn: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn connect_creating_if_missing(settings: &DatabaseSettings) -> anyhow::Result<PgConnection> {
+/// One plain connection, creating the database first when the server says it
+/// does not exist (another instance may be creating it at the same time).
+pub(crate) fn connect_creating_if_missing(
+    settings: &DatabaseSettings,
+) -> anyhow::Result<PgConnection> {
     let url = connection_url(settings);
     let target = settings.display_target();
     match PgConnection::establish(&url) {

@@ -187,6 +187,60 @@ pub fn forget_customer(
         .optional()
 }
 
+/// What [`forget_customers_starting_with`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForgottenCustomers {
+    /// Users whose customer was forgotten (they get a new one on their next
+    /// create-portal).
+    pub users: usize,
+    /// Subscription rows deleted.
+    pub subscriptions: usize,
+}
+
+/// Forgets every customer whose id starts with `prefix`, and deletes their
+/// subscriptions outright (no cancellation is recorded: to the service they
+/// never existed), recomputing the paid flag of every user concerned at
+/// `rule.now`. For starting the emulator's demo over (`emulator-reset`),
+/// whose customers are the only ones with its prefix.
+pub fn forget_customers_starting_with(
+    conn: &mut PgConnection,
+    prefix: &str,
+    rule: &RuleParams,
+) -> QueryResult<ForgottenCustomers> {
+    // `_` and `%` are LIKE wildcards, and Stripe ids hold `_`.
+    let pattern = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let owners: Vec<Option<UserId>> =
+        diesel::delete(subscriptions::table.filter(subscriptions::customer_id.like(&pattern)))
+            .returning(subscriptions::user_id)
+            .get_results(conn)?;
+    let subscriptions = owners.len();
+    let holders: Vec<UserId> =
+        diesel::update(users::table.filter(users::stripe_customer_id.like(&pattern)))
+            .set((
+                users::stripe_customer_id.eq(None::<CustomerId>),
+                users::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(users::id)
+            .get_results(conn)?;
+    let forgotten = ForgottenCustomers {
+        users: holders.len(),
+        subscriptions,
+    };
+    let mut concerned: Vec<UserId> = owners.into_iter().flatten().chain(holders).collect();
+    concerned.sort();
+    concerned.dedup();
+    for user in &concerned {
+        recompute_paid(conn, user, rule)?;
+    }
+    Ok(forgotten)
+}
+
 /// Makes sure the user exists and, when they have no customer yet and no
 /// other user holds this one, links `customer_id` to them. Used for customers
 /// that reach us through Stripe (checkout, subscription metadata) rather than

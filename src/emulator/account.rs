@@ -2,20 +2,78 @@
 //! portal: each changes the [`State`] under one lock, at one instant of the
 //! virtual clock, and records the events Stripe would send, which
 //! [`super::delivery`] sends once the operation ends.
+//!
+//! The lock is the account's row in Postgres ([`super::store`]), so the
+//! operations of every instance on one database take turns on one account;
+//! an async mutex keeps this instance's copy of it, which an operation brings
+//! up to date first. Database work runs on the blocking thread pool, never on
+//! an async worker (the connection travels with the open transaction, as the
+//! service's own locking work does); the operation itself, plain computation
+//! on the copy, runs on the worker in between, so it may borrow the request
+//! and build its answer in place.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
+use tokio::sync::Mutex;
 
 use super::delivery;
 use super::model::*;
 use super::objects::*;
+use super::store::{self, Seen, Snapshot, Store};
 use crate::clock::Clock;
+use crate::db::DbError;
+
+/// How long an `Idempotency-Key` is remembered (Stripe: at least 24 hours).
+const IDEMPOTENCY_KEY_TTL_SECS: i64 = DAY;
+/// How far back `GET /v1/events` reaches, as at Stripe: older events are
+/// never listed again, so they are not kept.
+pub(crate) const EVENT_RETENTION_SECS: i64 = 30 * DAY;
+
+/// Why an operation could not run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    #[error("the emulator's database is unavailable: {0}")]
+    Unavailable(#[from] DbError),
+    #[error(
+        "the emulator's account stored in Postgres (schema {schema}) cannot be read: {0}; \
+         `billing-portal emulator-reset` starts it over",
+        schema = store::SCHEMA
+    )]
+    Unreadable(String),
+}
+
+/// This instance's copy of the account.
+struct Replica {
+    state: State,
+    /// What of the stored account it holds; `None` when it may differ (an
+    /// operation failed or was cancelled before it was written): the next
+    /// one reads everything again.
+    seen: Option<Seen>,
+    /// The document as last read or written, so an operation that changed
+    /// nothing (a `GET` through the API) writes nothing.
+    document: String,
+    /// The stored test clock offset as last read or written.
+    clock_offset_secs: i64,
+}
+
+impl Replica {
+    fn empty() -> Self {
+        Self {
+            state: State::default(),
+            seen: None,
+            document: String::new(),
+            clock_offset_secs: 0,
+        }
+    }
+}
 
 pub(crate) struct Emulator {
-    state: Mutex<State>,
+    account: Mutex<Replica>,
+    /// `None` in unit tests: the account lives in memory only.
+    store: Option<Store>,
     counter: AtomicU64,
     /// `http://127.0.0.1:{port}/stripe-emulator`: the API base and portal host.
     pub(crate) base_url: String,
@@ -34,19 +92,55 @@ impl std::fmt::Debug for Emulator {
 }
 
 impl Emulator {
+    /// An account in memory only, as the unit tests use.
+    #[cfg(test)]
     pub(crate) fn new(
         base_url: String,
         webhook_url: String,
         webhook_secret: String,
         clock: Clock,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(State::default()),
+        Arc::new(Self::build(
+            base_url,
+            webhook_url,
+            webhook_secret,
+            clock,
+            None,
+        ))
+    }
+
+    /// The account kept in `store`, as `snapshot` read it at start-up: the
+    /// test clock takes up its stored offset here, before the service uses it.
+    pub(crate) fn stored(
+        base_url: String,
+        webhook_url: String,
+        webhook_secret: String,
+        clock: Clock,
+        store: Store,
+        snapshot: Snapshot,
+    ) -> Result<Arc<Self>, StoreError> {
+        let mut emulator = Self::build(base_url, webhook_url, webhook_secret, clock, Some(store));
+        let mut replica = std::mem::replace(emulator.account.get_mut(), Replica::empty());
+        emulator.refresh(&mut replica, snapshot)?;
+        *emulator.account.get_mut() = replica;
+        Ok(Arc::new(emulator))
+    }
+
+    fn build(
+        base_url: String,
+        webhook_url: String,
+        webhook_secret: String,
+        clock: Clock,
+        store: Option<Store>,
+    ) -> Self {
+        Self {
+            account: Mutex::new(Replica::empty()),
+            store,
             counter: AtomicU64::new(0),
             base_url,
             deliveries: delivery::Deliveries::new(webhook_url, webhook_secret),
             clock,
-        })
+        }
     }
 
     /// The seeded catalogue: two monthly plans.
@@ -71,21 +165,54 @@ impl Emulator {
         Self::prices().into_iter().find(|p| p.id == id)
     }
 
-    /// A fresh id with Stripe's prefix, unique in this process.
+    /// A fresh id with Stripe's prefix: the account's count of ids handed out
+    /// (stored with it, so unique across restarts and instances), then
+    /// randomness.
     pub(crate) fn new_id(&self, prefix: &str) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let random = uuid::Uuid::new_v4().simple().to_string();
-        format!("{prefix}_emu{n}{}", &random[..10])
+        format!("{prefix}_{}{n}{}", super::ID_MARK, &random[..10])
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind, still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Brings the copy up to what `snapshot` read: the document and the
+    /// events when they changed, the test clock and the id count.
+    fn refresh(&self, replica: &mut Replica, snapshot: Snapshot) -> Result<(), StoreError> {
+        if let Some(text) = &snapshot.state {
+            let unreadable = |e: serde_json::Error| StoreError::Unreadable(e.to_string());
+            let mut state = store::parse_state(text).map_err(unreadable)?;
+            let events: Vec<Value> = match &snapshot.events {
+                Some(events) => serde_json::from_str(events).map_err(unreadable)?,
+                None => Vec::new(),
+            };
+            state.events = if snapshot.all_events {
+                events
+            } else {
+                let mut held = std::mem::take(&mut replica.state.events);
+                held.extend(events);
+                held
+            };
+            replica.document = serde_json::to_string(&state).map_err(unreadable)?;
+            replica.state = state;
+        }
+        replica.seen = Some(snapshot.seen);
+        replica.clock_offset_secs = snapshot.clock_offset_secs;
+        // Another instance may have advanced the test clock.
+        self.clock
+            .advance(snapshot.clock_offset_secs - self.clock.offset_secs());
+        self.counter
+            .fetch_max(replica.state.ids_issued, Ordering::SeqCst);
+        Ok(())
     }
 
-    /// Reads the account without changing it (no operation, no events).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        f(&self.lock())
+    /// Reads the account without changing it (no operation, no events),
+    /// as it is stored now.
+    pub(crate) async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, StoreError> {
+        let mut replica = self.account.lock().await;
+        if let Some(store) = &self.store {
+            let snapshot = store.read(replica.seen).await?;
+            self.refresh(&mut replica, snapshot)?;
+        }
+        Ok(f(&replica.state))
     }
 
     /// The emulated "now": the instant of the operation in progress, else the
@@ -95,18 +222,78 @@ impl Emulator {
     }
 
     /// Runs one operation on the account at one instant of the virtual clock,
-    /// then sends the events it produced.
-    pub(crate) fn with_state<T>(self: &Arc<Self>, f: impl FnOnce(&Self, &mut State) -> T) -> T {
-        let mut state = self.lock();
+    /// stores it, then sends the events it produced. With a store, the
+    /// account's row stays locked from the read to the commit, so operations
+    /// of all instances take turns; one that fails to be stored answers
+    /// [`StoreError`] and leaves nothing behind (its events are not sent).
+    pub(crate) async fn with_state<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Self, &mut State) -> T,
+    ) -> Result<T, StoreError> {
+        let mut replica = self.account.lock().await;
+        let Some(store) = &self.store else {
+            let result = self.operate(&mut replica.state, f);
+            self.send(&mut replica.state);
+            return Ok(result);
+        };
+        let (tx, snapshot) = store.lock(replica.seen).await?;
+        self.refresh(&mut replica, snapshot)?;
+        // Until it is stored, the replica is ahead of the account.
+        let Some(seen) = replica.seen.take() else {
+            return Err(StoreError::Unreadable("no version was read".into()));
+        };
+        let emitted_before = replica.state.events.len();
+        let result = self.operate(&mut replica.state, f);
+        let state = &mut replica.state;
+        let events: Vec<(i64, String)> = state.events[emitted_before..]
+            .iter()
+            .map(|e| (e["created"].as_i64().unwrap_or_default(), e.to_string()))
+            .collect();
+        let oldest_kept = self.clock.unix() - EVENT_RETENTION_SECS;
+        state
+            .events
+            .retain(|e| e["created"].as_i64().unwrap_or_default() >= oldest_kept);
+        let document =
+            serde_json::to_string(state).map_err(|e| StoreError::Unreadable(e.to_string()))?;
+        let clock_offset_secs = self.clock.offset_secs();
+        let unchanged = events.is_empty()
+            && document == replica.document
+            && clock_offset_secs <= replica.clock_offset_secs;
+        if unchanged {
+            // Nothing to write (a `GET`): only the lock to let go of.
+            store.release(tx).await?;
+            replica.seen = Some(seen);
+        } else {
+            let write = store::Write {
+                state: document.clone(),
+                clock_offset_secs,
+                events,
+                oldest_kept,
+            };
+            replica.seen = Some(store.commit(tx, seen.last_event, write).await?);
+            replica.document = document;
+            replica.clock_offset_secs = clock_offset_secs;
+        }
+        self.send(&mut replica.state);
+        Ok(result)
+    }
+
+    /// `f` at one pinned instant, its events closed into a batch.
+    fn operate<T>(&self, state: &mut State, f: impl FnOnce(&Self, &mut State) -> T) -> T {
         state.at = Some(self.clock.unix());
-        let result = f(self, &mut state);
+        let result = f(self, state);
         state.at = None;
-        self.end_operation(&mut state);
-        // Queued under the lock, so operations arrive in the order they ran.
+        state.ids_issued = self.counter.load(Ordering::SeqCst);
+        self.end_operation(state);
+        result
+    }
+
+    /// Queues the finished operations' events, under the lock, so operations
+    /// arrive in the order they ran.
+    fn send(self: &Arc<Self>, state: &mut State) {
         for batch in std::mem::take(&mut state.batches) {
             self.deliveries.send(self, batch);
         }
-        result
     }
 
     /// The seeded catalogue is made before the account's first customer, as
@@ -141,18 +328,24 @@ impl Emulator {
         state.batches.push(events);
     }
 
-    /// Replays the stored answer for a repeated `Idempotency-Key`, or runs
-    /// `f` and stores its answer. A key reused with other parameters is an
-    /// `idempotency_error`, as at Stripe.
-    pub(crate) fn idempotent(
+    /// Replays the stored answer for a repeated `Idempotency-Key` (for a day,
+    /// as Stripe keeps them), or runs `f` and stores its answer. A key reused
+    /// with other parameters is an `idempotency_error`, as at Stripe.
+    pub(crate) async fn idempotent(
         self: &Arc<Self>,
         key: Option<&str>,
         fingerprint: String,
         f: impl FnOnce(&Self, &mut State) -> Result<Value, StripeApiError>,
-    ) -> (u16, Value) {
+    ) -> Result<(u16, Value), StoreError> {
         self.with_state(|emu, state| {
-            if let Some((seen, status, body)) = key.and_then(|k| state.idempotency.get(k)) {
-                if *seen != fingerprint {
+            let wall = chrono::Utc::now().timestamp();
+            if key.is_some() {
+                state
+                    .idempotency
+                    .retain(|_, r| wall - r.at < IDEMPOTENCY_KEY_TTL_SECS);
+            }
+            if let Some(replay) = key.and_then(|k| state.idempotency.get(k)) {
+                if replay.fingerprint != fingerprint {
                     let err = StripeApiError {
                         status: 400,
                         kind: "idempotency_error",
@@ -164,19 +357,24 @@ impl Emulator {
                     };
                     return (err.status, err.to_json());
                 }
-                return (*status, body.clone());
+                return (replay.status, replay.body.clone());
             }
             let (status, body) = match f(emu, state) {
                 Ok(body) => (200, body),
                 Err(err) => (err.status, err.to_json()),
             };
             if let Some(key) = key {
-                state
-                    .idempotency
-                    .insert(key.to_string(), (fingerprint, status, body.clone()));
+                let replay = Replay {
+                    fingerprint,
+                    status,
+                    body: body.clone(),
+                    at: wall,
+                };
+                state.idempotency.insert(key.to_string(), replay);
             }
             (status, body)
         })
+        .await
     }
 
     // --- Operations shared by the API and the hosted portal. Each records the

@@ -19,7 +19,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::account::Emulator;
+use super::account::{Emulator, EVENT_RETENTION_SECS};
 use super::billing;
 use super::model::*;
 use super::objects::*;
@@ -217,10 +217,20 @@ pub(crate) async fn handle(
     let form = form(&body);
     let q = query(&req);
     let emu = emu.get_ref().clone();
-    let (status, value) = emu.idempotent(key.as_deref(), fingerprint, |emu, state| {
-        route(emu, state, &method, &segments, &form, &q)
-    });
-    answer(status, value)
+    let outcome = emu
+        .idempotent(key.as_deref(), fingerprint, |emu, state| {
+            route(emu, state, &method, &segments, &form, &q)
+        })
+        .await;
+    match outcome {
+        Ok((status, value)) => answer(status, value),
+        // What Stripe answers when it cannot serve a request: worth a retry.
+        Err(e) => {
+            log::warn!("emulator: {method} /v1/{path} not served: {e}");
+            let err = StripeApiError::unavailable(e.to_string());
+            answer(err.status, err.to_json())
+        }
+    }
 }
 
 fn route(
@@ -437,9 +447,6 @@ fn route(
         }),
     }
 }
-
-/// How far back `GET /v1/events` reaches, as at Stripe.
-const EVENT_RETENTION_SECS: i64 = 30 * 24 * 3600;
 
 /// The event types a list asks for: `type` (one, with `*` wildcards left
 /// out), or `types[]` / `types[0]`… (up to 20, docs.stripe.com/api/events/list);

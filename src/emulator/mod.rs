@@ -7,9 +7,15 @@
 //! production builds (`--no-default-features`) carry none of it.
 //!
 //! [`Mounted`] is all the service sees of it. Inside, one module per job:
-//! - [`model`]: the emulated account's objects, in memory (customers,
-//!   subscriptions, seeded products and prices, invoices, portal sessions,
-//!   the account's settings);
+//! - [`model`]: the emulated account's objects (customers, subscriptions,
+//!   seeded products and prices, invoices, portal sessions, the account's
+//!   settings);
+//! - [`store`]: the account kept in Postgres, in the emulator's own schema
+//!   `stripe_emulator` of the service's database (created by the emulator
+//!   when it starts; not a migration, production builds have no emulator),
+//!   so it survives a restart and every instance on that database shares
+//!   one account and one test clock; `billing-portal emulator-reset` ([`reset`])
+//!   empties it;
 //! - [`account`]: the operations on them, shared by the API and the portal,
 //!   each recording the events Stripe would send; [`objects`] renders them
 //!   in Stripe's JSON shapes;
@@ -23,6 +29,23 @@
 //!   any other.
 //!
 //! The service's own code path does the sync; nothing is shortcut.
+//!
+//! **Where the account lives.** Each operation locks the account's row,
+//! brings this instance's copy up to date (reading only what changed), runs,
+//! and writes the document back in the same transaction: operations of all
+//! instances take turns, and each sees the last one's result at once. The
+//! database work goes to the blocking thread pool, as all of the service's
+//! does, with the service's timeouts (`DATABASE_CONNECT_TIMEOUT_SECS`,
+//! `DATABASE_STATEMENT_TIMEOUT_MS`) on a pool of its own (two connections);
+//! the operation itself is plain computation on the copy, on the worker, so
+//! the handlers keep borrowing their request. When Postgres does not answer,
+//! the API says so as Stripe does (503 `api_error`, worth a retry) and the
+//! portal with a page. The test clock's offset is stored with the account and
+//! restored at start-up, before the service reads its billing clock; an
+//! instance whose clock another one advanced catches up at its next
+//! operation. Deliveries pending when a process stops are lost, as to an
+//! endpoint that is down: the events stay listed by `GET /v1/events`, where
+//! the service's start-up catch-up finds them.
 //!
 //! What it reproduces of real Stripe, because a fake that is kinder than Stripe
 //! is a test the service passes for nothing (see `shared/stripe/BEHAVIOUR.md`):
@@ -84,21 +107,32 @@ mod demo;
 mod model;
 mod objects;
 mod portal;
+mod store;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::web;
-use log::warn;
+use log::{info, warn};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::Clock;
 use crate::config::Settings;
 use account::Emulator;
 
+pub use store::{reset, Cleared, SCHEMA};
+
 /// The key the service's Stripe client and the demo send: the emulator
 /// takes any `sk_` key.
 const API_KEY: &str = "sk_test_emulator";
+
+/// What follows the Stripe prefix of every id the emulator makes
+/// (`cus_emu…`, `sub_emu…`).
+const ID_MARK: &str = "emu";
+
+/// How every customer id the emulator makes starts: how `emulator-reset`
+/// tells the service's links to it from any other.
+pub const CUSTOMER_ID_PREFIX: &str = "cus_emu";
 
 /// The emulator as the service mounts it on its own port.
 pub(crate) struct Mounted {
@@ -114,25 +148,37 @@ pub(crate) struct Mounted {
 impl Mounted {
     /// The emulator when no `STRIPE_SECRET_KEY` is set outside production
     /// (configuration already refused a missing key in production), else
-    /// `None`. It shares the service's billing `clock` and delivers its
+    /// `None`. It shares the service's billing `clock`, which takes up the
+    /// stored test clock here, before the service uses it, and delivers its
     /// events to the service's webhook endpoint on `address`, the listener's
     /// (start-up already refused a non-loopback one unless
-    /// `EMULATOR_ALLOW_PUBLIC=true`).
-    pub(crate) fn start(settings: &Settings, address: SocketAddr, clock: &Clock) -> Option<Self> {
+    /// `EMULATOR_ALLOW_PUBLIC=true`). Its account is read from Postgres
+    /// (creating the database and the emulator's schema when missing).
+    pub(crate) async fn start(
+        settings: &Settings,
+        address: SocketAddr,
+        clock: &Clock,
+    ) -> anyhow::Result<Option<Self>> {
         if !settings.runs_emulator() {
-            return None;
+            return Ok(None);
         }
         let port = address.port();
         let local = format!("http://{}", reachable(address));
         let public = public_origin(&settings.app_origin(), port).unwrap_or(local.clone());
-        let emulator = Emulator::new(
+        let database = settings.database.clone();
+        let (store, snapshot) = web::block(move || store::Store::open(&database))
+            .await
+            .map_err(|e| anyhow::anyhow!("the emulator's start-up did not finish: {e}"))??;
+        let emulator = Emulator::stored(
             format!("{public}/stripe-emulator"),
             format!("{local}/webhooks/stripe"),
             settings.stripe.webhook_secrets[0]
                 .expose_secret()
                 .to_string(),
             clock.clone(),
-        );
+            store,
+            snapshot,
+        )?;
         warn!(
             "*** STRIPE_SECRET_KEY is unset: using the LOCAL STRIPE EMULATOR at {public}/stripe-emulator \
              (no real Stripe calls; demo sign-in enabled). Set STRIPE_SECRET_KEY to use Stripe. ***"
@@ -148,14 +194,28 @@ impl Mounted {
                  who can reach {address}: any `sk_` key lists and cancels every subscription ***"
             );
         }
+        let (customers, subscriptions) = emulator
+            .read(|state| (state.customers.len(), state.subscriptions.len()))
+            .await?;
+        let days_ahead = clock.offset_secs() / 86_400;
+        info!(
+            "the emulator's account is kept in Postgres (schema {SCHEMA}): {customers} \
+             customer(s), {subscriptions} subscription(s){}; `billing-portal emulator-reset` \
+             starts the demo over",
+            if clock.offset_secs() > 0 {
+                format!(", its test clock {days_ahead} days ahead")
+            } else {
+                String::new()
+            }
+        );
         let local_api_base = format!("{local}/stripe-emulator");
         let demo = demo::Demo::new(local_api_base.clone(), settings.auth_jwt_secret.clone());
-        Some(Self {
+        Ok(Some(Self {
             emulator,
             local_api_base,
             demo: web::Data::new(demo),
             app_page: web::Data::new(portal::AppPage(settings.portal_return_url())),
-        })
+        }))
     }
 
     /// The key and API base the service's Stripe client uses.

@@ -1,11 +1,13 @@
-//! The emulated Stripe account's objects, held in memory: customers,
-//! subscriptions, invoices, portal and Checkout sessions and the account's
-//! settings, plus
+//! The emulated Stripe account's objects: customers, subscriptions,
+//! invoices, portal and Checkout sessions and the account's settings, plus
 //! the Stripe error an operation answers with. No behaviour beyond small
-//! helpers: [`super::account`] changes these, [`super::objects`] renders them.
+//! helpers: [`super::account`] changes these, [`super::objects`] renders them,
+//! and [`super::store`] keeps them in Postgres as one JSON document (their
+//! serde form), the events apart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 /// Stripe's portal sessions expire after about five minutes without a visit.
@@ -20,7 +22,7 @@ pub(crate) const TEST_CARD_OK: &str = "4242424242424242";
 pub(crate) const TEST_CARD_CHARGE_FAILS: &str = "4000000000000341";
 pub(crate) const TEST_CARD_DECLINED: &str = "4000000000000002";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Address {
     pub(crate) line1: Option<String>,
     pub(crate) city: Option<String>,
@@ -28,7 +30,7 @@ pub(crate) struct Address {
     pub(crate) country: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Card {
     pub(crate) last4: String,
     pub(crate) exp_month: u32,
@@ -37,7 +39,7 @@ pub(crate) struct Card {
     pub(crate) charges_fail: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Customer {
     pub(crate) id: String,
     pub(crate) email: Option<String>,
@@ -57,13 +59,14 @@ pub(crate) struct Price {
 }
 
 /// docs.stripe.com/billing/subscriptions/billing-mode
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum BillingMode {
     Classic,
     Flexible,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PauseCollection {
     /// `keep_as_draft`, `mark_uncollectible` or `void`.
     pub(crate) behavior: String,
@@ -71,7 +74,7 @@ pub(crate) struct PauseCollection {
 }
 
 /// An invoice Stripe is trying to collect, and when it tries next.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Collection {
     pub(crate) invoice: String,
     /// Charge attempts made so far.
@@ -81,7 +84,7 @@ pub(crate) struct Collection {
     pub(crate) next_attempt: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Subscription {
     pub(crate) id: String,
     pub(crate) customer: String,
@@ -100,7 +103,8 @@ pub(crate) struct Subscription {
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) cancellation_feedback: Option<String>,
     pub(crate) cancellation_comment: Option<String>,
-    pub(crate) cancellation_reason: Option<&'static str>,
+    #[serde(deserialize_with = "cancellation_reason")]
+    pub(crate) cancellation_reason: Option<Word>,
     pub(crate) pause_collection: Option<PauseCollection>,
     pub(crate) latest_invoice: Option<String>,
     pub(crate) collecting: Option<Collection>,
@@ -113,7 +117,7 @@ impl Subscription {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Invoice {
     pub(crate) id: String,
     pub(crate) number: String,
@@ -123,8 +127,10 @@ pub(crate) struct Invoice {
     pub(crate) description: String,
     pub(crate) created: i64,
     /// `draft`, `open`, `paid`, `uncollectible` or `void`.
-    pub(crate) status: &'static str,
-    pub(crate) billing_reason: &'static str,
+    #[serde(deserialize_with = "invoice_status")]
+    pub(crate) status: Word,
+    #[serde(deserialize_with = "billing_reason")]
+    pub(crate) billing_reason: Word,
     pub(crate) period_start: i64,
     pub(crate) period_end: i64,
     pub(crate) attempt_count: u32,
@@ -135,7 +141,7 @@ pub(crate) struct Invoice {
 /// A portal deep link: the service's own type, Stripe's names.
 pub(crate) use crate::stripe::client::FlowKind;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PortalSession {
     pub(crate) id: String,
     pub(crate) customer: String,
@@ -151,7 +157,8 @@ pub(crate) struct PortalSession {
 
 /// What happens when the last retry of a renewal fails (Dashboard: Billing →
 /// Revenue recovery → "If all retries for a payment fail").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Dunning {
     Unpaid,
     Canceled,
@@ -159,7 +166,8 @@ pub(crate) enum Dunning {
 }
 
 /// The arrival order of the events one operation emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum DeliveryOrder {
     /// Stripe's: no guaranteed order (docs.stripe.com/webhooks "Event ordering").
     Shuffled,
@@ -168,7 +176,8 @@ pub(crate) enum DeliveryOrder {
 }
 
 /// The emulated account's settings (emulator-only, see the module doc).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct AccountSettings {
     pub(crate) dunning: Dunning,
     pub(crate) retry_days: i64,
@@ -216,31 +225,106 @@ impl AccountSettings {
     }
 }
 
-/// The emulated Stripe account.
-#[derive(Default)]
+/// The emulated Stripe account. Its serde form is what [`super::store`]
+/// keeps; the fields it skips belong to one operation in progress, and the
+/// events are stored one row each.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct State {
     pub(crate) customers: BTreeMap<String, Customer>,
     pub(crate) subscriptions: BTreeMap<String, Subscription>,
     pub(crate) invoices: Vec<Invoice>,
-    pub(crate) sessions: HashMap<String, PortalSession>,
-    pub(crate) checkout_sessions: HashMap<String, CheckoutSession>,
+    pub(crate) sessions: BTreeMap<String, PortalSession>,
+    pub(crate) checkout_sessions: BTreeMap<String, CheckoutSession>,
     pub(crate) settings: AccountSettings,
-    /// Idempotency-Key → (request fingerprint, status, body).
-    pub(super) idempotency: HashMap<String, (String, u16, Value)>,
+    /// Idempotency-Key → the first request's answer, kept for a day.
+    pub(super) idempotency: BTreeMap<String, Replay>,
+    /// How many ids the account has handed out, across restarts and
+    /// instances: the start of every id's unique part.
+    pub(super) ids_issued: u64,
     /// The instant the current operation happens at: pinned for a whole
     /// operation so its events share one `created` second, as at Stripe, and
     /// set to each due time while a test clock advance replays the past.
+    #[serde(skip)]
     pub(super) at: Option<i64>,
-    /// Every event emitted, oldest first, for `GET /v1/events`.
+    /// Every event emitted, oldest first, for `GET /v1/events` (those older
+    /// than the Events API reaches are dropped as operations are stored).
+    #[serde(skip)]
     pub(crate) events: Vec<Value>,
     /// Events of the operation in progress.
+    #[serde(skip)]
     pub(super) outbox: Vec<Value>,
     /// Finished operations' events, each in its arrival order, sent after
     /// the lock.
+    #[serde(skip)]
     pub(super) batches: Vec<Vec<Value>>,
     /// Whether the seeded catalogue's `product.created` and `price.created`
     /// have been emitted (before the account's first customer).
     pub(super) catalogue_announced: bool,
+}
+
+/// The answer to a request sent with an `Idempotency-Key`, replayed to the
+/// same key for 24 hours, as Stripe does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Replay {
+    /// The request it answered (method, path, body).
+    pub(crate) fingerprint: String,
+    pub(crate) status: u16,
+    pub(crate) body: Value,
+    /// Unix seconds on the wall clock (Stripe forgets keys by real time).
+    pub(crate) at: i64,
+}
+
+/// A word the code holds as `&'static str` (a status, a reason), read back
+/// from a stored document by one of the functions below. The alias keeps
+/// serde from borrowing the field from the document (it would for a
+/// `&str` it sees written out), which a `'static` one cannot be. A stored
+/// word missing from their lists makes the document unreadable, and the
+/// emulator says so (naming `emulator-reset`): add new words there.
+pub(crate) type Word = &'static str;
+
+fn one_of<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &str,
+    words: &[&'static str],
+) -> Result<&'static str, D::Error> {
+    let word = String::deserialize(d)?;
+    words
+        .iter()
+        .find(|w| **w == word)
+        .copied()
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown {what} `{word}`")))
+}
+
+fn invoice_status<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let words = ["draft", "open", "paid", "uncollectible", "void"];
+    one_of(d, "invoice status", &words)
+}
+
+fn billing_reason<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let words = [
+        "subscription_create",
+        "subscription_cycle",
+        "subscription_update",
+    ];
+    one_of(d, "billing reason", &words)
+}
+
+fn checkout_status<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    one_of(d, "Checkout Session status", &["open", "complete"])
+}
+
+fn cancellation_reason<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
+    let words = ["cancellation_requested", "payment_failed"];
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(word) => one_of(
+            serde::de::value::StringDeserializer::<D::Error>::new(word),
+            "cancellation reason",
+            &words,
+        )
+        .map(Some),
+    }
 }
 
 impl State {
@@ -321,7 +405,7 @@ pub(crate) struct SubscriptionChange {
 /// A Checkout Session in `subscription` mode. The emulator has no hosted
 /// checkout page: the emulator-only test helper pays it, standing in for the
 /// customer, and paying it creates the subscription.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CheckoutSession {
     pub(crate) id: String,
     pub(crate) customer: String,
@@ -332,7 +416,8 @@ pub(crate) struct CheckoutSession {
     pub(crate) success_url: Option<String>,
     pub(crate) created: i64,
     /// `open` until paid, then `complete`.
-    pub(crate) status: &'static str,
+    #[serde(deserialize_with = "checkout_status")]
+    pub(crate) status: Word,
     pub(crate) subscription: Option<String>,
     pub(crate) invoice: Option<String>,
 }

@@ -1426,3 +1426,46 @@ async fn billing_history_waits_for_stripe_then_shows_its_failure_and_can_be_clic
     browser.screenshot("former-customer-portal-error").await;
     browser.close().await;
 }
+
+/// Issue 17: `cargo run` again (after every code change) in the middle of the demo loop, and
+/// the portal still knows the subscription. The service runs as its own process, restarted on
+/// the same port and database, so the browser keeps its page and its session.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn after_a_restart_in_the_middle_of_the_demo_loop_the_portal_still_knows_the_subscription() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let port = free_port();
+    let mut first = Instance::start_emulated_on(&app, port).await;
+    let page = format!("{}/settings/billing", first.base);
+    browser.client.goto(&page).await.unwrap();
+    browser.wait_for_state("signed-out").await;
+    click(&browser, "#demo-sign-in").await;
+    browser.wait_for_state("unpaid").await;
+    click(&browser, "#demo-subscribe").await;
+    browser.wait_for_state("paid").await;
+    let subscription = app.subscription_ids().pop().unwrap();
+
+    first.kill();
+    let _second = Instance::start_emulated_on(&app, port).await;
+    browser.client.goto(&page).await.unwrap();
+    browser.wait_for_state("paid").await;
+    click(&browser, "#manage-subscription").await;
+
+    let cancel = browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#cancel-plan"))
+        .await
+        .unwrap_or_else(|e| panic!("the portal shows no subscription to cancel: {e}"));
+    let href = cancel.attr("href").await.unwrap().unwrap_or_default();
+    assert!(
+        href.ends_with(&format!("subscription={subscription}")),
+        "{href}"
+    );
+    browser.screenshot("demo-portal-after-restart").await;
+    browser.close().await;
+}

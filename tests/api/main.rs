@@ -10,6 +10,8 @@ mod edge;
 mod emulated_billing;
 #[cfg(feature = "emulator")]
 mod emulator;
+#[cfg(feature = "emulator")]
+mod emulator_restart;
 mod faults;
 mod flows;
 mod healing;

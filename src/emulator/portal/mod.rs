@@ -20,14 +20,13 @@ mod pdf;
 
 use std::sync::Arc;
 
-use std::future::{ready, Ready};
-
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
-use super::account::Emulator;
+use super::account::{Emulator, StoreError};
 use super::model::*;
 use pages::date;
 
@@ -72,9 +71,29 @@ fn encoded(text: &str) -> String {
 struct NoSession {
     status: u16,
     title: &'static str,
-    message: &'static str,
+    message: String,
     /// "Return to app".
     back: String,
+}
+
+/// The page when the emulator cannot reach its account in Postgres.
+fn unavailable(e: &StoreError, back: &str) -> HttpResponse {
+    log::warn!("emulator portal: {e}");
+    pages::message(
+        503,
+        "The emulator is unavailable",
+        &unavailable_reason(e),
+        back,
+    )
+}
+
+fn unavailable_reason(e: &StoreError) -> String {
+    match e {
+        StoreError::Unavailable(_) => {
+            "Its database did not answer. Try again in a moment.".to_string()
+        }
+        StoreError::Unreadable(_) => e.to_string(),
+    }
 }
 
 impl std::fmt::Display for NoSession {
@@ -89,7 +108,7 @@ impl ResponseError for NoSession {
     }
 
     fn error_response(&self) -> HttpResponse {
-        pages::message(self.status, self.title, self.message, &self.back)
+        pages::message(self.status, self.title, &self.message, &self.back)
     }
 }
 
@@ -100,49 +119,71 @@ struct Live(PortalSession);
 
 impl FromRequest for Live {
     type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (Some(emu), Some(app)) = (
-            req.app_data::<web::Data<Arc<Emulator>>>(),
-            req.app_data::<web::Data<AppPage>>(),
-        ) else {
-            return ready(Err(actix_web::error::ErrorInternalServerError(
-                "the emulator is not registered",
-            )));
-        };
-        let id = req.match_info().get("id").unwrap_or_default();
-        ready(session(emu, id, &app.0).map(Live).map_err(Into::into))
+        let emu = req.app_data::<web::Data<Arc<Emulator>>>().cloned();
+        let app = req.app_data::<web::Data<AppPage>>().cloned();
+        let id = req.match_info().get("id").unwrap_or_default().to_string();
+        Box::pin(async move {
+            let (Some(emu), Some(app)) = (emu, app) else {
+                return Err(actix_web::error::ErrorInternalServerError(
+                    "the emulator is not registered",
+                ));
+            };
+            session(&emu, &id, &app.0)
+                .await
+                .map(Live)
+                .map_err(Into::into)
+        })
     }
 }
 
 /// The live session, now used, or why there is none. `app_page` is where an
 /// unknown session's page leads back to.
-fn session(emu: &Arc<Emulator>, id: &str, app_page: &str) -> Result<PortalSession, NoSession> {
-    emu.with_state(|emu, state| {
-        let now = emu.now(state);
-        let Some(session) = state.sessions.get_mut(id) else {
-            return Err(NoSession {
-                status: 404,
-                title: "Session not found",
-                message: "This portal link is not valid. Return to the app and open the \
-                          portal again.",
+async fn session(
+    emu: &Arc<Emulator>,
+    id: &str,
+    app_page: &str,
+) -> Result<PortalSession, NoSession> {
+    let found = emu
+        .with_state(|emu, state| {
+            let now = emu.now(state);
+            let Some(session) = state.sessions.get_mut(id) else {
+                return Err(NoSession {
+                    status: 404,
+                    title: "Session not found",
+                    message: "This portal link is not valid. Return to the app and open the \
+                              portal again."
+                        .into(),
+                    back: app_page.to_string(),
+                });
+            };
+            if now - session.last_used > PORTAL_SESSION_TTL_SECS {
+                return Err(NoSession {
+                    status: 410,
+                    title: "This session has expired",
+                    message: "Portal sessions end after five minutes without a visit. Return \
+                              to the app and open the portal again."
+                        .into(),
+                    back: session.return_url.clone(),
+                });
+            }
+            // Sliding expiry, as at Stripe: five minutes from the last visit.
+            session.last_used = now;
+            Ok(session.clone())
+        })
+        .await
+        .map_err(|e| {
+            log::warn!("emulator portal: {e}");
+            NoSession {
+                status: 503,
+                title: "The emulator is unavailable",
+                message: unavailable_reason(&e),
                 back: app_page.to_string(),
-            });
-        };
-        if now - session.last_used > PORTAL_SESSION_TTL_SECS {
-            return Err(NoSession {
-                status: 410,
-                title: "This session has expired",
-                message: "Portal sessions end after five minutes without a visit. Return to \
-                          the app and open the portal again.",
-                back: session.return_url.clone(),
-            });
-        }
-        // Sliding expiry, as at Stripe: five minutes from the last visit.
-        session.last_used = now;
-        Ok(session.clone())
-    })
+            }
+        })?;
+    found
 }
 
 /// The session's pages: `{base}/p/session/{id}`.
@@ -186,7 +227,7 @@ async fn home(
         }
         _ => {}
     }
-    emu.read(|state| {
+    let page = emu.read(|state| {
         let Some(customer) = state.customers.get(&session.customer) else {
             return pages::message(
                 404,
@@ -204,7 +245,9 @@ async fn home(
             now: emu.clock.unix(),
         };
         pages::home(context, state, customer)
-    })
+    });
+    page.await
+        .unwrap_or_else(|e| unavailable(&e, &session.return_url))
 }
 
 #[derive(Deserialize)]
@@ -215,12 +258,12 @@ pub(super) struct SubscriptionQuery {
 
 /// The session customer's subscription `id`, read with `f`; `None` when it
 /// is not theirs.
-fn their_subscription<T>(
+async fn their_subscription<T>(
     emu: &Emulator,
     session: &PortalSession,
     id: &str,
     f: impl FnOnce(&Subscription) -> T,
-) -> Option<T> {
+) -> Result<Option<T>, StoreError> {
     emu.read(|state| {
         state
             .subscriptions
@@ -228,6 +271,7 @@ fn their_subscription<T>(
             .filter(|s| s.customer == session.customer)
             .map(f)
     })
+    .await
 }
 
 fn no_such_subscription(session: &PortalSession) -> HttpResponse {
@@ -244,9 +288,11 @@ async fn plan_form(
     q: web::Query<SubscriptionQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let Some(current) = their_subscription(&emu, &session, &q.subscription, |s| s.price.clone())
-    else {
-        return no_such_subscription(&session);
+    let current = their_subscription(&emu, &session, &q.subscription, |s| s.price.clone()).await;
+    let current = match current {
+        Ok(Some(current)) => current,
+        Ok(None) => return no_such_subscription(&session),
+        Err(e) => return unavailable(&e, &session.return_url),
     };
     pages::plan(
         &session,
@@ -266,7 +312,7 @@ pub(super) struct PlanForm {
 /// Runs a portal action for the session's customer: the subscription must be
 /// theirs. Done, it answers as [`done`] does with `notice`; a failure goes
 /// back to `back` with the message.
-fn act(
+async fn act(
     emu: &Arc<Emulator>,
     session: &PortalSession,
     subscription: Option<&str>,
@@ -286,9 +332,10 @@ fn act(
         }
         action(emu, state)
     });
-    match result {
-        Ok(()) => done(emu, session, notice),
-        Err(e) => {
+    match result.await {
+        Err(e) => unavailable(&e, &session.return_url),
+        Ok(Ok(())) => done(emu, session, notice),
+        Ok(Err(e)) => {
             let sep = if back.contains('?') { '&' } else { '?' };
             see_other(&format!("{back}{sep}error={}", encoded(&e.message)))
         }
@@ -320,6 +367,7 @@ async fn plan_submit(
                 .map(|_| ())
         },
     )
+    .await
 }
 
 async fn cancel_form(
@@ -327,9 +375,11 @@ async fn cancel_form(
     q: web::Query<SubscriptionQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let Some(end) = their_subscription(&emu, &session, &q.subscription, |s| s.current_period_end)
-    else {
-        return no_such_subscription(&session);
+    let end = their_subscription(&emu, &session, &q.subscription, |s| s.current_period_end).await;
+    let end = match end {
+        Ok(Some(end)) => end,
+        Ok(None) => return no_such_subscription(&session),
+        Err(e) => return unavailable(&e, &session.return_url),
     };
     pages::cancel(
         &session,
@@ -382,6 +432,7 @@ async fn cancel_submit(
             }
         },
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -409,6 +460,7 @@ async fn renew_submit(
                 .map(|_| ())
         },
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -458,6 +510,7 @@ async fn payment_method_submit(
         "Your payment method was updated.",
         |emu, state| emu.set_card(state, &customer, &f.number, month, year),
     )
+    .await
 }
 
 async fn address_form(
@@ -465,13 +518,17 @@ async fn address_form(
     q: web::Query<ErrorQuery>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let (name, address) = emu.read(|state| {
+    let known = emu.read(|state| {
         let c = state.customers.get(&session.customer);
         (
             c.and_then(|c| c.name.clone()).unwrap_or_default(),
             c.map(|c| c.address.clone()).unwrap_or_default(),
         )
     });
+    let (name, address) = match known.await {
+        Ok(known) => known,
+        Err(e) => return unavailable(&e, &session.return_url),
+    };
     pages::address(
         &session,
         &base(&emu, &session.id),
@@ -512,6 +569,7 @@ async fn address_submit(
         "Your billing information was updated.",
         |emu, state| emu.set_address(state, &customer, clean(&f.name), address),
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -526,10 +584,9 @@ async fn advance_submit(
     f: web::Form<AdvanceForm>,
     emu: web::Data<Arc<Emulator>>,
 ) -> HttpResponse {
-    let now = emu.clock.unix();
-    let to = match f.by.as_str() {
-        "15d" => now + 15 * DAY,
-        "1m" => add_month(now),
+    let step: fn(i64) -> i64 = match f.by.as_str() {
+        "15d" => |now| now + 15 * DAY,
+        "1m" => add_month,
         _ => {
             return see_other(&format!(
                 "{}?error=Unknown+advance",
@@ -538,6 +595,9 @@ async fn advance_submit(
         }
     };
     let advanced = emu.with_state(|emu, state| {
+        // From the clock as the operation found it: another instance may
+        // have moved it.
+        let to = step(emu.clock.unix());
         emu.advance_clock(state, "clock_emulator", to)?;
         // The session is the demo user's window on the account, not an
         // object of the account: it lives five minutes of the demo user's
@@ -545,15 +605,16 @@ async fn advance_submit(
         if let Some(s) = state.sessions.get_mut(&session.id) {
             s.last_used = to;
         }
-        Ok::<_, StripeApiError>(())
+        Ok::<_, StripeApiError>(to)
     });
-    match advanced {
-        Ok(()) => done(
+    match advanced.await {
+        Err(e) => unavailable(&e, &session.return_url),
+        Ok(Ok(to)) => done(
             &emu,
             &session,
             &format!("The test clock now reads {}.", date(to)),
         ),
-        Err(e) => see_other(&format!(
+        Ok(Err(e)) => see_other(&format!(
             "{}?error={}",
             base(&emu, &session.id),
             encoded(&e.message)
@@ -568,8 +629,10 @@ async fn invoice_pdf(
     app: web::Data<AppPage>,
 ) -> HttpResponse {
     let invoice = emu.read(|state| state.invoices.iter().find(|i| i.id == *path).cloned());
-    let Some(i) = invoice else {
-        return pages::message(404, "Invoice not found", "No such invoice.", &app.0);
+    let i = match invoice.await {
+        Ok(Some(i)) => i,
+        Ok(None) => return pages::message(404, "Invoice not found", "No such invoice.", &app.0),
+        Err(e) => return unavailable(&e, &app.0),
     };
     let lines = [
         format!("Invoice {}", i.number),
@@ -596,7 +659,7 @@ async fn invoice_pdf(
 mod tests {
     use super::*;
 
-    fn emulator_with_session(age_secs: i64) -> (Arc<Emulator>, String) {
+    async fn emulator_with_session(age_secs: i64) -> (Arc<Emulator>, String) {
         let emu = Emulator::new(
             "http://e.test".into(),
             "http://e.test/w".into(),
@@ -620,43 +683,50 @@ mod tests {
             state.sessions.insert(id.clone(), session);
             id
         });
+        let id = id.await.unwrap();
         (emu, id)
     }
 
     const APP_PAGE: &str = "http://app.test/settings/billing";
 
-    #[test]
-    fn a_portal_session_lasts_five_minutes_without_a_visit() {
-        let (emu, fresh) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5);
-        assert!(session(&emu, &fresh, APP_PAGE).is_ok());
-        let (emu, old) = emulator_with_session(PORTAL_SESSION_TTL_SECS + 1);
-        let page = session(&emu, &old, APP_PAGE).unwrap_err().error_response();
+    #[actix_rt::test]
+    async fn a_portal_session_lasts_five_minutes_without_a_visit() {
+        let (emu, fresh) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5).await;
+        assert!(session(&emu, &fresh, APP_PAGE).await.is_ok());
+        let (emu, old) = emulator_with_session(PORTAL_SESSION_TTL_SECS + 1).await;
+        let page = session(&emu, &old, APP_PAGE)
+            .await
+            .unwrap_err()
+            .error_response();
         assert_eq!(page.status().as_u16(), 410);
     }
 
-    #[test]
-    fn each_visit_starts_the_five_minutes_again() {
-        let (emu, id) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5);
+    #[actix_rt::test]
+    async fn each_visit_starts_the_five_minutes_again() {
+        let (emu, id) = emulator_with_session(PORTAL_SESSION_TTL_SECS - 5).await;
         let before = emu.clock.unix();
 
-        let visited = session(&emu, &id, APP_PAGE).unwrap();
+        let visited = session(&emu, &id, APP_PAGE).await.unwrap();
 
         assert!(
             visited.last_used >= before,
             "{} < {before}",
             visited.last_used
         );
-        let stored = emu.read(|state| state.sessions[&id].last_used);
+        let stored = emu
+            .read(|state| state.sessions[&id].last_used)
+            .await
+            .unwrap();
         assert_eq!(stored, visited.last_used);
         // Created long ago, used just now: still live.
-        assert!(session(&emu, &id, APP_PAGE).is_ok());
+        assert!(session(&emu, &id, APP_PAGE).await.is_ok());
     }
 
-    #[test]
-    fn an_unknown_session_leads_back_to_the_apps_billing_page() {
-        let (emu, _) = emulator_with_session(0);
+    #[actix_rt::test]
+    async fn an_unknown_session_leads_back_to_the_apps_billing_page() {
+        let (emu, _) = emulator_with_session(0).await;
 
-        let missing = session(&emu, "bps_nope", APP_PAGE).unwrap_err();
+        let missing = session(&emu, "bps_nope", APP_PAGE).await.unwrap_err();
 
         assert_eq!(missing.status, 404);
         assert_eq!(missing.back, APP_PAGE);

@@ -127,3 +127,100 @@ pub async fn emulated_paid_user(app: &TestApp, user: &str) -> (String, Value) {
     .await;
     (customer, sub)
 }
+
+/// `GET /stripe-emulator/v1/{path}` on the service at `base`: status and body.
+pub async fn emulator_get_at(client: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
+    let response = client
+        .get(format!("{base}/stripe-emulator/v1/{path}"))
+        .bearer_auth("sk_test_emulator")
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// `POST /stripe-emulator/v1/{path}` (form-encoded) on the service at `base`.
+pub async fn emulator_post_at(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, Value) {
+    let response = client
+        .post(format!("{base}/stripe-emulator/v1/{path}"))
+        .bearer_auth("sk_test_emulator")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// The demo as a browser runs it against the service at `base`: signs in (the session cookie
+/// lands in `client`'s jar) and buys the Pro plan; the subscription's id.
+pub async fn demo_subscribe(client: &reqwest::Client, base: &str) -> String {
+    for step in ["sign-in", "subscribe"] {
+        let response = client
+            .post(format!("{base}/demo/{step}"))
+            .header("x-requested-with", "billing-portal")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "demo {step}");
+        if step == "subscribe" {
+            let body: Value = response.json().await.unwrap();
+            return body["data"]["subscriptionId"].as_str().unwrap().to_string();
+        }
+    }
+    unreachable!()
+}
+
+impl TestApp {
+    /// Runs the service's `command` on this app's database as `cargo run -- <command>` does,
+    /// without a Stripe key: whether it succeeded, and what it printed.
+    pub fn run_emulated_command(&self, command: &str, args: &[&str]) -> (bool, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_billing-portal"))
+            .arg(command)
+            .args(args)
+            .env("APP_ENV", "test")
+            .env(
+                "DATABASE_URL",
+                format!("{}/{}", super::app::admin_url(), self.db_name),
+            )
+            .env_remove("STRIPE_SECRET_KEY")
+            .env_remove("STRIPE_API_BASE")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            output.status.success(),
+            format!("{text}\nSTATUS {:?}", output.status),
+        )
+    }
+
+    /// The ids of the subscriptions stored in Postgres.
+    pub fn subscription_ids(&self) -> Vec<String> {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            id: String,
+        }
+        diesel::sql_query("SELECT id FROM subscriptions ORDER BY id")
+            .load::<Row>(&mut self.db())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
+}

@@ -50,6 +50,26 @@ impl Instance {
         Self::start_logging(app, &vars).await
     }
 
+    /// The service as `cargo run` starts it: no Stripe key (the emulator, whose state lives in
+    /// the test's database) and `APP_BASE_URL` its own origin, on `port`, so the demo's cookie
+    /// and the portal's links stay on it. Started again on the same database (and port), it is
+    /// a restart. Logs at `info` ([`Instance::log`]).
+    #[cfg(feature = "emulator")]
+    pub async fn start_emulated_on(app: &TestApp, port: u16) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "billing-portal-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let origin = format!("http://127.0.0.1:{port}");
+        let vars = [
+            ("STRIPE_SECRET_KEY", ""),
+            ("STRIPE_API_BASE", ""),
+            ("APP_BASE_URL", origin.as_str()),
+            ("RUST_LOG", "info"),
+        ];
+        Self::launch(app, port, &vars, Some(log), None).await
+    }
+
     /// Like [`Instance::start_logging`], started with this soft limit on open files.
     pub async fn start_logging_with_fd_limit(app: &TestApp, soft_limit: u64) -> Self {
         let log = std::env::temp_dir().join(format!(

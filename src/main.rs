@@ -185,8 +185,19 @@ fn emulator_reset(settings: &Settings) -> anyhow::Result<()> {
          STRIPE_SECRET_KEY; with STRIPE_SECRET_KEY set this database's customers are Stripe's: \
          nothing was changed"
     );
+    anyhow::ensure!(
+        settings.app_env != billing_portal::config::AppEnv::Production,
+        "emulator-reset does not run with APP_ENV=production: nothing was changed"
+    );
     db::prepare_database(&settings.database)?;
     let mut conn = db::connect(&settings.database)?;
+    // Never creates the emulator's schema in a database that has none.
+    anyhow::ensure!(
+        emulator::has_account(&mut conn)?,
+        "{} holds no emulator account (schema {}): nothing to reset, nothing was changed",
+        settings.database.display_target(),
+        emulator::SCHEMA
+    );
     let rule = PaidRule::new(
         settings.billing_past_due_grace_days,
         settings.billing_collection_paused_is_paid,
@@ -201,8 +212,7 @@ fn emulator_reset(settings: &Settings) -> anyhow::Result<()> {
             grace_secs: rule.grace_secs(),
             collection_paused_is_paid: rule.collection_paused_is_paid,
         };
-        let forgotten =
-            db::users::forget_customers_starting_with(conn, emulator::CUSTOMER_ID_PREFIX, &params)?;
+        let forgotten = db::users::forget_customers(conn, &cleared.customer_ids, &params)?;
         Ok::<_, diesel::result::Error>((cleared, forgotten))
     })?;
     println!(

@@ -201,8 +201,12 @@ async fn learn(billing: &Billing, price_id: &str, product_id: Option<&str>) -> R
     }
     let stripe = billing.stripe()?;
     billing.read_budget.take().await;
-    // What the read answers is Stripe's state as of its start, or later.
-    let started_at = billing.clock.now();
+    // What the read answers is Stripe's state as of its start, or later. Events
+    // carry whole seconds, so the read is stamped a second before the second it
+    // started in: an event of that second (a rename just after the read began,
+    // or just before it) always wins over the read, whichever arrives last.
+    let started = billing.clock.now().timestamp();
+    let started_at = chrono::DateTime::from_timestamp(started - 1, 0).unwrap_or_default();
     let price = match stripe.retrieve_price(price_id).await {
         Ok(price) => {
             billing.read_budget.succeeded();

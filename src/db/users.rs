@@ -187,7 +187,7 @@ pub fn forget_customer(
         .optional()
 }
 
-/// What [`forget_customers_starting_with`] removed.
+/// What [`forget_customers`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForgottenCustomers {
     /// Users whose customer was forgotten (they get a new one on their next
@@ -197,31 +197,24 @@ pub struct ForgottenCustomers {
     pub subscriptions: usize,
 }
 
-/// Forgets every customer whose id starts with `prefix`, and deletes their
-/// subscriptions outright (no cancellation is recorded: to the service they
-/// never existed), recomputing the paid flag of every user concerned at
-/// `rule.now`. For starting the emulator's demo over (`emulator-reset`),
-/// whose customers are the only ones with its prefix.
-pub fn forget_customers_starting_with(
+/// Forgets exactly the customers `ids`, and deletes their subscriptions
+/// outright (no cancellation is recorded: to the service they never
+/// existed), recomputing the paid flag of every user concerned at
+/// `rule.now`. For starting the emulator's demo over (`emulator-reset`), with
+/// the ids the emulator's own account holds, so a real Stripe customer that
+/// happens to share their prefix is never touched.
+pub fn forget_customers(
     conn: &mut PgConnection,
-    prefix: &str,
+    ids: &[String],
     rule: &RuleParams,
 ) -> QueryResult<ForgottenCustomers> {
-    // `_` and `%` are LIKE wildcards, and Stripe ids hold `_`.
-    let pattern = format!(
-        "{}%",
-        prefix
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
     let owners: Vec<Option<UserId>> =
-        diesel::delete(subscriptions::table.filter(subscriptions::customer_id.like(&pattern)))
+        diesel::delete(subscriptions::table.filter(subscriptions::customer_id.eq_any(ids)))
             .returning(subscriptions::user_id)
             .get_results(conn)?;
     let subscriptions = owners.len();
     let holders: Vec<UserId> =
-        diesel::update(users::table.filter(users::stripe_customer_id.like(&pattern)))
+        diesel::update(users::table.filter(users::stripe_customer_id.eq_any(ids)))
             .set((
                 users::stripe_customer_id.eq(None::<CustomerId>),
                 users::updated_at.eq(diesel::dsl::now),

@@ -120,7 +120,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use account::Emulator;
 
-pub use store::{reset, Cleared, SCHEMA};
+pub use store::{has_account, reset, Cleared, SCHEMA};
 
 /// The key the service's Stripe client and the demo send: the emulator
 /// takes any `sk_` key.
@@ -130,8 +130,8 @@ const API_KEY: &str = "sk_test_emulator";
 /// (`cus_emu…`, `sub_emu…`).
 const ID_MARK: &str = "emu";
 
-/// How every customer id the emulator makes starts: how `emulator-reset`
-/// tells the service's links to it from any other.
+/// How every customer id the emulator makes starts (so a person can tell
+/// them from Stripe's; `emulator-reset` goes by the ids the account holds).
 pub const CUSTOMER_ID_PREFIX: &str = "cus_emu";
 
 /// The emulator as the service mounts it on its own port.

@@ -287,9 +287,11 @@ impl Store {
 }
 
 /// What [`reset`] removed.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Cleared {
     pub customers: i64,
+    /// The ids of those customers: exactly what the service may forget.
+    pub customer_ids: Vec<String>,
     pub subscriptions: i64,
     pub invoices: i64,
     pub events: i64,
@@ -317,6 +319,18 @@ struct Counts {
 /// no id is ever handed out twice (the service remembers event ids). Running
 /// instances see the new generation at their next operation and drop their
 /// copy. Runs in the caller's transaction.
+/// Whether this database holds the emulator's account (its schema and row).
+pub fn has_account(conn: &mut PgConnection) -> Result<bool, DieselError> {
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        exists: bool,
+    }
+    diesel::sql_query("SELECT to_regclass('stripe_emulator.account') IS NOT NULL AS exists")
+        .get_result::<Exists>(conn)
+        .map(|row| row.exists)
+}
+
 pub fn reset(conn: &mut PgConnection) -> Result<Cleared, DieselError> {
     conn.batch_execute(CREATE)?;
     let counted = |field: &str, kind: &str, count: &str| {
@@ -332,6 +346,19 @@ pub fn reset(conn: &mut PgConnection) -> Result<Cleared, DieselError> {
         counted("invoices", "array", "jsonb_array_elements"),
     ))
     .get_result(conn)?;
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let customer_ids = diesel::sql_query(
+        "SELECT jsonb_object_keys(state->'customers') AS id FROM stripe_emulator.account \
+         WHERE jsonb_typeof(state->'customers') = 'object'",
+    )
+    .load::<Id>(conn)?
+    .into_iter()
+    .map(|row| row.id)
+    .collect();
     let events = diesel::sql_query("DELETE FROM stripe_emulator.events").execute(conn)?;
     diesel::sql_query(
         "UPDATE stripe_emulator.account \
@@ -341,6 +368,7 @@ pub fn reset(conn: &mut PgConnection) -> Result<Cleared, DieselError> {
     .execute(conn)?;
     Ok(Cleared {
         customers: counts.customers,
+        customer_ids,
         subscriptions: counts.subscriptions,
         invoices: counts.invoices,
         events: i64::try_from(events).unwrap_or(i64::MAX),
@@ -488,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn the_emulators_customer_ids_start_with_the_prefix_the_reset_looks_for() {
+    fn the_emulators_customer_ids_carry_its_prefix() {
         let emu = Emulator::new(
             "http://e.test".into(),
             "http://e.test/w".into(),

@@ -217,6 +217,12 @@ async fn emulator_reset_empties_the_emulator_and_the_next_demo_starts_clean() {
         .user("user_2")
         .with_customer("cus_NffrFeUfNV2Hib")
         .store();
+    // Nor one whose random id happens to start like the emulator's (about 1 in 238,000
+    // real ids do): the reset forgets the ids the emulator's account holds, no others.
+    app.given()
+        .user("user_3")
+        .with_customer("cus_emuQ7xYTa0Lp2K")
+        .store();
     let running = Instance::start_emulated_on(&app, free_port()).await;
     let browser = demo_browser();
     let old = demo_subscribe(&browser, &running.base).await;
@@ -252,6 +258,10 @@ async fn emulator_reset_empties_the_emulator_and_the_next_demo_starts_clean() {
         app.user("user_2").unwrap().stripe_customer_id.as_deref(),
         Some("cus_NffrFeUfNV2Hib")
     );
+    assert_eq!(
+        app.user("user_3").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_emuQ7xYTa0Lp2K")
+    );
 
     // The next demo starts from nothing: a new customer, a new subscription.
     let new = demo_subscribe(&browser, &running.base).await;
@@ -260,6 +270,24 @@ async fn emulator_reset_empties_the_emulator_and_the_next_demo_starts_clean() {
     let new_customer = app.user("demo_user").unwrap().stripe_customer_id.unwrap();
     assert_ne!(new_customer, old_customer);
     assert_eq!(app.subscription_ids(), [new]);
+}
+
+#[actix_rt::test]
+async fn emulator_reset_does_nothing_in_a_database_without_an_emulator_account() {
+    let app = spawn_app().await;
+    app.given()
+        .user("user_1")
+        .with_customer("cus_emuQ7xYTa0Lp2K")
+        .store();
+
+    let (ok, out) = app.run_emulated_command("emulator-reset", &[]);
+
+    assert!(!ok, "{out}");
+    assert!(out.contains("holds no emulator account"), "{out}");
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_emuQ7xYTa0Lp2K")
+    );
 }
 
 #[actix_rt::test]

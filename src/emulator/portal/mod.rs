@@ -718,7 +718,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, visited.last_used);
-        // Created long ago, used just now: still live.
+        // Ten seconds on it was created more than five minutes ago, but used
+        // since: still live.
+        emu.clock.advance(10);
         assert!(session(&emu, &id, APP_PAGE).await.is_ok());
     }
 

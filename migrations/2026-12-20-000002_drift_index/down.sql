@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS subscriptions_live_by_period_end;

@@ -100,6 +100,20 @@ fn renewed(id: &str, customer: &str, period_end: i64) -> Value {
 
 // --- The catch-up against Stripe's Events API shape.
 
+/// A delivered event, created three hours ago (where a first catch-up starts,
+/// less the margin); its `created`.
+async fn delivered_three_hours_ago(app: &TestApp) -> i64 {
+    let delivered = now() - 3 * 3600;
+    app.deliver(&event(
+        "evt_delivered",
+        "customer.subscription.updated",
+        delivered,
+        renewed("sub_9", "cus_9", delivered + 30 * DAY),
+    ))
+    .await;
+    delivered
+}
+
 /// `user_1` with customer `cus_1`, and Stripe's Events API listing the
 /// `customer.subscription.created` that would make them paid (`evt_missed`),
 /// which no delivery brought.
@@ -193,14 +207,7 @@ async fn the_catch_up_asks_only_for_the_types_the_service_handles_and_reads_ever
 #[actix_rt::test]
 async fn the_catch_up_starts_ten_minutes_before_the_newest_stored_event_then_the_newest_listed() {
     let app = spawn_app().await;
-    let delivered = now() - 3 * 3600;
-    app.deliver(&event(
-        "evt_delivered",
-        "customer.subscription.updated",
-        delivered,
-        renewed("sub_9", "cus_9", delivered + 30 * DAY),
-    ))
-    .await;
+    let delivered = delivered_three_hours_ago(&app).await;
     let listed = delivered + 3600;
     Mock::given(method("GET"))
         .and(path("/v1/events"))
@@ -312,14 +319,7 @@ async fn a_run_that_fails_on_a_later_page_keeps_what_it_applied_and_starts_there
     app.given().user("user_1").with_customer("cus_1").store();
     // A delivered event fixes where the first run starts (else 30 days back,
     // which moves with every second).
-    let delivered = now() - 3 * 3600;
-    app.deliver(&event(
-        "evt_delivered",
-        "customer.subscription.updated",
-        delivered,
-        renewed("sub_9", "cus_9", delivered + 30 * DAY),
-    ))
-    .await;
+    let delivered = delivered_three_hours_ago(&app).await;
     let t = now() - 600;
     Mock::given(method("GET"))
         .and(path("/v1/events"))
@@ -788,14 +788,7 @@ async fn the_catchup_command_refuses_a_since_it_cannot_read_and_changes_nothing(
 #[actix_rt::test]
 async fn a_since_run_before_any_automatic_one_leaves_the_older_events_to_it() {
     let app = spawn_app().await;
-    let delivered = now() - 3 * 3600;
-    app.deliver(&event(
-        "evt_delivered",
-        "customer.subscription.updated",
-        delivered,
-        renewed("sub_9", "cus_9", delivered + 30 * DAY),
-    ))
-    .await;
+    let delivered = delivered_three_hours_ago(&app).await;
     let recent = now() - 1800;
     mount_events(
         &app,

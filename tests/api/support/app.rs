@@ -200,16 +200,28 @@ impl TestApp {
     /// Runs the service's `command` (`sync`, `catchup`…) on this app's
     /// database and fake Stripe: whether it succeeded, and what it printed.
     pub fn run_command(&self, command: &str, args: &[&str]) -> (bool, String) {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_billing-portal"))
-            .arg(command)
+        self.run_command_with(command, args, |run| {
+            run.env("STRIPE_SECRET_KEY", STRIPE_KEY)
+                .env("STRIPE_API_BASE", self.stripe.uri());
+        })
+    }
+
+    /// Runs the service's `command` on this app's database, with what `stripe`
+    /// sets of the Stripe variables.
+    pub fn run_command_with(
+        &self,
+        command: &str,
+        args: &[&str],
+        stripe: impl FnOnce(&mut std::process::Command),
+    ) -> (bool, String) {
+        let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_billing-portal"));
+        run.arg(command)
             .args(args)
             .env("APP_ENV", "test")
             .env("DATABASE_URL", format!("{}/{}", admin_url(), self.db_name))
-            .env("STRIPE_SECRET_KEY", STRIPE_KEY)
-            .env("STRIPE_API_BASE", self.stripe.uri())
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
+            .env("RUST_LOG", "off");
+        stripe(&mut run);
+        let output = run.output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),

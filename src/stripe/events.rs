@@ -256,13 +256,16 @@ pub fn parse_subscription(value: &[u8]) -> Result<SubscriptionObject, EventParse
 /// Parse a bare price object (as returned by `GET /v1/prices/{id}`, with `product` expanded or
 /// not) with the same lenient rules as webhook payloads.
 pub fn parse_price(value: &[u8]) -> Result<PriceObject, EventParseError> {
+    // JSON first, as `parse_event` does: `NotAnEvent` promises the body was JSON
+    // (a body that is not is `NotJson`, whatever it holds; found by the fuzzer).
+    let price = from_json::<PriceObjectWire>(value, "price object")?;
     // Refused like an event's: Postgres text cannot hold a NUL.
     if holds_nul(value) {
         return Err(EventParseError::NotAnEvent(
             "a string in the price holds a NUL character".into(),
         ));
     }
-    from_json::<PriceObjectWire>(value, "price object")?.into_price(false)
+    price.into_price(false)
 }
 
 /// Deserialize a top-level JSON object, telling "not JSON" apart from "JSON of the wrong shape".
@@ -1578,5 +1581,17 @@ mod tests {
 
             assert_eq!(sub.pause_collection, None, "{pause}");
         }
+    }
+
+    #[test]
+    fn a_price_body_that_is_not_json_is_not_json_whatever_it_holds() {
+        // The fuzzer's input: an event-looking body with a missing comma and an escaped NUL.
+        let body = br#"{"id":"price_1","nickname":"\u0000""currency":"usd"}"#;
+        assert!(matches!(parse_price(body), Err(EventParseError::NotJson)));
+        let json = br#"{"id":"price_1","nickname":"a\u0000b","currency":"usd"}"#;
+        assert!(matches!(
+            parse_price(json),
+            Err(EventParseError::NotAnEvent(_))
+        ));
     }
 }

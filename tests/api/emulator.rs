@@ -583,17 +583,7 @@ async fn the_emulator_announces_its_catalogue_and_the_status_names_the_plan_boug
     let token = token_for("user_1", Some("ada@example.com"));
     assert_eq!(app.create_portal(&token).await.status(), 200);
     let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
-    let (status, sub) = emulator_post(
-        &app,
-        "subscriptions",
-        &[
-            ("customer", customer.as_str()),
-            ("items[0][price]", "price_emu_pro_monthly"),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{sub}");
+    subscribe_through_emulator(&app, &customer).await;
 
     let events = emulator_get(&app, "events?limit=100").await;
     let mut catalogue: Vec<&str> = events["data"]

@@ -132,21 +132,11 @@ pub async fn run(
     let mut newest: Option<i64> = None;
     loop {
         billing.read_budget.take().await;
-        let page = match stripe
-            .list_events(&HANDLED_TYPES, since.timestamp(), after.as_deref())
-            .await
-        {
-            Ok(page) => {
-                billing.read_budget.succeeded();
-                page
-            }
-            Err(failure) => {
-                if matches!(failure, StripeFailure::RateLimited) {
-                    billing.read_budget.throttled();
-                }
-                return Err(failure.into());
-            }
-        };
+        let page = billing.read_budget.noted(
+            stripe
+                .list_events(&HANDLED_TYPES, since.timestamp(), after.as_deref())
+                .await,
+        )?;
         for raw in &page.events {
             report.listed += 1;
             if let Some(created) = apply(billing, raw, &mut report, &mut progress).await? {

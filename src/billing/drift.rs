@@ -16,7 +16,6 @@ use super::sync::{apply_subscription, state_of};
 use super::Billing;
 use crate::db;
 use crate::db::subscriptions::{self, Provenance};
-use crate::stripe::client::StripeFailure;
 
 /// How long after a period end a paid subscription without news is re-read.
 pub const OVERDUE: chrono::Duration = chrono::Duration::hours(1);
@@ -62,17 +61,13 @@ pub async fn run(billing: &Billing) -> Result<Report, super::Error> {
         report.checked += 1;
         billing.read_budget.take().await;
         let lock = FetchLock::acquire(billing, &customer).await?;
-        let read = stripe.retrieve_subscription_patiently(&id).await;
+        let read = billing
+            .read_budget
+            .noted(stripe.retrieve_subscription_patiently(&id).await);
         let subscription = match read {
-            Ok(subscription) => {
-                billing.read_budget.succeeded();
-                subscription
-            }
+            Ok(subscription) => subscription,
             Err(failure) => {
                 lock.release().await;
-                if matches!(failure, StripeFailure::RateLimited) {
-                    billing.read_budget.throttled();
-                }
                 log::warn!(
                     "drift check: re-reading {id} of {customer} failed (tried again in an \
                      hour): {failure}"

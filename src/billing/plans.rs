@@ -207,18 +207,9 @@ async fn learn(billing: &Billing, price_id: &str, product_id: Option<&str>) -> R
     // or just before it) always wins over the read, whichever arrives last.
     let started = billing.clock.now().timestamp();
     let started_at = chrono::DateTime::from_timestamp(started - 1, 0).unwrap_or_default();
-    let price = match stripe.retrieve_price(price_id).await {
-        Ok(price) => {
-            billing.read_budget.succeeded();
-            price
-        }
-        Err(failure) => {
-            if matches!(failure, StripeFailure::RateLimited) {
-                billing.read_budget.throttled();
-            }
-            return Err(failure.into());
-        }
-    };
+    let price = billing
+        .read_budget
+        .noted(stripe.retrieve_price(price_id).await)?;
     let wanted = product_id.map(str::to_owned);
     let complete = db::transaction(&billing.pool, move |conn| {
         store_price(conn, &price, started_at)?;

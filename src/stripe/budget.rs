@@ -15,6 +15,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+
+use super::client::StripeFailure;
 use tokio::time::Instant;
 
 /// The first cool-down after a 429; it doubles with each 429 in a row.
@@ -72,6 +74,19 @@ impl ReadBudget {
     /// A budgeted read succeeded: the next 429 starts the cool-down afresh.
     pub fn succeeded(&self) {
         self.strikes.store(0, Ordering::Relaxed);
+    }
+
+    /// Notes what a budgeted read answered (a success resets the cool-down,
+    /// a 429 starts one) and hands the answer on.
+    pub fn noted<T>(&self, answer: Result<T, StripeFailure>) -> Result<T, StripeFailure> {
+        match &answer {
+            Ok(_) => self.succeeded(),
+            Err(StripeFailure::RateLimited) => {
+                self.throttled();
+            }
+            Err(_) => {}
+        }
+        answer
     }
 }
 

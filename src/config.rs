@@ -16,6 +16,7 @@
 //! other environments refuse a live Stripe key.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use config::builder::DefaultState;
@@ -118,7 +119,15 @@ pub const SETTINGS: &[Setting] = &[
     file_or_env("STRIPE_API_BASE", None,
         "point the Stripe client elsewhere (tests, a local fake); unset means Stripe's API"),
     file_or_env("STRIPE_TIMEOUT_SECS", Some("10"),
-        "Stripe client timeout per request, 1 to 10"),
+        "Stripe client timeout, 1 to 10: the limit of each attempt, and of a whole call someone waits on (a click, a webhook delivery) with its retries; background reads (`sync`, catch-up) retry for up to 30 s"),
+    file_or_env("STRIPE_MAX_NETWORK_RETRIES", Some("2"),
+        "retries of a Stripe call after the first attempt, 0 to 5, as Stripe's own libraries make them (see [Talking to Stripe](#talking-to-stripe))"),
+    file_or_env("STRIPE_CA_FILE", None,
+        "a PEM file of certificate authorities trusted for Stripe calls besides the public ones (a TLS-inspecting proxy, a local stand-in)"),
+    secret_env("HTTPS_PROXY",
+        "`http://[user:password@]host:port` of the proxy Stripe's `https://` API is reached through (`https_proxy` too); never logged"),
+    env_only("NO_PROXY", None,
+        "comma-separated hosts reached without `HTTPS_PROXY` (`no_proxy` too)"),
     secret_env("STRIPE_WEBHOOK_SECRET",
         "`whsec_…` (anything else is refused); several, comma separated, while a secret is rolled"),
     env_only("STRIPE_WEBHOOK_SECRET_FILE", None,
@@ -383,6 +392,8 @@ struct EnvOnly {
     emulator_allow_public: Option<String>,
     client_reference_secret: Option<SecretString>,
     metrics_token: Option<SecretString>,
+    https_proxy: Option<SecretString>,
+    no_proxy: Option<String>,
 }
 
 /// Why a build without the `emulator` cargo feature needs `STRIPE_SECRET_KEY`
@@ -408,6 +419,8 @@ struct Raw {
     trusted_proxies: Option<String>,
     stripe_api_base: Option<String>,
     stripe_timeout_secs: u64,
+    stripe_max_network_retries: u32,
+    stripe_ca_file: Option<String>,
     stripe_webhook_tolerance_secs: u64,
     stripe_webhook_refetch: bool,
     stripe_portal_configuration: Option<String>,
@@ -494,6 +507,13 @@ pub struct StripeSettings {
     pub secret_key: Option<SecretString>,
     pub api_base: Option<String>,
     pub timeout: Duration,
+    /// `STRIPE_MAX_NETWORK_RETRIES`.
+    pub max_network_retries: u32,
+    /// `STRIPE_CA_FILE`.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `HTTPS_PROXY` (or `https_proxy`) and `NO_PROXY` (or `no_proxy`).
+    pub https_proxy: Option<SecretString>,
+    pub no_proxy: Option<String>,
     /// One or more, tried in turn while a secret is rolled.
     pub webhook_secrets: Vec<SecretString>,
     pub webhook_tolerance_secs: u64,
@@ -607,6 +627,14 @@ impl Settings {
                 emulator_allow_public: var("EMULATOR_ALLOW_PUBLIC"),
                 client_reference_secret: secret("CLIENT_REFERENCE_SECRET"),
                 metrics_token: secret("METRICS_TOKEN"),
+                // The lower-case spelling curl and most tools also read.
+                https_proxy: secret("HTTPS_PROXY").or_else(|| {
+                    lookup("https_proxy")
+                        .filter(|v| !v.trim().is_empty())
+                        .map(SecretString::from)
+                }),
+                no_proxy: var("NO_PROXY")
+                    .or_else(|| lookup("no_proxy").filter(|v| !v.trim().is_empty())),
             },
             problems,
         )
@@ -625,6 +653,8 @@ impl Settings {
             emulator_allow_public,
             client_reference_secret,
             metrics_token,
+            https_proxy,
+            no_proxy,
         } = env;
         let production = app_env == AppEnv::Production;
         // Every problem is reported at once: one restart per problem is a slow way to
@@ -666,6 +696,28 @@ impl Settings {
         }
         if !(1..=10).contains(&raw.stripe_timeout_secs) {
             problems.invalid("STRIPE_TIMEOUT_SECS", "must be between 1 and 10 seconds");
+        }
+        if raw.stripe_max_network_retries > 5 {
+            problems.invalid(
+                "STRIPE_MAX_NETWORK_RETRIES",
+                "must be between 0 and 5 (Stripe's libraries default to 2)",
+            );
+        }
+        if let Some(path) = &raw.stripe_ca_file {
+            if let Err(e) = crate::stripe::transport::ca_certificates(Path::new(path)) {
+                problems.invalid("STRIPE_CA_FILE", e.to_string());
+            }
+        }
+        if let Some(proxy) = &https_proxy {
+            // The URL may hold a password: the problem never quotes it.
+            if reqwest::Proxy::https(proxy.expose_secret()).is_err()
+                || Url::parse(proxy.expose_secret()).is_err()
+            {
+                problems.invalid(
+                    "HTTPS_PROXY",
+                    "must be a proxy URL such as http://proxy.internal:3128",
+                );
+            }
         }
         if raw.stripe_catchup_interval_secs > 86_400 {
             problems.invalid(
@@ -938,6 +990,10 @@ impl Settings {
                 secret_key: stripe_secret_key,
                 api_base: raw.stripe_api_base,
                 timeout: Duration::from_secs(raw.stripe_timeout_secs),
+                max_network_retries: raw.stripe_max_network_retries,
+                ca_file: raw.stripe_ca_file.map(Into::into),
+                https_proxy,
+                no_proxy,
                 webhook_secrets,
                 webhook_tolerance_secs: raw.stripe_webhook_tolerance_secs,
                 webhook_refetch: raw.stripe_webhook_refetch,

@@ -17,6 +17,7 @@ use crate::db::{self, users};
 use crate::metrics::Metrics;
 use crate::stripe::budget::ReadBudget;
 use crate::stripe::client::{StripeGateway, StripeMode};
+use crate::stripe::transport::TransportOptions;
 
 /// Which Stripe the context talks to.
 pub enum StripeTarget {
@@ -59,11 +60,19 @@ pub async fn build(
 
     let metrics = Arc::new(Metrics::new());
     let gateway = |key: &SecretString, base: Option<&str>| {
+        let stripe = &settings.stripe;
+        let options = TransportOptions {
+            api_base: base.map(str::to_owned),
+            timeout: stripe.timeout,
+            max_retries: stripe.max_network_retries,
+            https_proxy: stripe.https_proxy.clone(),
+            no_proxy: stripe.no_proxy.clone(),
+            ca_file: stripe.ca_file.clone(),
+        };
         StripeGateway::new(
             key,
-            base,
-            settings.stripe.timeout,
-            settings.stripe.portal_configuration.clone(),
+            &options,
+            stripe.portal_configuration.clone(),
             metrics.clone(),
         )
     };

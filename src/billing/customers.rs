@@ -101,13 +101,13 @@ async fn create_locked(
 ) -> Result<CustomerId, Error> {
     let mut tx = OpenTransaction::begin(&billing.locks).await?;
     let (id, key) = (user_id.clone(), format!("billing-customer:{user_id}"));
-    let current = tx
+    let (current, attempt) = tx
         .run_waiting(billing.lock_wait(), move |conn| {
             diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
                 .bind::<Text, _>(key)
                 .bind::<BigInt, _>(0)
                 .execute(conn)?;
-            users::customer_id(conn, &id)
+            users::customer_and_key_attempt(conn, &id)
         })
         .await?;
     if let Some(current) = current.filter(|c| Some(c) != stale) {
@@ -115,11 +115,25 @@ async fn create_locked(
         return Ok(current);
     }
 
-    let customer = match stripe.create_customer(user_id, email, stale).await {
+    let customer = match stripe.create_customer(user_id, email, stale, attempt).await {
         Ok(customer) => customer,
         Err(failure) => {
-            if let Err(e) = tx.rollback().await {
-                warn!("rollback after a failed customer creation failed: {e}");
+            let id = user_id.clone();
+            let ended = if failure.saved_by_stripe() {
+                // Stripe replays this failure for 24 hours under this key:
+                // the next click makes a new attempt, with a new key.
+                match tx
+                    .run(move |conn| users::next_customer_key_attempt(conn, &id))
+                    .await
+                {
+                    Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                tx.rollback().await.map_err(|e| e.to_string())
+            };
+            if let Err(e) = ended {
+                warn!("ending the transaction of a failed customer creation failed: {e}");
             }
             return Err(failure.into());
         }

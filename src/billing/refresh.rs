@@ -67,7 +67,7 @@ async fn read_and_store(billing: &Billing, customer: &CustomerId) -> Result<(), 
     // Held from before the read until what it read is stored, so a webhook's
     // re-read or `sync` of the same customer never crosses this read.
     let lock = FetchLock::acquire(billing, customer).await?;
-    let listed = match resync::list(&billing.pool, stripe, customer, Patience::Once).await {
+    let listed = match resync::list(&billing.pool, stripe, customer, Patience::Waiting).await {
         Ok(Ok(listed)) => listed,
         Ok(Err(failure)) => {
             lock.release().await;

@@ -71,19 +71,15 @@ pub(super) enum Listed {
 /// Lists `customer`'s subscriptions and tells a customer Stripe no longer
 /// knows from one without any. The customer is only read when the list is
 /// empty and Postgres still holds subscriptions of it, so a healthy run costs
-/// no extra call. `patience` says whether the list is retried (`sync`) or
-/// read once (a refresh someone waits on).
+/// no extra call. `patience` says how long the reads may take with their
+/// retries: `sync`'s can wait, a refresh has someone waiting.
 pub(super) async fn list(
     pool: &PgPool,
     stripe: &StripeGateway,
     customer: &CustomerId,
     patience: Patience,
 ) -> Result<Result<Listed, StripeFailure>, DbError> {
-    let listed = match patience {
-        Patience::Retry => stripe.list_subscriptions(customer).await,
-        Patience::Once => stripe.list_subscriptions_once(customer).await,
-    };
-    let subs = match listed {
+    let subs = match stripe.list_subscriptions(customer, patience).await {
         Ok(subs) => subs,
         Err(StripeFailure::NoSuchCustomer) => return Ok(Ok(Listed::CustomerGone)),
         Err(failure) => return Ok(Err(failure)),
@@ -102,7 +98,7 @@ pub(super) async fn list(
     if stored == 0 {
         return Ok(Ok(Listed::Subscriptions(subs)));
     }
-    Ok(match stripe.customer_is_deleted(customer).await {
+    Ok(match stripe.customer_is_deleted(customer, patience).await {
         Ok(true) => Ok(Listed::CustomerGone),
         Ok(false) => Ok(Listed::Subscriptions(subs)),
         Err(failure) => Err(failure),
@@ -154,7 +150,7 @@ pub async fn resync(
         // Held from before the read until what it read is stored, so a
         // webhook's re-read of the same customer never crosses this one.
         let lock = FetchLock::acquire(billing, &customer).await?;
-        let listed = list(pool, stripe, &customer, Patience::Retry).await;
+        let listed = list(pool, stripe, &customer, Patience::Background).await;
         let lock = match &listed {
             Ok(Ok(Listed::Subscriptions(_))) => Some(lock),
             _ => {

@@ -78,6 +78,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         refreshed_at -> Nullable<Timestamptz>,
+        customer_key_attempt -> Int4,
     }
 }
 

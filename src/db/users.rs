@@ -78,6 +78,27 @@ pub fn customer_id(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<C
         .get_result(conn)
 }
 
+/// The user's customer id, and the attempt at creating one the next request
+/// makes (its idempotency key ends in it).
+pub fn customer_and_key_attempt(
+    conn: &mut PgConnection,
+    id: &UserId,
+) -> QueryResult<(Option<CustomerId>, i32)> {
+    users::table
+        .find(id)
+        .select((users::stripe_customer_id, users::customer_key_attempt))
+        .get_result(conn)
+}
+
+/// Moves the user's customer creation on to its next attempt, after Stripe
+/// saved a failure under the current one's key.
+pub fn next_customer_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::customer_key_attempt.eq(users::customer_key_attempt + 1))
+        .execute(conn)
+        .map(drop)
+}
+
 /// Stores `customer_id` as the user's customer only where the row holds none,
 /// or still `replacing`; answers whether it did. A customer linked meanwhile
 /// by other means (a checkout webhook) is kept.

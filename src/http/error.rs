@@ -14,6 +14,7 @@
 //! detail, in the body.
 
 use std::fmt;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -21,7 +22,7 @@ use serde::Serialize;
 
 use crate::billing;
 use crate::db::DbError;
-use crate::stripe::client::StripeFailure;
+use crate::stripe::client::{PortalProblem, StripeFailure};
 use crate::stripe::signature::SignatureError;
 
 /// Every `error` code the service answers: stable, snake_case.
@@ -41,6 +42,8 @@ pub(crate) enum ErrorCode {
     InvalidBody,
     InvalidLocale,
     InvalidFlow,
+    /// The token's email is not one Stripe accepts for a customer.
+    InvalidEmail,
     UnsupportedMediaType,
     PayloadTooLarge,
     /// The request head or body did not arrive in time (408).
@@ -67,6 +70,8 @@ pub(crate) enum ErrorCode {
     // Stripe.
     StripeNotConfigured,
     StripeKeyModeMismatch,
+    /// Stripe refused `STRIPE_SECRET_KEY` (401), or a restricted key lacks a permission (403).
+    StripeAuthFailed,
     PortalNotConfigured,
     StripeRateLimited,
     StripeTimeout,
@@ -90,6 +95,7 @@ impl ErrorCode {
             Self::InvalidBody => "invalid_body",
             Self::InvalidLocale => "invalid_locale",
             Self::InvalidFlow => "invalid_flow",
+            Self::InvalidEmail => "invalid_email",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
@@ -109,6 +115,7 @@ impl ErrorCode {
             Self::AlreadySubscribed => "already_subscribed",
             Self::StripeNotConfigured => "stripe_not_configured",
             Self::StripeKeyModeMismatch => "stripe_key_mode_mismatch",
+            Self::StripeAuthFailed => "stripe_auth_failed",
             Self::PortalNotConfigured => "portal_not_configured",
             Self::StripeRateLimited => "stripe_rate_limited",
             Self::StripeTimeout => "stripe_timeout",
@@ -177,6 +184,12 @@ impl ApiError {
     /// Keeps the cause for the log line (5xx only; 4xx causes are the message).
     pub(crate) fn with_cause(mut self, cause: impl fmt::Display) -> Self {
         self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// Sends `Retry-After` with the answer, in whole seconds (at least 1).
+    pub(crate) fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after_secs = Some(after.as_secs().max(1));
         self
     }
 
@@ -303,16 +316,43 @@ impl From<StripeFailure> for ApiError {
                     key = data_mode.other()
                 ),
             ),
-            StripeFailure::PortalNotConfigured(_) => ApiError::bad_gateway(
+            StripeFailure::PortalNotConfigured(problem) => ApiError::bad_gateway(
                 ErrorCode::PortalNotConfigured,
-                "The Stripe Customer Portal is not configured for this account: open the Stripe \
-                 Dashboard, Settings > Billing > Customer portal, and save the settings (in the \
-                 same test or live mode as STRIPE_SECRET_KEY), or set STRIPE_PORTAL_CONFIGURATION.",
+                match problem {
+                    PortalProblem::NotSaved => "The Stripe Customer Portal is not configured for \
+                        this account: open the Stripe Dashboard, Settings > Billing > Customer \
+                        portal, and save the settings (in the same test or live mode as \
+                        STRIPE_SECRET_KEY), or set STRIPE_PORTAL_CONFIGURATION."
+                        .to_string(),
+                    PortalProblem::UnknownConfiguration => "STRIPE_PORTAL_CONFIGURATION names a \
+                        portal configuration this Stripe account does not have in this mode: set \
+                        it to a bpc_… id listed by GET /v1/billing_portal/configurations with the \
+                        same key, or unset it to use the default configuration."
+                        .to_string(),
+                    PortalProblem::FeatureDisabled(stripe_says) => format!(
+                        "The Stripe Customer Portal configuration does not allow this: \
+                         {stripe_says} Turn the feature on in the Stripe Dashboard, Settings > \
+                         Billing > Customer portal (or in STRIPE_PORTAL_CONFIGURATION's \
+                         configuration), or open the portal without a flow."
+                    ),
+                },
             ),
-            StripeFailure::RateLimited => ApiError::service_unavailable(
+            StripeFailure::AuthenticationFailed { .. } => ApiError::bad_gateway(
+                ErrorCode::StripeAuthFailed,
+                "Stripe refused this service's API key: the operator must set \
+                 STRIPE_SECRET_KEY to a current secret key (Stripe Dashboard, Developers > API \
+                 keys), or give the restricted key the permissions it needs.",
+            ),
+            StripeFailure::InvalidEmail(_) => ApiError::bad_request(
+                ErrorCode::InvalidEmail,
+                "Stripe does not accept the email address of your account; correct it in your \
+                 profile, then try again.",
+            ),
+            StripeFailure::RateLimited { retry_after } => ApiError::service_unavailable(
                 ErrorCode::StripeRateLimited,
                 "Stripe is rate limiting requests, please retry in a few seconds",
-            ),
+            )
+            .with_retry_after(retry_after.unwrap_or(Duration::from_secs(1))),
             StripeFailure::Timeout => ApiError::bad_gateway(
                 ErrorCode::StripeTimeout,
                 "Stripe did not answer in time, please retry",
@@ -321,12 +361,22 @@ impl From<StripeFailure> for ApiError {
                 ErrorCode::StripeUnreachable,
                 "Stripe cannot be reached right now, please retry",
             ),
-            StripeFailure::NoSuchCustomer
-            | StripeFailure::Api { .. }
-            | StripeFailure::InvalidResponse(_) => ApiError::bad_gateway(
-                ErrorCode::StripeError,
-                "Stripe could not process the request, please retry",
-            ),
+            StripeFailure::Api { retry_after, .. } => {
+                let err = ApiError::bad_gateway(
+                    ErrorCode::StripeError,
+                    "Stripe could not process the request, please retry",
+                );
+                match retry_after {
+                    Some(after) => err.with_retry_after(*after),
+                    None => err,
+                }
+            }
+            StripeFailure::NoSuchCustomer | StripeFailure::InvalidResponse(_) => {
+                ApiError::bad_gateway(
+                    ErrorCode::StripeError,
+                    "Stripe could not process the request, please retry",
+                )
+            }
         };
         err.with_cause(failure)
     }

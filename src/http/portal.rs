@@ -71,12 +71,12 @@ pub(crate) struct PortalResponse {
             description = "Required when authenticated by cookie (CSRF protection)")),
     responses(
         (status = 200, description = "Portal session created", body = PortalResponse),
-        (status = 400, description = "Bad body, locale or flow, or a bearer token and the cookie naming different users", body = ErrorBody),
+        (status = 400, description = "Bad body, locale or flow, a token email Stripe would refuse (`invalid_email`), or a bearer token and the cookie naming different users", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Cross-site request refused", body = ErrorBody),
         (status = 409, description = "The flow needs a subscription the user does not have", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
-        (status = 502, description = "Stripe failed, timed out or is not configured", body = ErrorBody),
+        (status = 502, description = "Stripe failed or timed out (`stripe_error`, `stripe_timeout`, `stripe_unreachable`), refused the API key (`stripe_auth_failed`), or the portal is not configured for this (`portal_not_configured`)", body = ErrorBody),
         (status = 503, description = "Database unavailable or Stripe rate limiting", body = ErrorBody),
     ),
     security(("bearer_jwt" = []), ("session_cookie" = []))
@@ -89,6 +89,7 @@ pub(crate) async fn create_portal(
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req, &user, &state.origins)?;
     let options = parse_body(&req, &body)?;
+    user.check_email()?;
     let locale = options
         .locale
         .as_deref()

@@ -20,6 +20,7 @@ use crate::ids::EventId;
 use crate::metrics::Source;
 use crate::stripe::events::parse_event;
 use crate::stripe::signature;
+use crate::stripe::transport::API_VERSION;
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Received {
@@ -81,6 +82,9 @@ pub(crate) async fn stripe_webhook(
         ));
     }
 
+    if let Some(version) = &event.api_version {
+        other_version(version, &event.id);
+    }
     let (event_id, event_type) = (event.id.clone(), event.type_.clone());
     let outcome = webhook::receive(&state.billing, event).await?;
     Ok(received(&state, &event_id, &event_type, outcome))
@@ -97,6 +101,21 @@ fn clock_skew(state: &AppState, ahead: u64) {
             "clock skew: a Stripe webhook was signed {ahead} s ahead of this host's clock, so \
              this host's clock is behind Stripe's by at least that much; check NTP on this host \
              (logged once; billing_portal_webhook_clock_skew_total counts every such delivery)"
+        );
+    }
+}
+
+/// An event rendered with another API version than the one this service
+/// sends: still read (the parser is lenient across versions), and said once
+/// per process, with what to change, so the two can be aligned.
+fn other_version(version: &str, event: &EventId) {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if version != API_VERSION && !LOGGED.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "webhook event {event} was rendered with Stripe API version {version}, this service \
+             speaks {API_VERSION}: it is read all the same, but set the webhook endpoint's API \
+             version to {API_VERSION} (Dashboard > Developers > Webhooks > the endpoint; \
+             `stripe listen --latest` locally) so both read the same shapes (logged once)"
         );
     }
 }

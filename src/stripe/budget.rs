@@ -81,7 +81,7 @@ impl ReadBudget {
     pub fn noted<T>(&self, answer: Result<T, StripeFailure>) -> Result<T, StripeFailure> {
         match &answer {
             Ok(_) => self.succeeded(),
-            Err(StripeFailure::RateLimited) => {
+            Err(StripeFailure::RateLimited { .. }) => {
                 self.throttled();
             }
             Err(_) => {}

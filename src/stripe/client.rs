@@ -15,13 +15,12 @@
 //! `STRIPE_PORTAL_CONFIGURATION`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ::stripe::{
-    ApiErrorsCode, Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest as _,
-};
+use ::stripe::{ApiErrors, ApiErrorsCode, ApiErrorsType, IdempotencyKey, StripeRequest as _};
 use miniserde::json::Value as Json;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use stripe_billing::billing_portal_session::{
     CreateBillingPortalSession, CreateBillingPortalSessionFlowData,
@@ -35,14 +34,16 @@ use stripe_billing::subscription::{
     ListSubscription, ListSubscriptionStatus, RetrieveSubscription,
 };
 use stripe_billing::BillingPortalSessionLocale;
+use stripe_client_core::RequestBuilder;
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer};
 use stripe_core::event::ListEvent;
 use stripe_types::RangeQueryTs;
 
+pub(crate) use super::transport::Patience;
+use super::transport::{Answer, Transport, TransportOptions, WireError};
 use crate::ids::{CustomerId, SubscriptionId, UserId};
 use crate::metrics::Metrics;
 use crate::stripe::events::{parse_price, parse_subscription, PriceObject, SubscriptionObject};
-use std::sync::Arc;
 
 /// What went wrong talking to Stripe, in the terms the service acts on.
 /// Cloned when clicks waiting for the same customer share one answer.
@@ -61,11 +62,19 @@ pub enum StripeFailure {
         data_mode.other()
     )]
     KeyModeMismatch { data_mode: StripeMode },
-    /// No default portal configuration saved in the Stripe dashboard.
+    /// The portal cannot open as asked: nothing saved in the Dashboard, an
+    /// unknown `STRIPE_PORTAL_CONFIGURATION`, or a flow whose feature is off.
     #[error("customer portal not configured: {0}")]
-    PortalNotConfigured(String),
+    PortalNotConfigured(PortalProblem),
+    /// Stripe refused the key itself (401), or a restricted key lacks a
+    /// permission (403). Stripe's message is not kept: it quotes part of the key.
+    #[error("Stripe refused STRIPE_SECRET_KEY ({status} {kind})")]
+    AuthenticationFailed { status: u16, kind: String },
+    /// Stripe refused the email the token carries (`email_invalid`).
+    #[error("Stripe refused the email: {0}")]
+    InvalidEmail(String),
     #[error("rate limited by Stripe")]
-    RateLimited,
+    RateLimited { retry_after: Option<Duration> },
     #[error("Stripe did not answer within the client timeout")]
     Timeout,
     #[error("cannot reach Stripe: {0}")]
@@ -78,9 +87,36 @@ pub enum StripeFailure {
         message: String,
         /// Stripe's dashboard link for this request; it names the request id.
         request_log: String,
+        /// `Retry-After`, when Stripe gave one.
+        retry_after: Option<Duration>,
     },
     #[error("unexpected answer from Stripe: {0}")]
     InvalidResponse(String),
+}
+
+/// Why the portal cannot open: each says what to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalProblem {
+    /// No default configuration saved in the Dashboard.
+    NotSaved,
+    /// `STRIPE_PORTAL_CONFIGURATION` names a configuration Stripe does not
+    /// have (in this mode).
+    UnknownConfiguration,
+    /// The flow asked for needs a feature the configuration has off; Stripe's
+    /// message names it.
+    FeatureDisabled(String),
+}
+
+impl std::fmt::Display for PortalProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSaved => f.write_str("no portal configuration saved in the Dashboard"),
+            Self::UnknownConfiguration => {
+                f.write_str("STRIPE_PORTAL_CONFIGURATION names no configuration of this account")
+            }
+            Self::FeatureDisabled(message) => f.write_str(message),
+        }
+    }
 }
 
 /// Stripe's two modes; keys and objects belong to one of them.
@@ -144,51 +180,122 @@ impl std::fmt::Display for StripeMode {
     }
 }
 
-impl From<StripeError> for StripeFailure {
-    fn from(err: StripeError) -> Self {
-        match err {
-            StripeError::Stripe(api, status) => {
-                let message = api.message.clone().unwrap_or_default();
-                let code = api.code.as_ref().map(|c| c.as_str().to_string());
-                // Before the missing-customer rule: the same answer also
-                // starts with "No such customer".
-                if let Some(data_mode) = StripeMode::of_mismatch(&message) {
-                    return StripeFailure::KeyModeMismatch { data_mode };
+impl StripeFailure {
+    /// What Stripe's error answer means for the service
+    /// (docs.stripe.com/error-codes, docs.stripe.com/error-handling).
+    fn of_answer(answer: &Answer) -> Self {
+        let status = answer.status;
+        let Some(api) = api_errors(&answer.body) else {
+            return if status == 429 {
+                StripeFailure::RateLimited {
+                    retry_after: answer.retry_after,
                 }
-                let missing_customer = matches!(api.code, Some(ApiErrorsCode::ResourceMissing))
-                    && (api.param.as_deref() == Some("customer")
-                        || message.starts_with("No such customer"));
-                if missing_customer || message.starts_with("No such customer") {
-                    StripeFailure::NoSuchCustomer
-                } else if message.contains("default configuration has not been created")
-                    || message.contains("customer portal settings")
-                {
-                    StripeFailure::PortalNotConfigured(message)
-                } else if status == 429 {
-                    StripeFailure::RateLimited
-                } else {
-                    StripeFailure::Api {
-                        status,
-                        kind: api.type_.as_str().to_string(),
-                        code: code.unwrap_or_default(),
-                        message,
-                        request_log: api.request_log_url.clone().unwrap_or_else(|| "none".into()),
-                    }
+            } else {
+                StripeFailure::Api {
+                    status,
+                    kind: "unknown".into(),
+                    code: String::new(),
+                    message: "the answer is not a Stripe error object".into(),
+                    request_log: answer.request_id.clone().unwrap_or_else(|| "none".into()),
+                    retry_after: answer.retry_after,
                 }
-            }
-            StripeError::Timeout => StripeFailure::Timeout,
-            StripeError::ClientError(msg) => StripeFailure::Unreachable(msg),
-            StripeError::JSONDeserialize(msg) | StripeError::ConfigError(msg) => {
-                StripeFailure::InvalidResponse(msg)
-            }
+            };
+        };
+        let message = api.message.clone().unwrap_or_default();
+        let code = api.code.as_ref().map(|c| c.as_str().to_string());
+        // Before the missing-customer rule: the same answer also starts with
+        // "No such customer".
+        if let Some(data_mode) = StripeMode::of_mismatch(&message) {
+            return StripeFailure::KeyModeMismatch { data_mode };
+        }
+        // 401: the key is invalid, expired or revoked; 403: a restricted key
+        // without the permission (docs.stripe.com/error-codes, "HTTP status code
+        // summary"). Types outside async-stripe's enum arrive as `Unknown`.
+        if status == 401
+            || status == 403
+            || matches!(
+                api.type_.as_str(),
+                "authentication_error" | "permission_error"
+            )
+        {
+            return StripeFailure::AuthenticationFailed {
+                status,
+                kind: api.type_.as_str().to_string(),
+            };
+        }
+        if matches!(api.code, Some(ApiErrorsCode::EmailInvalid)) {
+            return StripeFailure::InvalidEmail(message);
+        }
+        let param = api.param.as_deref().unwrap_or_default();
+        let missing = matches!(api.code, Some(ApiErrorsCode::ResourceMissing));
+        if (missing && param == "customer") || message.starts_with("No such customer") {
+            return StripeFailure::NoSuchCustomer;
+        }
+        if message.contains("default configuration has not been created")
+            || message.contains("customer portal settings")
+        {
+            return StripeFailure::PortalNotConfigured(PortalProblem::NotSaved);
+        }
+        if (missing && param == "configuration") || message.starts_with("No such configuration") {
+            return StripeFailure::PortalNotConfigured(PortalProblem::UnknownConfiguration);
+        }
+        // "This subscription cannot be updated because the subscription
+        // update feature in the portal configuration is disabled."
+        if api.type_ == ApiErrorsType::InvalidRequestError
+            && (param.starts_with("flow_data") || message.contains("portal configuration"))
+            && (message.contains("disabled") || message.contains("not enabled"))
+        {
+            return StripeFailure::PortalNotConfigured(PortalProblem::FeatureDisabled(message));
+        }
+        if status == 429 {
+            return StripeFailure::RateLimited {
+                retry_after: answer.retry_after,
+            };
+        }
+        StripeFailure::Api {
+            status,
+            kind: api.type_.as_str().to_string(),
+            code: code.unwrap_or_default(),
+            message,
+            request_log: api
+                .request_log_url
+                .clone()
+                .or_else(|| answer.request_id.clone())
+                .unwrap_or_else(|| "none".into()),
+            retry_after: answer.retry_after,
         }
     }
+
+    fn of_wire(error: WireError) -> Self {
+        match error {
+            WireError::Timeout => StripeFailure::Timeout,
+            WireError::Connection(reason) => StripeFailure::Unreachable(reason),
+        }
+    }
+
+    /// Whether Stripe answered with a server error: it saved that answer
+    /// under the request's `Idempotency-Key` and replays it for 24 hours
+    /// (docs.stripe.com/api/idempotent_requests), so the next attempt needs
+    /// another key.
+    pub(crate) fn saved_by_stripe(&self) -> bool {
+        matches!(self, Self::Api { status, .. } if *status >= 500)
+    }
+}
+
+/// The `error` object of Stripe's error answer.
+fn api_errors(body: &[u8]) -> Option<ApiErrors> {
+    let text = std::str::from_utf8(body).ok()?;
+    let Json::Object(mut wrapper) = miniserde::json::from_str::<Json>(text).ok()? else {
+        return None;
+    };
+    let error = wrapper.remove("error")?;
+    miniserde::json::from_str(&miniserde::json::to_string(&error)).ok()
 }
 
 /// The Stripe client, built once at start-up and shared by every worker.
 #[derive(Clone)]
 pub struct StripeGateway {
-    client: Client,
+    transport: Transport,
     portal_configuration: Option<String>,
     metrics: Arc<Metrics>,
 }
@@ -202,88 +309,106 @@ impl std::fmt::Debug for StripeGateway {
 impl StripeGateway {
     pub(crate) fn new(
         secret_key: &SecretString,
-        api_base: Option<&str>,
-        timeout: Duration,
+        options: &TransportOptions,
         portal_configuration: Option<String>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let mut builder = ClientBuilder::new(secret_key.expose_secret())
-            .timeout(timeout)
-            .app_info(
-                "billing-portal",
-                Some(env!("CARGO_PKG_VERSION").to_string()),
-                None,
-            );
-        if let Some(base) = api_base {
-            // async-stripe appends `v1/...` to the base verbatim.
-            let base = if base.ends_with('/') {
-                base.to_string()
-            } else {
-                format!("{base}/")
-            };
-            builder = builder.url(base);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("invalid Stripe client configuration: {e}"))?;
         Ok(Self {
-            client,
+            transport: Transport::new(secret_key, options)?,
             portal_configuration,
             metrics,
         })
     }
 
-    /// Runs one Stripe call, counting it by outcome and timing it.
-    async fn timed<T>(
+    /// Sends one request through the transport, counts it by outcome and
+    /// times it, and reads a success as `T`.
+    async fn call<T: miniserde::Deserialize>(
         &self,
         operation: &str,
-        call: impl std::future::Future<Output = Result<T, StripeError>>,
+        request: RequestBuilder,
+        key: Option<IdempotencyKey>,
+        patience: Patience,
     ) -> Result<T, StripeFailure> {
         let started = std::time::Instant::now();
-        let result = call.await.map_err(StripeFailure::from);
+        let result = match self.transport.send(request, key, patience).await {
+            Ok(answer) if answer.is_success() => std::str::from_utf8(&answer.body)
+                .map_err(|_| StripeFailure::InvalidResponse("the answer is not UTF-8".into()))
+                .and_then(|text| {
+                    miniserde::json::from_str(text).map_err(|_| {
+                        StripeFailure::InvalidResponse(format!(
+                            "the answer to {operation} is not the object expected"
+                        ))
+                    })
+                }),
+            Ok(answer) => Err(StripeFailure::of_answer(&answer)),
+            Err(wire) => Err(StripeFailure::of_wire(wire)),
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(StripeFailure::Timeout) => "timeout",
             Err(StripeFailure::Unreachable(_)) => "unreachable",
-            Err(StripeFailure::RateLimited) => "rate_limited",
+            Err(StripeFailure::RateLimited { .. }) => "rate_limited",
             Err(StripeFailure::Api { status, .. }) if *status >= 500 => "server_error",
             Err(_) => "client_error",
         };
+        if let Err(StripeFailure::AuthenticationFailed { status, kind }) = &result {
+            // One line that says what to change; never the key (Stripe's own
+            // message quotes part of it, so it stays out too).
+            log::error!(
+                "Stripe refused STRIPE_SECRET_KEY on {operation} ({status} {kind}): set \
+                 STRIPE_SECRET_KEY to a current secret key (Dashboard > Developers > API keys), \
+                 or give the restricted key the permission this call needs"
+            );
+        }
         self.metrics
             .stripe_call(operation, outcome, started.elapsed());
         result
     }
 
     /// Creates the customer for `user_id`. The idempotency key is derived from
-    /// every parameter sent and the customer being replaced (if any), so a
-    /// retry after a lost answer or a failed commit returns the same customer
-    /// instead of a second one, while a replacement for a deleted customer, or
-    /// a request with another email, gets a new key rather than Stripe's
-    /// `idempotency_error`.
+    /// every parameter sent, the customer being replaced (if any) and the
+    /// user's creation `attempt`: the retries of one attempt, and a click
+    /// after an answer that never came, send the same key, so Stripe hands
+    /// back the customer it may have created instead of a second one; a new
+    /// attempt after a failure Stripe saved (a 5xx, replayed for 24 hours)
+    /// sends another, so one Stripe error cannot lock a user out for a day.
+    /// A replacement for a deleted customer, or another email, gets a new key
+    /// rather than Stripe's `idempotency_error`.
     pub(crate) async fn create_customer(
         &self,
         user_id: &UserId,
         email: Option<&str>,
         replacing: Option<&CustomerId>,
+        attempt: i32,
     ) -> Result<CustomerId, StripeFailure> {
         let request = customer_request(user_id, email);
-        let key = ::stripe::IdempotencyKey::new(idempotency_key_for(&request, replacing))
+        let key = IdempotencyKey::new(idempotency_key_for(&request, replacing, attempt))
             .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
-        let customer = self
-            .timed(
+        let customer: Json = self
+            .call(
                 "create_customer",
-                request
-                    .customize()
-                    .request_strategy(RequestStrategy::Idempotent(key))
-                    .send(&self.client),
+                request.build(),
+                Some(key),
+                Patience::Waiting,
             )
             .await?;
-        Ok(CustomerId::from(customer.id.to_string()))
+        match &customer {
+            Json::Object(object) => match object.get("id") {
+                Some(Json::String(id)) if !id.is_empty() => Ok(CustomerId::from(id.clone())),
+                _ => Err(StripeFailure::InvalidResponse(
+                    "the customer Stripe created has no id".into(),
+                )),
+            },
+            _ => Err(StripeFailure::InvalidResponse(
+                "a customer is not a JSON object".into(),
+            )),
+        }
     }
 
     /// Creates a portal session for `customer_id` and returns its URL. With a
     /// `flow`, the portal opens straight on that task and, once it is done,
-    /// redirects to `return_url`.
+    /// redirects to `return_url`. A new click is a new session: the transport
+    /// gives the POST a fresh idempotency key, kept for its retries.
     pub(crate) async fn create_portal_session(
         &self,
         customer_id: &CustomerId,
@@ -303,75 +428,71 @@ impl StripeGateway {
         if let Some(locale) = locale {
             request = request.locale(locale.0.clone());
         }
-        let session = self
-            .timed("create_portal_session", request.send(&self.client))
+        let session: Json = self
+            .call(
+                "create_portal_session",
+                request.build(),
+                None,
+                Patience::Waiting,
+            )
             .await?;
-        Ok(session.url)
+        match &session {
+            Json::Object(object) => match object.get("url") {
+                Some(Json::String(url)) if !url.is_empty() => Ok(url.clone()),
+                _ => Err(StripeFailure::InvalidResponse(
+                    "the portal session has no url".into(),
+                )),
+            },
+            _ => Err(StripeFailure::InvalidResponse(
+                "a portal session is not a JSON object".into(),
+            )),
+        }
     }
 }
 
 impl StripeGateway {
-    /// Sends `request` through the async-stripe client and answers its body as
-    /// untyped JSON: async-stripe's typed models reject shapes of other API
-    /// versions, and there is no raw-bytes API, but any type it can
-    /// deserialize into will do, and `miniserde`'s `Value` accepts every JSON.
+    /// Sends `request` and answers its body as untyped JSON: async-stripe's
+    /// typed models reject shapes of other API versions, and `miniserde`'s
+    /// `Value` accepts every JSON.
     async fn json(
         &self,
         operation: &str,
         request: &impl ::stripe::StripeRequest,
+        patience: Patience,
     ) -> Result<Json, StripeFailure> {
-        self.json_with(operation, request, RequestStrategy::Once)
-            .await
-    }
-
-    /// [`Self::json`] with a retry strategy.
-    async fn json_with(
-        &self,
-        operation: &str,
-        request: &impl ::stripe::StripeRequest,
-        strategy: RequestStrategy,
-    ) -> Result<Json, StripeFailure> {
-        self.timed(
-            operation,
-            request
-                .build()
-                .customize::<Json>()
-                .request_strategy(strategy)
-                .send(&self.client),
-        )
-        .await
+        self.call(operation, request.build(), None, patience).await
     }
 
     /// The subscription as Stripe holds it now, in the same shape the webhook
-    /// parser produces, through the same lenient parser.
+    /// parser produces, through the same lenient parser. Someone waits on it
+    /// (a click, a webhook delivery).
     pub(crate) async fn retrieve_subscription(
         &self,
         id: &SubscriptionId,
     ) -> Result<SubscriptionObject, StripeFailure> {
-        self.retrieve_subscription_with(id, RequestStrategy::Once)
-            .await
+        self.retrieve_subscription_with(id, Patience::Waiting).await
     }
 
-    /// [`Self::retrieve_subscription`] for a background read, which can wait:
-    /// retried as Stripe's own libraries do ([`background_retries`]).
+    /// [`Self::retrieve_subscription`] for a background read, which can wait
+    /// longer for its retries.
     pub(crate) async fn retrieve_subscription_patiently(
         &self,
         id: &SubscriptionId,
     ) -> Result<SubscriptionObject, StripeFailure> {
-        self.retrieve_subscription_with(id, background_retries())
+        self.retrieve_subscription_with(id, Patience::Background)
             .await
     }
 
     async fn retrieve_subscription_with(
         &self,
         id: &SubscriptionId,
-        strategy: RequestStrategy,
+        patience: Patience,
     ) -> Result<SubscriptionObject, StripeFailure> {
         let body = self
-            .json_with(
+            .json(
                 "retrieve_subscription",
                 &RetrieveSubscription::new(id.as_str()),
-                strategy,
+                patience,
             )
             .await?;
         subscription_from(&body)
@@ -381,8 +502,7 @@ impl StripeGateway {
     /// or after `since` (unix seconds), after the event `after`: `GET
     /// /v1/events`, which reaches back 30 days (docs.stripe.com/api/events/list).
     /// Each event is handed over as the JSON text Stripe sent, for the same
-    /// parser a webhook delivery goes through. A background read:
-    /// [`background_retries`].
+    /// parser a webhook delivery goes through. A background read.
     pub(crate) async fn list_events(
         &self,
         types: &[&str],
@@ -397,7 +517,7 @@ impl StripeGateway {
             request = request.starting_after(after);
         }
         let page = self
-            .json_with("list_events", &request, background_retries())
+            .json("list_events", &request, Patience::Background)
             .await?;
         let (data, has_more) = list_page(page)?;
         // The cursor of the next page: without it there is no next page to ask for.
@@ -427,13 +547,13 @@ impl StripeGateway {
     /// The price `id` with its product expanded, `GET /v1/prices/{id}?expand[]=product`
     /// (docs.stripe.com/api/prices/retrieve; a `plan` id of older API versions
     /// answers too, plans being prices), through the webhook's lenient parser.
-    /// A background read: [`background_retries`].
+    /// A background read.
     pub(crate) async fn retrieve_price(&self, id: &str) -> Result<PriceObject, StripeFailure> {
         let body = self
-            .json_with(
+            .json(
                 "retrieve_price",
                 &RetrievePriceWithProduct(id),
-                background_retries(),
+                Patience::Background,
             )
             .await?;
         parse_price(miniserde::json::to_string(&body).as_bytes())
@@ -447,9 +567,10 @@ impl StripeGateway {
     pub(crate) async fn customer_is_deleted(
         &self,
         customer: &CustomerId,
+        patience: Patience,
     ) -> Result<bool, StripeFailure> {
         let request = RetrieveCustomer::new(customer.as_str());
-        match with_retries(|| self.json("retrieve_customer", &request)).await {
+        match self.json("retrieve_customer", &request, patience).await {
             Ok(Json::Object(body)) => Ok(matches!(body.get("deleted"), Some(Json::Bool(true)))),
             Ok(_) => Err(StripeFailure::InvalidResponse(
                 "a customer is not a JSON object".into(),
@@ -458,40 +579,10 @@ impl StripeGateway {
             Err(other) => Err(other),
         }
     }
-}
 
-/// How hard a read tries when Stripe fails in a way that may pass (429, 5xx,
-/// a timeout, no connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Patience {
-    /// Up to five attempts with doubling backoff: work nobody waits on (`sync`).
-    Retry,
-    /// One attempt: a person waits on the answer and has a fallback (the
-    /// stored status), and the customer's fetch lock is held meanwhile.
-    Once,
-}
-
-impl StripeGateway {
     /// Every subscription of `customer`, all statuses, every page, each
-    /// mapped by the lenient parser. Rate limits, 5xx answers, timeouts and
-    /// connection failures are retried with doubling backoff.
+    /// mapped by the lenient parser, each page retried within `patience`.
     pub(crate) async fn list_subscriptions(
-        &self,
-        customer: &CustomerId,
-    ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
-        self.list_subscriptions_with(customer, Patience::Retry)
-            .await
-    }
-
-    /// [`StripeGateway::list_subscriptions`], trying each page only once.
-    pub(crate) async fn list_subscriptions_once(
-        &self,
-        customer: &CustomerId,
-    ) -> Result<Vec<SubscriptionObject>, StripeFailure> {
-        self.list_subscriptions_with(customer, Patience::Once).await
-    }
-
-    async fn list_subscriptions_with(
         &self,
         customer: &CustomerId,
         patience: Patience,
@@ -506,11 +597,7 @@ impl StripeGateway {
             if let Some(after) = &after {
                 request = request.starting_after(after.as_str());
             }
-            let read = || self.json("list_subscriptions", &request);
-            let page = match patience {
-                Patience::Retry => with_retries(read).await?,
-                Patience::Once => read().await?,
-            };
+            let page = self.json("list_subscriptions", &request, patience).await?;
             let (data, has_more) = list_page(page)?;
             for item in &data {
                 all.push(subscription_from(item)?);
@@ -560,16 +647,6 @@ pub(crate) struct EventsPage {
     pub(crate) last_id: Option<String>,
 }
 
-/// How the background reads (catch-up, drift check) retry: async-stripe's
-/// exponential backoff (1 s, then 2 s), which retries only when Stripe's
-/// `Stripe-Should-Retry` header says so, or, without the header, on 409,
-/// 424, 429, 5xx and connection failures (docs.stripe.com/error-low-level),
-/// as Stripe's own libraries do. Three attempts in all; the caller's budget
-/// ([`super::budget`]) adds a shared cool-down on a 429 that persists.
-fn background_retries() -> RequestStrategy {
-    RequestStrategy::ExponentialBackoff(3)
-}
-
 /// A list page's `data` and `has_more` (docs.stripe.com/api/pagination). Only
 /// `data` is required; a missing or non-boolean `has_more` reads as the last
 /// page, so a stand-in that leaves it out cannot make the loop run forever.
@@ -594,42 +671,6 @@ fn subscription_from(object: &Json) -> Result<SubscriptionObject, StripeFailure>
         .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))
 }
 
-/// Retries what is worth retrying (429, 5xx, timeouts, connection failures)
-/// up to five attempts, waiting 250 ms, 500 ms, 1 s, 2 s in between.
-async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, StripeFailure>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StripeFailure>>,
-{
-    let mut wait = Duration::from_millis(250);
-    for attempt in 1.. {
-        match call().await {
-            Err(failure) if attempt < 5 && failure.is_transient() => {
-                log::warn!("Stripe call failed ({failure}); retry {attempt} in {wait:?}");
-                tokio_sleep(wait).await;
-                wait *= 2;
-            }
-            other => return other,
-        }
-    }
-    unreachable!("the loop returns by the fifth attempt")
-}
-
-async fn tokio_sleep(duration: Duration) {
-    actix_web::rt::time::sleep(duration).await
-}
-
-impl StripeFailure {
-    /// Whether trying again later can succeed.
-    pub(crate) fn is_transient(&self) -> bool {
-        match self {
-            Self::RateLimited | Self::Timeout | Self::Unreachable(_) => true,
-            Self::Api { status, .. } => *status >= 500,
-            _ => false,
-        }
-    }
-}
-
 /// The customer creation request: what `create_customer` sends, and what
 /// its idempotency key is derived from.
 fn customer_request(user_id: &UserId, email: Option<&str>) -> CreateCustomer {
@@ -643,13 +684,17 @@ fn customer_request(user_id: &UserId, email: Option<&str>) -> CreateCustomer {
     request
 }
 
-/// `customer-<sha256>` over the replaced customer (length-prefixed, or its
-/// absence) and the exact form body sent, so every parameter the request
-/// carries is covered, now and when one is added: Stripe answers
-/// `idempotency_error` for 24 h when a key is reused with other parameters
-/// (docs.stripe.com/api/idempotent_requests). At most 73 ASCII characters,
-/// within Stripe's 255, whatever the user id or email.
-fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&CustomerId>) -> String {
+/// `customer-<sha256>-<attempt>`, the hash over the replaced customer
+/// (length-prefixed, or its absence) and the exact form body sent, so every
+/// parameter the request carries is covered, now and when one is added:
+/// Stripe answers `idempotency_error` for 24 h when a key is reused with
+/// other parameters (docs.stripe.com/api/idempotent_requests). At most 85
+/// ASCII characters, within Stripe's 255, whatever the user id or email.
+fn idempotency_key_for(
+    request: &CreateCustomer,
+    replacing: Option<&CustomerId>,
+    attempt: i32,
+) -> String {
     let mut hasher = Sha256::new();
     match replacing {
         Some(old) => {
@@ -660,7 +705,7 @@ fn idempotency_key_for(request: &CreateCustomer, replacing: Option<&CustomerId>)
         None => hasher.update([0]),
     }
     hasher.update(request.build().body.unwrap_or_default().as_bytes());
-    format!("customer-{}", hex::encode(hasher.finalize()))
+    format!("customer-{}-{attempt}", hex::encode(hasher.finalize()))
 }
 
 /// A portal deep link, as Stripe names it in `flow_data[type]`: the one type
@@ -796,7 +841,20 @@ mod tests {
             UserId::parse(user).unwrap(),
             replacing.map(CustomerId::from),
         );
-        idempotency_key_for(&customer_request(&user, email), replacing.as_ref())
+        idempotency_key_for(&customer_request(&user, email), replacing.as_ref(), 0)
+    }
+
+    #[test]
+    fn a_new_attempt_after_a_saved_failure_gets_another_key() {
+        let request = customer_request(&UserId::parse("u1").unwrap(), None);
+        assert_ne!(
+            idempotency_key_for(&request, None, 0),
+            idempotency_key_for(&request, None, 1)
+        );
+        assert_eq!(
+            idempotency_key_for(&request, None, 1),
+            idempotency_key_for(&request, None, 1)
+        );
     }
 
     #[test]
@@ -849,19 +907,38 @@ mod tests {
     #[test]
     fn the_idempotency_key_fits_stripes_limit_for_any_user_id_and_email() {
         let long = "é".repeat(255);
-        let key = customer_idempotency_key(&long, Some(&long), Some(&long));
+        let user = UserId::parse(&long).unwrap();
+        let replacing = CustomerId::from(long.clone());
+        let key = idempotency_key_for(
+            &customer_request(&user, Some(&long)),
+            Some(&replacing),
+            i32::MAX,
+        );
         assert!(key.len() <= 255 && key.is_ascii(), "{key}");
-        assert!(::stripe::IdempotencyKey::new(&key).is_ok());
+        assert!(IdempotencyKey::new(&key).is_ok());
+    }
+
+    /// What `of_answer` makes of Stripe's error answer with this status and body.
+    fn failure(status: u16, error: &str) -> StripeFailure {
+        StripeFailure::of_answer(&Answer {
+            status,
+            body: format!(r#"{{"error":{error}}}"#).into_bytes(),
+            request_id: Some("req_1".into()),
+            should_retry: None,
+            retry_after: None,
+            replayed: false,
+        })
     }
 
     #[test]
     fn a_key_of_the_wrong_mode_is_not_a_deleted_customer() {
         let mismatch = |message: &str| {
-            let body = format!(
-                r#"{{"type":"invalid_request_error","code":"resource_missing","param":"customer","message":"{message}"}}"#
-            );
-            let api: ::stripe::ApiErrors = miniserde::json::from_str(&body).unwrap();
-            StripeFailure::from(StripeError::Stripe(Box::new(api), 404))
+            failure(
+                404,
+                &format!(
+                    r#"{{"type":"invalid_request_error","code":"resource_missing","param":"customer","message":"{message}"}}"#
+                ),
+            )
         };
 
         assert!(matches!(
@@ -876,6 +953,78 @@ mod tests {
             mismatch("No such customer: 'cus_1'"),
             StripeFailure::NoSuchCustomer
         ));
+    }
+
+    #[test]
+    fn a_refused_key_is_an_authentication_failure_that_keeps_none_of_stripes_message() {
+        let refused = failure(
+            401,
+            r#"{"type":"invalid_request_error","message":"Invalid API Key provided: sk_test_****1234"}"#,
+        );
+        assert!(matches!(
+            refused,
+            StripeFailure::AuthenticationFailed { status: 401, .. }
+        ));
+        assert!(!refused.to_string().contains("1234"), "{refused}");
+        let restricted = failure(
+            403,
+            r#"{"type":"invalid_request_error","message":"The provided key 'rk_test_***' does not have the required permissions for this endpoint"}"#,
+        );
+        assert!(matches!(
+            restricted,
+            StripeFailure::AuthenticationFailed { status: 403, .. }
+        ));
+    }
+
+    #[test]
+    fn portal_configuration_problems_say_which_one() {
+        assert!(matches!(
+            failure(
+                400,
+                r#"{"type":"invalid_request_error","message":"You can't create a portal session in test mode until you save your customer portal settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal."}"#
+            ),
+            StripeFailure::PortalNotConfigured(PortalProblem::NotSaved)
+        ));
+        assert!(matches!(
+            failure(
+                400,
+                r#"{"type":"invalid_request_error","code":"resource_missing","param":"configuration","message":"No such configuration: 'bpc_123'"}"#
+            ),
+            StripeFailure::PortalNotConfigured(PortalProblem::UnknownConfiguration)
+        ));
+        assert!(matches!(
+            failure(
+                400,
+                r#"{"type":"invalid_request_error","param":"flow_data[type]","message":"This subscription cannot be updated because the subscription update feature in the portal configuration is disabled."}"#
+            ),
+            StripeFailure::PortalNotConfigured(PortalProblem::FeatureDisabled(_))
+        ));
+    }
+
+    #[test]
+    fn an_email_stripe_refuses_is_an_invalid_email() {
+        assert!(matches!(
+            failure(
+                400,
+                r#"{"type":"invalid_request_error","code":"email_invalid","param":"email","message":"Invalid email address: a@b"}"#
+            ),
+            StripeFailure::InvalidEmail(_)
+        ));
+    }
+
+    #[test]
+    fn a_server_error_is_saved_by_stripe_and_a_rate_limit_is_not() {
+        assert!(failure(
+            500,
+            r#"{"type":"api_error","message":"An unknown error occurred"}"#
+        )
+        .saved_by_stripe());
+        assert!(!failure(
+            429,
+            r#"{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests"}"#
+        )
+        .saved_by_stripe());
+        assert!(!StripeFailure::Timeout.saved_by_stripe());
     }
 
     #[test]

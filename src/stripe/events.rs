@@ -36,6 +36,10 @@ pub struct Event {
     /// every event, and one without it is taken as test mode, so it can never act on a live
     /// instance.
     pub livemode: bool,
+    /// `api_version`: the version Stripe rendered the event's object with (the
+    /// webhook endpoint's). Events of any version are read; see
+    /// [`crate::stripe::transport::API_VERSION`].
+    pub api_version: Option<String>,
     pub kind: EventKind,
 }
 
@@ -243,6 +247,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
         type_: head.type_,
         created: head.created,
         livemode: head.livemode == Some(true),
+        api_version: head.api_version.filter(|v| !v.is_empty()),
         kind,
     })
 }
@@ -339,6 +344,8 @@ struct EnvelopeHead {
     created: i64,
     #[serde(default, deserialize_with = "lenient")]
     livemode: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    api_version: Option<String>,
     /// Never read: deserializing it is what requires `data.object` to be present and an object.
     #[serde(rename = "data")]
     _data: EnvelopeData<AnyObject>,

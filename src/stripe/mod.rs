@@ -1,4 +1,5 @@
 //! Everything that speaks Stripe: the API client wrapper ([`client`]), the
+//! one HTTP transport every Stripe call goes through ([`transport`]), the
 //! rate budget of its background reads ([`budget`]), the
 //! webhook signature check ([`signature`]), the lenient webhook event types
 //! ([`events`]) and the subscription status vocabulary ([`status`]). Nothing
@@ -9,3 +10,4 @@ pub mod client;
 pub mod events;
 pub mod signature;
 pub mod status;
+pub mod transport;

@@ -221,10 +221,14 @@ async fn a_rate_limited_stripe_gives_503_with_a_clear_message() {
 #[actix_rt::test]
 async fn retries_after_stripe_failures_never_make_a_second_customer() {
     let app = spawn_app().await;
-    // Customer creation works; portal sessions fail twice (500, then slow).
+    // Customer creation works; portal sessions fail twice (500 that Stripe
+    // says not to retry, then slow).
     Mock::given(method("POST"))
         .and(path("/v1/billing_portal/sessions"))
-        .respond_with(stripe_error(500, "api_error", None, "boom"))
+        .respond_with(
+            stripe_error(500, "api_error", None, "boom")
+                .append_header("Stripe-Should-Retry", "false"),
+        )
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&app.stripe)

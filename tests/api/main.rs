@@ -27,6 +27,7 @@ mod portal;
 mod refresh;
 mod scale;
 mod startup;
+mod stripe_client;
 mod support;
 mod webhooks;
 mod without_emulator;

@@ -8,8 +8,19 @@ use wiremock::{Mock, ResponseTemplate};
 use crate::support::*;
 
 /// What the key must cover, computed independently of the service: the
-/// replaced customer (length-prefixed) and the exact form body Stripe got.
+/// replaced customer (length-prefixed) and the exact form body Stripe got,
+/// then the user's first creation attempt.
 fn expected_idempotency_key(request: &wiremock::Request, replacing: Option<&str>) -> String {
+    expected_key_of_attempt(request, replacing, 0)
+}
+
+/// [`expected_idempotency_key`] of the user's `attempt`-th creation attempt
+/// (one more after each failure Stripe saved).
+fn expected_key_of_attempt(
+    request: &wiremock::Request,
+    replacing: Option<&str>,
+    attempt: u32,
+) -> String {
     let mut h = Sha256::new();
     match replacing {
         Some(old) => {
@@ -20,7 +31,7 @@ fn expected_idempotency_key(request: &wiremock::Request, replacing: Option<&str>
         None => h.update([0]),
     }
     h.update(&request.body);
-    format!("customer-{}", hex::encode(h.finalize()))
+    format!("customer-{}-{attempt}", hex::encode(h.finalize()))
 }
 
 async fn portal_url_of(response: reqwest::Response) -> String {
@@ -312,17 +323,19 @@ async fn an_unknown_locale_is_refused_with_a_clear_message() {
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
 }
 
+/// Stripe saves a 500 under its `Idempotency-Key` and replays it for 24 hours
+/// (docs.stripe.com/api/idempotent_requests), saying `Stripe-Should-Retry:
+/// false` (stripe-node's retry comment): the next click must send a new key,
+/// or one Stripe error would lock the user out for a day.
 #[actix_rt::test]
-async fn a_stripe_500_answers_502_and_leaves_the_user_without_a_customer() {
+async fn after_a_stripe_500_the_next_click_makes_a_new_attempt_with_a_new_key() {
     let app = spawn_app().await;
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
-        .respond_with(stripe_error(
-            500,
-            "api_error",
-            None,
-            "An unknown error occurred",
-        ))
+        .respond_with(
+            stripe_error(500, "api_error", None, "An unknown error occurred")
+                .append_header("Stripe-Should-Retry", "false"),
+        )
         .up_to_n_times(1)
         .mount(&app.stripe)
         .await;
@@ -336,11 +349,77 @@ async fn a_stripe_500_answers_502_and_leaves_the_user_without_a_customer() {
     assert_eq!(body["error"], "stripe_error");
     assert!(!body["message"].as_str().unwrap().contains("unknown error"));
     assert_eq!(app.user("user_1").unwrap().stripe_customer_id, None);
+    assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
 
-    // The retry carries the same idempotency key, so had Stripe created the
-    // customer before failing, it would hand back that one, not a second.
     let retried = portal_url_of(app.create_portal(&token).await).await;
     assert_eq!(retried, format!("{PORTAL_URL_BASE}cus_fake_1"));
+    let created = app.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(created.len(), 2);
+    assert_eq!(
+        header(&created[0], "idempotency-key"),
+        Some(expected_key_of_attempt(&created[0], None, 0).as_str())
+    );
+    assert_eq!(
+        header(&created[1], "idempotency-key"),
+        Some(expected_key_of_attempt(&created[1], None, 1).as_str())
+    );
+}
+
+/// Without `Stripe-Should-Retry`, a 500 is retried (stripe-node, stripe-go),
+/// with the same key: had Stripe created the customer, it hands that one back.
+#[actix_rt::test]
+async fn a_stripe_500_without_advice_is_retried_within_the_click_with_the_same_key() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(stripe_error(
+            500,
+            "api_error",
+            None,
+            "An unknown error occurred",
+        ))
+        .up_to_n_times(1)
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+
+    let url = portal_url_of(app.create_portal(&token_for("user_1", None)).await).await;
+
+    assert_eq!(url, format!("{PORTAL_URL_BASE}cus_fake_1"));
+    let created = app.stripe_requests("POST", "/v1/customers").await;
+    assert_eq!(created.len(), 2);
+    assert_eq!(
+        header(&created[0], "idempotency-key"),
+        header(&created[1], "idempotency-key")
+    );
+}
+
+/// An answer that never came says nothing about whether Stripe created the
+/// customer: the next click sends the same key, so Stripe hands back the
+/// customer it may have created instead of a second one.
+#[actix_rt::test]
+async fn a_click_after_an_answer_that_never_came_sends_the_same_key() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("STRIPE_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(customer_json("cus_slow", None))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .up_to_n_times(1)
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+    let token = token_for("user_1", None);
+
+    let failed = app.create_portal(&token).await;
+    assert_eq!(failed.status(), 502);
+    portal_url_of(app.create_portal(&token).await).await;
+
     let created = app.stripe_requests("POST", "/v1/customers").await;
     assert_eq!(created.len(), 2);
     assert_eq!(
@@ -406,12 +485,10 @@ async fn a_retry_after_the_email_changed_sends_another_idempotency_key() {
     let app = spawn_app().await;
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
-        .respond_with(stripe_error(
-            500,
-            "api_error",
-            None,
-            "An unknown error occurred",
-        ))
+        .respond_with(
+            stripe_error(500, "api_error", None, "An unknown error occurred")
+                .append_header("Stripe-Should-Retry", "false"),
+        )
         .up_to_n_times(1)
         .mount(&app.stripe)
         .await;

@@ -14,6 +14,7 @@ pub mod given;
 pub mod instance;
 pub mod proxy;
 pub mod raw;
+pub mod tls;
 
 pub use app::*;
 #[cfg(feature = "emulator")]
@@ -23,3 +24,4 @@ pub use fake_stripe::*;
 pub use instance::*;
 pub use proxy::*;
 pub use raw::*;
+pub use tls::*;

@@ -1,0 +1,412 @@
+//! The Stripe transport as a user and an operator notice it: connections
+//! kept alive over TLS, `HTTPS_PROXY`, Stripe's retry rules
+//! (docs.stripe.com/error-low-level; stripe-node's `_shouldRetry`), and
+//! errors that say what to change.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::support::*;
+
+/// A service whose Stripe is the fake behind a TLS stand-in, and the stand-in.
+async fn app_over_tls(
+    customize: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> (TestApp, TlsStripe) {
+    let tls = TlsStripe::start().await;
+    let app = spawn_app_with(|vars| {
+        tls.front(vars);
+        customize(vars);
+    })
+    .await;
+    (app, tls)
+}
+
+/// `user_1` with a stored customer: every portal open is one Stripe request.
+fn known_customer(app: &TestApp) -> String {
+    app.given()
+        .user("user_1")
+        .with_customer("cus_known")
+        .store();
+    token_for("user_1", None)
+}
+
+#[actix_rt::test]
+async fn a_warm_service_opens_the_portal_over_one_reused_tls_connection() {
+    let (app, tls) = app_over_tls(|_| {}).await;
+    mount_working_stripe(&app.stripe).await;
+    let token = known_customer(&app);
+
+    for _ in 0..20 {
+        assert_eq!(app.create_portal(&token).await.status(), 200);
+    }
+
+    let sessions = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    assert_eq!(sessions.len(), 20);
+    assert_eq!(tls.connections(), 1, "one connection for 20 portal opens");
+}
+
+#[actix_rt::test]
+async fn stripe_calls_go_through_the_https_proxy_when_one_is_set() {
+    let proxy = ConnectProxy::start().await;
+    let (app, tls) = app_over_tls(|vars| {
+        vars.insert("HTTPS_PROXY".into(), proxy.url.clone());
+    })
+    .await;
+    mount_working_stripe(&app.stripe).await;
+    let token = known_customer(&app);
+
+    for _ in 0..3 {
+        assert_eq!(app.create_portal(&token).await.status(), 200);
+    }
+
+    assert_eq!(proxy.tunnels(), vec![format!("localhost:{}", tls.port)]);
+    assert_eq!(tls.connections(), 1);
+}
+
+#[actix_rt::test]
+async fn no_proxy_names_the_hosts_reached_without_it() {
+    let proxy = ConnectProxy::start().await;
+    let (app, _tls) = app_over_tls(|vars| {
+        vars.insert("HTTPS_PROXY".into(), proxy.url.clone());
+        vars.insert("NO_PROXY".into(), "localhost".into());
+    })
+    .await;
+    mount_working_stripe(&app.stripe).await;
+    let token = known_customer(&app);
+
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+
+    assert!(proxy.tunnels().is_empty(), "{:?}", proxy.tunnels());
+}
+
+#[actix_rt::test]
+async fn a_409_stripe_says_to_retry_is_retried_with_the_same_idempotency_key() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(
+            stripe_error(409, "invalid_request_error", None, "lock timeout")
+                .append_header("Stripe-Should-Retry", "true"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+    let token = known_customer(&app);
+
+    assert_eq!(app.create_portal(&token).await.status(), 200);
+
+    let sessions = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    assert_eq!(sessions.len(), 2);
+    let key = header(&sessions[0], "idempotency-key").map(str::to_owned);
+    assert!(key.is_some(), "every POST carries an Idempotency-Key");
+    assert_eq!(header(&sessions[1], "idempotency-key"), key.as_deref());
+}
+
+#[actix_rt::test]
+async fn a_500_stripe_says_not_to_retry_is_not_retried() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(
+            stripe_error(500, "api_error", None, "An unknown error occurred")
+                .append_header("Stripe-Should-Retry", "false"),
+        )
+        .mount(&app.stripe)
+        .await;
+    let token = known_customer(&app);
+
+    let response = app.create_portal(&token).await;
+
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_error");
+    assert_eq!(
+        app.stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[actix_rt::test]
+async fn a_400_is_never_retried() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(stripe_error(
+            400,
+            "invalid_request_error",
+            None,
+            "Something is wrong with the request",
+        ))
+        .mount(&app.stripe)
+        .await;
+    let token = known_customer(&app);
+
+    assert_eq!(app.create_portal(&token).await.status(), 502);
+    assert_eq!(
+        app.stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[actix_rt::test]
+async fn a_new_click_is_a_new_portal_session_with_its_own_key() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    let token = known_customer(&app);
+
+    app.create_portal(&token).await;
+    app.create_portal(&token).await;
+
+    let sessions = app
+        .stripe_requests("POST", "/v1/billing_portal/sessions")
+        .await;
+    assert_ne!(
+        header(&sessions[0], "idempotency-key"),
+        header(&sessions[1], "idempotency-key")
+    );
+}
+
+#[actix_rt::test]
+async fn retry_after_is_waited_for_before_the_retry() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("STRIPE_TIMEOUT_SECS".into(), "5".into());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(
+            stripe_error(
+                429,
+                "invalid_request_error",
+                Some("rate_limit"),
+                "Too many requests",
+            )
+            .append_header("Retry-After", "2"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+    let token = known_customer(&app);
+
+    let started = Instant::now();
+    let response = app.create_portal(&token).await;
+
+    assert_eq!(response.status(), 200);
+    // A lower bound only: a loaded machine can make it longer, never shorter.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn a_rate_limit_longer_than_the_click_can_wait_answers_503_with_stripes_retry_after() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(
+            stripe_error(
+                429,
+                "invalid_request_error",
+                Some("rate_limit"),
+                "Too many requests",
+            )
+            .append_header("Retry-After", "30"),
+        )
+        .mount(&app.stripe)
+        .await;
+    let token = known_customer(&app);
+
+    let response = app.create_portal(&token).await;
+
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("30")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_rate_limited");
+    assert_eq!(
+        app.stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await
+            .len(),
+        1,
+        "not retried: the wait Stripe asks for is longer than the click's budget"
+    );
+}
+
+#[actix_rt::test]
+async fn a_key_stripe_refuses_answers_stripe_auth_failed_naming_the_variable_and_not_the_key() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(stripe_error(
+            401,
+            "invalid_request_error",
+            None,
+            &format!("Invalid API Key provided: {STRIPE_KEY}"),
+        ))
+        .mount(&app.stripe)
+        .await;
+    let token = known_customer(&app);
+
+    let response = app.create_portal(&token).await;
+
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_auth_failed");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("STRIPE_SECRET_KEY"), "{message}");
+    assert!(!message.contains(STRIPE_KEY), "{message}");
+    assert_eq!(
+        app.stripe_requests("POST", "/v1/billing_portal/sessions")
+            .await
+            .len(),
+        1,
+        "a refused key is not retried"
+    );
+}
+
+#[actix_rt::test]
+async fn an_unknown_portal_configuration_answers_portal_not_configured_naming_the_variable() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("STRIPE_PORTAL_CONFIGURATION".into(), "bpc_gone".into());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {
+                "type": "invalid_request_error",
+                "code": "resource_missing",
+                "param": "configuration",
+                "message": "No such configuration: 'bpc_gone'"
+            }
+        })))
+        .mount(&app.stripe)
+        .await;
+    let token = known_customer(&app);
+
+    let response = app.create_portal(&token).await;
+
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "portal_not_configured");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("STRIPE_PORTAL_CONFIGURATION"), "{message}");
+}
+
+#[actix_rt::test]
+async fn a_flow_whose_feature_is_off_answers_portal_not_configured_naming_the_dashboard_setting() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/billing_portal/sessions"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {
+                "type": "invalid_request_error",
+                "param": "flow_data[type]",
+                "message": "This subscription cannot be updated because the subscription update feature in the portal configuration is disabled."
+            }
+        })))
+        .mount(&app.stripe)
+        .await;
+    let token = known_customer(&app);
+
+    let response = app
+        .client
+        .post(app.url("/billing/create-portal"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"flow": "payment_method_update"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "portal_not_configured");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("Customer portal"), "{message}");
+    assert!(message.contains("subscription update feature"), "{message}");
+}
+
+#[actix_rt::test]
+async fn a_token_email_stripe_would_refuse_is_400_invalid_email_before_any_stripe_call() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    for email in ["ada", "ada@localhost", "ada lovelace@example.com"] {
+        let response = app.create_portal(&token_for("user_1", Some(email))).await;
+
+        assert_eq!(response.status(), 400, "{email}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_email", "{email}");
+    }
+    assert!(app.stripe.received_requests().await.unwrap().is_empty());
+    assert_eq!(app.user("user_1"), None, "nothing stored");
+}
+
+#[actix_rt::test]
+async fn an_email_stripe_refuses_all_the_same_is_400_invalid_email() {
+    let app = spawn_app().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {
+                "type": "invalid_request_error",
+                "code": "email_invalid",
+                "param": "email",
+                "message": "Invalid email address: ada@example.invalid"
+            }
+        })))
+        .mount(&app.stripe)
+        .await;
+
+    let response = app
+        .create_portal(&token_for("user_1", Some("ada@example.invalid")))
+        .await;
+
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_email");
+    assert_eq!(app.user("user_1").unwrap().stripe_customer_id, None);
+}
+
+#[actix_rt::test]
+async fn every_request_carries_the_one_stripe_version_the_readme_names() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+
+    assert_eq!(
+        app.create_portal(&token_for("user_1", None)).await.status(),
+        200
+    );
+
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for request in app.stripe.received_requests().await.unwrap() {
+        let version = header(&request, "stripe-version").unwrap().to_owned();
+        assert!(
+            readme.contains(&format!("`Stripe-Version: {version}`")),
+            "README does not name {version}"
+        );
+    }
+}

@@ -50,9 +50,9 @@ const BACKGROUND_BUDGET: Duration = Duration::from_secs(30);
 /// How long a call may take, retries included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Patience {
-    /// Someone waits on the answer (a click, a webhook delivery Stripe times
-    /// out at 10 s): the whole call, retries included, within
-    /// `STRIPE_TIMEOUT_SECS`.
+    /// Someone waits on the answer (a click; a webhook delivery, which Stripe
+    /// counts as failed when answered slowly): the whole call, retries
+    /// included, within `STRIPE_TIMEOUT_SECS`.
     Waiting,
     /// Work nobody waits on (`sync`, catch-up, the drift check, price reads):
     /// each attempt within `STRIPE_TIMEOUT_SECS`, all of them within 30 s.

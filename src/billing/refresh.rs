@@ -4,8 +4,8 @@
 //! webhook has arrived, or when it never will.
 //!
 //! The user's subscriptions are listed from Stripe (all statuses, every page;
-//! each page tried once, since someone is waiting and the page has the stored
-//! status to fall back on) and stored as `sync` stores them ([`super::resync`]):
+//! retried only within `STRIPE_TIMEOUT_SECS`, since someone is waiting and the
+//! page has the stored status to fall back on) and stored as `sync` stores them ([`super::resync`]):
 //! under the customer's fetch lock ([`FetchLock`]), held from before the read
 //! until the store commits, through [`apply_subscription`] as fetched state,
 //! so a read never overwrites newer state a webhook wrote meanwhile. A

@@ -6,8 +6,8 @@
 //! stays well under either. Requests are spaced with jitter (governor), and a
 //! 429 pauses every budgeted read for a jittered, doubling cool-down, so
 //! several instances that were throttled together do not retry together.
-//! Retries of one request follow async-stripe's strategy, which obeys
-//! Stripe's `Stripe-Should-Retry` header (see [`super::client`]).
+//! Retries of one request follow Stripe's own libraries' rules, which obey
+//! Stripe's `Stripe-Should-Retry` header (see [`super::transport`]).
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};

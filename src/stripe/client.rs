@@ -1,18 +1,19 @@
 //! The Stripe API as this service uses it: create a customer, create a
-//! Customer Portal session, read subscriptions and customers back. Wraps
-//! async-stripe's client and turns its errors into [`StripeFailure`], a small
-//! set the handlers can act on ("No such customer" is recoverable, a key of
-//! the wrong test/live mode and "portal not configured" need a configuration
-//! fix, the rest is a 502/503 with a clear code).
+//! Customer Portal session, read subscriptions, customers, events and prices
+//! back. Requests are built with async-stripe's request types and sent
+//! through the one transport ([`super::transport`]: connections, retries,
+//! idempotency keys); Stripe's error answers become [`StripeFailure`], a small
+//! set the handlers can act on ("No such customer" is recoverable; a key of
+//! the wrong test/live mode, a key Stripe refuses and "portal not configured"
+//! need a configuration fix; the rest is a 502/503 with a clear code).
 //!
-//! Reads go through async-stripe's client (same key, base URL, timeout and
-//! `Stripe-Version`) but take the answer as untyped JSON and map subscriptions
-//! and prices with the webhook's lenient [`parse_subscription`] and
-//! [`parse_price`], so one mapping serves webhooks, refetch and `sync`,
-//! whatever API version shaped the answer.
+//! Answers are taken as untyped JSON, and subscriptions and prices are mapped
+//! with the webhook's lenient [`parse_subscription`] and [`parse_price`], so
+//! one mapping serves webhooks, refetch and `sync`, whatever API version
+//! shaped the answer.
 //!
-//! Reads `STRIPE_SECRET_KEY`, `STRIPE_API_BASE`, `STRIPE_TIMEOUT_SECS` and
-//! `STRIPE_PORTAL_CONFIGURATION`.
+//! Reads `STRIPE_PORTAL_CONFIGURATION`; the transport reads the key, base URL,
+//! timeout, retries, CA file and proxy.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -437,6 +437,60 @@ async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
     assert_eq!(again.status(), 409);
 }
 
+/// Two clicks on "Subscribe" at once share the demo's idempotency keys: one meets the other's
+/// request in flight (409 `idempotency_key_in_use`) and, as Stripe's libraries do, retries until
+/// the first answer is saved. Neither click fails, and they buy one subscription.
+#[actix_rt::test]
+async fn two_demo_clicks_at_once_buy_one_subscription() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(app.url("/demo/sign-in"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    // Held answers make the two clicks' requests overlap.
+    account_settings(&app, &[("latency_ms", "1000")]).await;
+
+    let click = || async {
+        let response = browser
+            .post(app.url("/demo/subscribe"))
+            .header("x-requested-with", "billing-portal")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (one, two) = futures::join!(click(), click());
+
+    let mut bought = Vec::new();
+    for (status, body) in [&one, &two] {
+        match status {
+            200 => bought.push(body["data"]["subscriptionId"].clone()),
+            // The other click's purchase was already listed: nothing to buy.
+            409 => assert_eq!(body["error"], "already_subscribed", "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert!(
+        !bought.is_empty() && bought.iter().all(|id| *id == bought[0]),
+        "{one:?} {two:?}"
+    );
+    let customer = app.user("demo_user").unwrap().stripe_customer_id.unwrap();
+    let listed = emulator_get(
+        &app,
+        &format!("subscriptions?customer={customer}&status=all"),
+    )
+    .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+}
+
 /// Login CSRF: another site's page must not sign a visitor in as the demo
 /// user (whose card and plan would then be the attacker's to watch).
 #[actix_rt::test]

@@ -12,9 +12,10 @@
 //! on the copy, runs on the worker in between, so it may borrow the request
 //! and build its answer in place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -70,8 +71,70 @@ impl Replica {
     }
 }
 
+/// Unix seconds of real time.
+type WallClock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// An API answer as [`Emulator::idempotent`] gives it.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Value,
+    /// The saved answer to an earlier request with the same
+    /// `Idempotency-Key`, which Stripe marks `Idempotent-Replayed: true`.
+    pub(crate) replayed: bool,
+}
+
+impl Answer {
+    fn error(err: &StripeApiError) -> Self {
+        Self {
+            status: err.status,
+            body: err.to_json(),
+            replayed: false,
+        }
+    }
+}
+
+/// An `Idempotency-Key` claimed by the request executing with it, given back
+/// when the request has answered (or was dropped).
+struct InFlight<'a> {
+    keys: &'a std::sync::Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl<'a> InFlight<'a> {
+    /// `None` when another request holds `key`.
+    fn claim(keys: &'a std::sync::Mutex<HashSet<String>>, key: &str) -> Option<Self> {
+        let mut held = keys.lock().unwrap_or_else(PoisonError::into_inner);
+        held.insert(key.to_string()).then(|| Self {
+            keys,
+            key: key.to_string(),
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut held = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        held.remove(&self.key);
+    }
+}
+
 pub(crate) struct Emulator {
     account: Mutex<Replica>,
+    /// The `Idempotency-Key`s of the requests this instance is executing,
+    /// for Stripe's 409 `idempotency_key_in_use`. In memory, not in the
+    /// store: a claim there would cost two more round trips per keyed POST on
+    /// the emulator's two-connection pool, and a way to expire the claims of
+    /// a process that died mid-request, where memory forgets them with the
+    /// process. So two instances sharing one database do not see each other's
+    /// requests in flight: the second one takes the account's lock after the
+    /// first stored its answer (it is stored before the answer is held for
+    /// `latency_ms`) and gets that answer replayed rather than a 409, kinder
+    /// than Stripe but never run twice.
+    in_flight: std::sync::Mutex<HashSet<String>>,
+    /// The real time by which keys are forgotten (Stripe forgets them by
+    /// real time, whatever a test clock says); a unit test sets its own.
+    wall_clock: WallClock,
     /// `None` in unit tests: the account lives in memory only.
     store: Option<Store>,
     counter: AtomicU64,
@@ -135,6 +198,8 @@ impl Emulator {
     ) -> Self {
         Self {
             account: Mutex::new(Replica::empty()),
+            in_flight: std::sync::Mutex::default(),
+            wall_clock: Arc::new(|| chrono::Utc::now().timestamp()),
             store,
             counter: AtomicU64::new(0),
             base_url,
@@ -328,53 +393,86 @@ impl Emulator {
         state.batches.push(events);
     }
 
-    /// Replays the stored answer for a repeated `Idempotency-Key` (for a day,
-    /// as Stripe keeps them), or runs `f` and stores its answer. A key reused
-    /// with other parameters is an `idempotency_error`, as at Stripe.
+    /// Runs one API request the way Stripe's idempotency layer does
+    /// (docs.stripe.com/api/idempotent_requests). With an `Idempotency-Key`:
+    /// - while another request of this instance executes with the key, it is
+    ///   refused (409 `idempotency_key_in_use`) and nothing is saved for it;
+    /// - a key seen in the last 24 hours (real time) replays the saved answer,
+    ///   same status and body, marked [`Answer::replayed`]; with other
+    ///   parameters it is refused (400 `idempotency_error`);
+    /// - otherwise `f` runs and its answer is saved under the key, in the same
+    ///   transaction as what it changed, once its endpoint began executing:
+    ///   a 200, or an error that [`StripeApiError::began_executing`] (a 5xx
+    ///   included), or any error after a change. Validation failures before
+    ///   execution are not saved: a retry runs again.
+    ///
+    /// When `held`, the answer of a request that ran is then held for the
+    /// account's `latency_ms`, its key still in flight, the account's lock
+    /// released meanwhile so other requests proceed.
     pub(crate) async fn idempotent(
         self: &Arc<Self>,
         key: Option<&str>,
         fingerprint: String,
+        held: bool,
         f: impl FnOnce(&Self, &mut State) -> Result<Value, StripeApiError>,
-    ) -> Result<(u16, Value), StoreError> {
-        self.with_state(|emu, state| {
-            let wall = chrono::Utc::now().timestamp();
-            if key.is_some() {
-                state
-                    .idempotency
-                    .retain(|_, r| wall - r.at < IDEMPOTENCY_KEY_TTL_SECS);
-            }
-            if let Some(replay) = key.and_then(|k| state.idempotency.get(k)) {
-                if replay.fingerprint != fingerprint {
-                    let err = StripeApiError {
-                        status: 400,
-                        kind: "idempotency_error",
-                        code: None,
-                        message: "Keys for idempotent requests can only be used with the same \
-                                  parameters they were first used with."
-                            .into(),
-                        param: None,
-                    };
-                    return (err.status, err.to_json());
+    ) -> Result<Answer, StoreError> {
+        let _in_flight = match key {
+            None => None,
+            Some(key) => match InFlight::claim(&self.in_flight, key) {
+                Some(claim) => Some(claim),
+                None => return Ok(Answer::error(&StripeApiError::key_in_use(key))),
+            },
+        };
+        let (answer, hold_ms) = self
+            .with_state(|emu, state| {
+                if key.is_some() {
+                    let wall = (emu.wall_clock)();
+                    state
+                        .idempotency
+                        .retain(|_, r| wall - r.at < IDEMPOTENCY_KEY_TTL_SECS);
                 }
-                return (replay.status, replay.body.clone());
-            }
-            let (status, body) = match f(emu, state) {
-                Ok(body) => (200, body),
-                Err(err) => (err.status, err.to_json()),
-            };
-            if let Some(key) = key {
-                let replay = Replay {
-                    fingerprint,
-                    status,
-                    body: body.clone(),
-                    at: wall,
+                if let Some(saved) = key.and_then(|k| state.idempotency.get(k)) {
+                    if saved.fingerprint != fingerprint {
+                        return (Answer::error(&StripeApiError::key_reused()), 0);
+                    }
+                    let replay = Answer {
+                        status: saved.status,
+                        body: saved.body.clone(),
+                        replayed: true,
+                    };
+                    return (replay, 0);
+                }
+                let events_before = state.outbox.len();
+                let ids_before = emu.counter.load(Ordering::SeqCst);
+                let result = f(emu, state);
+                let changed = state.outbox.len() != events_before
+                    || emu.counter.load(Ordering::SeqCst) != ids_before;
+                let (status, body, saved) = match result {
+                    Ok(body) => (200, body, true),
+                    Err(err) => (err.status, err.to_json(), changed || err.began_executing()),
                 };
-                state.idempotency.insert(key.to_string(), replay);
-            }
-            (status, body)
-        })
-        .await
+                if let (Some(key), true) = (key, saved) {
+                    let replay = Replay {
+                        fingerprint,
+                        status,
+                        body: body.clone(),
+                        at: (emu.wall_clock)(),
+                    };
+                    state.idempotency.insert(key.to_string(), replay);
+                }
+                let hold_ms = if held { state.settings.latency_ms } else { 0 };
+                let answer = Answer {
+                    status,
+                    body,
+                    replayed: false,
+                };
+                (answer, hold_ms)
+            })
+            .await?;
+        if hold_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+        }
+        Ok(answer)
     }
 
     // --- Operations shared by the API and the hosted portal. Each records the
@@ -912,5 +1010,138 @@ impl Emulator {
 
     pub(crate) fn portal_url(&self, session: &str) -> String {
         format!("{}/p/session/{session}", self.base_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use super::*;
+
+    /// An account in memory that sends no webhooks, on a wall clock the test sets.
+    fn emulator(wall: &Arc<AtomicI64>) -> Arc<Emulator> {
+        let mut emu = Emulator::build(
+            "http://e.test".into(),
+            "http://e.test/w".into(),
+            "whsec_x".into(),
+            Clock::system(),
+            None,
+        );
+        let wall = wall.clone();
+        emu.wall_clock = Arc::new(move || wall.load(Ordering::SeqCst));
+        emu.account.get_mut().state.settings.deliveries = false;
+        Arc::new(emu)
+    }
+
+    async fn create_customer(emu: &Arc<Emulator>, key: &str) -> Answer {
+        emu.idempotent(Some(key), "POST customers".into(), true, |emu, state| {
+            let customer = emu.create_customer(state, None, None, BTreeMap::new());
+            Ok(customer_json(&customer))
+        })
+        .await
+        .unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn a_key_is_replayed_for_a_day_of_real_time_then_forgotten() {
+        let wall = Arc::new(AtomicI64::new(1_800_000_000));
+        let emu = emulator(&wall);
+
+        let first = create_customer(&emu, "k").await;
+        wall.fetch_add(IDEMPOTENCY_KEY_TTL_SECS - 1, Ordering::SeqCst);
+        let within_the_day = create_customer(&emu, "k").await;
+        wall.fetch_add(1, Ordering::SeqCst);
+        let a_day_later = create_customer(&emu, "k").await;
+        let a_day_later_again = create_customer(&emu, "k").await;
+
+        assert!(!first.replayed);
+        assert!(within_the_day.replayed);
+        assert_eq!(within_the_day.body, first.body);
+        assert!(!a_day_later.replayed, "{a_day_later:?}");
+        assert_ne!(a_day_later.body["id"], first.body["id"]);
+        // Saved anew, for another day.
+        assert!(a_day_later_again.replayed);
+        assert_eq!(a_day_later_again.body, a_day_later.body);
+        let customers = emu.read(|state| state.customers.len()).await.unwrap();
+        assert_eq!(customers, 2);
+    }
+
+    /// An `invalid_request_error` is a refusal before execution, not saved,
+    /// unless the operation had already changed the account: that request
+    /// did execute, and running it again on a retry would do it twice.
+    #[actix_rt::test]
+    async fn a_refusal_is_saved_only_when_the_operation_had_changed_something() {
+        let wall = Arc::new(AtomicI64::new(1_800_000_000));
+        let emu = emulator(&wall);
+        let refuse = |key: &'static str, change: bool| {
+            let emu = emu.clone();
+            async move {
+                emu.idempotent(Some(key), "POST x".into(), true, |emu, state| {
+                    if change {
+                        emu.create_customer(state, None, None, BTreeMap::new());
+                    }
+                    Err(StripeApiError::invalid("No.", Some("x")))
+                })
+                .await
+                .unwrap()
+            }
+        };
+
+        let checked = [
+            refuse("checked", false).await,
+            refuse("checked", false).await,
+        ];
+        let changed = [refuse("changed", true).await, refuse("changed", true).await];
+
+        assert_eq!(
+            checked.each_ref().map(|a| (a.status, a.replayed)),
+            [(400, false); 2]
+        );
+        assert_eq!(
+            changed.each_ref().map(|a| (a.status, a.replayed)),
+            [(400, false), (400, true)]
+        );
+        let customers = emu.read(|state| state.customers.len()).await.unwrap();
+        assert_eq!(customers, 1);
+    }
+
+    /// The latency holds the answer with the key in flight, not the account:
+    /// other operations run meanwhile. The tokio clock is paused, so the held
+    /// answer waits until the test advances it.
+    #[actix_rt::test]
+    async fn a_held_answer_keeps_its_key_in_flight_and_the_account_free() {
+        tokio::time::pause();
+        let wall = Arc::new(AtomicI64::new(1_800_000_000));
+        let emu = emulator(&wall);
+        emu.with_state(|_, state| state.settings.latency_ms = 1_000)
+            .await
+            .unwrap();
+
+        let held = actix_rt::spawn({
+            let emu = emu.clone();
+            async move { create_customer(&emu, "k").await }
+        });
+        // Until the first request has run (its customer stored) and is held.
+        while emu.read(|state| state.customers.len()).await.unwrap() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let meanwhile = emu
+            .with_state(|emu, state| emu.create_customer(state, None, None, BTreeMap::new()))
+            .await
+            .unwrap();
+        let concurrent = create_customer(&emu, "k").await;
+        let still_held = !held.is_finished();
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        let first = held.await.unwrap();
+        let after = create_customer(&emu, "k").await;
+
+        assert!(still_held);
+        assert!(!meanwhile.id.is_empty());
+        assert_eq!(concurrent.status, 409, "{concurrent:?}");
+        assert_eq!(concurrent.body["error"]["code"], "idempotency_key_in_use");
+        assert_eq!((first.status, first.replayed), (200, false));
+        assert_eq!((after.status, after.replayed), (200, true), "{after:?}");
+        assert_eq!(after.body, first.body);
     }
 }

@@ -1,6 +1,7 @@
 //! The emulator's Stripe API under `/stripe-emulator/v1/…`: form-encoded
 //! requests (bracketed keys like `metadata[user_id]`), Stripe error objects,
-//! `Idempotency-Key` on POSTs, and list pagination (`limit`,
+//! `Idempotency-Key` on POSTs (saved answers replayed with
+//! `Idempotent-Replayed: true`; see [`Emulator::idempotent`]), and list pagination (`limit`,
 //! `starting_after`). Endpoints: customers (create, retrieve, update,
 //! delete; `source=tok_…` attaches a test card), billing portal sessions,
 //! subscriptions (create with `billing_mode[type]`, retrieve, update with
@@ -19,7 +20,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::account::{Emulator, EVENT_RETENTION_SECS};
+use super::account::{Answer, Emulator, EVENT_RETENTION_SECS};
 use super::billing;
 use super::model::*;
 use super::objects::*;
@@ -149,12 +150,26 @@ fn pause_collection(form: &Form) -> Result<Option<Option<PauseCollection>>, Stri
 }
 
 fn answer(status: u16, body: Value) -> HttpResponse {
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap_or_default())
-        .insert_header((
-            "request-id",
-            format!("req_emu{}", uuid::Uuid::new_v4().simple()),
-        ))
-        .json(body)
+    respond(Answer {
+        status,
+        body,
+        replayed: false,
+    })
+}
+
+/// A replayed answer carries `Idempotent-Replayed: true`, as Stripe's do
+/// (docs.stripe.com/error-low-level), so a client can stop retrying it.
+fn respond(answer: Answer) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(answer.status).unwrap_or_default();
+    let mut response = HttpResponse::build(status);
+    response.insert_header((
+        "request-id",
+        format!("req_emu{}", uuid::Uuid::new_v4().simple()),
+    ));
+    if answer.replayed {
+        response.insert_header(("idempotent-replayed", "true"));
+    }
+    response.json(answer.body)
 }
 
 /// Pages through `items` (oldest first) the way Stripe lists do.
@@ -217,13 +232,24 @@ pub(crate) async fn handle(
     let form = form(&body);
     let q = query(&req);
     let emu = emu.get_ref().clone();
+    let target = format!("/v1/{}", segments.join("/"));
+    // The emulator's own settings answer at once whatever `latency_ms` is, so
+    // a test turns it on and off without waiting.
+    let held = segments != ["test_helpers", "account_settings"];
     let outcome = emu
-        .idempotent(key.as_deref(), fingerprint, |emu, state| {
+        .idempotent(key.as_deref(), fingerprint, held, |emu, state| {
+            let faulty = state.settings.fail_next_post.as_ref() == Some(&target);
+            if method == Method::POST && faulty {
+                // Fails as the endpoint begins: saved under the key, nothing
+                // else changed but the one-shot fault spent.
+                state.settings.fail_next_post = None;
+                return Err(StripeApiError::unknown());
+            }
             route(emu, state, &method, &segments, &form, &q)
         })
         .await;
     match outcome {
-        Ok((status, value)) => answer(status, value),
+        Ok(answered) => respond(answered),
         // What Stripe answers when it cannot serve a request: worth a retry.
         Err(e) => {
             log::warn!("emulator: {method} /v1/{path} not served: {e}");
@@ -541,6 +567,33 @@ fn account_settings(state: &mut State, form: &Form) -> Result<Value, StripeApiEr
                 ))
             }
         };
+    }
+    if let Some(path) = form.get("fail_next_post") {
+        let path = path.trim_end_matches('/');
+        settings.fail_next_post = match path {
+            "" => None,
+            path if path.starts_with("/v1/") => Some(path.to_string()),
+            other => {
+                return Err(StripeApiError::invalid(
+                    format!(
+                        "Invalid fail_next_post: must be an API path such as /v1/customers, \
+                         or empty to clear it (got '{other}')."
+                    ),
+                    Some("fail_next_post"),
+                ))
+            }
+        };
+    }
+    if let Some(ms) = integer(form, "latency_ms")? {
+        settings.latency_ms = u64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms <= MAX_LATENCY_MS)
+            .ok_or_else(|| {
+                StripeApiError::invalid(
+                    format!("latency_ms must be between 0 and {MAX_LATENCY_MS}."),
+                    Some("latency_ms"),
+                )
+            })?;
     }
     if let Some(events_api) = form.get("events_api") {
         settings.events_api = match events_api.as_str() {

@@ -51,7 +51,11 @@ impl Demo {
 
     /// One Stripe API call, form-encoded as Stripe takes it. Stripe's error
     /// objects and an unreachable emulator become 502s, as the service's own
-    /// Stripe failures do.
+    /// Stripe failures do. A 409 `idempotency_key_in_use` (another click's
+    /// request with the same key still executing) is retried with backoff, as
+    /// Stripe's libraries retry a 409, until that request's saved answer is
+    /// replayed: for up to about 12 s, longer than the emulator's longest
+    /// `latency_ms` holds a request.
     async fn call(
         &self,
         method: Method,
@@ -59,6 +63,31 @@ impl Demo {
         form: &[(&str, &str)],
         idempotency_key: Option<&str>,
     ) -> Result<Value, ApiError> {
+        let mut backoff = std::time::Duration::from_millis(250);
+        for _ in 0..8 {
+            match self
+                .call_once(method.clone(), path, form, idempotency_key)
+                .await
+            {
+                Err(Refusal::KeyInUse(_)) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                }
+                answered => return answered.map_err(Refusal::into_api_error),
+            }
+        }
+        self.call_once(method, path, form, idempotency_key)
+            .await
+            .map_err(Refusal::into_api_error)
+    }
+
+    async fn call_once(
+        &self,
+        method: Method,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Refusal> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -83,13 +112,37 @@ impl Demo {
         let bytes = response.bytes().await.map_err(unreachable)?;
         let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
         if ok {
-            Ok(value)
-        } else {
-            let message = value["error"]["message"]
-                .as_str()
-                .unwrap_or("the Stripe emulator refused the request");
-            Err(ApiError::bad_gateway(ErrorCode::StripeError, message))
+            return Ok(value);
         }
+        let message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("the Stripe emulator refused the request");
+        let refused = ApiError::bad_gateway(ErrorCode::StripeError, message);
+        if value["error"]["code"] == "idempotency_key_in_use" {
+            Err(Refusal::KeyInUse(refused))
+        } else {
+            Err(Refusal::Other(refused))
+        }
+    }
+}
+
+/// Why one call failed: worth another try, or not.
+enum Refusal {
+    KeyInUse(ApiError),
+    Other(ApiError),
+}
+
+impl Refusal {
+    fn into_api_error(self) -> ApiError {
+        match self {
+            Self::KeyInUse(e) | Self::Other(e) => e,
+        }
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Self::Other(e)
     }
 }
 
@@ -159,7 +212,8 @@ async fn subscribe(
         ));
     }
     // Concurrent clicks see the same history, so they share the keys and
-    // buy once: the emulator replays the first answer to the others.
+    // buy once: the others wait out the first one's request (409
+    // `idempotency_key_in_use`, retried) and get its answer replayed.
     let purchase = format!("demo-checkout-{user_id}-{}", subscriptions.len());
     let session = demo
         .call(

@@ -65,6 +65,15 @@
 //!   API version 2025-09-30.clover), where the portal's "cancel at period end"
 //!   sets `cancel_at` and leaves `cancel_at_period_end` false.
 //! - **Pause collection**, and **delivery in no guaranteed order**.
+//! - **Idempotency** (docs.stripe.com/api/idempotent_requests): a POST's
+//!   `Idempotency-Key` saves its first answer once the endpoint began
+//!   executing, 5xx included, and replays it for 24 hours of real time with
+//!   `Idempotent-Replayed: true`; a refusal before execution (an
+//!   `invalid_request_error`: a parameter check or an unknown object) saves
+//!   nothing, so a retry runs again; the key with other parameters is a 400
+//!   `idempotency_error`; a request arriving while another one with its key
+//!   executes gets 409 `idempotency_key_in_use` (this instance's requests
+//!   only: see [`account`]).
 //! - **The catalogue**: the seeded products and prices are made before the
 //!   account's first customer, whose creation also sends their
 //!   `product.created` and `price.created`; `GET /v1/prices/{id}` expands
@@ -90,7 +99,14 @@
 //!   by `GET /v1/events` but never sent, as to an endpoint Stripe cannot
 //!   reach; default `on`) and `events_api=available|unavailable`
 //!   (unavailable: `GET /v1/events` answers 503 `api_error`, as during a
-//!   Stripe incident). Answers the settings.
+//!   Stripe incident) and `fail_next_post=/v1/<path>` (a one-shot fault: the
+//!   next POST to that path answers 500 `api_error` "An unknown error
+//!   occurred", a failure after its endpoint began executing, changing
+//!   nothing, saved under its `Idempotency-Key` and replayed for 24 hours;
+//!   empty clears it) and `latency_ms` (0–10000, default 0: every API
+//!   answer but this endpoint's is held that long while its request
+//!   executes, its key in flight, the account not locked meanwhile, so two
+//!   requests with one key sent together meet). Answers the settings.
 //! - Stripe's own `POST /v1/test_helpers/test_clocks/{id}/advance`
 //!   (`frozen_time=<unix secs>`) drives the one account-wide clock, whatever
 //!   the id.

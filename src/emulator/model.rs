@@ -190,7 +190,20 @@ pub(crate) struct AccountSettings {
     /// Whether `GET /v1/events` answers. Off, it answers 503 `api_error`, as
     /// Stripe does during an incident: what the drift check exists for.
     pub(crate) events_api: bool,
+    /// A fault: the next POST to this path (`/v1/customers`) answers 500
+    /// `api_error` as a failure after its endpoint began executing, having
+    /// changed nothing; like every such answer it is saved under its
+    /// `Idempotency-Key` and replayed for a day. One-shot: cleared as it fires.
+    pub(crate) fail_next_post: Option<String>,
+    /// How long every API answer is held while its request executes (0 to
+    /// [`MAX_LATENCY_MS`]), its `Idempotency-Key` in flight meanwhile: two
+    /// requests with one key sent together then meet, and the second gets
+    /// Stripe's 409 `idempotency_key_in_use`.
+    pub(crate) latency_ms: u64,
 }
+
+/// The longest `latency_ms` the account settings take.
+pub(crate) const MAX_LATENCY_MS: u64 = 10_000;
 
 impl Default for AccountSettings {
     fn default() -> Self {
@@ -200,6 +213,8 @@ impl Default for AccountSettings {
             delivery_order: DeliveryOrder::Shuffled,
             deliveries: true,
             events_api: true,
+            fail_next_post: None,
+            latency_ms: 0,
         }
     }
 }
@@ -221,6 +236,8 @@ impl AccountSettings {
             },
             "deliveries": if self.deliveries { "on" } else { "off" },
             "events_api": if self.events_api { "available" } else { "unavailable" },
+            "fail_next_post": self.fail_next_post,
+            "latency_ms": self.latency_ms,
         })
     }
 }
@@ -373,6 +390,76 @@ impl StripeApiError {
             message: message.into(),
             param: None,
         }
+    }
+
+    /// Stripe's answer to a failure on its side while an endpoint executes
+    /// (docs.stripe.com/error-low-level, "Server errors").
+    pub(crate) fn unknown() -> Self {
+        Self {
+            status: 500,
+            kind: "api_error",
+            code: None,
+            message: "An unknown error occurred".into(),
+            param: None,
+        }
+    }
+
+    /// A request with an `Idempotency-Key` another request is still
+    /// executing with: 409, saved nothing, worth a retry. Stripe's wording
+    /// (the code's description is at docs.stripe.com/error-codes). The type
+    /// follows `shared/stripe/BEHAVIOUR.md`; answers logged from Stripe in
+    /// 2018 carried `invalid_request_error` with the same code.
+    pub(crate) fn key_in_use(key: &str) -> Self {
+        Self {
+            status: 409,
+            kind: "idempotency_error",
+            code: Some("idempotency_key_in_use"),
+            message: format!(
+                "There is currently another in-progress request using this Idempotent Key \
+                 (that probably means you submitted twice, and the other request is still \
+                 going through): {key}. Please try again later."
+            ),
+            param: None,
+        }
+    }
+
+    /// A key reused with other parameters (docs.stripe.com/api/idempotent_requests).
+    pub(crate) fn key_reused() -> Self {
+        Self {
+            status: 400,
+            kind: "idempotency_error",
+            code: None,
+            message: "Keys for idempotent requests can only be used with the same parameters \
+                      they were first used with."
+                .into(),
+            param: None,
+        }
+    }
+
+    /// Whether this answer comes from an endpoint that began executing, so
+    /// that Stripe saves it under the request's `Idempotency-Key`
+    /// (docs.stripe.com/api/idempotent_requests: "We save results only after
+    /// the execution of an endpoint begins. If incoming parameters fail
+    /// validation [...] we don't save the idempotent result").
+    ///
+    /// Not begun: every `invalid_request_error`. In this emulator each one is
+    /// a check made before the operation changes anything: a parameter that
+    /// is missing, malformed or out of range (400), an object the request
+    /// names that does not exist (404 `resource_missing`, including an
+    /// unknown test token and an unknown URL), or a refusal read off the
+    /// object before touching it (an ended subscription, a paid Checkout
+    /// Session, 400). A retry with the same key is checked again, so it can
+    /// succeed once corrected. [`super::account::Emulator::idempotent`] still
+    /// saves one that followed a change (an id issued or an event emitted),
+    /// since that request did execute.
+    ///
+    /// Begun: `card_error` (a declined card is the card network's answer
+    /// during execution, and Stripe replays it: docs.stripe.com/error-low-level,
+    /// "Content errors") and `api_error` (a 5xx on Stripe's side, replayed
+    /// too). The idempotency layer's own refusals (`idempotency_error`) never
+    /// reach this question.
+    pub(crate) fn began_executing(&self) -> bool {
+        self.kind != "invalid_request_error"
     }
 
     pub(crate) fn card_declined() -> Self {

@@ -119,14 +119,15 @@ async fn create_portal_works_with_no_stripe_key_at_all() {
     assert!(html.contains(&back), "{html}");
 }
 
+/// Stripe replays a key's saved answer marked `Idempotent-Replayed: true`, and refuses the key
+/// with other parameters: 400 `idempotency_error` (docs.stripe.com/api/idempotent_requests).
 #[actix_rt::test]
 async fn the_emulator_honours_idempotency_keys_and_answers_stripe_errors() {
     let app = spawn_emulated_app_with(|_| {}).await;
 
-    let (_, first) = emulator_post(&app, "customers", &[("email", "a@x.test")], Some("k1")).await;
-    let (_, again) = emulator_post(&app, "customers", &[("email", "a@x.test")], Some("k1")).await;
-    let (reuse_status, reuse) =
-        emulator_post(&app, "customers", &[("email", "b@x.test")], Some("k1")).await;
+    let first = emulator_post_keyed(&app, "customers", &[("email", "a@x.test")], "k1").await;
+    let again = emulator_post_keyed(&app, "customers", &[("email", "a@x.test")], "k1").await;
+    let reuse = emulator_post_keyed(&app, "customers", &[("email", "b@x.test")], "k1").await;
     let (missing_status, missing) = emulator_post(
         &app,
         "billing_portal/sessions",
@@ -135,12 +136,164 @@ async fn the_emulator_honours_idempotency_keys_and_answers_stripe_errors() {
     )
     .await;
 
-    assert_eq!(first["id"], again["id"]);
-    assert_eq!(reuse_status, 400);
-    assert_eq!(reuse["error"]["type"], "idempotency_error");
+    assert_eq!((first.status, first.replayed), (200, false), "{first:?}");
+    assert_eq!((again.status, again.replayed), (200, true), "{again:?}");
+    assert_eq!(again.body, first.body);
+    assert_eq!((reuse.status, reuse.replayed), (400, false), "{reuse:?}");
+    assert_eq!(reuse.body["error"]["type"], "idempotency_error");
+    assert_eq!(
+        emulated_customers(&app).await,
+        [first.body["id"].as_str().unwrap()]
+    );
     assert_eq!(missing_status, 404);
     assert_eq!(missing["error"]["code"], "resource_missing");
     assert_eq!(missing["error"]["param"], "customer");
+}
+
+/// Stripe saves a key's first answer once the endpoint began executing, 500s included, and
+/// replays it (docs.stripe.com/api/idempotent_requests: "Subsequent requests with the same key
+/// return the same result, including 500 errors"); the failure changed nothing, and a new key
+/// is a new attempt.
+#[actix_rt::test]
+async fn a_500_after_execution_began_is_replayed_to_its_key_and_created_nothing() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    account_settings(&app, &[("fail_next_post", "/v1/customers")]).await;
+    let form = [("email", "a@x.test")];
+
+    let failed = emulator_post_keyed(&app, "customers", &form, "k-500").await;
+    let retried = emulator_post_keyed(&app, "customers", &form, "k-500").await;
+    let created_by_the_failure = emulated_customers(&app).await;
+    let new_attempt = emulator_post_keyed(&app, "customers", &form, "k-500-next").await;
+    let (_, settings) = emulator_post(&app, "test_helpers/account_settings", &[], None).await;
+
+    assert_eq!((failed.status, failed.replayed), (500, false), "{failed:?}");
+    assert_eq!(failed.body["error"]["type"], "api_error");
+    assert_eq!(failed.body["error"]["message"], "An unknown error occurred");
+    assert_eq!(
+        (retried.status, retried.replayed),
+        (500, true),
+        "{retried:?}"
+    );
+    assert_eq!(retried.body, failed.body);
+    assert!(
+        created_by_the_failure.is_empty(),
+        "{created_by_the_failure:?}"
+    );
+    // The fault is one-shot.
+    assert_eq!(
+        (new_attempt.status, new_attempt.replayed),
+        (200, false),
+        "{new_attempt:?}"
+    );
+    assert_eq!(
+        emulated_customers(&app).await,
+        [new_attempt.body["id"].as_str().unwrap()]
+    );
+    assert_eq!(settings["fail_next_post"], Value::Null, "{settings}");
+}
+
+/// A request whose parameters fail validation, or that names an object that does not exist,
+/// never began executing, so Stripe saves nothing for its key (docs.stripe.com/api/idempotent_requests:
+/// "If incoming parameters fail validation [...] we don't save the idempotent result"): a retry is
+/// validated again rather than replayed, and the corrected request may keep the key. A declined
+/// card is decided while executing: that answer is saved (docs.stripe.com/error-low-level).
+#[actix_rt::test]
+async fn a_request_refused_before_execution_saves_nothing_for_its_key() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let (_, customer) = emulator_post(&app, "customers", &[], None).await;
+    let customer = customer["id"].as_str().unwrap();
+    let incomplete = [("customer", customer)];
+    let corrected = [
+        ("customer", customer),
+        ("items[0][price]", "price_emu_pro_monthly"),
+    ];
+    let unknown = [("customer", "cus_nope"), ("return_url", "http://x.test")];
+    let declined = [("source", "tok_chargeDeclined")];
+
+    let refused = emulator_post_keyed(&app, "subscriptions", &incomplete, "k-sub").await;
+    let refused_again = emulator_post_keyed(&app, "subscriptions", &incomplete, "k-sub").await;
+    let subscribed = emulator_post_keyed(&app, "subscriptions", &corrected, "k-sub").await;
+    let missing = emulator_post_keyed(&app, "billing_portal/sessions", &unknown, "k-bps").await;
+    let missing_again =
+        emulator_post_keyed(&app, "billing_portal/sessions", &unknown, "k-bps").await;
+    let card = emulator_post_keyed(&app, "customers", &declined, "k-card").await;
+    let card_again = emulator_post_keyed(&app, "customers", &declined, "k-card").await;
+
+    assert_eq!(
+        (refused.status, refused.replayed),
+        (400, false),
+        "{refused:?}"
+    );
+    assert_eq!(refused.body["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        (refused_again.status, refused_again.replayed),
+        (400, false),
+        "{refused_again:?}"
+    );
+    assert_eq!(
+        (subscribed.status, subscribed.replayed),
+        (200, false),
+        "{subscribed:?}"
+    );
+    assert_eq!(subscribed.body["object"], "subscription");
+    assert_eq!(
+        (missing.status, missing.replayed),
+        (404, false),
+        "{missing:?}"
+    );
+    assert_eq!(
+        (missing_again.status, missing_again.replayed),
+        (404, false),
+        "{missing_again:?}"
+    );
+    assert_eq!((card.status, card.replayed), (402, false), "{card:?}");
+    assert_eq!(card.body["error"]["code"], "card_declined");
+    assert_eq!(
+        (card_again.status, card_again.replayed),
+        (402, true),
+        "{card_again:?}"
+    );
+    assert_eq!(card_again.body, card.body);
+}
+
+/// While a request runs, Stripe refuses another with its key: 409 `idempotency_error`,
+/// `idempotency_key_in_use` (docs.stripe.com/error-codes), saving nothing for the refused one;
+/// the key then replays the first answer. The emulator's `latency_ms` holds each answer while
+/// its request executes, so two requests sent together meet.
+#[actix_rt::test]
+async fn a_concurrent_request_with_the_same_key_is_refused_while_the_first_runs() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    account_settings(&app, &[("latency_ms", "5000")]).await;
+    let form = [("email", "a@x.test")];
+
+    let (one, two) = futures::join!(
+        emulator_post_keyed(&app, "customers", &form, "k-twice"),
+        emulator_post_keyed(&app, "customers", &form, "k-twice"),
+    );
+    account_settings(&app, &[("latency_ms", "0")]).await;
+    let later = emulator_post_keyed(&app, "customers", &form, "k-twice").await;
+
+    let (ran, refused) = if one.status == 200 {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert_eq!((ran.status, ran.replayed), (200, false), "{ran:?}");
+    assert_eq!(
+        (refused.status, refused.replayed),
+        (409, false),
+        "{refused:?}"
+    );
+    assert_eq!(refused.body["error"]["type"], "idempotency_error");
+    assert_eq!(refused.body["error"]["code"], "idempotency_key_in_use");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("another in-progress request"), "{message}");
+    assert_eq!((later.status, later.replayed), (200, true), "{later:?}");
+    assert_eq!(later.body, ran.body);
+    assert_eq!(
+        emulated_customers(&app).await,
+        [ran.body["id"].as_str().unwrap()]
+    );
 }
 
 #[actix_rt::test]
@@ -282,6 +435,60 @@ async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
         .await
         .unwrap();
     assert_eq!(again.status(), 409);
+}
+
+/// Two clicks on "Subscribe" at once share the demo's idempotency keys: one meets the other's
+/// request in flight (409 `idempotency_key_in_use`) and, as Stripe's libraries do, retries until
+/// the first answer is saved. Neither click fails, and they buy one subscription.
+#[actix_rt::test]
+async fn two_demo_clicks_at_once_buy_one_subscription() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(app.url("/demo/sign-in"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    // Held answers make the two clicks' requests overlap.
+    account_settings(&app, &[("latency_ms", "1000")]).await;
+
+    let click = || async {
+        let response = browser
+            .post(app.url("/demo/subscribe"))
+            .header("x-requested-with", "billing-portal")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (one, two) = futures::join!(click(), click());
+
+    let mut bought = Vec::new();
+    for (status, body) in [&one, &two] {
+        match status {
+            200 => bought.push(body["data"]["subscriptionId"].clone()),
+            // The other click's purchase was already listed: nothing to buy.
+            409 => assert_eq!(body["error"], "already_subscribed", "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert!(
+        !bought.is_empty() && bought.iter().all(|id| *id == bought[0]),
+        "{one:?} {two:?}"
+    );
+    let customer = app.user("demo_user").unwrap().stripe_customer_id.unwrap();
+    let listed = emulator_get(
+        &app,
+        &format!("subscriptions?customer={customer}&status=all"),
+    )
+    .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
 }
 
 /// Login CSRF: another site's page must not sign a visitor in as the demo

@@ -53,6 +53,60 @@ pub async fn emulator_post(
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// What the emulator answered a POST: status, body, and whether Stripe's
+/// `Idempotent-Replayed: true` header marks it as the saved answer to an
+/// earlier request with the same `Idempotency-Key`.
+#[derive(Debug)]
+pub struct EmulatorAnswer {
+    pub status: u16,
+    pub body: Value,
+    pub replayed: bool,
+}
+
+/// `POST /stripe-emulator/v1/{path}` with an `Idempotency-Key`, headers kept.
+pub async fn emulator_post_keyed(
+    app: &TestApp,
+    path: &str,
+    form: &[(&str, &str)],
+    key: &str,
+) -> EmulatorAnswer {
+    let response = app
+        .client
+        .post(app.url(&format!("/stripe-emulator/v1/{path}")))
+        .bearer_auth("sk_test_emulator")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("idempotency-key", key)
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let replayed = match response.headers().get("idempotent-replayed") {
+        None => false,
+        Some(v) if v == "true" => true,
+        Some(other) => panic!("Idempotent-Replayed: {other:?}"),
+    };
+    EmulatorAnswer {
+        status: response.status().as_u16(),
+        replayed,
+        body: response.json().await.unwrap(),
+    }
+}
+
+/// The ids of the customers the emulator created (its `customer.created` events).
+pub async fn emulated_customers(app: &TestApp) -> Vec<String> {
+    let events = emulator_get(app, "events?type=customer.created&limit=100").await;
+    events["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{events}"))
+        .iter()
+        .map(|e| e["data"]["object"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 pub async fn emulator_get(app: &TestApp, path: &str) -> Value {
     app.client
         .get(app.url(&format!("/stripe-emulator/v1/{path}")))

@@ -158,7 +158,12 @@ fn answer(status: u16, body: Value) -> HttpResponse {
 }
 
 /// A replayed answer carries `Idempotent-Replayed: true`, as Stripe's do
-/// (docs.stripe.com/error-low-level), so a client can stop retrying it.
+/// (docs.stripe.com/error-low-level), so a client can stop retrying it. An
+/// error carries `Stripe-Should-Retry` where Stripe says it: `false` on a 500
+/// (stripe-node's `_shouldRetry`: "we expect the stripe-should-retry header
+/// to be false in most cases when a 500 is returned, since our idempotency
+/// framework would typically replay it anyway"), `true` on a 409 for a key
+/// still in flight and on a 503 for a request that never ran.
 fn respond(answer: Answer) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(answer.status).unwrap_or_default();
     let mut response = HttpResponse::build(status);
@@ -168,6 +173,15 @@ fn respond(answer: Answer) -> HttpResponse {
     ));
     if answer.replayed {
         response.insert_header(("idempotent-replayed", "true"));
+    }
+    match answer.status {
+        500 => {
+            response.insert_header(("stripe-should-retry", "false"));
+        }
+        409 | 503 => {
+            response.insert_header(("stripe-should-retry", "true"));
+        }
+        _ => {}
     }
     response.json(answer.body)
 }

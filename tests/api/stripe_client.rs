@@ -410,3 +410,57 @@ async fn every_request_carries_the_one_stripe_version_the_readme_names() {
         );
     }
 }
+
+/// Through the emulator, which keeps idempotency as Stripe does: a 500 saved
+/// under the customer request's key is replayed for 24 hours, so the next
+/// click must come with the next attempt's key, and the user gets exactly one
+/// customer.
+#[actix_rt::test]
+async fn one_stripe_500_does_not_lock_a_user_out_and_leaves_them_one_customer() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    account_settings(&app, &[("fail_next_post", "/v1/customers")]).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+
+    let failed = app.create_portal(&token).await;
+    let retried = app.create_portal(&token).await;
+
+    assert_eq!(failed.status(), 502);
+    assert_eq!(retried.status(), 200);
+    let customers = emulated_customers(&app).await;
+    assert_eq!(customers.len(), 1, "{customers:?}");
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some(customers[0].as_str())
+    );
+}
+
+/// An answer that never came: the emulator created the customer, but the
+/// service gave up waiting. The next click sends the same key and Stripe (the
+/// emulator) replays that customer: still one.
+#[actix_rt::test]
+async fn a_customer_created_while_the_service_stopped_waiting_is_the_one_it_keeps() {
+    let app = spawn_emulated_app_with(|vars| {
+        vars.insert("STRIPE_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    account_settings(&app, &[("latency_ms", "3000")]).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+
+    let failed = app.create_portal(&token).await;
+    account_settings(&app, &[("latency_ms", "0")]).await;
+    let mut retried = app.create_portal(&token).await;
+    // The first request may still be executing in the emulator: Stripe
+    // answers 409 for its key then, and a later click gets its replay.
+    for _ in 0..20 {
+        if retried.status() == 200 {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(250)).await;
+        retried = app.create_portal(&token).await;
+    }
+
+    assert_eq!(failed.status(), 502);
+    assert_eq!(retried.status(), 200);
+    let customers = emulated_customers(&app).await;
+    assert_eq!(customers.len(), 1, "{customers:?}");
+}

@@ -913,7 +913,11 @@ async fn back_from_the_portal_with_stripe_failing_the_page_shows_the_stored_stat
     paid_user(&app, "user_1", false).await;
     Mock::given(method("GET"))
         .and(path("/v1/subscriptions"))
-        .respond_with(stripe_error(500, "api_error", None, "boom"))
+        .respond_with(
+            // What Stripe sends with a 500 (stripe-node's retry comment): not retried.
+            stripe_error(500, "api_error", None, "boom")
+                .append_header("Stripe-Should-Retry", "false"),
+        )
         .mount(&app.stripe)
         .await;
 
@@ -1377,7 +1381,11 @@ async fn billing_history_waits_for_stripe_then_shows_its_failure_and_can_be_clic
     former_customer(&app, "user_1").await;
     Mock::given(method("POST"))
         .and(path("/v1/billing_portal/sessions"))
-        .respond_with(stripe_error(500, "api_error", None, "boom"))
+        .respond_with(
+            // What Stripe sends with a 500 (stripe-node's retry comment): not retried.
+            stripe_error(500, "api_error", None, "boom")
+                .append_header("Stripe-Should-Retry", "false"),
+        )
         .mount(&app.stripe)
         .await;
     let sessions = gated.gate(|path, _| path == "/v1/billing_portal/sessions");

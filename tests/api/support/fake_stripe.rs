@@ -294,13 +294,17 @@ async fn pass_through(
     }
     let answer = forwarded.send().await.unwrap();
     let status = actix_web::http::StatusCode::from_u16(answer.status().as_u16()).unwrap();
-    let content_type = answer
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
-    actix_web::HttpResponse::build(status)
-        .content_type(content_type)
-        .body(answer.bytes().await.unwrap())
+    // Every header Stripe's answer carries (`Stripe-Should-Retry`,
+    // `Retry-After`, `Idempotent-Replayed`, `Request-Id`…): the service acts on
+    // them, so the gate must not lose them.
+    let mut response = actix_web::HttpResponse::build(status);
+    for (name, value) in answer.headers() {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "date"
+        ) {
+            response.insert_header((name.as_str(), value.as_bytes()));
+        }
+    }
+    response.body(answer.bytes().await.unwrap())
 }

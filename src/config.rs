@@ -710,9 +710,11 @@ impl Settings {
         }
         if let Some(proxy) = &https_proxy {
             // The URL may hold a password: the problem never quotes it.
-            if reqwest::Proxy::https(proxy.expose_secret()).is_err()
-                || Url::parse(proxy.expose_secret()).is_err()
-            {
+            let url = Url::parse(proxy.expose_secret()).ok();
+            let usable = url.as_ref().is_some_and(|url| {
+                matches!(url.scheme(), "http" | "https") && url.host_str().is_some()
+            });
+            if !usable || reqwest::Proxy::https(proxy.expose_secret()).is_err() {
                 problems.invalid(
                     "HTTPS_PROXY",
                     "must be a proxy URL such as http://proxy.internal:3128",
@@ -1654,6 +1656,29 @@ mod tests {
     #[test]
     fn a_stripe_timeout_above_ten_seconds_is_refused() {
         assert!(settings(&[("STRIPE_TIMEOUT_SECS", "30")]).is_err());
+    }
+
+    #[test]
+    fn the_transport_settings_are_checked_at_start_up_naming_each_variable() {
+        let err = |vars: &[(&str, &str)]| settings(vars).unwrap_err().to_string();
+
+        assert!(err(&[("STRIPE_MAX_NETWORK_RETRIES", "9")]).contains("STRIPE_MAX_NETWORK_RETRIES"));
+        let missing = err(&[("STRIPE_CA_FILE", "/nonexistent/ca.pem")]);
+        assert!(missing.contains("STRIPE_CA_FILE"), "{missing}");
+        for proxy in ["proxy.internal:3128", "not a url", "ftp://proxy.internal"] {
+            let with_password = proxy.replace("proxy.internal", "user:s3cret@proxy.internal");
+            let refused = err(&[("HTTPS_PROXY", &with_password)]);
+            assert!(refused.contains("HTTPS_PROXY"), "{refused}");
+            assert!(!refused.contains("s3cret"), "{refused}");
+        }
+        let ok = settings(&[
+            ("HTTPS_PROXY", "http://user:s3cret@proxy.internal:3128"),
+            ("NO_PROXY", "localhost"),
+            ("STRIPE_MAX_NETWORK_RETRIES", "0"),
+        ])
+        .unwrap();
+        assert_eq!(ok.stripe.max_network_retries, 0);
+        assert_eq!(ok.stripe.no_proxy.as_deref(), Some("localhost"));
     }
 
     #[test]

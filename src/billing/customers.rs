@@ -34,13 +34,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use diesel::sql_types::{BigInt, Text};
-use diesel::RunQueryDsl;
+use diesel::{OptionalExtension, RunQueryDsl};
 use log::{info, warn};
 use tokio::sync::{Mutex as Turn, OwnedMutexGuard};
 
 use super::{sync, Billing, Error};
 use crate::db::{users, DbError, OpenTransaction};
-use crate::ids::{CustomerId, UserId};
+use crate::ids::{email_problem, CustomerId, UserId};
 use crate::stripe::client::{StripeFailure, StripeGateway};
 
 /// The signed-in user as the use cases need them: who, and the email their
@@ -52,8 +52,19 @@ pub struct Member<'a> {
 }
 
 /// The user's Stripe customer, created if they have none (upserting the
-/// user first).
+/// user first). An email Stripe would refuse (`email_invalid`) is never
+/// stored nor sent: a user who has a customer goes on (opening their portal
+/// sends no email), one who needs a customer is refused before any Stripe
+/// call ([`Error::InvalidEmail`]).
 pub async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, Error> {
+    if let Some(problem) = user.email.and_then(email_problem) {
+        let id = user.id.clone();
+        let existing = crate::db::run(&billing.pool, move |conn| {
+            users::customer_id(conn, &id).optional()
+        })
+        .await?;
+        return existing.flatten().ok_or(Error::InvalidEmail(problem));
+    }
     let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
     let row = crate::db::run(&billing.pool, move |conn| {
         users::upsert(conn, &id, email.as_deref())
@@ -75,6 +86,9 @@ pub(crate) async fn create(
     email: Option<&str>,
     stale: Option<&CustomerId>,
 ) -> Result<CustomerId, Error> {
+    if let Some(problem) = email.and_then(email_problem) {
+        return Err(Error::InvalidEmail(problem));
+    }
     let stripe = billing.stripe()?;
     let mut turn = billing.creations.turn(user_id).await;
     match turn.as_ref() {

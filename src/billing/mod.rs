@@ -128,6 +128,9 @@ pub enum Error {
     /// user's last Stripe read; the next may come in `retry_after_secs`.
     #[error("the subscriptions were read from Stripe moments ago; retry in {retry_after_secs} s")]
     RefreshTooSoon { retry_after_secs: u64 },
+    /// A customer would be created with an email Stripe refuses; says why.
+    #[error("the email is not one Stripe accepts ({0})")]
+    InvalidEmail(&'static str),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]

@@ -9,6 +9,7 @@ use super::summary::{current_subscription, ends_at};
 use super::{Billing, Error};
 use crate::db::subscriptions::Subscription;
 use crate::db::{self, subscriptions, users};
+use crate::ids::email_problem;
 use crate::stripe::client::{FlowKind, Locale, PortalFlow, StripeFailure};
 use crate::stripe::status::SubscriptionStatus;
 
@@ -26,12 +27,19 @@ pub(crate) async fn open(
     options: PortalOptions,
 ) -> Result<String, Error> {
     let stripe = billing.stripe()?;
+    // An email Stripe would refuse (`email_invalid`) is never stored nor
+    // sent: the row is only read, and without a customer to open the portal
+    // for, the click is refused before any Stripe call.
+    let refused = user.email.and_then(email_problem);
     let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
     let needs_subscription = options.flow.is_some_and(FlowKind::needs_subscription);
     // One round trip: the user's row, and their subscriptions when the flow
     // acts on one.
     let (row, subs) = db::run(&billing.pool, move |conn| {
-        let row = users::upsert(conn, &id, email.as_deref())?;
+        let row = match refused {
+            None => Some(users::upsert(conn, &id, email.as_deref())?),
+            Some(_) => users::find(conn, &id)?,
+        };
         let subs = match needs_subscription {
             true => subscriptions::of_user(conn, &id)?,
             false => Vec::new(),
@@ -39,6 +47,12 @@ pub(crate) async fn open(
         Ok((row, subs))
     })
     .await?;
+    // `row` is only missing when the email was refused (and not upserted).
+    let row = match (row, refused) {
+        (Some(row), None) => row,
+        (Some(row), Some(_)) if row.stripe_customer_id.is_some() => row,
+        (_, problem) => return Err(Error::InvalidEmail(problem.unwrap_or_default())),
+    };
     let flow = options
         .flow
         .map(|kind| resolve_flow(kind, &subs, billing))

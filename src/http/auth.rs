@@ -49,22 +49,6 @@ pub struct AuthenticatedUser {
 }
 
 impl AuthenticatedUser {
-    /// Refuses, before any Stripe call, an email Stripe would refuse for a
-    /// customer (`email_invalid`): 400 `invalid_email`. Only the endpoints
-    /// that send the email to Stripe ask; reading the status never does.
-    pub(crate) fn check_email(&self) -> Result<(), ApiError> {
-        match self.email.as_deref().map(email_problem) {
-            Some(Some(problem)) => Err(ApiError::bad_request(
-                ErrorCode::InvalidEmail,
-                format!(
-                    "the email in your session token is not one Stripe accepts ({problem}); \
-                     correct it in your account, then sign in again"
-                ),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// The user as the use cases take them.
     pub(crate) fn member(&self) -> Member<'_> {
         Member {
@@ -109,40 +93,6 @@ impl JwtVerifier {
         let email = data.claims.email.filter(|e| !e.trim().is_empty());
         Ok((id, email))
     }
-}
-
-/// What makes `email` one Stripe refuses, if anything. Stripe does not
-/// publish its rule; this is the WHATWG HTML definition of a valid email
-/// address (html.spec.whatwg.org, "valid e-mail address", what browsers'
-/// `type=email` accept), with a dot in the domain, as an address on the
-/// internet has, and Stripe's 512-character limit of `email`
-/// (docs.stripe.com/api/customers/create).
-pub(crate) fn email_problem(email: &str) -> Option<&'static str> {
-    const LOCAL_SPECIALS: &str = ".!#$%&'*+/=?^_`{|}~-";
-    if email.len() > 512 {
-        return Some("longer than 512 characters");
-    }
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return Some("no `@`");
-    };
-    if local.is_empty()
-        || !local
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(c))
-    {
-        return Some("the part before `@` is empty or holds a character addresses cannot");
-    }
-    let labels: Vec<&str> = domain.split('.').collect();
-    let label_ok = |label: &&str| {
-        (1..=63).contains(&label.len())
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    if labels.len() < 2 || !labels.iter().all(label_ok) {
-        return Some("the domain is not a host name with a dot, such as example.com");
-    }
-    None
 }
 
 /// Signs a session token: used by the `token` command for curl examples and
@@ -361,34 +311,6 @@ impl FromRequest for AuthenticatedUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emails_stripe_accepts_pass_and_the_ones_it_refuses_say_why() {
-        for ok in [
-            "ada@example.com",
-            "ada.lovelace+billing@mail.example.co.uk",
-            "o'brien@example.ie",
-            "x@a-b.io",
-        ] {
-            assert_eq!(email_problem(ok), None, "{ok}");
-        }
-        for bad in [
-            "ada",
-            "ada@",
-            "@example.com",
-            "ada@localhost",
-            "ada@example..com",
-            "ada@-example.com",
-            "ada lovelace@example.com",
-            "ada@exam_ple.com",
-            "adä@example.com",
-            "ada@example.com\n",
-        ] {
-            assert!(email_problem(bad).is_some(), "{bad:?}");
-        }
-        let long = format!("{}@example.com", "a".repeat(501));
-        assert_eq!(email_problem(&long), Some("longer than 512 characters"));
-    }
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {

@@ -423,6 +423,13 @@ impl From<billing::Error> for ApiError {
                 err.retry_after_secs = Some(retry_after_secs);
                 err
             }
+            billing::Error::InvalidEmail(problem) => ApiError::bad_request(
+                ErrorCode::InvalidEmail,
+                format!(
+                    "the email in your session token is not one Stripe accepts ({problem}); \
+                     correct it in your account, then sign in again"
+                ),
+            ),
             billing::Error::Db(e) => e.into(),
             billing::Error::Stripe(e) => e.into(),
         }

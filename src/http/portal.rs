@@ -89,7 +89,6 @@ pub(crate) async fn create_portal(
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req, &user, &state.origins)?;
     let options = parse_body(&req, &body)?;
-    user.check_email()?;
     let locale = options
         .locale
         .as_deref()

@@ -69,7 +69,11 @@ pub enum StripeFailure {
     PortalNotConfigured(PortalProblem),
     /// Stripe refused the key itself (401), or a restricted key lacks a
     /// permission (403). Stripe's message is not kept: it quotes part of the key.
-    #[error("Stripe refused STRIPE_SECRET_KEY ({status} {kind})")]
+    #[error(
+        "Stripe refused STRIPE_SECRET_KEY ({status} {kind}): set STRIPE_SECRET_KEY to a current \
+         secret key (Dashboard > Developers > API keys), or give the restricted key the \
+         permission this call needs"
+    )]
     AuthenticationFailed { status: u16, kind: String },
     /// Stripe refused the email the token carries (`email_invalid`).
     #[error("Stripe refused the email: {0}")]
@@ -80,7 +84,9 @@ pub enum StripeFailure {
     Timeout,
     #[error("cannot reach Stripe: {0}")]
     Unreachable(String),
-    #[error("Stripe answered {status} {kind}/{code}: {message} (request log: {request_log})")]
+    /// Not in the message: Stripe's `message`, which can quote the request's
+    /// parameters (an email).
+    #[error("Stripe answered {status} {kind}/{code} (request log: {request_log})")]
     Api {
         status: u16,
         kind: String,
@@ -90,6 +96,9 @@ pub enum StripeFailure {
         request_log: String,
         /// `Retry-After`, when Stripe gave one.
         retry_after: Option<Duration>,
+        /// Whether Stripe saved this answer under the request's
+        /// `Idempotency-Key` ([`StripeFailure::saved_by_stripe`]).
+        saved: bool,
     },
     #[error("unexpected answer from Stripe: {0}")]
     InvalidResponse(String),
@@ -199,6 +208,9 @@ impl StripeFailure {
                     message: "the answer is not a Stripe error object".into(),
                     request_log: answer.request_id.clone().unwrap_or_else(|| "none".into()),
                     retry_after: answer.retry_after,
+                    // Not Stripe's (a proxy's 502, say): Stripe may still be
+                    // running the request.
+                    saved: false,
                 }
             };
         };
@@ -213,11 +225,11 @@ impl StripeFailure {
         // without the permission (docs.stripe.com/error-codes, "HTTP status code
         // summary"). Types outside async-stripe's enum arrive as `Unknown`.
         if status == 401
-            || status == 403
             || matches!(
                 api.type_.as_str(),
                 "authentication_error" | "permission_error"
             )
+            || (status == 403 && message.contains("permission"))
         {
             return StripeFailure::AuthenticationFailed {
                 status,
@@ -264,6 +276,15 @@ impl StripeFailure {
                 .or_else(|| answer.request_id.clone())
                 .unwrap_or_else(|| "none".into()),
             retry_after: answer.retry_after,
+            // Stripe saves a 500 of a request that began executing and
+            // replays it for 24 hours (docs.stripe.com/api/idempotent_requests,
+            // docs.stripe.com/error-low-level: "specifically 500s"); a 502,
+            // 503 or 504 is not saved. After an attempt without an answer the
+            // earlier request may still be running, unless this answer is the
+            // replay of how it ended.
+            saved: status == 500
+                && api.type_ == ApiErrorsType::ApiError
+                && (answer.replayed || !answer.after_uncertain),
         }
     }
 
@@ -274,12 +295,12 @@ impl StripeFailure {
         }
     }
 
-    /// Whether Stripe answered with a server error: it saved that answer
-    /// under the request's `Idempotency-Key` and replays it for 24 hours
-    /// (docs.stripe.com/api/idempotent_requests), so the next attempt needs
-    /// another key.
+    /// Whether Stripe saved this failure under the request's
+    /// `Idempotency-Key` and replays it for 24 hours, so the next attempt
+    /// needs another key; and whether it is sure nothing else with that key
+    /// is still running at Stripe.
     pub(crate) fn saved_by_stripe(&self) -> bool {
-        matches!(self, Self::Api { status, .. } if *status >= 500)
+        matches!(self, Self::Api { saved: true, .. })
     }
 }
 
@@ -352,15 +373,6 @@ impl StripeGateway {
             Err(StripeFailure::Api { status, .. }) if *status >= 500 => "server_error",
             Err(_) => "client_error",
         };
-        if let Err(StripeFailure::AuthenticationFailed { status, kind }) = &result {
-            // One line that says what to change; never the key (Stripe's own
-            // message quotes part of it, so it stays out too).
-            log::error!(
-                "Stripe refused STRIPE_SECRET_KEY on {operation} ({status} {kind}): set \
-                 STRIPE_SECRET_KEY to a current secret key (Dashboard > Developers > API keys), \
-                 or give the restricted key the permission this call needs"
-            );
-        }
         self.metrics
             .stripe_call(operation, outcome, started.elapsed());
         result
@@ -928,6 +940,7 @@ mod tests {
             should_retry: None,
             retry_after: None,
             replayed: false,
+            after_uncertain: false,
         })
     }
 
@@ -1011,6 +1024,54 @@ mod tests {
             ),
             StripeFailure::InvalidEmail(_)
         ));
+    }
+
+    #[test]
+    fn a_500_after_an_attempt_without_an_answer_is_not_known_to_be_saved() {
+        let answer = |replayed| Answer {
+            status: 500,
+            body: br#"{"error":{"type":"api_error","message":"An unknown error occurred"}}"#
+                .to_vec(),
+            request_id: None,
+            should_retry: None,
+            retry_after: None,
+            replayed,
+            after_uncertain: true,
+        };
+        assert!(!StripeFailure::of_answer(&answer(false)).saved_by_stripe());
+        assert!(StripeFailure::of_answer(&answer(true)).saved_by_stripe());
+    }
+
+    #[test]
+    fn only_a_stripe_500_is_saved_not_a_502_or_a_proxys_answer() {
+        for status in [502, 503, 504] {
+            assert!(
+                !failure(status, r#"{"type":"api_error","message":"x"}"#).saved_by_stripe(),
+                "{status}"
+            );
+        }
+        let proxy = StripeFailure::of_answer(&Answer {
+            status: 500,
+            body: b"<html>proxy error</html>".to_vec(),
+            request_id: None,
+            should_retry: None,
+            retry_after: None,
+            replayed: false,
+            after_uncertain: false,
+        });
+        assert!(!proxy.saved_by_stripe());
+    }
+
+    #[test]
+    fn a_stripe_error_message_never_reaches_the_failures_display() {
+        let failure = failure(
+            402,
+            r#"{"type":"card_error","code":"card_declined","message":"ada@example.com was declined"}"#,
+        );
+        assert!(
+            !failure.to_string().contains("ada@example.com"),
+            "{failure}"
+        );
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub const API_VERSION: &str = "2026-09-30.endive";
 /// `INITIAL_NETWORK_RETRY_DELAY_SEC = 0.5`, `MAX_NETWORK_RETRY_DELAY_SEC = 5`).
 const INITIAL_RETRY_DELAY: Duration = Duration::from_millis(500);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// The longest `Retry-After` honoured (stripe-node: `MAX_RETRY_AFTER_WAIT = 60`);
-/// a longer one is not waited for at all.
+/// The longest `Retry-After` waited for (stripe-node: `MAX_RETRY_AFTER_WAIT =
+/// 60`); after a longer one the call is not retried.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// What a background read may spend on one request, retries included.
 const BACKGROUND_BUDGET: Duration = Duration::from_secs(30);
@@ -107,6 +107,10 @@ pub(crate) struct Answer {
     /// `Idempotent-Replayed: true`: the saved answer of an earlier request
     /// with the same key.
     pub(crate) replayed: bool,
+    /// Whether an earlier attempt of the same call got no answer, or a 409:
+    /// a request with this key may then still be running at Stripe, so this
+    /// answer does not say how the call ended there.
+    pub(crate) after_uncertain: bool,
 }
 
 impl Answer {
@@ -205,19 +209,27 @@ impl Transport {
         };
         let retryable = matches!(request.method, StripeMethod::Get) || key.is_some();
         let what = describe(&request);
+        // An attempt is only started with time to be answered in.
+        let least_attempt = self.timeout.min(Duration::from_secs(1));
         let mut retries = 0;
+        let mut uncertain = false;
         loop {
             let remaining = budget.saturating_sub(started.elapsed());
-            let outcome = self
+            let mut outcome = self
                 .attempt(&request, key.as_ref(), self.timeout.min(remaining))
                 .await;
-            if let Ok(answer) = &outcome {
+            if let Ok(answer) = &mut outcome {
+                answer.after_uncertain = uncertain;
                 if answer.is_success() {
                     return outcome;
                 }
             }
+            uncertain |= match &outcome {
+                Err(_) => true,
+                Ok(answer) => answer.status == 409,
+            };
             let wait = retry_after(&outcome, retries, self.max_retries, retryable)
-                .filter(|wait| started.elapsed() + *wait < budget);
+                .filter(|wait| started.elapsed() + *wait + least_attempt <= budget);
             match wait {
                 Some(wait) => {
                     retries += 1;
@@ -294,6 +306,7 @@ impl Transport {
             should_retry,
             retry_after,
             replayed,
+            after_uncertain: false,
         })
     }
 }
@@ -321,6 +334,14 @@ fn retry_after(
                 None => matches!(answer.status, 409 | 429 | 500..=599),
             };
             if !retry {
+                return None;
+            }
+            // A longer wait than stripe-node would make is not made at all:
+            // the caller answers with Stripe's `Retry-After` instead.
+            if answer
+                .retry_after
+                .is_some_and(|asked| asked > MAX_RETRY_AFTER)
+            {
                 return None;
             }
             answer.retry_after
@@ -447,6 +468,7 @@ mod tests {
             should_retry,
             retry_after: None,
             replayed: false,
+            after_uncertain: false,
         })
     }
 
@@ -515,6 +537,13 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_after_longer_than_a_minute_is_not_waited_for() {
+        let mut answer = answer(429, None).unwrap();
+        answer.retry_after = Some(Duration::from_secs(61));
+        assert!(!retried(&Ok(answer)));
+    }
+
+    #[test]
     fn retry_after_is_honoured_up_to_a_minute() {
         let after = |secs| backoff(1, Some(Duration::from_secs(secs)), 0.0);
         assert_eq!(after(3), Duration::from_secs(3));
@@ -531,6 +560,7 @@ mod tests {
             should_retry: None,
             retry_after: None,
             replayed: false,
+            after_uncertain: false,
         });
         let line = summary(&outcome);
         assert_eq!(line, "402 card_error/card_declined (request req_123)");

@@ -39,15 +39,18 @@ async fn a_warm_service_opens_the_portal_over_one_reused_tls_connection() {
     mount_working_stripe(&app.stripe).await;
     let token = known_customer(&app);
 
-    for _ in 0..20 {
+    for _ in 0..50 {
         assert_eq!(app.create_portal(&token).await.status(), 200);
     }
 
     let sessions = app
         .stripe_requests("POST", "/v1/billing_portal/sessions")
         .await;
-    assert_eq!(sessions.len(), 20);
-    assert_eq!(tls.connections(), 1, "one connection for 20 portal opens");
+    assert_eq!(sessions.len(), 50);
+    // One, but the pool may race a new connection against a connection that
+    // is a moment from being handed back: at most two, the bound
+    // (async-stripe's client opened one per call: 50).
+    assert!(tls.connections() <= 2, "{} connections", tls.connections());
 }
 
 #[actix_rt::test]
@@ -362,6 +365,28 @@ async fn a_token_email_stripe_would_refuse_is_400_invalid_email_before_any_strip
     }
     assert!(app.stripe.received_requests().await.unwrap().is_empty());
     assert_eq!(app.user("user_1"), None, "nothing stored");
+}
+
+/// Opening the portal of an existing customer sends Stripe no email: an
+/// address Stripe would refuse does not lock its user out.
+#[actix_rt::test]
+async fn a_user_with_a_customer_opens_the_portal_whatever_email_the_token_carries() {
+    let app = spawn_app().await;
+    mount_working_stripe(&app.stripe).await;
+    app.given()
+        .user("user_1")
+        .with_customer("cus_known")
+        .store();
+
+    let response = app
+        .create_portal(&token_for("user_1", Some("ada@intranet")))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert!(app
+        .stripe_requests("POST", "/v1/customers")
+        .await
+        .is_empty());
 }
 
 #[actix_rt::test]

@@ -13,7 +13,9 @@
 //!
 //! So the first request on a new connection answers after 2 round trips over plain HTTP and 3
 //! over TLS, and every later request on a kept-alive connection (HTTP/1.1) after 1. The sleeps
-//! are per connection: concurrent connections wait side by side, as on a real network. The
+//! are per connection: concurrent connections wait side by side, as on a real network. Each
+//! wakes up to ~2 ms late (tokio's 1 ms timer ticks and epoll's millisecond timeout both round
+//! up), so at `--rtt-ms 40` a round trip measures ~41.5 ms: the benchmark measures that floor. The
 //! kernel completes the TCP handshake on loopback at once, so the connection's round trip is
 //! slept before the server reads anything; the client sees the same total, one round trip
 //! before its first answer (or, over TLS, before its handshake completes).

@@ -140,6 +140,8 @@ pub const SETTINGS: &[Setting] = &[
         "how often one instance lists the Events API for events that were never delivered and re-reads paid subscriptions whose renewal never arrived (see [When webhooks fail](#when-webhooks-fail)); also at start-up; 0 turns it off, at most 86400"),
     file_or_env("STRIPE_READ_BUDGET_PER_SEC", Some("10"),
         "Stripe requests per second the catch-up, the drift check and the reads of missing plan prices may make together, 1 to 50 (Stripe allows 25 in test mode, 100 in live mode)"),
+    file_or_env("BILLING_PLANS", None,
+        "comma-separated Stripe price ids (`price_…`) or lookup keys the Billing Settings page offers to subscribe to through Stripe Checkout, in this order (see [Subscriptions and Checkout](#subscriptions-and-checkout)); unset: no plan is offered and the page says to contact the app (with the local emulator: its seeded `price_emu_starter_monthly,price_emu_pro_monthly`)"),
     file_or_env("STRIPE_PORTAL_CONFIGURATION", None,
         "`bpc_…` portal configuration id (else your default configuration)"),
     secret_env("AUTH_JWT_SECRET",
@@ -175,6 +177,18 @@ const RETIRED: &[(&str, &str)] = &[(
     "was replaced by BILLING_PAST_DUE_GRACE_DAYS (days a past_due subscription keeps access; \
      0 = none, default 14): unset it and set that",
 )];
+
+/// `BILLING_PLANS` as a list: each comma-separated entry trimmed, empty ones and repeats
+/// dropped, the order kept.
+fn split_plans(value: &str) -> Vec<String> {
+    let mut plans: Vec<String> = Vec::new();
+    for plan in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if !plans.iter().any(|p| p == plan) {
+            plans.push(plan.to_string());
+        }
+    }
+    plans
+}
 
 /// The setting named `name`, which must be in [`SETTINGS`].
 fn setting_named(name: &str) -> &'static Setting {
@@ -424,6 +438,7 @@ struct Raw {
     stripe_webhook_tolerance_secs: u64,
     stripe_webhook_refetch: bool,
     stripe_portal_configuration: Option<String>,
+    billing_plans: Option<String>,
     stripe_catchup_interval_secs: u64,
     stripe_read_budget_per_sec: u32,
     billing_past_due_grace_days: u32,
@@ -519,6 +534,8 @@ pub struct StripeSettings {
     pub webhook_tolerance_secs: u64,
     pub webhook_refetch: bool,
     pub portal_configuration: Option<String>,
+    /// `BILLING_PLANS`, split on commas and trimmed; `None` when unset.
+    pub billing_plans: Option<Vec<String>>,
     /// `STRIPE_CATCHUP_INTERVAL_SECS`; `None` (0) turns the healing task off.
     pub catchup_interval: Option<Duration>,
     /// `STRIPE_READ_BUDGET_PER_SEC`.
@@ -1000,6 +1017,7 @@ impl Settings {
                 webhook_tolerance_secs: raw.stripe_webhook_tolerance_secs,
                 webhook_refetch: raw.stripe_webhook_refetch,
                 portal_configuration: raw.stripe_portal_configuration,
+                billing_plans: raw.billing_plans.as_deref().map(split_plans),
                 catchup_interval: (raw.stripe_catchup_interval_secs > 0)
                     .then(|| Duration::from_secs(raw.stripe_catchup_interval_secs)),
                 read_budget_per_sec: std::num::NonZeroU32::new(raw.stripe_read_budget_per_sec)
@@ -1060,10 +1078,30 @@ impl Settings {
         self.return_url("portal")
     }
 
-    /// Where a checkout sends the buyer back (the demo's `success_url`):
-    /// the same page, marked `from=checkout`.
+    /// Where a checkout sends the buyer back (its `success_url`): the same
+    /// page, marked `from=checkout`, with `session_id={CHECKOUT_SESSION_ID}`,
+    /// which Stripe replaces with the session's id
+    /// (docs.stripe.com/payments/checkout/custom-success-page).
     pub fn checkout_return_url(&self) -> String {
-        self.return_url("checkout")
+        self.return_url("checkout&session_id={CHECKOUT_SESSION_ID}")
+    }
+
+    /// The Billing Settings page itself: where an abandoned checkout goes back to.
+    pub fn billing_page_url(&self) -> String {
+        format!("{}{}", self.app_base_url, self.portal_return_path)
+    }
+
+    /// The plans the page offers: `BILLING_PLANS`, else, with the local
+    /// emulator, its seeded prices.
+    pub fn offered_plans(&self) -> Vec<String> {
+        match &self.stripe.billing_plans {
+            Some(plans) => plans.clone(),
+            None if self.runs_emulator() => crate::billing::checkout::EMULATOR_PLANS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// `APP_BASE_URL` + `PORTAL_RETURN_PATH` with `from=<from>` added to its
@@ -1371,7 +1409,7 @@ mod tests {
         );
         assert_eq!(
             s.checkout_return_url(),
-            "https://app.example.com/account/billing?tab=plan&from=checkout#top"
+            "https://app.example.com/account/billing?tab=plan&from=checkout&session_id={CHECKOUT_SESSION_ID}#top"
         );
     }
 

@@ -31,6 +31,8 @@ pub struct Metrics {
     last_verified_age: GaugeVec,
     pub(crate) webhook_clock_skew: IntCounter,
     pub(crate) portal_sessions: IntCounter,
+    pub(crate) checkout_sessions: IntCounter,
+    pub(crate) checkouts_applied: IntCounter,
     pub(crate) stripe_calls: IntCounterVec,
     pub(crate) stripe_latency: HistogramVec,
     pub(crate) db_pool: IntGaugeVec,
@@ -96,6 +98,17 @@ impl Metrics {
             "Customer Portal sessions created",
         )
         .unwrap();
+        let checkout_sessions = IntCounter::new(
+            "checkout_sessions_created_total",
+            "Checkout Sessions created (POST /billing/create-checkout; a double click's replay counts too)",
+        )
+        .unwrap();
+        let checkouts_applied = IntCounter::new(
+            "checkouts_applied_on_return_total",
+            "Checkout Sessions whose subscription was read from Stripe and stored when the buyer \
+             came back to the page",
+        )
+        .unwrap();
         let stripe_calls = IntCounterVec::new(
             Opts::new(
                 "stripe_api_calls_total",
@@ -138,6 +151,8 @@ impl Metrics {
             Box::new(last_verified_age.clone()),
             Box::new(webhook_clock_skew.clone()),
             Box::new(portal_sessions.clone()),
+            Box::new(checkout_sessions.clone()),
+            Box::new(checkouts_applied.clone()),
             Box::new(stripe_calls.clone()),
             Box::new(stripe_latency.clone()),
             Box::new(db_pool.clone()),
@@ -157,6 +172,8 @@ impl Metrics {
             last_verified_age,
             webhook_clock_skew,
             portal_sessions,
+            checkout_sessions,
+            checkouts_applied,
             stripe_calls,
             stripe_latency,
             db_pool,

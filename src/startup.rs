@@ -27,7 +27,7 @@ use anyhow::Context;
 use log::{info, warn};
 use secrecy::ExposeSecret;
 
-use crate::billing::{healing, sweep};
+use crate::billing::{checkout, healing, sweep};
 use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
 use crate::context::{self, StripeTarget};
@@ -107,6 +107,7 @@ impl Application {
         });
         sweep::spawn(state.billing.clone());
         healing::spawn(state.billing.clone(), settings.stripe.catchup_interval);
+        checkout::resolve_in_background(&state.billing);
         let metrics = state.billing.metrics.clone();
         let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
 

@@ -8,6 +8,8 @@
 //!   events, read from Stripe once when missing);
 //! - [`customers`]: the user's one Stripe customer;
 //! - [`portal`]: portal sessions and their deep-link flows;
+//! - [`checkout`]: the plans offered (`BILLING_PLANS`), Checkout Sessions for
+//!   unpaid users, and a session applied when the buyer comes back;
 //! - [`webhook`]: receiving one verified Stripe event;
 //! - [`sync`]: applying Stripe's subscription state to Postgres, in order;
 //! - [`refetch`]: reading it back from the API without going backwards;
@@ -27,6 +29,7 @@
 //! settings, for the server, every command and every test alike.
 
 pub mod catchup;
+pub mod checkout;
 pub mod customers;
 pub mod drift;
 pub mod healing;
@@ -73,9 +76,15 @@ pub struct Billing {
     /// Where the portal sends the user back: the Billing Settings page,
     /// marked `from=portal` so that it re-reads Stripe ([`refresh`]).
     pub portal_return_url: String,
-    /// Where a checkout sends the buyer back: the same page, marked
-    /// `from=checkout`.
+    /// Where a checkout sends the buyer back (its `success_url`): the same
+    /// page, marked `from=checkout` and carrying Stripe's
+    /// `{CHECKOUT_SESSION_ID}` placeholder, so the page can have that session
+    /// applied ([`checkout::apply_on_return`]).
     pub checkout_return_url: String,
+    /// Where an abandoned checkout sends the buyer (its `cancel_url`): the page.
+    pub checkout_cancel_url: String,
+    /// The plans offered (`BILLING_PLANS`) and what they resolved to.
+    pub offer: Arc<checkout::Offer>,
     /// How long to wait for a user's customer lock or a customer's fetch
     /// lock: the holder may be waiting on Stripe for up to its client timeout.
     pub lock_timeout_ms: u128,
@@ -131,6 +140,17 @@ pub enum Error {
     /// A customer would be created with an email Stripe refuses; says why.
     #[error("the email is not one Stripe accepts ({0})")]
     InvalidEmail(&'static str),
+    /// A checkout for a plan that is not offered (not in `BILLING_PLANS`, or
+    /// not a price Stripe sells).
+    #[error("this plan is not offered")]
+    UnknownPlan,
+    /// A checkout for a user who has a live subscription.
+    #[error("the user already has a subscription")]
+    AlreadySubscribed,
+    /// A checkout session on return that is not for the user's customer (or
+    /// that Stripe does not know).
+    #[error("the checkout session is not the signed-in user's")]
+    CheckoutNotYours,
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]

@@ -79,6 +79,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         refreshed_at -> Nullable<Timestamptz>,
         customer_key_attempt -> Int4,
+        checkout_key_attempt -> Int4,
     }
 }
 

@@ -99,6 +99,24 @@ pub fn next_customer_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryR
         .map(drop)
 }
 
+/// The attempt at creating a Checkout Session the user's next click makes
+/// (its idempotency key ends in it).
+pub fn checkout_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryResult<i32> {
+    users::table
+        .find(id)
+        .select(users::checkout_key_attempt)
+        .get_result(conn)
+}
+
+/// Moves the user's Checkout Session creation on to its next attempt, after
+/// Stripe saved a failure under the current one's key.
+pub fn next_checkout_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::checkout_key_attempt.eq(users::checkout_key_attempt + 1))
+        .execute(conn)
+        .map(drop)
+}
+
 /// Stores `customer_id` as the user's customer only where the row holds none,
 /// or still `replacing`; answers whether it did. A customer linked meanwhile
 /// by other means (a checkout webhook) is kept.

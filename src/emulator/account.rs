@@ -1008,6 +1008,10 @@ impl Emulator {
         state.outbox.push(event);
     }
 
+    pub(crate) fn checkout_url(&self, session: &str) -> String {
+        format!("{}/c/pay/{session}", self.base_url)
+    }
+
     pub(crate) fn portal_url(&self, session: &str) -> String {
         format!("{}/p/session/{session}", self.base_url)
     }

@@ -742,7 +742,11 @@ fn create_checkout_session(
         subscription: None,
         invoice: None,
     };
-    let value = checkout_session_json(&session);
+    let mut value = checkout_session_json(&session);
+    // Where the hosted checkout page will be; until it exists, the test
+    // helper below pays the session. The id is the URL's last segment, as
+    // in Stripe's `https://checkout.stripe.com/c/pay/cs_…`.
+    value["url"] = serde_json::json!(emu.checkout_url(&session.id));
     state.checkout_sessions.insert(session.id.clone(), session);
     Ok(value)
 }

@@ -225,7 +225,7 @@ impl Mounted {
             }
         );
         let local_api_base = format!("{local}/stripe-emulator");
-        let demo = demo::Demo::new(local_api_base.clone(), settings.auth_jwt_secret.clone());
+        let demo = demo::Demo::new(settings.auth_jwt_secret.clone());
         Ok(Some(Self {
             emulator,
             local_api_base,

@@ -64,9 +64,12 @@ pub(crate) enum ErrorCode {
     SubscriptionAlreadyCanceling,
     /// A refresh within 10 s of the user's last Stripe read (429).
     RefreshTooSoon,
-    /// The demo's subscribe (emulator builds only).
-    #[cfg(feature = "emulator")]
+    /// A checkout for a user who already has a live subscription (409).
     AlreadySubscribed,
+    /// A checkout for a plan `BILLING_PLANS` does not offer (400).
+    UnknownPlan,
+    /// A Checkout Session on return that is not the signed-in user's (403).
+    CheckoutSessionNotYours,
     // Stripe.
     StripeNotConfigured,
     StripeKeyModeMismatch,
@@ -111,8 +114,9 @@ impl ErrorCode {
             Self::NoSubscription => "no_subscription",
             Self::SubscriptionAlreadyCanceling => "subscription_already_canceling",
             Self::RefreshTooSoon => "refresh_too_soon",
-            #[cfg(feature = "emulator")]
             Self::AlreadySubscribed => "already_subscribed",
+            Self::UnknownPlan => "unknown_plan",
+            Self::CheckoutSessionNotYours => "checkout_session_not_yours",
             Self::StripeNotConfigured => "stripe_not_configured",
             Self::StripeKeyModeMismatch => "stripe_key_mode_mismatch",
             Self::StripeAuthFailed => "stripe_auth_failed",
@@ -429,6 +433,18 @@ impl From<billing::Error> for ApiError {
                     "the email in your session token is not one Stripe accepts ({problem}); \
                      correct it in your account, then sign in again"
                 ),
+            ),
+            billing::Error::UnknownPlan => ApiError::bad_request(
+                ErrorCode::UnknownPlan,
+                "this plan is not offered; GET /billing/plans lists the plans you can subscribe to",
+            ),
+            billing::Error::AlreadySubscribed => ApiError::conflict(
+                ErrorCode::AlreadySubscribed,
+                "you already have a subscription; change or cancel it with Manage Subscription",
+            ),
+            billing::Error::CheckoutNotYours => ApiError::forbidden(
+                ErrorCode::CheckoutSessionNotYours,
+                "this checkout session is not yours",
             ),
             billing::Error::Db(e) => e.into(),
             billing::Error::Stripe(e) => e.into(),

@@ -9,6 +9,7 @@
 //! paths, wrong methods and actix's own errors.
 
 pub mod auth;
+mod checkout;
 pub mod edge;
 pub mod error;
 mod health;
@@ -67,6 +68,8 @@ macro_rules! endpoints {
 
 endpoints! {
     portal::create_portal,
+    checkout::billing_plans,
+    checkout::create_checkout,
     refresh::refresh_billing,
     status::billing_status,
     webhooks::stripe_webhook,

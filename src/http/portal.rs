@@ -116,8 +116,18 @@ pub(crate) async fn create_portal(
 /// No body (or only white space) means no options; anything else must be a
 /// JSON object of known fields.
 fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<CreatePortalRequest, ApiError> {
+    Ok(json_object_body(req, body, "portal request")?.unwrap_or_default())
+}
+
+/// A JSON object body of known fields, `None` when there is none (no body,
+/// only white space, or `null`); `what` names it in the error message.
+pub(super) fn json_object_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+    what: &str,
+) -> Result<Option<T>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(CreatePortalRequest::default());
+        return Ok(None);
     }
     if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
         let json = content_type
@@ -139,17 +149,19 @@ fn parse_body(req: &HttpRequest, body: &[u8]) -> Result<CreatePortalRequest, Api
     let invalid = |e: serde_json::Error| {
         ApiError::bad_request(
             ErrorCode::InvalidBody,
-            format!("the request body is not a valid portal request: {e}"),
+            format!("the request body is not a valid {what}: {e}"),
         )
     };
     // A value first: serde would also read the struct from a JSON array by
     // position (`["fr", null]`), and `null` is the documented "no options".
     match serde_json::from_slice::<serde_json::Value>(body).map_err(invalid)? {
-        serde_json::Value::Null => Ok(CreatePortalRequest::default()),
-        value @ serde_json::Value::Object(_) => serde_json::from_value(value).map_err(invalid),
+        serde_json::Value::Null => Ok(None),
+        value @ serde_json::Value::Object(_) => {
+            serde_json::from_value(value).map(Some).map_err(invalid)
+        }
         _ => Err(ApiError::bad_request(
             ErrorCode::InvalidBody,
-            "the request body is not a valid portal request: it must be a JSON object",
+            format!("the request body is not a valid {what}: it must be a JSON object"),
         )),
     }
 }

@@ -9,12 +9,27 @@
 //! shows the last known state instead of an error.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::auth::{check_same_origin, AuthenticatedUser};
-use super::error::{ApiError, ErrorBody, ErrorWithStatusBody};
+use super::error::{ApiError, ErrorBody, ErrorCode, ErrorWithStatusBody};
+use super::portal::json_object_body;
 use super::status::{self, StatusResponse};
 use super::AppState;
-use crate::billing::{refresh, summary};
+use crate::billing::{checkout, refresh, summary};
+
+/// Optional body: no body re-reads every subscription of the user.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct RefreshRequest {
+    /// The Checkout Session the user came back from (`session_id` of the page's
+    /// `?from=checkout&session_id=cs_…`): only that session is read from Stripe, and its
+    /// subscription stored, if it belongs to the user's customer (else 403
+    /// `checkout_session_not_yours`). Not limited to one read every 10 s.
+    #[schema(example = "cs_test_a1B2c3")]
+    checkout_session_id: Option<String>,
+}
 
 /// Re-read the signed-in user's subscriptions from Stripe, then answer their billing status.
 ///
@@ -23,17 +38,24 @@ use crate::billing::{refresh, summary};
 /// what `GET /billing/status` answers. At most one Stripe read per user every
 /// 10 seconds; a user without a Stripe customer gets the stored status with no
 /// Stripe call. The 429, 502 and 503 answers carry the stored status as `data`.
+///
+/// With `checkoutSessionId` (the page, back from Stripe Checkout), reads that
+/// Checkout Session with its subscription instead, and stores the subscription
+/// as fetched state, so the user is paid before the webhook arrives.
 #[utoipa::path(
     post,
     path = "/billing/refresh",
     tag = "billing",
+    request_body(content = Option<RefreshRequest>, content_type = "application/json"),
     params(("X-Requested-With" = Option<String>, Header,
             description = "Required when authenticated by cookie (CSRF protection)")),
     responses(
         (status = 200, description = "Billing status, re-read from Stripe (or stored, for a user without a Stripe customer)", body = StatusResponse),
         (status = 400, description = "A bearer token and the cookie naming different users", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Cross-site request refused", body = ErrorBody),
+        (status = 400, description = "`invalid_body`: a body that is not a refresh request, or a `checkoutSessionId` that is not a Checkout Session id", body = ErrorBody),
+        (status = 403, description = "Cross-site request refused, or `checkout_session_not_yours`: the Checkout Session is not for the user's Stripe customer (nothing changed)", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "`refresh_too_soon`: this user's subscriptions were read from Stripe less than 10 s ago; the stored status as `data`",
          body = ErrorWithStatusBody,
          headers(("Retry-After" = u64, description = "Whole seconds until a refresh may read Stripe again, 1 to 10"))),
@@ -44,12 +66,29 @@ use crate::billing::{refresh, summary};
 )]
 pub(crate) async fn refresh_billing(
     req: HttpRequest,
+    body: web::Bytes,
     user: AuthenticatedUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req, &user, &state.origins)?;
-    let failure = match refresh::refresh(&state.billing, user.member()).await {
+    let request: RefreshRequest =
+        json_object_body(&req, &body, "refresh request")?.unwrap_or_default();
+    let read = match request.checkout_session_id.as_deref() {
+        Some(session) if !checkout::is_session_id(session) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "checkoutSessionId is not a Checkout Session id (cs_…)",
+            ))
+        }
+        Some(session) => checkout::apply_on_return(&state.billing, user.member(), session).await,
+        None => refresh::refresh(&state.billing, user.member()).await,
+    };
+    let failure = match read {
         Ok(summary) => return Ok(status::answer(&user, summary)),
+        // Nothing to fall back on: the session is not the user's.
+        Err(crate::billing::Error::CheckoutNotYours) => {
+            return Err(crate::billing::Error::CheckoutNotYours.into())
+        }
         Err(failure) => ApiError::from(failure),
     };
     // Whatever failed, the stored status may still be readable: the page

@@ -623,6 +623,198 @@ impl StripeGateway {
     }
 }
 
+/// What `create_checkout_session` sends: a subscription-mode Checkout Session
+/// of one price for the user's customer (docs.stripe.com/api/checkout/sessions/create).
+#[derive(Debug, Clone)]
+pub(crate) struct CheckoutRequest<'a> {
+    pub(crate) customer: &'a CustomerId,
+    pub(crate) price_id: &'a str,
+    pub(crate) user_id: &'a UserId,
+    /// Where Stripe sends the buyer after paying, carrying `{CHECKOUT_SESSION_ID}`.
+    pub(crate) success_url: &'a str,
+    pub(crate) cancel_url: &'a str,
+}
+
+impl CheckoutRequest<'_> {
+    /// The form body, in a fixed order, so that the same parameters are the
+    /// same bytes (what the idempotency key is derived from).
+    pub(crate) fn form(&self) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("mode", "subscription"),
+                ("customer", self.customer.as_str()),
+                ("line_items[0][price]", self.price_id),
+                ("line_items[0][quantity]", "1"),
+                // Set server side with the secret key: `billing::sync` trusts
+                // `metadata.user_id` (a buyer cannot set metadata), so the bare
+                // user id is enough as the reference.
+                ("client_reference_id", self.user_id.as_str()),
+                ("metadata[user_id]", self.user_id.as_str()),
+                ("subscription_data[metadata][user_id]", self.user_id.as_str()),
+                ("success_url", self.success_url),
+                ("cancel_url", self.cancel_url),
+            ])
+            .finish()
+    }
+}
+
+/// A Checkout Session as read back: whose customer it is, and its
+/// subscription (expanded when Stripe expanded it, else only its id).
+#[derive(Debug)]
+pub(crate) struct CheckoutSession {
+    pub(crate) customer: Option<CustomerId>,
+    pub(crate) subscription: Option<SessionSubscription>,
+}
+
+#[derive(Debug)]
+pub(crate) enum SessionSubscription {
+    Expanded(Box<SubscriptionObject>),
+    Id(SubscriptionId),
+}
+
+/// A price as `BILLING_PLANS` names it, resolved: the price (its product
+/// expanded) and whether Stripe still sells it (`active`).
+#[derive(Debug)]
+pub(crate) struct OfferedPrice {
+    pub(crate) price: PriceObject,
+    pub(crate) active: bool,
+}
+
+impl StripeGateway {
+    /// Creates the Checkout Session and answers its `url` (the hosted page) and
+    /// id. `key` is the caller's: double clicks must send the same one.
+    pub(crate) async fn create_checkout_session(
+        &self,
+        request: &CheckoutRequest<'_>,
+        key: &str,
+    ) -> Result<String, StripeFailure> {
+        let key = IdempotencyKey::new(key)
+            .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
+        let mut builder =
+            RequestBuilder::new(stripe_client_core::StripeMethod::Post, "/checkout/sessions");
+        builder.body = Some(request.form());
+        let session: Json = self
+            .call(
+                "create_checkout_session",
+                builder,
+                Some(key),
+                Patience::Waiting,
+            )
+            .await?;
+        match &session {
+            Json::Object(object) => match object.get("url") {
+                Some(Json::String(url)) if !url.is_empty() => Ok(url.clone()),
+                _ => Err(StripeFailure::InvalidResponse(
+                    "the checkout session has no url".into(),
+                )),
+            },
+            _ => Err(StripeFailure::InvalidResponse(
+                "a checkout session is not a JSON object".into(),
+            )),
+        }
+    }
+
+    /// `GET /v1/checkout/sessions/{id}?expand[]=subscription`
+    /// (docs.stripe.com/api/checkout/sessions/retrieve). Someone waits on it.
+    pub(crate) async fn retrieve_checkout_session(
+        &self,
+        id: &str,
+    ) -> Result<CheckoutSession, StripeFailure> {
+        let escaped: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let mut builder = RequestBuilder::new(
+            stripe_client_core::StripeMethod::Get,
+            format!("/checkout/sessions/{escaped}"),
+        );
+        builder.query = Some(
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("expand[]", "subscription")
+                .finish(),
+        );
+        let body: Json = self
+            .call(
+                "retrieve_checkout_session",
+                builder,
+                None,
+                Patience::Waiting,
+            )
+            .await?;
+        let Json::Object(object) = body else {
+            return Err(StripeFailure::InvalidResponse(
+                "a checkout session is not a JSON object".into(),
+            ));
+        };
+        let customer = match object.get("customer") {
+            Some(Json::String(id)) if !id.is_empty() => Some(CustomerId::from(id.clone())),
+            Some(Json::Object(customer)) => match customer.get("id") {
+                Some(Json::String(id)) if !id.is_empty() => Some(CustomerId::from(id.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        let subscription = match object.get("subscription") {
+            Some(Json::String(id)) if !id.is_empty() => {
+                Some(SessionSubscription::Id(SubscriptionId::from(id.clone())))
+            }
+            Some(sub @ Json::Object(_)) => Some(SessionSubscription::Expanded(Box::new(
+                subscription_from(sub)?,
+            ))),
+            _ => None,
+        };
+        Ok(CheckoutSession {
+            customer,
+            subscription,
+        })
+    }
+
+    /// What a `BILLING_PLANS` entry names: a price id (`price_…`, or an older
+    /// `plan_…`) is retrieved, anything else is a lookup key
+    /// (`GET /v1/prices?lookup_keys[]=…&expand[]=data.product`,
+    /// docs.stripe.com/api/prices/list). `Ok(None)`: Stripe has no such price.
+    /// A background read.
+    pub(crate) async fn resolve_offered_price(
+        &self,
+        entry: &str,
+    ) -> Result<Option<OfferedPrice>, StripeFailure> {
+        let body = if entry.starts_with("price_") || entry.starts_with("plan_") {
+            match self
+                .json(
+                    "retrieve_price",
+                    &RetrievePriceWithProduct(entry),
+                    Patience::Background,
+                )
+                .await
+            {
+                Ok(body) => body,
+                Err(StripeFailure::Api { status: 404, .. }) => return Ok(None),
+                Err(other) => return Err(other),
+            }
+        } else {
+            let mut builder =
+                RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/prices");
+            builder.query = Some(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("lookup_keys[]", entry)
+                    .append_pair("expand[]", "data.product")
+                    .finish(),
+            );
+            let page: Json = self
+                .call("list_prices", builder, None, Patience::Background)
+                .await?;
+            match list_page(page)?.0.into_iter().next() {
+                Some(price) => price,
+                None => return Ok(None),
+            }
+        };
+        let active = match &body {
+            Json::Object(object) => !matches!(object.get("active"), Some(Json::Bool(false))),
+            _ => true,
+        };
+        let price = parse_price(miniserde::json::to_string(&body).as_bytes())
+            .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
+        Ok(Some(OfferedPrice { price, active }))
+    }
+}
+
 /// `GET /v1/prices/{id}?expand[]=product`: async-stripe has the request in a
 /// crate of its own (`async-stripe-product`) that this one read does not
 /// justify; its request builder makes the same request.

@@ -2,6 +2,7 @@
 //! Stripe on loopback. One binary; each test has its own database.
 
 mod auth;
+mod checkout;
 mod availability;
 mod browser;
 mod edge;

@@ -1,0 +1,1 @@
+ALTER TABLE users DROP COLUMN checkout_key_attempt;

@@ -1,0 +1,519 @@
+//! Issue 19: plans offered (`BILLING_PLANS`, `GET /billing/plans`), Checkout for unpaid users
+//! (`POST /billing/create-checkout`), and the session applied the moment they return
+//! (`POST /billing/refresh` with `checkoutSessionId`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path, query_param};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+use crate::support::*;
+
+const CHECKOUT_URL_BASE: &str = "https://checkout.stripe.test/c/pay/";
+
+/// Answers `POST /v1/checkout/sessions` with `cs_test_1`, `cs_test_2`, … and, like Stripe,
+/// the first answer again for a repeated `Idempotency-Key`.
+#[derive(Clone, Default)]
+struct CheckoutSessions {
+    created: Arc<AtomicUsize>,
+    replies: Arc<Mutex<HashMap<String, Value>>>,
+}
+
+impl Respond for CheckoutSessions {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let key = header(request, "idempotency-key").map(str::to_owned);
+        let mut replies = self.replies.lock().unwrap();
+        if let Some(session) = key.as_ref().and_then(|k| replies.get(k)) {
+            return ResponseTemplate::new(200)
+                .insert_header("idempotent-replayed", "true")
+                .set_body_json(session.clone());
+        }
+        let n = self.created.fetch_add(1, Ordering::SeqCst) + 1;
+        let fields = form(request);
+        let id = format!("cs_test_{n}");
+        let session = json!({
+            "id": id, "object": "checkout.session", "mode": "subscription", "status": "open",
+            "customer": fields.get("customer"), "subscription": null,
+            "client_reference_id": fields.get("client_reference_id"),
+            "url": format!("{CHECKOUT_URL_BASE}{id}"),
+        });
+        if let Some(key) = key {
+            replies.insert(key, session.clone());
+        }
+        ResponseTemplate::new(200).set_body_json(session)
+    }
+}
+
+/// `GET /v1/prices/{id}` answers the price with its product expanded.
+async fn stripe_has_price(app: &TestApp, id: &str, name: &str, amount: i64, active: bool) {
+    let mut price = price_object(id, &format!("prod_{id}"), amount);
+    price["active"] = json!(active);
+    price["product"] = product_object(&format!("prod_{id}"), name);
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/prices/{id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(price))
+        .mount(&app.stripe)
+        .await;
+}
+
+/// `GET /v1/prices?lookup_keys[]=key` answers one price.
+async fn stripe_has_lookup_key(app: &TestApp, key: &str, id: &str, name: &str, amount: i64) {
+    let mut price = price_object(id, &format!("prod_{id}"), amount);
+    price["lookup_key"] = json!(key);
+    price["product"] = product_object(&format!("prod_{id}"), name);
+    Mock::given(method("GET"))
+        .and(path("/v1/prices"))
+        .and(query_param("lookup_keys[]", key))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "url": "/v1/prices", "has_more": false, "data": [price]
+        })))
+        .mount(&app.stripe)
+        .await;
+}
+
+async fn stripe_lacks_price(app: &TestApp, id: &str) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/prices/{id}")))
+        .respond_with(stripe_error(
+            404,
+            "invalid_request_error",
+            Some("resource_missing"),
+            &format!("No such price: '{id}'"),
+        ))
+        .mount(&app.stripe)
+        .await;
+}
+
+/// An app offering `price_starter` ($9), `pro_monthly` (a lookup key, $29) and two prices
+/// Stripe refuses: one missing, one inactive.
+async fn app_offering_plans() -> TestApp {
+    let app = spawn_app_with(|vars| {
+        vars.insert(
+            "BILLING_PLANS".into(),
+            "price_starter, price_gone, pro_monthly, price_retired".into(),
+        );
+    })
+    .await;
+    stripe_has_price(&app, "price_starter", "Starter", 900, true).await;
+    stripe_lacks_price(&app, "price_gone").await;
+    stripe_has_lookup_key(&app, "pro_monthly", "price_pro", "Pro", 2900).await;
+    stripe_has_price(&app, "price_retired", "Retired", 500, false).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(CustomerFactory::default())
+        .mount(&app.stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(CheckoutSessions::default())
+        .mount(&app.stripe)
+        .await;
+    app
+}
+
+async fn plans(app: &TestApp, token: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url("/billing/plans"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The plans once the start-up resolution has stored the two valid ones.
+async fn resolved_plans(app: &TestApp, token: &str) -> Value {
+    for _ in 0..300 {
+        let body = plans(app, token).await;
+        if body["data"]["plans"].as_array().unwrap().len() >= 2 {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the offered plans were never resolved");
+}
+
+async fn create_checkout(app: &TestApp, token: &str, plan: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/billing/create-checkout"))
+        .bearer_auth(token)
+        .json(&json!({ "plan": plan }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn refresh_with_session(app: &TestApp, token: &str, session: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/billing/refresh"))
+        .bearer_auth(token)
+        .json(&json!({ "checkoutSessionId": session }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn the_plans_are_listed_in_the_configured_order_without_a_missing_or_inactive_price() {
+    let app = app_offering_plans().await;
+    let token = token_for("user_1", None);
+
+    let body = resolved_plans(&app, &token).await;
+
+    assert_eq!(
+        body,
+        json!({"message": "plans", "data": {"plans": [
+            {"id": "price_starter", "name": "Starter", "amount": 900, "currency": "usd",
+             "interval": "month", "intervalCount": 1},
+            {"id": "pro_monthly", "name": "Pro", "amount": 2900, "currency": "usd",
+             "interval": "month", "intervalCount": 1},
+        ]}})
+    );
+}
+
+#[actix_rt::test]
+async fn without_billing_plans_and_with_a_key_no_plan_is_offered() {
+    let app = spawn_app().await;
+
+    let body = plans(&app, &token_for("user_1", None)).await;
+
+    assert_eq!(body, json!({"message": "plans", "data": {"plans": []}}));
+    let response = create_checkout(&app, &token_for("user_1", None), "price_emu_pro_monthly").await;
+    assert_eq!(response.status(), 400);
+    assert!(app.stripe_requests("POST", "/v1/customers").await.is_empty());
+}
+
+#[actix_rt::test]
+async fn create_checkout_sends_a_subscription_session_for_the_users_customer() {
+    let app = app_offering_plans().await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    resolved_plans(&app, &token).await;
+
+    let response = create_checkout(&app, &token, "pro_monthly").await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"message": "checkout created",
+               "data": {"checkoutUrl": format!("{CHECKOUT_URL_BASE}cs_test_1")}})
+    );
+    let sessions = app.stripe_requests("POST", "/v1/checkout/sessions").await;
+    assert_eq!(sessions.len(), 1);
+    let fields = form(&sessions[0]);
+    assert_eq!(fields["mode"], "subscription");
+    assert_eq!(fields["customer"], "cus_fake_1");
+    assert_eq!(fields["line_items[0][price]"], "price_pro");
+    assert_eq!(fields["line_items[0][quantity]"], "1");
+    assert_eq!(fields["client_reference_id"], "user_1");
+    assert_eq!(fields["metadata[user_id]"], "user_1");
+    assert_eq!(fields["subscription_data[metadata][user_id]"], "user_1");
+    assert_eq!(
+        fields["success_url"],
+        format!("{APP_BASE_URL}/settings/billing?from=checkout&session_id={{CHECKOUT_SESSION_ID}}")
+    );
+    assert_eq!(
+        fields["cancel_url"],
+        format!("{APP_BASE_URL}/settings/billing")
+    );
+    assert!(header(&sessions[0], "idempotency-key").is_some());
+    assert_eq!(
+        app.user("user_1").unwrap().stripe_customer_id.as_deref(),
+        Some("cus_fake_1")
+    );
+}
+
+#[actix_rt::test]
+async fn a_plan_not_offered_is_refused_before_any_stripe_call() {
+    let app = app_offering_plans().await;
+    let token = token_for("user_1", None);
+    resolved_plans(&app, &token).await;
+
+    for plan in ["price_other", "price_gone", "price_retired"] {
+        let response = create_checkout(&app, &token, plan).await;
+
+        assert_eq!(response.status(), 400, "{plan}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unknown_plan", "{plan}");
+    }
+    assert!(app.stripe_requests("POST", "/v1/customers").await.is_empty());
+    assert!(app
+        .stripe_requests("POST", "/v1/checkout/sessions")
+        .await
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn a_paid_user_gets_409_already_subscribed_and_no_session() {
+    let app = app_offering_plans().await;
+    let token = token_for("user_1", None);
+    resolved_plans(&app, &token).await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    let sub = current_subscription("sub_1", "cus_1", "active", now() + 86_400);
+    app.deliver(&event("evt_1", "customer.subscription.created", now(), sub))
+        .await;
+
+    let response = create_checkout(&app, &token, "price_starter").await;
+
+    assert_eq!(response.status(), 409);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "already_subscribed");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("Manage Subscription"));
+    assert!(app
+        .stripe_requests("POST", "/v1/checkout/sessions")
+        .await
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn two_concurrent_clicks_create_one_customer_and_one_session() {
+    let app = app_offering_plans().await;
+    let token = token_for("user_1", None);
+    resolved_plans(&app, &token).await;
+
+    let (a, b) = futures::join!(
+        create_checkout(&app, &token, "price_starter"),
+        create_checkout(&app, &token, "price_starter")
+    );
+
+    let a: Value = a.json().await.unwrap();
+    let b: Value = b.json().await.unwrap();
+    assert_eq!(a["data"]["checkoutUrl"], b["data"]["checkoutUrl"], "{a} {b}");
+    assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
+    let sessions = app.stripe_requests("POST", "/v1/checkout/sessions").await;
+    let keys: std::collections::HashSet<_> = sessions
+        .iter()
+        .map(|r| header(r, "idempotency-key").unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 1, "one key for both clicks");
+}
+
+#[actix_rt::test]
+async fn after_a_stripe_500_the_next_click_uses_another_idempotency_key() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("BILLING_PLANS".into(), "price_starter".into());
+        vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
+    })
+    .await;
+    stripe_has_price(&app, "price_starter", "Starter", 900, true).await;
+    mount_working_stripe(&app.stripe).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(stripe_error(500, "api_error", None, "boom"))
+        .up_to_n_times(1)
+        .mount(&app.stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(CheckoutSessions::default())
+        .mount(&app.stripe)
+        .await;
+    let token = token_for("user_1", None);
+    for _ in 0..300 {
+        if !plans(&app, &token).await["data"]["plans"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let first = create_checkout(&app, &token, "price_starter").await;
+    let second = create_checkout(&app, &token, "price_starter").await;
+
+    assert_eq!(first.status(), 502);
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["error"], "stripe_error");
+    assert_eq!(second.status(), 200);
+    let sessions = app.stripe_requests("POST", "/v1/checkout/sessions").await;
+    assert_eq!(sessions.len(), 2);
+    assert_ne!(
+        header(&sessions[0], "idempotency-key"),
+        header(&sessions[1], "idempotency-key")
+    );
+}
+
+#[actix_rt::test]
+async fn stripe_failures_of_create_checkout_map_like_create_portals() {
+    for (answer, status, code) in [
+        (
+            stripe_error(401, "invalid_request_error", None, "Invalid API Key provided"),
+            502,
+            "stripe_auth_failed",
+        ),
+        (
+            stripe_error(429, "invalid_request_error", Some("rate_limit"), "slow down"),
+            503,
+            "stripe_rate_limited",
+        ),
+        (
+            stripe_error(400, "invalid_request_error", None, "bad"),
+            502,
+            "stripe_error",
+        ),
+    ] {
+        let app = spawn_app_with(|vars| {
+            vars.insert("BILLING_PLANS".into(), "price_starter".into());
+            vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
+        })
+        .await;
+        stripe_has_price(&app, "price_starter", "Starter", 900, true).await;
+        mount_working_stripe(&app.stripe).await;
+        Mock::given(method("POST"))
+            .and(path("/v1/checkout/sessions"))
+            .respond_with(answer)
+            .mount(&app.stripe)
+            .await;
+        let token = token_for("user_1", None);
+        for _ in 0..300 {
+            if !plans(&app, &token).await["data"]["plans"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+
+        let response = create_checkout(&app, &token, "price_starter").await;
+
+        assert_eq!(response.status(), status, "{code}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code);
+    }
+}
+
+#[actix_rt::test]
+async fn a_cookie_request_without_the_csrf_header_is_refused() {
+    let app = app_offering_plans().await;
+    let response = app
+        .client
+        .post(app.url("/billing/create-checkout"))
+        .header(
+            "cookie",
+            format!("billing_session={}", token_for("user_1", None)),
+        )
+        .json(&json!({"plan": "price_starter"}))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 403);
+    assert!(app
+        .stripe_requests("POST", "/v1/checkout/sessions")
+        .await
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn another_users_checkout_session_on_return_is_403_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    app.given().user("user_2").with_customer("cus_2").store();
+    let sub = current_subscription("sub_2", "cus_2", "active", now() + 86_400);
+    Mock::given(method("GET"))
+        .and(path("/v1/checkout/sessions/cs_of_user_2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cs_of_user_2", "object": "checkout.session", "mode": "subscription",
+            "status": "complete", "customer": "cus_2", "subscription": sub,
+        })))
+        .mount(&app.stripe)
+        .await;
+
+    let response = refresh_with_session(&app, &token_for("user_1", None), "cs_of_user_2").await;
+
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "checkout_session_not_yours");
+    assert_eq!(app.count("subscriptions"), 0);
+    assert!(!app.user("user_1").unwrap().paid);
+    assert!(!app.user("user_2").unwrap().paid);
+}
+
+#[actix_rt::test]
+async fn the_users_own_checkout_session_on_return_makes_them_paid_at_once() {
+    let app = spawn_app().await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    let sub = current_subscription("sub_1", "cus_1", "active", now() + 86_400);
+    Mock::given(method("GET"))
+        .and(path("/v1/checkout/sessions/cs_of_user_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cs_of_user_1", "object": "checkout.session", "mode": "subscription",
+            "status": "complete", "customer": "cus_1", "subscription": sub,
+        })))
+        .mount(&app.stripe)
+        .await;
+
+    let response = refresh_with_session(&app, &token_for("user_1", None), "cs_of_user_1").await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["paid"], true, "{body}");
+    assert!(app.user("user_1").unwrap().paid);
+    let reads = app
+        .stripe_requests("GET", "/v1/checkout/sessions/cs_of_user_1")
+        .await;
+    assert_eq!(
+        reads[0].url.query(),
+        Some("expand%5B%5D=subscription"),
+        "the subscription comes expanded"
+    );
+}
+
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn through_the_emulator_a_paid_checkout_is_applied_on_return_with_webhooks_held_back() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    account_settings(&app, &[("deliveries", "off")]).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    for _ in 0..300 {
+        if plans(&app, &token).await["data"]["plans"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let offered = plans(&app, &token).await;
+    assert_eq!(offered["data"]["plans"][1]["id"], "price_emu_pro_monthly");
+
+    let response = create_checkout(&app, &token, "price_emu_pro_monthly").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let url = body["data"]["checkoutUrl"].as_str().unwrap();
+    let session = url.rsplit('/').next().unwrap().to_string();
+    assert!(session.starts_with("cs_test"), "{url}");
+    let (status, paid) = emulator_post(
+        &app,
+        &format!("test_helpers/checkout/sessions/{session}/complete"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+    assert!(!app.user("user_1").unwrap().paid, "no webhook was delivered");
+
+    let response = refresh_with_session(&app, &token, &session).await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["paid"], true, "{body}");
+    assert!(app.user("user_1").unwrap().paid);
+    // A second click now: already subscribed.
+    let again = create_checkout(&app, &token, "price_emu_pro_monthly").await;
+    assert_eq!(again.status(), 409);
+}

@@ -1,6 +1,7 @@
 // Billing Settings page: loads /billing/status (or, back from Stripe's portal or a checkout,
 // POST /billing/refresh, which re-reads Stripe first), renders one of the <template>s in
-// billing.html, and opens the Stripe Customer Portal. Plain ES2020, no dependencies; the page runs under a strict
+// billing.html, opens the Stripe Customer Portal, and, for an unpaid user, lists the offered plans
+// (GET /billing/plans) and opens Stripe Checkout for one (POST /billing/create-checkout). Plain ES2020, no dependencies; the page runs under a strict
 // CSP, so all markup comes from templates and all text is set with textContent (never innerHTML).
 (() => {
   'use strict';
@@ -26,6 +27,7 @@
   let portalPending = false; // true from the click until the request fails (or we navigate away)
   let offeredToken = null;   // from a #token= link, until it is adopted or turned down
   let refreshOnLoad = false; // back from Stripe (?from=portal): the first load re-reads Stripe
+  let checkoutSession = null; // back from Checkout (?from=checkout&session_id=cs_…): the session to apply
 
   // --- Authentication --------------------------------------------------------------------------
 
@@ -57,10 +59,19 @@
     return from === 'portal' || from === 'checkout';
   }
 
+  // Back from Checkout, Stripe names the session (`session_id`, its {CHECKOUT_SESSION_ID}): the
+  // service reads that very session, so the page is right before its webhooks arrive.
+  function returnedCheckoutSession() {
+    const params = new URLSearchParams(window.location.search);
+    const session = params.get('session_id');
+    return params.get('from') === 'checkout' && session && /^cs_[A-Za-z0-9_]+$/.test(session) ? session : null;
+  }
+
   function dropReturnMarker() {
     const url = new URL(window.location.href);
-    if (!url.searchParams.has('from')) return;
+    if (!url.searchParams.has('from') && !url.searchParams.has('session_id')) return;
     url.searchParams.delete('from');
+    url.searchParams.delete('session_id');
     history.replaceState(history.state, '', url.pathname + url.search + url.hash);
   }
 
@@ -279,8 +290,9 @@
   // the plain read.
   async function readStatus(token, signal, refresh = false) {
     try {
+      const body = refresh && checkoutSession ? { checkoutSessionId: checkoutSession } : undefined;
       const response = refresh
-        ? await request('/billing/refresh', { method: 'POST', timeoutMs: REFRESH_TIMEOUT_MS, signal, token })
+        ? await request('/billing/refresh', { method: 'POST', body, timeoutMs: REFRESH_TIMEOUT_MS, signal, token })
         : await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS, signal, token });
       if (response.status === 401) return { kind: 'signed-out' };
       const body = await readJson(response);
@@ -319,7 +331,7 @@
     // Back from Stripe, the loading state stays until the refresh answers: the stored status may
     // be the one the user just changed, and must not flash first.
     let result = await readSession(signal, refresh);
-    if (refresh) dropReturnMarker();
+    if (refresh) { dropReturnMarker(); checkoutSession = null; }
     if (seq !== loadSeq) return; // a newer load owns the page now
 
     // A link's token is weighed against the session once both are known; after an error it waits
@@ -356,7 +368,7 @@
     lastLoadedAt = Date.now();
     showIdentity(result.kind === 'ok' ? result.data : null);
     if (result.kind === 'ok' && result.data.paid) renderPaid(result.data, result.stale);
-    else if (result.kind === 'ok') renderUnpaid(result.data, result.stale);
+    else if (result.kind === 'ok') { renderUnpaid(result.data, result.stale); loadPlans(seq, signal); }
     else if (result.kind === 'signed-out') { render('signed-out'); announce('You are signed out.'); }
     else { render('error'); announce(''); } // the error card is role="alert" and speaks for itself
 
@@ -390,7 +402,7 @@
     p.className = 'inline-error';
     p.setAttribute('role', 'alert');
     p.textContent = message;
-    (button.closest('[data-portal-actions]') || button).after(p);
+    (button.closest('[data-portal-actions], [data-checkout-actions]') || button).after(p);
   }
 
   // Only http(s) URLs may be followed: a tampered response must not become a javascript: URL.
@@ -443,29 +455,74 @@
     showPortalError(button, FALLBACK_ERROR);
   }
 
-  // The subscription reaches this service by webhook, a moment after the emulator creates it:
-  // poll the status until it says paid.
-  async function demoSubscribe(button) {
+  // --- Plans and Checkout ----------------------------------------------------------------------
+
+  // The unpaid card's plan list: each offered plan with its price, said as the status says a plan
+  // ("Pro · $29.00 per month"), and a Subscribe button; without plans, the contact message.
+  async function loadPlans(seq, signal) {
+    let plans = null;
+    try {
+      const response = await request('/billing/plans', { timeoutMs: STATUS_TIMEOUT_MS, signal });
+      const body = response.ok ? await readJson(response) : null;
+      if (body && body.data && Array.isArray(body.data.plans)) plans = body.data.plans;
+    } catch (_) { /* the error line below */ }
+    if (seq !== loadSeq || root.dataset.state !== 'unpaid') return;
+    const box = root.querySelector('[data-plans]');
+    if (!box) return;
+    if (!plans) { box.querySelector('[data-field="plans-error"]').hidden = false; return; }
+    const offered = plans.filter((plan) => plan && typeof plan.id === 'string');
+    if (offered.length === 0) { box.querySelector('[data-field="no-plans"]').hidden = false; return; }
+    box.querySelector('[data-field="plans-title"]').hidden = false;
+    const list = box.querySelector('[data-field="plan-list"]');
+    for (const plan of offered) {
+      const item = templates['plan-item'].cloneNode(true);
+      const name = typeof plan.name === 'string' && plan.name.trim() ? plan.name.trim() : 'Plan';
+      item.querySelector('[data-field="plan-name"]').textContent = name;
+      const money = moneyText(plan.amount, plan.currency);
+      const every = money && intervalText(plan.interval, plan.intervalCount);
+      setField(item, 'plan-price', every ? money + ' ' + every : money);
+      const button = item.querySelector('[data-checkout-plan]');
+      button.dataset.checkoutPlan = plan.id;
+      button.setAttribute('aria-label', 'Subscribe to ' + name);
+      list.append(item);
+    }
+  }
+
+  // Only http(s) URLs may be followed, as for the portal.
+  function checkoutUrlOf(body) {
+    try {
+      const url = new URL(body.data.checkoutUrl);
+      return url.protocol === 'https:' || url.protocol === 'http:' ? url.href : null;
+    } catch (_) { return null; }
+  }
+
+  // Subscribe: the service creates the Checkout Session (one, even for a double click) and the
+  // browser leaves for Stripe's page; busy and error states as the portal buttons'.
+  async function startCheckout(button) {
+    if (portalPending) return; // one Stripe page at a time, across every button
+    portalPending = true;
     clearPortalError();
-    setButtonBusy(button, true, 'Subscribing…');
+    setButtonBusy(button, true, 'Opening checkout…');
+    announce('Opening checkout…');
     let message = FALLBACK_ERROR;
     try {
-      const response = await request('/demo/subscribe', { method: 'POST', body: {}, timeoutMs: PORTAL_TIMEOUT_MS });
-      if (response.ok || response.status === 409) {
-        for (let i = 0; i < 40; i++) {
-          await new Promise((resolve) => setTimeout(resolve, 250));
-          const status = await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS });
-          const body = status.ok ? await readJson(status) : null;
-          if (body && body.data && body.data.paid) { loadStatus({ focus: true }); return; }
-        }
-        message = 'The subscription was created but its webhook has not arrived yet. Reload in a moment.';
-      } else {
-        const body = await readJson(response);
-        if (body && typeof body.message === 'string') message = body.message;
+      const response = await request('/billing/create-checkout', {
+        method: 'POST', body: { plan: button.dataset.checkoutPlan }, timeoutMs: PORTAL_TIMEOUT_MS,
+      });
+      const body = await readJson(response);
+      const url = response.ok && body ? checkoutUrlOf(body) : null;
+      if (url) {
+        window.location.assign(url);
+        return;
       }
-    } catch (_) { /* keep the generic message */ }
+      if (!response.ok && body && typeof body.message === 'string' && body.message.trim()) message = body.message;
+    } catch (_) {
+      // Network error or timeout: keep the generic message.
+    }
+    portalPending = false;
     setButtonBusy(button, false);
     showPortalError(button, message);
+    button.focus();
   }
 
   // --- Wiring ----------------------------------------------------------------------------------
@@ -484,8 +541,8 @@
       loadStatus({ focus: true });
     } else if (button.id === 'demo-sign-in') {
       demoSignIn(button);
-    } else if (button.id === 'demo-subscribe') {
-      demoSubscribe(button);
+    } else if (button.hasAttribute('data-checkout-plan')) {
+      startCheckout(button);
     } else if (button.hasAttribute('data-portal-flow')) {
       const flow = button.dataset.portalFlow;
       openPortal(button, flow ? { flow } : {});
@@ -522,5 +579,6 @@
 
   offeredToken = takeFragmentToken(); // before anything else: the token leaves the address bar at once
   refreshOnLoad = returnedFromStripe();
+  checkoutSession = returnedCheckoutSession();
   document.addEventListener('DOMContentLoaded', start);
 })();

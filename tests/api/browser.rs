@@ -787,6 +787,73 @@ async fn click(browser: &Browser, css: &str) {
         .unwrap();
 }
 
+/// The page's Subscribe for the emulator's Pro plan: the browser leaves for the session's
+/// checkout URL, the emulator's test helper pays the session in the hosted page's place, and
+/// the browser comes back as Stripe redirects it, to the success URL with the session's id.
+#[cfg(feature = "emulator")]
+async fn subscribe_on_the_page(browser: &Browser, base: &str) {
+    click(browser, r#"[data-checkout-plan="price_emu_pro_monthly"]"#).await;
+    let mut url = String::new();
+    for _ in 0..150 {
+        url = browser.client.current_url().await.unwrap().to_string();
+        if url.contains("/c/pay/") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let session = url.rsplit('/').next().unwrap().to_string();
+    assert!(session.starts_with("cs_"), "the browser never left for checkout: {url}");
+    let (status, paid) = emulator_post_at(
+        &reqwest::Client::new(),
+        base,
+        &format!("test_helpers/checkout/sessions/{session}/complete"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+    browser
+        .client
+        .goto(&format!(
+            "{base}/settings/billing?from=checkout&session_id={session}"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Issue 19: an unpaid user picks a plan on the page, pays, and is shown paid the moment they
+/// come back, with every webhook held back.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn back_from_checkout_the_page_shows_paid_before_any_webhook() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    account_settings(&app, &[("deliveries", "off")]).await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("signed-out").await;
+    click(&browser, "#demo-sign-in").await;
+    browser.wait_for_state("unpaid").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(r#"[data-checkout-plan="price_emu_starter_monthly"]"#))
+        .await
+        .unwrap();
+    browser.screenshot("checkout-plans").await;
+
+    subscribe_on_the_page(&browser, &app.address).await;
+
+    browser.wait_for_state("paid").await;
+    assert!(app.user("demo_user").unwrap().paid);
+    assert_eq!(app.count("stripe_events"), 0, "no webhook was delivered");
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.query().is_none(), "the return marker left the address bar: {url}");
+    browser.screenshot("checkout-returned-paid").await;
+    browser.close().await;
+}
+
 #[cfg(feature = "emulator")]
 #[actix_rt::test]
 async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline() {
@@ -803,9 +870,9 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
     assert!(!browser.has("#manage-subscription").await);
     browser.screenshot("demo-unpaid").await;
 
-    // Demo checkout: the emulator creates the subscription, its webhook makes
-    // the user paid, and the button appears.
-    click(&browser, "#demo-subscribe").await;
+    // The page's Checkout: the emulator creates the subscription, the return
+    // applies it, and the button appears.
+    subscribe_on_the_page(&browser, &app.address).await;
     browser.wait_for_state("paid").await;
     browser.screenshot("demo-paid").await;
 
@@ -1452,7 +1519,7 @@ async fn after_a_restart_in_the_middle_of_the_demo_loop_the_portal_still_knows_t
     browser.wait_for_state("signed-out").await;
     click(&browser, "#demo-sign-in").await;
     browser.wait_for_state("unpaid").await;
-    click(&browser, "#demo-subscribe").await;
+    subscribe_on_the_page(&browser, &first.base).await;
     browser.wait_for_state("paid").await;
     let subscription = app.subscription_ids().pop().unwrap();
 

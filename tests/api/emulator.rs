@@ -402,7 +402,7 @@ async fn refused_deliveries(app: &TestApp) -> u64 {
 }
 
 #[actix_rt::test]
-async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
+async fn demo_sign_in_and_checkout_make_the_demo_user_paid_by_webhook() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let client = reqwest::Client::builder()
         .cookie_store(true)
@@ -415,33 +415,23 @@ async fn demo_sign_in_and_subscribe_make_the_demo_user_paid_by_webhook() {
         .send()
         .await
         .unwrap();
-    let subscribed = client
-        .post(app.url("/demo/subscribe"))
-        .header("x-requested-with", "billing-portal")
-        .send()
-        .await
-        .unwrap();
-
     assert_eq!(signed_in.status(), 200);
-    assert_eq!(subscribed.status(), 200);
+    checkout_through_emulator(&client, &app.address, "price_emu_pro_monthly").await;
+
     eventually("the demo user to be paid", || {
         app.user("demo_user").is_some_and(|u| u.paid)
     })
     .await;
-    let again = client
-        .post(app.url("/demo/subscribe"))
-        .header("x-requested-with", "billing-portal")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 409);
+    let (again, body) = create_checkout_at(&client, &app.address, "price_emu_starter_monthly").await;
+    assert_eq!(again, 409, "{body}");
+    assert_eq!(body["error"], "already_subscribed");
 }
 
-/// Two clicks on "Subscribe" at once share the demo's idempotency keys: one meets the other's
-/// request in flight (409 `idempotency_key_in_use`) and, as Stripe's libraries do, retries until
-/// the first answer is saved. Neither click fails, and they buy one subscription.
+/// Two clicks on "Subscribe" at once, with the emulator holding each answer: the second waits
+/// for the first under the user's lock and sends the same idempotency key, so both get the
+/// one session, and paying it buys one subscription.
 #[actix_rt::test]
-async fn two_demo_clicks_at_once_buy_one_subscription() {
+async fn two_subscribe_clicks_at_once_open_one_checkout_session() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let browser = reqwest::Client::builder()
         .cookie_store(true)
@@ -454,41 +444,32 @@ async fn two_demo_clicks_at_once_buy_one_subscription() {
         .await
         .unwrap();
     assert_eq!(signed_in.status(), 200);
-    // Held answers make the two clicks' requests overlap.
-    account_settings(&app, &[("latency_ms", "1000")]).await;
-
-    let click = || async {
-        let response = browser
-            .post(app.url("/demo/subscribe"))
-            .header("x-requested-with", "billing-portal")
+    // The plans resolved before the latency makes everything slow.
+    for _ in 0..300 {
+        let plans: Value = browser
+            .get(app.url("/billing/plans"))
             .send()
             .await
+            .unwrap()
+            .json()
+            .await
             .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json::<Value>().await.unwrap())
-    };
-    let (one, two) = futures::join!(click(), click());
-
-    let mut bought = Vec::new();
-    for (status, body) in [&one, &two] {
-        match status {
-            200 => bought.push(body["data"]["subscriptionId"].clone()),
-            // The other click's purchase was already listed: nothing to buy.
-            409 => assert_eq!(body["error"], "already_subscribed", "{body}"),
-            _ => panic!("{status}: {body}"),
+        if plans["data"]["plans"].as_array().unwrap().len() == 2 {
+            break;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(
-        !bought.is_empty() && bought.iter().all(|id| *id == bought[0]),
-        "{one:?} {two:?}"
+    account_settings(&app, &[("latency_ms", "1000")]).await;
+
+    let ((one, a), (two, b)) = futures::join!(
+        create_checkout_at(&browser, &app.address, "price_emu_pro_monthly"),
+        create_checkout_at(&browser, &app.address, "price_emu_pro_monthly")
     );
-    let customer = app.user("demo_user").unwrap().stripe_customer_id.unwrap();
-    let listed = emulator_get(
-        &app,
-        &format!("subscriptions?customer={customer}&status=all"),
-    )
-    .await;
-    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+
+    assert_eq!((one, two), (200, 200), "{a} {b}");
+    assert_eq!(a["data"]["checkoutUrl"], b["data"]["checkoutUrl"]);
+    let customers = emulated_customers(&app).await;
+    assert_eq!(customers.len(), 1, "{customers:?}");
 }
 
 /// Login CSRF: another site's page must not sign a visitor in as the demo
@@ -532,7 +513,7 @@ fn of_the_purchase(event: &Value) -> bool {
 }
 
 #[actix_rt::test]
-async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkout_sends() {
+async fn the_pages_checkout_goes_through_checkout_sessions_and_sends_what_checkout_sends() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let client = reqwest::Client::builder()
         .cookie_store(true)
@@ -545,17 +526,9 @@ async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkou
         .await
         .unwrap();
 
-    let subscribed: Value = client
-        .post(app.url("/demo/subscribe"))
-        .header("x-requested-with", "billing-portal")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, paid) = checkout_through_emulator(&client, &app.address, "price_emu_pro_monthly").await;
 
-    let subscription = subscribed["data"]["subscriptionId"].as_str().unwrap();
+    let subscription = paid["subscription"].as_str().unwrap();
     let events = emulator_get(&app, "events?limit=100").await;
     let types: Vec<&str> = events["data"]
         .as_array()
@@ -586,10 +559,13 @@ async fn the_demo_checkout_goes_through_checkout_sessions_and_sends_what_checkou
     assert_eq!(completed["subscription"], subscription);
     assert_eq!(completed["client_reference_id"], "demo_user");
     assert_eq!(completed["payment_status"], "paid");
-    // Were the checkout hosted, it would bring the buyer back to a page that re-reads Stripe.
+    // It brings the buyer back to the page, which has that session applied.
     assert_eq!(
         completed["success_url"],
-        format!("{}/settings/billing?from=checkout", app.address)
+        format!(
+            "{}/settings/billing?from=checkout&session_id={{CHECKOUT_SESSION_ID}}",
+            app.address
+        )
     );
     let session = completed["id"].as_str().unwrap();
     let (again, body) = emulator_post(

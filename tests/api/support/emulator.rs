@@ -215,23 +215,65 @@ pub async fn emulator_post_at(
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
-/// The demo as a browser runs it against the service at `base`: signs in (the session cookie
-/// lands in `client`'s jar) and buys the Pro plan; the subscription's id.
-pub async fn demo_subscribe(client: &reqwest::Client, base: &str) -> String {
-    for step in ["sign-in", "subscribe"] {
+/// `POST /billing/create-checkout` for `plan` from `client` (its session cookie) at `base`,
+/// once the start-up resolution offers it: status and body.
+pub async fn create_checkout_at(client: &reqwest::Client, base: &str, plan: &str) -> (u16, Value) {
+    for _ in 0..300 {
         let response = client
-            .post(format!("{base}/demo/{step}"))
+            .post(format!("{base}/billing/create-checkout"))
             .header("x-requested-with", "billing-portal")
+            .json(&serde_json::json!({ "plan": plan }))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "demo {step}");
-        if step == "subscribe" {
-            let body: Value = response.json().await.unwrap();
-            return body["data"]["subscriptionId"].as_str().unwrap().to_string();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        // Until the background resolution has read the emulator's prices.
+        if status == 400 && body["error"] == "unknown_plan" {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
         }
+        return (status, body);
     }
-    unreachable!()
+    panic!("{plan} was never offered");
+}
+
+/// The page's Subscribe as a browser runs it against the service at `base` (the session cookie
+/// in `client`): a Checkout Session for `plan`, then the emulator's test helper pays it in the
+/// hosted checkout page's place. The session's id, and the session as the helper answers it.
+pub async fn checkout_through_emulator(
+    client: &reqwest::Client,
+    base: &str,
+    plan: &str,
+) -> (String, Value) {
+    let (status, body) = create_checkout_at(client, base, plan).await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["data"]["checkoutUrl"].as_str().unwrap();
+    // Stripe's `…/c/pay/cs_…`: the session's id is the URL's last segment.
+    let session = url.rsplit('/').next().unwrap().to_string();
+    let (status, paid) = emulator_post_at(
+        client,
+        base,
+        &format!("test_helpers/checkout/sessions/{session}/complete"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+    (session, paid)
+}
+
+/// The demo as a browser runs it against the service at `base`: signs in (the session cookie
+/// lands in `client`'s jar) and buys the Pro plan through Checkout; the subscription's id.
+pub async fn demo_subscribe(client: &reqwest::Client, base: &str) -> String {
+    let response = client
+        .post(format!("{base}/demo/sign-in"))
+        .header("x-requested-with", "billing-portal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "demo sign-in");
+    let (_, paid) = checkout_through_emulator(client, base, "price_emu_pro_monthly").await;
+    paid["subscription"].as_str().unwrap().to_string()
 }
 
 impl TestApp {

@@ -290,9 +290,9 @@
   // the plain read.
   async function readStatus(token, signal, refresh = false) {
     try {
-      const body = refresh && checkoutSession ? { checkoutSessionId: checkoutSession } : undefined;
+      const refreshBody = refresh && checkoutSession ? { checkoutSessionId: checkoutSession } : undefined;
       const response = refresh
-        ? await request('/billing/refresh', { method: 'POST', body, timeoutMs: REFRESH_TIMEOUT_MS, signal, token })
+        ? await request('/billing/refresh', { method: 'POST', body: refreshBody, timeoutMs: REFRESH_TIMEOUT_MS, signal, token })
         : await request('/billing/status', { timeoutMs: STATUS_TIMEOUT_MS, signal, token });
       if (response.status === 401) return { kind: 'signed-out' };
       const body = await readJson(response);

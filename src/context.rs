@@ -93,7 +93,9 @@ pub async fn build(
         portal_return_url: settings.portal_return_url(),
         checkout_return_url: settings.checkout_return_url(),
         checkout_cancel_url: settings.billing_page_url(),
-        offer: Arc::new(crate::billing::checkout::Offer::new(settings.offered_plans())),
+        offer: Arc::new(crate::billing::checkout::Offer::new(
+            settings.offered_plans(),
+        )),
         lock_timeout_ms: settings.stripe.timeout.as_millis() * 2 + 5_000,
         webhook_refetch: settings.stripe.webhook_refetch,
         future_tolerance_secs: i64::try_from(settings.stripe.webhook_tolerance_secs)

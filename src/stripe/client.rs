@@ -650,7 +650,10 @@ impl CheckoutRequest<'_> {
                 // user id is enough as the reference.
                 ("client_reference_id", self.user_id.as_str()),
                 ("metadata[user_id]", self.user_id.as_str()),
-                ("subscription_data[metadata][user_id]", self.user_id.as_str()),
+                (
+                    "subscription_data[metadata][user_id]",
+                    self.user_id.as_str(),
+                ),
                 ("success_url", self.success_url),
                 ("cancel_url", self.cancel_url),
             ])
@@ -688,8 +691,8 @@ impl StripeGateway {
         request: &CheckoutRequest<'_>,
         key: &str,
     ) -> Result<String, StripeFailure> {
-        let key = IdempotencyKey::new(key)
-            .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
+        let key =
+            IdempotencyKey::new(key).map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
         let mut builder =
             RequestBuilder::new(stripe_client_core::StripeMethod::Post, "/checkout/sessions");
         builder.body = Some(request.form());
@@ -789,8 +792,7 @@ impl StripeGateway {
                 Err(other) => return Err(other),
             }
         } else {
-            let mut builder =
-                RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/prices");
+            let mut builder = RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/prices");
             builder.query = Some(
                 url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("lookup_keys[]", entry)

@@ -802,7 +802,10 @@ async fn subscribe_on_the_page(browser: &Browser, base: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let session = url.rsplit('/').next().unwrap().to_string();
-    assert!(session.starts_with("cs_"), "the browser never left for checkout: {url}");
+    assert!(
+        session.starts_with("cs_"),
+        "the browser never left for checkout: {url}"
+    );
     let (status, paid) = emulator_post_at(
         &reqwest::Client::new(),
         base,
@@ -838,7 +841,9 @@ async fn back_from_checkout_the_page_shows_paid_before_any_webhook() {
         .client
         .wait()
         .at_most(WAIT)
-        .for_element(Locator::Css(r#"[data-checkout-plan="price_emu_starter_monthly"]"#))
+        .for_element(Locator::Css(
+            r#"[data-checkout-plan="price_emu_starter_monthly"]"#,
+        ))
         .await
         .unwrap();
     browser.screenshot("checkout-plans").await;
@@ -849,7 +854,10 @@ async fn back_from_checkout_the_page_shows_paid_before_any_webhook() {
     assert!(app.user("demo_user").unwrap().paid);
     assert_eq!(app.count("stripe_events"), 0, "no webhook was delivered");
     let url = browser.client.current_url().await.unwrap();
-    assert!(url.query().is_none(), "the return marker left the address bar: {url}");
+    assert!(
+        url.query().is_none(),
+        "the return marker left the address bar: {url}"
+    );
     browser.screenshot("checkout-returned-paid").await;
     browser.close().await;
 }

@@ -185,7 +185,10 @@ async fn without_billing_plans_and_with_a_key_no_plan_is_offered() {
     assert_eq!(body, json!({"message": "plans", "data": {"plans": []}}));
     let response = create_checkout(&app, &token_for("user_1", None), "price_emu_pro_monthly").await;
     assert_eq!(response.status(), 400);
-    assert!(app.stripe_requests("POST", "/v1/customers").await.is_empty());
+    assert!(app
+        .stripe_requests("POST", "/v1/customers")
+        .await
+        .is_empty());
 }
 
 #[actix_rt::test]
@@ -241,7 +244,10 @@ async fn a_plan_not_offered_is_refused_before_any_stripe_call() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"], "unknown_plan", "{plan}");
     }
-    assert!(app.stripe_requests("POST", "/v1/customers").await.is_empty());
+    assert!(app
+        .stripe_requests("POST", "/v1/customers")
+        .await
+        .is_empty());
     assert!(app
         .stripe_requests("POST", "/v1/checkout/sessions")
         .await
@@ -286,7 +292,10 @@ async fn two_concurrent_clicks_create_one_customer_and_one_session() {
 
     let a: Value = a.json().await.unwrap();
     let b: Value = b.json().await.unwrap();
-    assert_eq!(a["data"]["checkoutUrl"], b["data"]["checkoutUrl"], "{a} {b}");
+    assert_eq!(
+        a["data"]["checkoutUrl"], b["data"]["checkoutUrl"],
+        "{a} {b}"
+    );
     assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
     let sessions = app.stripe_requests("POST", "/v1/checkout/sessions").await;
     let keys: std::collections::HashSet<_> = sessions
@@ -347,12 +356,22 @@ async fn after_a_stripe_500_the_next_click_uses_another_idempotency_key() {
 async fn stripe_failures_of_create_checkout_map_like_create_portals() {
     for (answer, status, code) in [
         (
-            stripe_error(401, "invalid_request_error", None, "Invalid API Key provided"),
+            stripe_error(
+                401,
+                "invalid_request_error",
+                None,
+                "Invalid API Key provided",
+            ),
             502,
             "stripe_auth_failed",
         ),
         (
-            stripe_error(429, "invalid_request_error", Some("rate_limit"), "slow down"),
+            stripe_error(
+                429,
+                "invalid_request_error",
+                Some("rate_limit"),
+                "slow down",
+            ),
             503,
             "stripe_rate_limited",
         ),
@@ -505,7 +524,10 @@ async fn through_the_emulator_a_paid_checkout_is_applied_on_return_with_webhooks
     )
     .await;
     assert_eq!(status, 200, "{paid}");
-    assert!(!app.user("user_1").unwrap().paid, "no webhook was delivered");
+    assert!(
+        !app.user("user_1").unwrap().paid,
+        "no webhook was delivered"
+    );
 
     let response = refresh_with_session(&app, &token, &session).await;
 

@@ -422,7 +422,8 @@ async fn demo_sign_in_and_checkout_make_the_demo_user_paid_by_webhook() {
         app.user("demo_user").is_some_and(|u| u.paid)
     })
     .await;
-    let (again, body) = create_checkout_at(&client, &app.address, "price_emu_starter_monthly").await;
+    let (again, body) =
+        create_checkout_at(&client, &app.address, "price_emu_starter_monthly").await;
     assert_eq!(again, 409, "{body}");
     assert_eq!(body["error"], "already_subscribed");
 }

@@ -2,9 +2,9 @@
 //! Stripe on loopback. One binary; each test has its own database.
 
 mod auth;
-mod checkout;
 mod availability;
 mod browser;
+mod checkout;
 mod edge;
 // These drive the local Stripe emulator, which only the `emulator` feature builds.
 #[cfg(feature = "emulator")]

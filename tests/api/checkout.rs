@@ -509,6 +509,7 @@ async fn through_the_emulator_a_paid_checkout_is_applied_on_return_with_webhooks
     }
     let offered = plans(&app, &token).await;
     assert_eq!(offered["data"]["plans"][1]["id"], "price_emu_pro_monthly");
+    assert_eq!(counter(&app, "checkout_sessions_created_total").await, 0.0);
 
     let response = create_checkout(&app, &token, "price_emu_pro_monthly").await;
     assert_eq!(response.status(), 200);
@@ -538,4 +539,19 @@ async fn through_the_emulator_a_paid_checkout_is_applied_on_return_with_webhooks
     // A second click now: already subscribed.
     let again = create_checkout(&app, &token, "price_emu_pro_monthly").await;
     assert_eq!(again.status(), 409);
+    assert_eq!(counter(&app, "checkout_sessions_created_total").await, 1.0);
+    assert_eq!(counter(&app, "checkouts_applied_on_return_total").await, 1.0);
+}
+
+/// `billing_portal_<name>` as `/metrics` answers it now.
+#[cfg(feature = "emulator")]
+async fn counter(app: &TestApp, name: &str) -> f64 {
+    let text = app.get_text("/metrics").await;
+    let series = format!("billing_portal_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series}in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
 }

@@ -402,7 +402,10 @@
     p.className = 'inline-error';
     p.setAttribute('role', 'alert');
     p.textContent = message;
-    (button.closest('[data-portal-actions], [data-checkout-actions]') || button).after(p);
+    // Under a plan, inside its list item (a <ul> holds only items); else after the buttons.
+    const plan = button.closest('[data-checkout-actions]');
+    if (plan) plan.append(p);
+    else (button.closest('[data-portal-actions]') || button).after(p);
   }
 
   // Only http(s) URLs may be followed: a tampered response must not become a javascript: URL.

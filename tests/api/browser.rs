@@ -1552,3 +1552,86 @@ async fn after_a_restart_in_the_middle_of_the_demo_loop_the_portal_still_knows_t
     browser.screenshot("demo-portal-after-restart").await;
     browser.close().await;
 }
+
+/// Issue 19: a Subscribe that Stripe refuses says why under its plan, and the button is usable
+/// again; without `BILLING_PLANS` the card says to contact the app instead of listing plans.
+#[actix_rt::test]
+async fn a_refused_subscribe_shows_its_error_and_no_plans_means_contact_us() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app_with(|vars| {
+        vars.insert("BILLING_PLANS".into(), "price_pro_monthly".into());
+        vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
+    })
+    .await;
+    let mut price = price_object("price_pro_monthly", "prod_pro", 2900);
+    price["product"] = product_object("prod_pro", "Pro");
+    Mock::given(method("GET"))
+        .and(path("/v1/prices/price_pro_monthly"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(price))
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(stripe_error(400, "invalid_request_error", None, "bad"))
+        .mount(&app.stripe)
+        .await;
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("unpaid").await;
+    let subscribe = r#"[data-checkout-plan="price_pro_monthly"]"#;
+    // The start-up read of the price may finish after the first load.
+    for _ in 0..50 {
+        if browser.has(subscribe).await {
+            break;
+        }
+        browser.client.refresh().await.unwrap();
+        browser.wait_for_state("unpaid").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(browser.text(".plan-name").await, "Pro");
+    assert_eq!(browser.text(".plan-price").await, "$29.00 per month");
+
+    click(&browser, subscribe).await;
+
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(
+            ".plan-item + #portal-error, .plan-item #portal-error",
+        ))
+        .await
+        .unwrap();
+    let error = browser.text("#portal-error").await;
+    assert!(
+        error.contains("Stripe could not process the request"),
+        "{error}"
+    );
+    assert_eq!(
+        browser.attr(subscribe, "aria-busy").await.as_deref(),
+        Some("false")
+    );
+    browser.screenshot("checkout-refused").await;
+
+    let bare = spawn_app().await;
+    browser.sign_in(&bare, "user_1").await;
+    browser.open_billing(&bare).await;
+    browser.wait_for_state("unpaid").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(r#"[data-field="no-plans"]:not([hidden])"#))
+        .await
+        .unwrap();
+    assert!(browser
+        .text(r#"[data-field="no-plans"]"#)
+        .await
+        .contains("Please contact us to subscribe."));
+    assert!(!browser.has("[data-checkout-plan]").await);
+    browser.screenshot("checkout-no-plans").await;
+    browser.close().await;
+}

@@ -540,7 +540,10 @@ async fn through_the_emulator_a_paid_checkout_is_applied_on_return_with_webhooks
     let again = create_checkout(&app, &token, "price_emu_pro_monthly").await;
     assert_eq!(again.status(), 409);
     assert_eq!(counter(&app, "checkout_sessions_created_total").await, 1.0);
-    assert_eq!(counter(&app, "checkouts_applied_on_return_total").await, 1.0);
+    assert_eq!(
+        counter(&app, "checkouts_applied_on_return_total").await,
+        1.0
+    );
 }
 
 /// `billing_portal_<name>` as `/metrics` answers it now.

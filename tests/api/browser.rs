@@ -1594,7 +1594,14 @@ async fn a_refused_subscribe_shows_its_error_and_no_plans_means_contact_us() {
     assert_eq!(browser.text(".plan-name").await, "Pro");
     assert_eq!(browser.text(".plan-price").await, "$29.00 per month");
 
-    click(&browser, subscribe).await;
+    browser
+        .client
+        .find(Locator::Css(subscribe))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 
     browser
         .client

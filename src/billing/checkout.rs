@@ -140,7 +140,7 @@ async fn resolve_one(billing: &Billing, entry: &str) -> Result<(), Error> {
         );
         return Ok(());
     };
-    if !offered.active || offered.price.deleted {
+    if !offered.price.active || offered.price.deleted {
         warn!(
             "BILLING_PLANS: the price `{entry}` ({}) is inactive in Stripe: it is not offered",
             offered.price.id
@@ -195,7 +195,8 @@ pub(crate) async fn offered_plans(billing: &Billing) -> Result<Vec<OfferedPlan>,
     Ok(plans)
 }
 
-/// The stored price `id` with its product, unless it is deleted.
+/// The stored price `id` with its product, unless it is deleted or archived
+/// (`price.updated` with `active: false`).
 fn stored_price(
     conn: &mut PgConnection,
     id: &str,
@@ -205,7 +206,7 @@ fn stored_price(
         .select(Price::as_select())
         .first(conn)
         .optional()?
-        .filter(|p| !p.deleted)
+        .filter(|p| !p.deleted && p.active)
     else {
         return Ok(None);
     };

@@ -88,6 +88,7 @@ pub(crate) fn store_price(
             recurring_interval: recurring.map(|r| r.interval.as_str()),
             recurring_interval_count: recurring.map(|r| r.interval_count),
             deleted: price.deleted,
+            active: price.active,
             as_of,
         },
     )?;
@@ -244,6 +245,7 @@ mod tests {
             recurring_interval: Some("month".into()),
             recurring_interval_count: Some(1),
             deleted: false,
+            active: true,
         }
     }
 

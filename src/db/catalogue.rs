@@ -21,6 +21,8 @@ pub struct Price {
     pub recurring_interval: Option<String>,
     pub recurring_interval_count: Option<i32>,
     pub deleted: bool,
+    /// Whether Stripe still sells it (`active`); an archived price is not offered.
+    pub active: bool,
 }
 
 /// A stored product.
@@ -42,6 +44,7 @@ pub struct PriceState<'a> {
     pub recurring_interval: Option<&'a str>,
     pub recurring_interval_count: Option<i32>,
     pub deleted: bool,
+    pub active: bool,
     pub as_of: DateTime<Utc>,
 }
 
@@ -65,8 +68,8 @@ pub struct ProductState<'a> {
 pub fn store_price(conn: &mut PgConnection, price: &PriceState<'_>) -> QueryResult<bool> {
     diesel::sql_query(
         "INSERT INTO stripe_prices AS p (id, product_id, nickname, unit_amount, currency, \
-             recurring_interval, recurring_interval_count, deleted, as_of) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             recurring_interval, recurring_interval_count, deleted, as_of, active) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (id) DO UPDATE SET \
              product_id = CASE WHEN EXCLUDED.deleted \
                  THEN COALESCE(EXCLUDED.product_id, p.product_id) ELSE EXCLUDED.product_id END, \
@@ -83,6 +86,7 @@ pub fn store_price(conn: &mut PgConnection, price: &PriceState<'_>) -> QueryResu
                  THEN COALESCE(EXCLUDED.recurring_interval_count, p.recurring_interval_count) \
                  ELSE EXCLUDED.recurring_interval_count END, \
              deleted = EXCLUDED.deleted, \
+             active = CASE WHEN EXCLUDED.deleted THEN p.active ELSE EXCLUDED.active END, \
              as_of = EXCLUDED.as_of, \
              updated_at = now() \
          WHERE p.as_of < EXCLUDED.as_of \
@@ -97,6 +101,7 @@ pub fn store_price(conn: &mut PgConnection, price: &PriceState<'_>) -> QueryResu
     .bind::<Nullable<Integer>, _>(price.recurring_interval_count)
     .bind::<Bool, _>(price.deleted)
     .bind::<Timestamptz, _>(price.as_of)
+    .bind::<Bool, _>(price.active)
     .execute(conn)
     .map(|stored| stored == 1)
 }

@@ -32,6 +32,7 @@ diesel::table! {
         deleted -> Bool,
         as_of -> Timestamptz,
         updated_at -> Timestamptz,
+        active -> Bool,
     }
 }
 

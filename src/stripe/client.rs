@@ -675,12 +675,11 @@ pub(crate) enum SessionSubscription {
     Id(SubscriptionId),
 }
 
-/// A price as `BILLING_PLANS` names it, resolved: the price (its product
-/// expanded) and whether Stripe still sells it (`active`).
+/// A price as `BILLING_PLANS` names it, resolved: the price, its product
+/// expanded (`active` says whether Stripe still sells it).
 #[derive(Debug)]
 pub(crate) struct OfferedPrice {
     pub(crate) price: PriceObject,
-    pub(crate) active: bool,
 }
 
 impl StripeGateway {
@@ -807,13 +806,9 @@ impl StripeGateway {
                 None => return Ok(None),
             }
         };
-        let active = match &body {
-            Json::Object(object) => !matches!(object.get("active"), Some(Json::Bool(false))),
-            _ => true,
-        };
         let price = parse_price(miniserde::json::to_string(&body).as_bytes())
             .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
-        Ok(Some(OfferedPrice { price, active }))
+        Ok(Some(OfferedPrice { price }))
     }
 }
 

@@ -150,6 +150,8 @@ pub struct PriceObject {
     pub recurring: Option<Recurring>,
     /// A `price.deleted` event, or an object saying `"deleted": true`.
     pub deleted: bool,
+    /// `active`: whether Stripe still sells it (an archived price is `false`); true when absent.
+    pub active: bool,
 }
 
 /// A price's `recurring`: every `interval_count` `interval`s.
@@ -651,6 +653,8 @@ struct PriceObjectWire {
     recurring: Option<RecurringWire>,
     #[serde(default, deserialize_with = "lenient")]
     deleted: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    active: Option<bool>,
 }
 
 /// A price's `product`: an id, or the expanded product.
@@ -736,6 +740,7 @@ impl PriceObjectWire {
                 .map(|c| c.to_ascii_lowercase()),
             recurring: self.recurring.and_then(RecurringWire::into_domain),
             deleted: deleted || self.deleted == Some(true),
+            active: self.active != Some(false),
         })
     }
 }
@@ -1249,9 +1254,12 @@ mod tests {
                     interval_count: 1
                 }),
                 deleted: false,
+                active: true,
             }
         );
         assert!(price_of(&event_with("price.deleted", PRICE)).deleted);
+        let archived = PRICE.replace(r#""active":true"#, r#""active":false"#);
+        assert!(!price_of(&event_with("price.updated", &archived)).active);
     }
 
     #[test]

@@ -558,3 +558,32 @@ async fn counter(app: &TestApp, name: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+#[actix_rt::test]
+async fn a_price_archived_by_webhook_is_no_longer_offered() {
+    let app = app_offering_plans().await;
+    let token = token_for("user_1", None);
+    resolved_plans(&app, &token).await;
+    let mut archived = price_object("price_starter", "prod_price_starter", 900);
+    archived["active"] = json!(false);
+
+    let response = app
+        .deliver(&event("evt_archived", "price.updated", now(), archived))
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body = plans(&app, &token).await;
+    let ids: Vec<&str> = body["data"]["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["pro_monthly"]);
+    let refused = create_checkout(&app, &token, "price_starter").await;
+    assert_eq!(refused.status(), 400);
+    assert!(app
+        .stripe_requests("POST", "/v1/checkout/sessions")
+        .await
+        .is_empty());
+}

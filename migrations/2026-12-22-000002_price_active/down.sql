@@ -1,0 +1,1 @@
+ALTER TABLE stripe_prices DROP COLUMN active;

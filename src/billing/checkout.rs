@@ -51,24 +51,38 @@ use crate::stripe::status::SubscriptionStatus;
 /// so `cargo run` shows plans.
 pub const EMULATOR_PLANS: [&str; 2] = ["price_emu_starter_monthly", "price_emu_pro_monthly"];
 
+/// How long `GET /billing/plans` waits, just after start-up, for the first
+/// resolution of `BILLING_PLANS` (a few reads of Stripe's).
+const FIRST_PASS_WAIT: Duration = Duration::from_secs(5);
+
 /// How long the background resolution waits before trying again the entries
 /// Stripe failed to answer (not those it said do not exist).
 const RETRY_EVERY: Duration = Duration::from_secs(60);
 
 /// The plans offered: the `BILLING_PLANS` entries in order, and the price
 /// each resolved to (only those Stripe has and sells).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Offer {
     entries: Vec<String>,
     resolved: RwLock<HashMap<String, String>>,
+    /// Whether the start-up resolution has tried every entry once: until
+    /// then, an empty list would wrongly tell the page nothing is offered.
+    first_pass: tokio::sync::watch::Sender<bool>,
 }
 
 impl Offer {
     pub fn new(entries: Vec<String>) -> Self {
         Self {
+            first_pass: tokio::sync::watch::Sender::new(entries.is_empty()),
             entries,
             resolved: RwLock::default(),
         }
+    }
+
+    /// Waits, at most `limit`, until every entry has been tried once.
+    async fn first_pass_done(&self, limit: Duration) {
+        let mut done = self.first_pass.subscribe();
+        let _ = tokio::time::timeout(limit, done.wait_for(|done| *done)).await;
     }
 
     /// The price `entry` resolved to, when it is offered.
@@ -97,6 +111,7 @@ impl Offer {
 /// [`RETRY_EVERY`] until each is resolved or refused.
 pub fn resolve_in_background(billing: &Billing) {
     if billing.offer.entries.is_empty() || billing.stripe.is_none() {
+        billing.offer.first_pass.send_replace(true);
         return;
     }
     let billing = billing.clone();
@@ -113,6 +128,7 @@ pub fn resolve_in_background(billing: &Billing) {
                     failed.push(entry);
                 }
             }
+            billing.offer.first_pass.send_replace(true);
             if failed.is_empty() {
                 return;
             }
@@ -170,8 +186,10 @@ pub(crate) struct OfferedPlan {
 }
 
 /// The offered plans, in `BILLING_PLANS` order, read from Postgres: a price
-/// deleted since (`price.deleted`) is left out.
+/// deleted or archived since is left out. Just after start-up, waits (at most
+/// [`FIRST_PASS_WAIT`]) for the resolution to have tried every entry once.
 pub(crate) async fn offered_plans(billing: &Billing) -> Result<Vec<OfferedPlan>, Error> {
+    billing.offer.first_pass_done(FIRST_PASS_WAIT).await;
     let offered = billing.offer.offered();
     if offered.is_empty() {
         return Ok(Vec::new());

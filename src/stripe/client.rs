@@ -787,7 +787,11 @@ impl StripeGateway {
                 .await
             {
                 Ok(body) => body,
-                Err(StripeFailure::Api { status: 404, .. }) => return Ok(None),
+                // "No such price" (docs.stripe.com/error-codes#resource-missing);
+                // any other answer says nothing of the price, and is retried.
+                Err(StripeFailure::Api {
+                    status: 404, code, ..
+                }) if code == "resource_missing" => return Ok(None),
                 Err(other) => return Err(other),
             }
         } else {

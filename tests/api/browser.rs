@@ -1560,18 +1560,22 @@ async fn a_refused_subscribe_shows_its_error_and_no_plans_means_contact_us() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = spawn_app_with(|vars| {
-        vars.insert("BILLING_PLANS".into(), "price_pro_monthly".into());
-        vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
-    })
-    .await;
+    // The fake Stripe knows the price before the service starts and reads it.
+    let stripe = wiremock::MockServer::start().await;
     let mut price = price_object("price_pro_monthly", "prod_pro", 2900);
     price["product"] = product_object("prod_pro", "Pro");
     Mock::given(method("GET"))
         .and(path("/v1/prices/price_pro_monthly"))
         .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(price))
-        .mount(&app.stripe)
+        .mount(&stripe)
         .await;
+    let mut app = spawn_app_with(|vars| {
+        vars.insert("BILLING_PLANS".into(), "price_pro_monthly".into());
+        vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
+        vars.insert("STRIPE_API_BASE".into(), stripe.uri());
+    })
+    .await;
+    app.stripe = stripe;
     mount_working_stripe(&app.stripe).await;
     Mock::given(method("POST"))
         .and(path("/v1/checkout/sessions"))
@@ -1582,15 +1586,13 @@ async fn a_refused_subscribe_shows_its_error_and_no_plans_means_contact_us() {
     browser.open_billing(&app).await;
     browser.wait_for_state("unpaid").await;
     let subscribe = r#"[data-checkout-plan="price_pro_monthly"]"#;
-    // The start-up read of the price may finish after the first load.
-    for _ in 0..50 {
-        if browser.has(subscribe).await {
-            break;
-        }
-        browser.client.refresh().await.unwrap();
-        browser.wait_for_state("unpaid").await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(subscribe))
+        .await
+        .unwrap();
     assert_eq!(browser.text(".plan-name").await, "Pro");
     assert_eq!(browser.text(".plan-price").await, "$29.00 per month");
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use wiremock::matchers::{method, path, query_param};
-use wiremock::{Mock, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::*;
 
@@ -48,19 +48,19 @@ impl Respond for CheckoutSessions {
 }
 
 /// `GET /v1/prices/{id}` answers the price with its product expanded.
-async fn stripe_has_price(app: &TestApp, id: &str, name: &str, amount: i64, active: bool) {
+async fn stripe_has_price(stripe: &MockServer, id: &str, name: &str, amount: i64, active: bool) {
     let mut price = price_object(id, &format!("prod_{id}"), amount);
     price["active"] = json!(active);
     price["product"] = product_object(&format!("prod_{id}"), name);
     Mock::given(method("GET"))
         .and(path(format!("/v1/prices/{id}")))
         .respond_with(ResponseTemplate::new(200).set_body_json(price))
-        .mount(&app.stripe)
+        .mount(stripe)
         .await;
 }
 
 /// `GET /v1/prices?lookup_keys[]=key` answers one price.
-async fn stripe_has_lookup_key(app: &TestApp, key: &str, id: &str, name: &str, amount: i64) {
+async fn stripe_has_lookup_key(stripe: &MockServer, key: &str, id: &str, name: &str, amount: i64) {
     let mut price = price_object(id, &format!("prod_{id}"), amount);
     price["lookup_key"] = json!(key);
     price["product"] = product_object(&format!("prod_{id}"), name);
@@ -70,37 +70,51 @@ async fn stripe_has_lookup_key(app: &TestApp, key: &str, id: &str, name: &str, a
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "object": "list", "url": "/v1/prices", "has_more": false, "data": [price]
         })))
-        .mount(&app.stripe)
+        .mount(stripe)
         .await;
 }
 
-async fn stripe_lacks_price(app: &TestApp, id: &str) {
+async fn stripe_lacks_price(stripe: &MockServer, id: &str) {
+    // Stripe's own answer (docs.stripe.com/error-codes#resource-missing).
     Mock::given(method("GET"))
         .and(path(format!("/v1/prices/{id}")))
-        .respond_with(stripe_error(
-            404,
-            "invalid_request_error",
-            Some("resource_missing"),
-            &format!("No such price: '{id}'"),
-        ))
-        .mount(&app.stripe)
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"error": {
+            "code": "resource_missing", "param": "id", "type": "invalid_request_error",
+            "message": format!("No such price: '{id}'"),
+        }})))
+        .mount(stripe)
         .await;
 }
 
-/// An app offering `price_starter` ($9), `pro_monthly` (a lookup key, $29) and two prices
-/// Stripe refuses: one missing, one inactive.
-async fn app_offering_plans() -> TestApp {
-    let app = spawn_app_with(|vars| {
-        vars.insert(
-            "BILLING_PLANS".into(),
-            "price_starter, price_gone, pro_monthly, price_retired".into(),
-        );
+/// The service offering `plans`, started against a fake Stripe that already knows
+/// `price_starter` ($9), `pro_monthly` (a lookup key for `price_pro`, $29) and two prices it
+/// refuses, one missing, one inactive: the start-up read finds them there.
+async fn app_with_plans(
+    plans: &str,
+    customize: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    let stripe = MockServer::start().await;
+    stripe_has_price(&stripe, "price_starter", "Starter", 900, true).await;
+    stripe_lacks_price(&stripe, "price_gone").await;
+    stripe_has_lookup_key(&stripe, "pro_monthly", "price_pro", "Pro", 2900).await;
+    stripe_has_price(&stripe, "price_retired", "Retired", 500, false).await;
+    let mut app = spawn_app_with(|vars| {
+        vars.insert("BILLING_PLANS".into(), plans.into());
+        vars.insert("STRIPE_API_BASE".into(), stripe.uri());
+        customize(vars);
     })
     .await;
-    stripe_has_price(&app, "price_starter", "Starter", 900, true).await;
-    stripe_lacks_price(&app, "price_gone").await;
-    stripe_has_lookup_key(&app, "pro_monthly", "price_pro", "Pro", 2900).await;
-    stripe_has_price(&app, "price_retired", "Retired", 500, false).await;
+    app.stripe = stripe;
+    app
+}
+
+/// An app offering all four: two plans, and the two Stripe refuses.
+async fn app_offering_plans() -> TestApp {
+    let app = app_with_plans(
+        "price_starter, price_gone, pro_monthly, price_retired",
+        |_| {},
+    )
+    .await;
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
         .respond_with(CustomerFactory::default())
@@ -163,7 +177,8 @@ async fn the_plans_are_listed_in_the_configured_order_without_a_missing_or_inact
     let app = app_offering_plans().await;
     let token = token_for("user_1", None);
 
-    let body = resolved_plans(&app, &token).await;
+    // Right after start-up: the answer waits for the first read of every plan.
+    let body = plans(&app, &token).await;
 
     assert_eq!(
         body,
@@ -307,12 +322,10 @@ async fn two_concurrent_clicks_create_one_customer_and_one_session() {
 
 #[actix_rt::test]
 async fn after_a_stripe_500_the_next_click_uses_another_idempotency_key() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("BILLING_PLANS".into(), "price_starter".into());
+    let app = app_with_plans("price_starter", |vars| {
         vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
     })
     .await;
-    stripe_has_price(&app, "price_starter", "Starter", 900, true).await;
     mount_working_stripe(&app.stripe).await;
     Mock::given(method("POST"))
         .and(path("/v1/checkout/sessions"))
@@ -381,12 +394,10 @@ async fn stripe_failures_of_create_checkout_map_like_create_portals() {
             "stripe_error",
         ),
     ] {
-        let app = spawn_app_with(|vars| {
-            vars.insert("BILLING_PLANS".into(), "price_starter".into());
+        let app = app_with_plans("price_starter", |vars| {
             vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
         })
         .await;
-        stripe_has_price(&app, "price_starter", "Starter", 900, true).await;
         mount_working_stripe(&app.stripe).await;
         Mock::given(method("POST"))
             .and(path("/v1/checkout/sessions"))

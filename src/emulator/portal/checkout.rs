@@ -36,7 +36,7 @@ use serde::Deserialize;
 
 use super::pages::{message, money, portal_page};
 use super::{encoded, see_other, unavailable, AppPage, NoSession};
-use crate::emulator::account::{Emulator, StoreError};
+use crate::emulator::account::Emulator;
 use crate::emulator::model::*;
 
 /// Stripe's message when the customer fails 3-D Secure
@@ -72,7 +72,7 @@ fn luhn(digits: &str) -> bool {
             (_, doubled) => doubled,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The card as Stripe.js checks the fields, then as Stripe answers its test
@@ -177,8 +177,8 @@ fn find(state: &State, id: &str, now: i64, app_page: &str) -> Result<CheckoutSes
 
 /// What an action on the page comes to.
 enum Step {
-    /// Paid, now or before.
-    Paid(CheckoutSession),
+    /// Paid, now or before: on to its success URL, filled in.
+    Paid(Option<String>),
     Authenticate,
     /// Refused with Stripe's message: back to the form.
     Refused(String),
@@ -202,7 +202,7 @@ fn complete(emu: &Emulator, state: &mut State, id: &str, card: Card) -> Step {
         BillingMode::Flexible,
         Some(id),
     ) {
-        Ok(_) => Step::Paid(state.checkout_sessions[id].clone()),
+        Ok(_) => Step::Paid(success_url(&state.checkout_sessions[id])),
         Err(e) => Step::Refused(e.message),
     }
 }
@@ -224,7 +224,7 @@ async fn act(
     let result = emu.with_state(|emu, state| {
         let session = find(state, id, emu.now(state), &app.0)?;
         if session.status == "complete" {
-            return Ok::<_, NoSession>(Step::Paid(session));
+            return Ok::<_, NoSession>(Step::Paid(success_url(&session)));
         }
         if already_paid(&session) {
             return Ok(Step::Refused(
@@ -243,7 +243,7 @@ async fn act(
 fn answer(emu: &Emulator, app: &AppPage, id: &str, step: Step) -> HttpResponse {
     let page = emu.checkout_url(id);
     match step {
-        Step::Paid(session) => paid(app, &session),
+        Step::Paid(success) => paid(app, success),
         Step::Authenticate => see_other(&format!("{page}/authenticate")),
         Step::Refused(why) => see_other(&format!("{page}?error={}", encoded(&why))),
     }
@@ -251,8 +251,8 @@ fn answer(emu: &Emulator, app: &AppPage, id: &str, step: Step) -> HttpResponse {
 
 /// A paid session: on to its `success_url`, or (without one) a page that
 /// says so.
-fn paid(app: &AppPage, session: &CheckoutSession) -> HttpResponse {
-    match success_url(session) {
+fn paid(app: &AppPage, success_url: Option<String>) -> HttpResponse {
+    match success_url {
         Some(url) => see_other(&url),
         None => message(
             200,
@@ -267,15 +267,11 @@ fn paid(app: &AppPage, session: &CheckoutSession) -> HttpResponse {
 async fn view(emu: &Emulator, app: &AppPage, id: &str) -> Result<CheckoutSession, HttpResponse> {
     let found = emu.read(|state| find(state, id, emu.clock.unix(), &app.0));
     match found.await {
-        Err(e) => Err(unavailable_page(&e, app)),
+        Err(e) => Err(unavailable(&e, &app.0)),
         Ok(Err(no_session)) => Err(actix_web::ResponseError::error_response(&no_session)),
-        Ok(Ok(session)) if session.status == "complete" => Err(paid(app, &session)),
+        Ok(Ok(session)) if session.status == "complete" => Err(paid(app, success_url(&session))),
         Ok(Ok(session)) => Ok(session),
     }
-}
-
-fn unavailable_page(e: &StoreError, app: &AppPage) -> HttpResponse {
-    unavailable(e, &app.0)
 }
 
 #[derive(Template)]

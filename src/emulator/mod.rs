@@ -85,6 +85,7 @@
 //!   6000 3184 asks for 3-D Secure), paying as the test helper below does,
 //!   then on to `success_url` with `{CHECKOUT_SESSION_ID}` filled in. A paid
 //!   session answers again with that redirect: a double submit buys once.
+//!   A test clock advance past `expires_at` sends `checkout.session.expired`.
 //!   What it cannot do (another mode, more line items, trials, discounts) is
 //!   refused with Stripe's `invalid_request_error`, never ignored.
 //! - **The catalogue**: the seeded products and prices are made before the

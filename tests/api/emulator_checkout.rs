@@ -313,7 +313,14 @@ async fn an_expired_or_unknown_checkout_session_is_a_page_with_a_way_back_and_ca
     assert!(html.contains(&app.url("/settings/billing")), "{html}");
     assert_eq!(paid.status(), 410);
     assert!(emulated_subscriptions(&app, &customer).await.is_empty());
-    let session = retrieved(&app, id).await;
-    assert_eq!(session["status"], "expired");
-    assert_eq!(session["url"], Value::Null);
+    let expired = retrieved(&app, id).await;
+    assert_eq!(expired["status"], "expired");
+    assert_eq!(expired["url"], Value::Null);
+    // Stripe's event, stamped with the second the session expired at.
+    let events = emulator_get(&app, "events?type=checkout.session.expired").await;
+    let events = events["data"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["created"], session["expires_at"]);
+    assert_eq!(events[0]["data"]["object"]["id"], id);
+    assert_eq!(events[0]["data"]["object"]["status"], "expired");
 }

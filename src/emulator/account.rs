@@ -595,10 +595,12 @@ impl Emulator {
         // it before the subscription expires.
         if self.charge(state, customer, &invoice, None) {
             sub = self.set_status(state, &id, "active");
+            let now = self.now(state);
             if let Some(session) = checkout.and_then(|id| state.checkout_sessions.get_mut(id)) {
                 session.status = "complete";
+                session.authenticating = None;
                 session.invoice = Some(invoice.clone());
-                let object = checkout_session_json(session);
+                let object = checkout_session_json(session, &self.checkout_url(&session.id), now);
                 self.emit(state, "checkout.session.completed", object, None);
             }
         }
@@ -1008,12 +1010,14 @@ impl Emulator {
         state.outbox.push(event);
     }
 
-    pub(crate) fn checkout_url(&self, session: &str) -> String {
-        format!("{}/c/pay/{session}", self.base_url)
-    }
-
     pub(crate) fn portal_url(&self, session: &str) -> String {
         format!("{}/p/session/{session}", self.base_url)
+    }
+
+    /// A Checkout Session's hosted page, shaped like Stripe's
+    /// `https://checkout.stripe.com/c/pay/cs_test_…`.
+    pub(crate) fn checkout_url(&self, session: &str) -> String {
+        format!("{}/c/pay/{session}", self.base_url)
     }
 }
 

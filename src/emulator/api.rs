@@ -9,7 +9,8 @@
 //! products and prices (list, retrieve; a price with `expand[]=product`),
 //! invoices (list), events (list: `type` or `types[]`,
 //! `created[gte]`…, the last 30 days only), Checkout
-//! Sessions in `subscription` mode (create, retrieve), Stripe's test clock
+//! Sessions in `subscription` mode (create, retrieve, `expand[]=subscription`;
+//! each one's `url` is the hosted checkout page), Stripe's test clock
 //! advance, and the emulator-only test helpers: account settings and paying
 //! a Checkout Session (see the module doc of [`super`]).
 
@@ -400,14 +401,16 @@ fn route(
             Ok(billing::test_clock_json(clock, emu.clock.unix()))
         }
         ("POST", ["test_helpers", "account_settings"]) => account_settings(state, form),
-        ("POST", ["checkout", "sessions"]) => create_checkout_session(emu, state, form),
-        ("GET", ["checkout", "sessions", id]) => state
-            .checkout_sessions
-            .get(*id)
-            .map(checkout_session_json)
-            .ok_or_else(|| StripeApiError::missing("checkout session", id, "id")),
+        ("POST", ["checkout", "sessions"]) => create_checkout_session(emu, state, form, q),
+        ("GET", ["checkout", "sessions", id]) => {
+            let session = state
+                .checkout_sessions
+                .get(*id)
+                .ok_or_else(|| StripeApiError::missing("checkout session", id, "id"))?;
+            Ok(checkout_session_object(emu, state, session, q))
+        }
         ("POST", ["test_helpers", "checkout", "sessions", id, "complete"]) => {
-            complete_checkout_session(emu, state, id)
+            complete_checkout_session(emu, state, id, q)
         }
         ("GET", ["products"]) => {
             let items = Emulator::prices()
@@ -689,17 +692,92 @@ fn create_portal_session(
     Ok(value)
 }
 
+/// A Checkout Session as the API answers it: `subscription` expanded into
+/// the object on `expand[]=subscription` (docs.stripe.com/expand), in the
+/// body or the query string, as Stripe takes it.
+fn checkout_session_object(
+    emu: &Emulator,
+    state: &State,
+    session: &CheckoutSession,
+    expand: &Form,
+) -> Value {
+    let mut object = checkout_session_json(session, &emu.checkout_url(&session.id), emu.now(state));
+    if expands(expand, "subscription") {
+        if let Some(sub) = session
+            .subscription
+            .as_ref()
+            .and_then(|id| state.subscriptions.get(id))
+        {
+            object["subscription"] = subscription_json(sub);
+        }
+    }
+    object
+}
+
+/// `success_url` or `cancel_url`: an absolute `http(s)` URL, as Stripe
+/// requires (the hosted page links and redirects to them).
+fn checkout_url_param(form: &Form, key: &'static str) -> Result<Option<String>, StripeApiError> {
+    let Some(value) = text(form, key) else {
+        return Ok(None);
+    };
+    match url::Url::parse(&value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(Some(value)),
+        _ => Err(StripeApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            code: Some("url_invalid"),
+            message: "Not a valid URL".into(),
+            param: Some(key),
+        }),
+    }
+}
+
+/// What the emulator's Checkout cannot do, refused as Stripe refuses a
+/// parameter rather than ignored: a session that silently dropped a trial or
+/// a second line item would be a test passed for nothing.
+const UNSUPPORTED_CHECKOUT_PARAMS: [&str; 6] = [
+    "line_items[1][price]",
+    "subscription_data[trial_period_days]",
+    "subscription_data[trial_end]",
+    "discounts[0][coupon]",
+    "discounts[0][promotion_code]",
+    "customer_email",
+];
+
 /// `POST /v1/checkout/sessions`, `mode=subscription` with one price, for an
-/// existing customer (what the demo and an app with signed-in users send).
+/// existing customer (what the demo and an app with signed-in users send):
+/// `client_reference_id`, `metadata[…]`, `subscription_data[metadata][…]`,
+/// `success_url` (`{CHECKOUT_SESSION_ID}` is replaced on the way back),
+/// `cancel_url` and `expires_at` (30 minutes to 24 hours ahead, default 24
+/// hours). Its `url` is the emulator's hosted checkout page.
 fn create_checkout_session(
     emu: &Emulator,
     state: &mut State,
     form: &Form,
+    q: &Form,
 ) -> Result<Value, StripeApiError> {
     if form.get("mode").map(String::as_str) != Some("subscription") {
         return Err(StripeApiError::invalid(
             "This emulator's Checkout supports mode=subscription only.",
             Some("mode"),
+        ));
+    }
+    if let Some(param) = UNSUPPORTED_CHECKOUT_PARAMS
+        .into_iter()
+        .find(|p| form.contains_key(*p))
+    {
+        return Err(StripeApiError::invalid(
+            format!("This emulator's Checkout does not support {param}."),
+            Some(param),
+        ));
+    }
+    if !matches!(
+        form.get("ui_mode").map(String::as_str),
+        None | Some("hosted" | "hosted_page")
+    ) {
+        return Err(StripeApiError::invalid(
+            "This emulator's Checkout has the hosted page only (ui_mode=hosted_page).",
+            Some("ui_mode"),
         ));
     }
     let customer = text(form, "customer").ok_or_else(|| {
@@ -730,31 +808,51 @@ fn create_checkout_session(
             Some("line_items"),
         ));
     }
+    let success_url = checkout_url_param(form, "success_url")?;
+    let cancel_url = checkout_url_param(form, "cancel_url")?;
+    let now = emu.now(state);
+    // docs.stripe.com/api/checkout/sessions/create#create_checkout_session-expires_at
+    let expires_at = integer(form, "expires_at")?;
+    if expires_at.is_some_and(|at| !(now + 30 * 60..=now + CHECKOUT_SESSION_TTL_SECS).contains(&at))
+    {
+        return Err(StripeApiError::invalid(
+            "The `expires_at` timestamp must be between 30 minutes and 24 hours from Checkout              Session creation.",
+            Some("expires_at"),
+        ));
+    }
     let session = CheckoutSession {
         id: emu.new_id("cs_test"),
         customer,
         price,
         client_reference_id: text(form, "client_reference_id"),
         subscription_metadata: metadata_under(form, "subscription_data[metadata]["),
-        success_url: text(form, "success_url"),
-        created: emu.now(state),
+        success_url,
+        cancel_url,
+        metadata: metadata(form),
+        created: now,
+        expires_at: Some(expires_at.unwrap_or(now + CHECKOUT_SESSION_TTL_SECS)),
         status: "open",
         subscription: None,
         invoice: None,
+        authenticating: None,
     };
-    let mut value = checkout_session_json(&session);
-    // Where the hosted checkout page will be; until it exists, the test
-    // helper below pays the session. The id is the URL's last segment, as
-    // in Stripe's `https://checkout.stripe.com/c/pay/cs_…`.
-    value["url"] = serde_json::json!(emu.checkout_url(&session.id));
+    let value = checkout_session_object(emu, state, &session, &merged(form, q));
     state.checkout_sessions.insert(session.id.clone(), session);
     Ok(value)
 }
 
+/// A POST's parameters, body and query string together (`expand[]` may be in either).
+fn merged(form: &Form, q: &Form) -> Form {
+    let mut all = q.clone();
+    all.extend(form.iter().map(|(k, v)| (k.clone(), v.clone())));
+    all
+}
+
 /// The emulator-only `POST /v1/test_helpers/checkout/sessions/{id}/complete`:
-/// pays an open session as its customer would on Stripe's hosted page. The
-/// subscription is created `incomplete` and turns `active` when its first
-/// invoice is paid, and the session completes, all in one second
+/// pays an open session as its customer would on the hosted page, with the
+/// card on file (none: the emulator's implicit 4242). The subscription is
+/// created `incomplete` and turns `active` when its first invoice is paid,
+/// and the session completes, all in one second
 /// (`customer.subscription.created`, `customer.subscription.updated`,
 /// `invoice.paid`, `checkout.session.completed`). With a card whose charges
 /// fail, the subscription stays `incomplete` and the session open.
@@ -762,6 +860,7 @@ fn complete_checkout_session(
     emu: &Emulator,
     state: &mut State,
     id: &str,
+    q: &Form,
 ) -> Result<Value, StripeApiError> {
     let session = state
         .checkout_sessions
@@ -774,6 +873,12 @@ fn complete_checkout_session(
             None,
         ));
     }
+    if session.status_at(emu.now(state)) == "expired" {
+        return Err(StripeApiError::invalid(
+            "This Checkout Session has expired.",
+            None,
+        ));
+    }
     emu.create_subscription(
         state,
         &session.customer,
@@ -782,5 +887,10 @@ fn complete_checkout_session(
         BillingMode::Flexible,
         Some(id),
     )?;
-    Ok(checkout_session_json(&state.checkout_sessions[id]))
+    Ok(checkout_session_object(
+        emu,
+        state,
+        &state.checkout_sessions[id],
+        q,
+    ))
 }

@@ -3,6 +3,8 @@
 //! due before the new time, in chronological order, each step stamped with
 //! the virtual second it happens at and delivered as its own operation:
 //!
+//! - an open Checkout Session expires at its `expires_at`
+//!   (`checkout.session.expired`, docs.stripe.com/api/events/types#event_types-checkout.session.expired);
 //! - a paused collection resumes at its `resumes_at`;
 //! - an `incomplete` subscription whose first payment failed expires 23 hours
 //!   after creation (docs.stripe.com/billing/subscriptions/overview#payment-status);
@@ -38,6 +40,7 @@ const MAX_ADVANCE: i64 = 2 * 366 * DAY;
 /// What falls due, in the order Stripe runs things due at the same instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
+    ExpireCheckout,
     Resume,
     Expire,
     Cancel,
@@ -109,10 +112,16 @@ impl Emulator {
         self.end_operation(state);
         let pinned = state.at;
         loop {
+            let sessions = state
+                .checkout_sessions
+                .values()
+                .filter(|c| c.status == "open")
+                .map(|c| (c.expires_at(), Due::ExpireCheckout, c.id.clone()));
             let next = state
                 .subscriptions
                 .values()
                 .filter_map(|s| next_due(s).map(|(at, due)| (at, due, s.id.clone())))
+                .chain(sessions)
                 .filter(|(at, _, _)| *at <= frozen_time)
                 .min();
             let Some((at, due, id)) = next else { break };
@@ -127,6 +136,7 @@ impl Emulator {
 
     fn run_due(&self, state: &mut State, id: &str, due: Due) {
         match due {
+            Due::ExpireCheckout => self.expire_checkout_session(state, id),
             Due::Resume => {
                 let sub = state
                     .subscriptions
@@ -153,6 +163,21 @@ impl Emulator {
             Due::Renew => self.renew(state, id),
             Due::Charge => self.collect(state, id),
         }
+    }
+
+    /// An unpaid Checkout Session reaching its `expires_at`: it can no
+    /// longer be paid (a 3-D Secure step in progress is dropped with it).
+    fn expire_checkout_session(&self, state: &mut State, id: &str) {
+        let now = self.now(state);
+        let url = self.checkout_url(id);
+        let session = state
+            .checkout_sessions
+            .get_mut(id)
+            .expect("due for a stored one");
+        session.status = "expired";
+        session.authenticating = None;
+        let object = checkout_session_json(session, &url, now);
+        self.emit(state, "checkout.session.expired", object, None);
     }
 
     /// Moves an invoice to `status` and emits `type_`.

@@ -22,7 +22,8 @@
 //! - [`billing`]: what time does to them (renewals, dunning, test clocks);
 //! - [`api`]: Stripe's wire format under `/stripe-emulator/v1/` (form-encoded
 //!   requests, Stripe error objects, `Idempotency-Key`);
-//! - [`portal`]: the hosted Customer Portal pages and invoice PDFs;
+//! - [`portal`]: the hosted Customer Portal pages and invoice PDFs, and the
+//!   hosted checkout page at a Checkout Session's `url`;
 //! - [`delivery`]: every event, signed, to the service's real
 //!   `/webhooks/stripe`, retried until acknowledged;
 //! - [`demo`]: demo sign-in and a demo checkout, a client of the API like
@@ -74,6 +75,19 @@
 //!   `idempotency_error`; a request arriving while another one with its key
 //!   executes gets 409 `idempotency_key_in_use` (this instance's requests
 //!   only: see [`account`]).
+//! - **Checkout** (docs.stripe.com/api/checkout/sessions): `mode=subscription`
+//!   sessions for an existing customer and one price, in Stripe's shape
+//!   (`status` `open`/`complete`/`expired` after `expires_at`, 24 hours by
+//!   default; `payment_status`; `subscription`, expanded on
+//!   `expand[]=subscription`), whose `url` is the hosted checkout page
+//!   `/stripe-emulator/c/pay/{id}`: plain HTML forms, test cards as Stripe
+//!   documents them (4242… pays, 4000 0000 0000 0002 is declined, 4000 0027
+//!   6000 3184 asks for 3-D Secure), paying as the test helper below does,
+//!   then on to `success_url` with `{CHECKOUT_SESSION_ID}` filled in. A paid
+//!   session answers again with that redirect: a double submit buys once.
+//!   A test clock advance past `expires_at` sends `checkout.session.expired`.
+//!   What it cannot do (another mode, more line items, trials, discounts) is
+//!   refused with Stripe's `invalid_request_error`, never ignored.
 //! - **The catalogue**: the seeded products and prices are made before the
 //!   account's first customer, whose creation also sends their
 //!   `product.created` and `price.created`; `GET /v1/prices/{id}` expands
@@ -88,8 +102,8 @@
 //! Emulator-only endpoints (not Stripe APIs), for tests and the demo:
 //! - `POST /stripe-emulator/v1/test_helpers/checkout/sessions/{id}/complete`
 //!   pays an open Checkout Session (`POST /v1/checkout/sessions`,
-//!   `mode=subscription`) as its customer would on Stripe's hosted page,
-//!   which the emulator does not have.
+//!   `mode=subscription`) as its customer would on the hosted page, with the
+//!   card on file.
 //! - `POST /stripe-emulator/v1/test_helpers/account_settings` with any of
 //!   `dunning=unpaid|canceled|past_due` (what the last failed retry does;
 //!   default `canceled`, Stripe's default), `retry_days` (1–28, default 14,

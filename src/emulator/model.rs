@@ -21,6 +21,9 @@ pub(crate) const API_VERSION: &str = "2025-09-30.clover";
 pub(crate) const TEST_CARD_OK: &str = "4242424242424242";
 pub(crate) const TEST_CARD_CHARGE_FAILS: &str = "4000000000000341";
 pub(crate) const TEST_CARD_DECLINED: &str = "4000000000000002";
+/// The card that asks for 3-D Secure authentication on every payment
+/// (docs.stripe.com/testing#regulatory-cards).
+pub(crate) const TEST_CARD_3DS: &str = "4000002760003184";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Address {
@@ -30,7 +33,7 @@ pub(crate) struct Address {
     pub(crate) country: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Card {
     pub(crate) last4: String,
     pub(crate) exp_month: u32,
@@ -328,7 +331,11 @@ fn billing_reason<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Er
 }
 
 fn checkout_status<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    one_of(d, "Checkout Session status", &["open", "complete"])
+    one_of(
+        d,
+        "Checkout Session status",
+        &["open", "complete", "expired"],
+    )
 }
 
 fn cancellation_reason<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'static str>, D::Error> {
@@ -489,9 +496,10 @@ pub(crate) struct SubscriptionChange {
     pub(crate) feedback: Option<String>,
 }
 
-/// A Checkout Session in `subscription` mode. The emulator has no hosted
-/// checkout page: the emulator-only test helper pays it, standing in for the
-/// customer, and paying it creates the subscription.
+/// A Checkout Session in `subscription` mode, paid on the emulator's hosted
+/// checkout page (`url`, see the portal's `checkout` module) or, for tests and the demo,
+/// by the emulator-only test helper standing in for the customer. Paying it
+/// creates the subscription.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CheckoutSession {
     pub(crate) id: String,
@@ -501,12 +509,47 @@ pub(crate) struct CheckoutSession {
     /// `subscription_data[metadata]`, given to the subscription it creates.
     pub(crate) subscription_metadata: BTreeMap<String, String>,
     pub(crate) success_url: Option<String>,
+    /// Where the hosted page's "Back" link leads; none: no link, as at Stripe.
+    #[serde(default)]
+    pub(crate) cancel_url: Option<String>,
+    /// The session's own `metadata[...]`.
+    #[serde(default)]
+    pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) created: i64,
-    /// `open` until paid, then `complete`.
+    /// When an unpaid session expires: 24 hours after creation unless the
+    /// request set `expires_at` (docs.stripe.com/api/checkout/sessions/create#create_checkout_session-expires_at).
+    /// `None` in documents stored before it was kept: the default.
+    #[serde(default)]
+    pub(crate) expires_at: Option<i64>,
+    /// `open` until paid (`complete`) or past `expires_at` (`expired`).
     #[serde(deserialize_with = "checkout_status")]
     pub(crate) status: Word,
     pub(crate) subscription: Option<String>,
     pub(crate) invoice: Option<String>,
+    /// The 3-D Secure card (4000 0027 6000 3184) entered on the hosted
+    /// page, waiting for the customer's authentication before it is charged.
+    #[serde(default)]
+    pub(crate) authenticating: Option<Card>,
+}
+
+/// How long a Checkout Session stays open by default (Stripe: 24 hours).
+pub(crate) const CHECKOUT_SESSION_TTL_SECS: i64 = 24 * 3_600;
+
+impl CheckoutSession {
+    pub(crate) fn expires_at(&self) -> i64 {
+        self.expires_at
+            .unwrap_or(self.created + CHECKOUT_SESSION_TTL_SECS)
+    }
+
+    /// Its status at `now`: an open session past its `expires_at` is
+    /// `expired`, whether or not a test clock advance recorded it yet.
+    pub(crate) fn status_at(&self, now: i64) -> Word {
+        if self.status == "open" && now >= self.expires_at() {
+            "expired"
+        } else {
+            self.status
+        }
+    }
 }
 
 /// The test card behind one of Stripe's test tokens.

@@ -13,6 +13,7 @@ fn fixture(name: &str) -> Value {
         "subscription" => include_str!("fixtures/subscription.json"),
         "price" => include_str!("fixtures/price.json"),
         "product" => include_str!("fixtures/product.json"),
+        "checkout_session" => include_str!("fixtures/checkout_session.json"),
         _ => include_str!("fixtures/invoice.json"),
     };
     serde_json::from_str(text).expect("embedded fixtures are valid JSON")
@@ -182,16 +183,38 @@ pub(crate) fn portal_session_json(s: &PortalSession, url: &str) -> Value {
     })
 }
 
-pub(crate) fn checkout_session_json(s: &CheckoutSession) -> Value {
-    json!({
-        "id": s.id, "object": "checkout.session", "mode": "subscription", "status": s.status,
-        "payment_status": if s.status == "complete" { "paid" } else { "unpaid" },
-        "customer": s.customer, "subscription": s.subscription, "invoice": s.invoice,
-        "client_reference_id": s.client_reference_id, "success_url": s.success_url,
-        // No hosted checkout page: the test helper pays the session.
-        "url": null, "created": s.created, "expires_at": s.created + 24 * 3_600,
-        "livemode": false, "metadata": {}, "currency": "usd",
-    })
+/// A Checkout Session at `now` (an open one past `expires_at` reads
+/// `expired`), its hosted page at `url`
+/// (docs.stripe.com/api/checkout/sessions/object).
+pub(crate) fn checkout_session_json(s: &CheckoutSession, url: &str, now: i64) -> Value {
+    let price = Emulator::price(&s.price).expect("sessions only hold seeded prices");
+    let status = s.status_at(now);
+    let mut v = fixture("checkout_session");
+    v["id"] = json!(s.id);
+    v["status"] = json!(status);
+    v["payment_status"] = json!(if status == "complete" {
+        "paid"
+    } else {
+        "unpaid"
+    });
+    v["customer"] = json!(s.customer);
+    v["subscription"] = json!(s.subscription);
+    v["invoice"] = json!(s.invoice);
+    v["client_reference_id"] = json!(s.client_reference_id);
+    v["metadata"] = json!(s.metadata);
+    v["success_url"] = json!(s.success_url);
+    v["cancel_url"] = json!(s.cancel_url);
+    // Stripe gives the URL only while the session can be paid.
+    v["url"] = if status == "open" {
+        json!(url)
+    } else {
+        Value::Null
+    };
+    v["created"] = json!(s.created);
+    v["expires_at"] = json!(s.expires_at());
+    v["amount_subtotal"] = json!(price.unit_amount);
+    v["amount_total"] = json!(price.unit_amount);
+    v
 }
 
 pub(crate) fn list_json(data: Vec<Value>, url: &str, has_more: bool) -> Value {

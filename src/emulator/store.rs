@@ -430,10 +430,19 @@ mod tests {
                 client_reference_id: Some("user_1".into()),
                 subscription_metadata: [("user_id".to_string(), "user_1".to_string())].into(),
                 success_url: None,
+                cancel_url: Some("http://app.test/settings/billing".into()),
+                metadata: [("user_id".to_string(), "user_1".to_string())].into(),
                 created: start,
+                expires_at: Some(start + CHECKOUT_SESSION_TTL_SECS),
                 status: "complete",
                 subscription: None,
                 invoice: None,
+                authenticating: Some(Card {
+                    last4: "3184".into(),
+                    exp_month: 12,
+                    exp_year: 2034,
+                    charges_fail: false,
+                }),
             };
             state
                 .checkout_sessions

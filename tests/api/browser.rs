@@ -1282,6 +1282,89 @@ async fn the_emulator_portal_fits_a_320_pixel_wide_screen() {
     browser.close().await;
 }
 
+/// Types `text` into the field `css` of the page shown.
+#[cfg(feature = "emulator")]
+async fn type_into(browser: &Browser, css: &str, text: &str) {
+    let field = browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"));
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// Pays on the hosted checkout page shown with the card `number`.
+#[cfg(feature = "emulator")]
+async fn enter_card(browser: &Browser, number: &str) {
+    type_into(browser, "#number", number).await;
+    type_into(browser, "#exp", "12 / 34").await;
+    type_into(browser, "#cvc", "123").await;
+    click(browser, "#submit").await;
+}
+
+/// The hosted checkout page (issue 19) on a 320 px screen: every step of it (the card form,
+/// a decline, the 3-D Secure step) fits without scrolling sideways, and it pays.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn the_emulator_checkout_page_fits_a_320_pixel_wide_screen_through_to_the_payment() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let customer = emulated_customer(&app).await;
+    let session = checkout_session_for(&app, &customer).await;
+    let url = session["url"].as_str().unwrap();
+    browser.client.set_window_size(320, 800).await.unwrap();
+    let fits = |step: &'static str| {
+        let browser = &browser;
+        async move {
+            let (scroll, client) = horizontal_extent(browser).await;
+            assert!(client <= 320, "the window is not 320 px wide: {client}");
+            assert!(
+                scroll <= client,
+                "{step}: horizontal scroll: {scroll} > {client}"
+            );
+        }
+    };
+
+    browser.client.goto(url).await.unwrap();
+    fits("the card form").await;
+    browser.screenshot("checkout-320").await;
+    enter_card(&browser, "4000 0000 0000 0002").await;
+    let error = browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#error"))
+        .await
+        .unwrap();
+    assert_eq!(error.text().await.unwrap(), "Your card was declined.");
+    fits("the decline").await;
+    enter_card(&browser, "4000 0027 6000 3184").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#complete-authentication"))
+        .await
+        .unwrap();
+    fits("the 3-D Secure step").await;
+    click(&browser, "#complete-authentication").await;
+
+    let billing = app.url("/settings/billing");
+    assert_eq!(browser.page_once_it_is(&billing).await, billing);
+    let paid = emulator_get(
+        &app,
+        &format!("checkout/sessions/{}", session["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(paid["payment_status"], "paid", "{paid}");
+    browser.close().await;
+}
+
 /// `user` subscribed to Pro through the emulator's API and stored by the service as paid; the
 /// subscription's id.
 #[cfg(feature = "emulator")]

@@ -12,6 +12,8 @@ mod emulated_billing;
 #[cfg(feature = "emulator")]
 mod emulator;
 #[cfg(feature = "emulator")]
+mod emulator_checkout;
+#[cfg(feature = "emulator")]
 mod emulator_restart;
 mod faults;
 mod flows;

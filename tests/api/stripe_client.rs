@@ -24,6 +24,40 @@ async fn app_over_tls(
     (app, tls)
 }
 
+const SESSIONS: &str = "/v1/billing_portal/sessions";
+
+/// Stripe answers every portal session request with `answer`.
+async fn portal_sessions_answer(app: &TestApp, answer: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path(SESSIONS))
+        .respond_with(answer)
+        .mount(&app.stripe)
+        .await;
+}
+
+/// Stripe answers the first portal session request with `answer`, the
+/// others as [`mount_working_stripe`] does.
+async fn first_portal_session_answers(app: &TestApp, answer: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path(SESSIONS))
+        .respond_with(answer)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.stripe)
+        .await;
+    mount_working_stripe(&app.stripe).await;
+}
+
+/// The portal session requests Stripe received.
+async fn portal_session_requests(app: &TestApp) -> Vec<wiremock::Request> {
+    app.stripe_requests("POST", SESSIONS).await
+}
+
+/// A 400 with Stripe's error object `error`.
+fn invalid_request(error: Value) -> ResponseTemplate {
+    ResponseTemplate::new(400).set_body_json(serde_json::json!({ "error": error }))
+}
+
 /// `user_1` with a stored customer: every portal open is one Stripe request.
 fn known_customer(app: &TestApp) -> String {
     app.given()
@@ -43,9 +77,7 @@ async fn a_warm_service_opens_the_portal_over_one_reused_tls_connection() {
         assert_eq!(app.create_portal(&token).await.status(), 200);
     }
 
-    let sessions = app
-        .stripe_requests("POST", "/v1/billing_portal/sessions")
-        .await;
+    let sessions = portal_session_requests(&app).await;
     assert_eq!(sessions.len(), 50);
     // One, but the pool may race a new connection against a connection that
     // is a moment from being handed back: at most two, the bound
@@ -90,24 +122,17 @@ async fn no_proxy_names_the_hosts_reached_without_it() {
 #[actix_rt::test]
 async fn a_409_stripe_says_to_retry_is_retried_with_the_same_idempotency_key() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(
-            stripe_error(409, "invalid_request_error", None, "lock timeout")
-                .append_header("Stripe-Should-Retry", "true"),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.stripe)
-        .await;
-    mount_working_stripe(&app.stripe).await;
+    first_portal_session_answers(
+        &app,
+        stripe_error(409, "invalid_request_error", None, "lock timeout")
+            .append_header("Stripe-Should-Retry", "true"),
+    )
+    .await;
     let token = known_customer(&app);
 
     assert_eq!(app.create_portal(&token).await.status(), 200);
 
-    let sessions = app
-        .stripe_requests("POST", "/v1/billing_portal/sessions")
-        .await;
+    let sessions = portal_session_requests(&app).await;
     assert_eq!(sessions.len(), 2);
     let key = header(&sessions[0], "idempotency-key").map(str::to_owned);
     assert!(key.is_some(), "every POST carries an Idempotency-Key");
@@ -117,14 +142,12 @@ async fn a_409_stripe_says_to_retry_is_retried_with_the_same_idempotency_key() {
 #[actix_rt::test]
 async fn a_500_stripe_says_not_to_retry_is_not_retried() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(
-            stripe_error(500, "api_error", None, "An unknown error occurred")
-                .append_header("Stripe-Should-Retry", "false"),
-        )
-        .mount(&app.stripe)
-        .await;
+    portal_sessions_answer(
+        &app,
+        stripe_error(500, "api_error", None, "An unknown error occurred")
+            .append_header("Stripe-Should-Retry", "false"),
+    )
+    .await;
     let token = known_customer(&app);
 
     let response = app.create_portal(&token).await;
@@ -132,36 +155,26 @@ async fn a_500_stripe_says_not_to_retry_is_not_retried() {
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "stripe_error");
-    assert_eq!(
-        app.stripe_requests("POST", "/v1/billing_portal/sessions")
-            .await
-            .len(),
-        1
-    );
+    assert_eq!(portal_session_requests(&app).await.len(), 1);
 }
 
 #[actix_rt::test]
 async fn a_400_is_never_retried() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(stripe_error(
+    portal_sessions_answer(
+        &app,
+        stripe_error(
             400,
             "invalid_request_error",
             None,
             "Something is wrong with the request",
-        ))
-        .mount(&app.stripe)
-        .await;
+        ),
+    )
+    .await;
     let token = known_customer(&app);
 
     assert_eq!(app.create_portal(&token).await.status(), 502);
-    assert_eq!(
-        app.stripe_requests("POST", "/v1/billing_portal/sessions")
-            .await
-            .len(),
-        1
-    );
+    assert_eq!(portal_session_requests(&app).await.len(), 1);
 }
 
 #[actix_rt::test]
@@ -173,9 +186,7 @@ async fn a_new_click_is_a_new_portal_session_with_its_own_key() {
     app.create_portal(&token).await;
     app.create_portal(&token).await;
 
-    let sessions = app
-        .stripe_requests("POST", "/v1/billing_portal/sessions")
-        .await;
+    let sessions = portal_session_requests(&app).await;
     assert_ne!(
         header(&sessions[0], "idempotency-key"),
         header(&sessions[1], "idempotency-key")
@@ -188,22 +199,17 @@ async fn retry_after_is_waited_for_before_the_retry() {
         vars.insert("STRIPE_TIMEOUT_SECS".into(), "5".into());
     })
     .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(
-            stripe_error(
-                429,
-                "invalid_request_error",
-                Some("rate_limit"),
-                "Too many requests",
-            )
-            .append_header("Retry-After", "2"),
+    first_portal_session_answers(
+        &app,
+        stripe_error(
+            429,
+            "invalid_request_error",
+            Some("rate_limit"),
+            "Too many requests",
         )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&app.stripe)
-        .await;
-    mount_working_stripe(&app.stripe).await;
+        .append_header("Retry-After", "2"),
+    )
+    .await;
     let token = known_customer(&app);
 
     let started = Instant::now();
@@ -221,19 +227,17 @@ async fn retry_after_is_waited_for_before_the_retry() {
 #[actix_rt::test]
 async fn a_rate_limit_longer_than_the_click_can_wait_answers_503_with_stripes_retry_after() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(
-            stripe_error(
-                429,
-                "invalid_request_error",
-                Some("rate_limit"),
-                "Too many requests",
-            )
-            .append_header("Retry-After", "30"),
+    portal_sessions_answer(
+        &app,
+        stripe_error(
+            429,
+            "invalid_request_error",
+            Some("rate_limit"),
+            "Too many requests",
         )
-        .mount(&app.stripe)
-        .await;
+        .append_header("Retry-After", "30"),
+    )
+    .await;
     let token = known_customer(&app);
 
     let response = app.create_portal(&token).await;
@@ -249,9 +253,7 @@ async fn a_rate_limit_longer_than_the_click_can_wait_answers_503_with_stripes_re
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "stripe_rate_limited");
     assert_eq!(
-        app.stripe_requests("POST", "/v1/billing_portal/sessions")
-            .await
-            .len(),
+        portal_session_requests(&app).await.len(),
         1,
         "not retried: the wait Stripe asks for is longer than the click's budget"
     );
@@ -260,16 +262,16 @@ async fn a_rate_limit_longer_than_the_click_can_wait_answers_503_with_stripes_re
 #[actix_rt::test]
 async fn a_key_stripe_refuses_answers_stripe_auth_failed_naming_the_variable_and_not_the_key() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(stripe_error(
+    portal_sessions_answer(
+        &app,
+        stripe_error(
             401,
             "invalid_request_error",
             None,
             &format!("Invalid API Key provided: {STRIPE_KEY}"),
-        ))
-        .mount(&app.stripe)
-        .await;
+        ),
+    )
+    .await;
     let token = known_customer(&app);
 
     let response = app.create_portal(&token).await;
@@ -281,9 +283,7 @@ async fn a_key_stripe_refuses_answers_stripe_auth_failed_naming_the_variable_and
     assert!(message.contains("STRIPE_SECRET_KEY"), "{message}");
     assert!(!message.contains(STRIPE_KEY), "{message}");
     assert_eq!(
-        app.stripe_requests("POST", "/v1/billing_portal/sessions")
-            .await
-            .len(),
+        portal_session_requests(&app).await.len(),
         1,
         "a refused key is not retried"
     );
@@ -295,18 +295,16 @@ async fn an_unknown_portal_configuration_answers_portal_not_configured_naming_th
         vars.insert("STRIPE_PORTAL_CONFIGURATION".into(), "bpc_gone".into());
     })
     .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "error": {
-                "type": "invalid_request_error",
-                "code": "resource_missing",
-                "param": "configuration",
-                "message": "No such configuration: 'bpc_gone'"
-            }
-        })))
-        .mount(&app.stripe)
-        .await;
+    portal_sessions_answer(
+        &app,
+        invalid_request(serde_json::json!({
+                        "type": "invalid_request_error",
+                        "code": "resource_missing",
+                        "param": "configuration",
+                        "message": "No such configuration: 'bpc_gone'"
+        })),
+    )
+    .await;
     let token = known_customer(&app);
 
     let response = app.create_portal(&token).await;
@@ -321,17 +319,11 @@ async fn an_unknown_portal_configuration_answers_portal_not_configured_naming_th
 #[actix_rt::test]
 async fn a_flow_whose_feature_is_off_answers_portal_not_configured_naming_the_dashboard_setting() {
     let app = spawn_app().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/billing_portal/sessions"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "error": {
+    portal_sessions_answer(&app, invalid_request(serde_json::json!({
                 "type": "invalid_request_error",
                 "param": "flow_data[type]",
                 "message": "This subscription cannot be updated because the subscription update feature in the portal configuration is disabled."
-            }
-        })))
-        .mount(&app.stripe)
-        .await;
+}))).await;
     let token = known_customer(&app);
 
     let response = app
@@ -394,13 +386,11 @@ async fn an_email_stripe_refuses_all_the_same_is_400_invalid_email() {
     let app = spawn_app().await;
     Mock::given(method("POST"))
         .and(path("/v1/customers"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
-            "error": {
-                "type": "invalid_request_error",
-                "code": "email_invalid",
-                "param": "email",
-                "message": "Invalid email address: ada@example.invalid"
-            }
+        .respond_with(invalid_request(serde_json::json!({
+                        "type": "invalid_request_error",
+                        "code": "email_invalid",
+                        "param": "email",
+                        "message": "Invalid email address: ada@example.invalid"
         })))
         .mount(&app.stripe)
         .await;

@@ -14,7 +14,9 @@
 //! renewal, a failed payment or the end of a retry window without waiting.
 //!
 //! This module owns the handlers and their routes; [`pages`] renders.
+//! [`checkout`] is the hosted Checkout page, in the same style.
 
+mod checkout;
 mod pages;
 mod pdf;
 
@@ -53,7 +55,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route("/p/session/{id}/address", web::get().to(address_form))
         .route("/p/session/{id}/address", web::post().to(address_submit))
-        .route("/invoices/{id}/pdf", web::get().to(invoice_pdf));
+        .route("/invoices/{id}/pdf", web::get().to(invoice_pdf))
+        .configure(checkout::configure);
 }
 
 fn see_other(to: &str) -> HttpResponse {

@@ -22,7 +22,7 @@ pub(super) fn date(t: i64) -> String {
 }
 
 /// A page of the portal, behind the test-mode banner and "Return to app".
-fn portal_page(template: &impl Template) -> HttpResponse {
+pub(super) fn portal_page(template: &impl Template) -> HttpResponse {
     match template.render() {
         Ok(html) => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")

@@ -302,3 +302,88 @@ impl TestApp {
             .collect()
     }
 }
+
+// --- The hosted checkout page (`<emulator>/c/pay/{id}`), driven as a browser without
+// JavaScript drives it: plain form posts, redirects not followed.
+
+/// A browser that stops at every redirect, so a test sees where each answer leads.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A customer made through the emulator's API: its id.
+pub async fn emulated_customer(app: &TestApp) -> String {
+    let (status, customer) =
+        emulator_post(app, "customers", &[("email", "ada@example.com")], None).await;
+    assert_eq!(status, 200, "{customer}");
+    customer["id"].as_str().unwrap().to_string()
+}
+
+/// Where the app's Checkout sends the buyer back to, as the service asks Stripe for it.
+pub fn checkout_success_url(app: &TestApp) -> String {
+    app.url("/settings/billing?from=checkout&session_id={CHECKOUT_SESSION_ID}")
+}
+
+/// A Checkout Session for the Pro plan, created as the service creates one with real Stripe.
+pub async fn checkout_session_for(app: &TestApp, customer: &str) -> Value {
+    let success = checkout_success_url(app);
+    let cancel = app.url("/settings/billing");
+    let (status, session) = emulator_post(
+        app,
+        "checkout/sessions",
+        &[
+            ("mode", "subscription"),
+            ("customer", customer),
+            ("line_items[0][price]", "price_emu_pro_monthly"),
+            ("line_items[0][quantity]", "1"),
+            ("client_reference_id", "user_1"),
+            ("metadata[user_id]", "user_1"),
+            ("subscription_data[metadata][user_id]", "user_1"),
+            ("success_url", &success),
+            ("cancel_url", &cancel),
+        ],
+        Some(&format!("checkout-{customer}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{session}");
+    session
+}
+
+/// Submits the hosted page's card form (`number`, `exp`, `cvc`) at the session's `url`.
+pub async fn pay_on_checkout_page(
+    browser: &reqwest::Client,
+    url: &str,
+    number: &str,
+) -> reqwest::Response {
+    browser
+        .post(url)
+        .form(&[("number", number), ("exp", "12 / 34"), ("cvc", "123")])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Where a redirect leads (its `Location`), asserting it is a 303 See Other.
+pub fn redirected_to(response: &reqwest::Response) -> String {
+    assert_eq!(response.status(), 303, "{response:?}");
+    response.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// A page's status and HTML.
+pub async fn html_page(browser: &reqwest::Client, url: &str) -> (u16, String) {
+    let response = browser.get(url).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Every subscription the emulator holds for `customer`, whatever its status.
+pub async fn emulated_subscriptions(app: &TestApp, customer: &str) -> Vec<Value> {
+    let listed = emulator_get(
+        app,
+        &format!("subscriptions?customer={customer}&status=all&limit=100"),
+    )
+    .await;
+    listed["data"].as_array().unwrap().clone()
+}

@@ -26,8 +26,8 @@
 //!   hosted checkout page at a Checkout Session's `url`;
 //! - [`delivery`]: every event, signed, to the service's real
 //!   `/webhooks/stripe`, retried until acknowledged;
-//! - [`demo`]: demo sign-in and a demo checkout, a client of the API like
-//!   any other.
+//! - [`demo`]: demo sign-in (the demo user subscribes through the page's
+//!   Checkout, as any user does).
 //!
 //! The service's own code path does the sync; nothing is shortcut.
 //!

@@ -787,40 +787,21 @@ async fn click(browser: &Browser, css: &str) {
         .unwrap();
 }
 
-/// The page's Subscribe for the emulator's Pro plan: the browser leaves for the session's
-/// checkout URL, the emulator's test helper pays the session in the hosted page's place, and
-/// the browser comes back as Stripe redirects it, to the success URL with the session's id.
+/// The page's Subscribe for the emulator's Pro plan, paid on the emulator's hosted checkout
+/// page with the card `number`, as a buyer does.
 #[cfg(feature = "emulator")]
-async fn subscribe_on_the_page(browser: &Browser, base: &str) {
+async fn subscribe_on_the_page(browser: &Browser, card: &str) {
     click(browser, r#"[data-checkout-plan="price_emu_pro_monthly"]"#).await;
-    let mut url = String::new();
-    for _ in 0..150 {
-        url = browser.client.current_url().await.unwrap().to_string();
-        if url.contains("/c/pay/") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let session = url.rsplit('/').next().unwrap().to_string();
-    assert!(
-        session.starts_with("cs_"),
-        "the browser never left for checkout: {url}"
-    );
-    let (status, paid) = emulator_post_at(
-        &reqwest::Client::new(),
-        base,
-        &format!("test_helpers/checkout/sessions/{session}/complete"),
-        &[],
-    )
-    .await;
-    assert_eq!(status, 200, "{paid}");
     browser
         .client
-        .goto(&format!(
-            "{base}/settings/billing?from=checkout&session_id={session}"
-        ))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#number"))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("the browser never reached the checkout page: {e}"));
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.path().contains("/c/pay/cs_"), "{url}");
+    enter_card(browser, card).await;
 }
 
 /// Issue 19: an unpaid user picks a plan on the page, pays, and is shown paid the moment they
@@ -848,8 +829,9 @@ async fn back_from_checkout_the_page_shows_paid_before_any_webhook() {
         .unwrap();
     browser.screenshot("checkout-plans").await;
 
-    subscribe_on_the_page(&browser, &app.address).await;
+    subscribe_on_the_page(&browser, "4242 4242 4242 4242").await;
 
+    // Stripe's redirect: the success URL, with the session's id.
     browser.wait_for_state("paid").await;
     assert!(app.user("demo_user").unwrap().paid);
     assert_eq!(app.count("stripe_events"), 0, "no webhook was delivered");
@@ -859,6 +841,47 @@ async fn back_from_checkout_the_page_shows_paid_before_any_webhook() {
         "the return marker left the address bar: {url}"
     );
     browser.screenshot("checkout-returned-paid").await;
+    browser.close().await;
+}
+
+/// Issue 19: the declining card leaves the user unpaid, with Stripe's message on the checkout
+/// page; back on the billing page (Checkout's back link is the cancel URL), still unpaid.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn a_declined_card_at_checkout_leaves_the_user_unpaid() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_emulated_app_with(|_| {}).await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("signed-out").await;
+    click(&browser, "#demo-sign-in").await;
+    browser.wait_for_state("unpaid").await;
+
+    subscribe_on_the_page(&browser, "4000 0000 0000 0002").await;
+
+    let error = browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#error"))
+        .await
+        .unwrap();
+    assert_eq!(error.text().await.unwrap(), "Your card was declined.");
+    browser.screenshot("checkout-declined").await;
+    assert!(!app.user("demo_user").unwrap().paid);
+    browser.open_billing(&app).await;
+    browser.wait_for_state("unpaid").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(
+            r#"[data-checkout-plan="price_emu_pro_monthly"]"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(app.count("subscriptions WHERE status = 'active'"), 0);
     browser.close().await;
 }
 
@@ -880,7 +903,7 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
 
     // The page's Checkout: the emulator creates the subscription, the return
     // applies it, and the button appears.
-    subscribe_on_the_page(&browser, &app.address).await;
+    subscribe_on_the_page(&browser, "4242 4242 4242 4242").await;
     browser.wait_for_state("paid").await;
     browser.screenshot("demo-paid").await;
 
@@ -1610,7 +1633,7 @@ async fn after_a_restart_in_the_middle_of_the_demo_loop_the_portal_still_knows_t
     browser.wait_for_state("signed-out").await;
     click(&browser, "#demo-sign-in").await;
     browser.wait_for_state("unpaid").await;
-    subscribe_on_the_page(&browser, &first.base).await;
+    subscribe_on_the_page(&browser, "4242 4242 4242 4242").await;
     browser.wait_for_state("paid").await;
     let subscription = app.subscription_ids().pop().unwrap();
 

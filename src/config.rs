@@ -1414,6 +1414,41 @@ mod tests {
     }
 
     #[test]
+    fn billing_plans_keep_their_order_trimmed_without_empty_entries_or_repeats() {
+        let s = settings(&[(
+            "BILLING_PLANS",
+            " price_pro , pro_yearly,,price_pro,price_starter ",
+        )])
+        .unwrap();
+
+        assert_eq!(
+            s.offered_plans(),
+            ["price_pro", "pro_yearly", "price_starter"]
+        );
+    }
+
+    #[test]
+    fn without_billing_plans_only_the_emulator_offers_its_seeded_prices() {
+        let emulated = settings(&[]).unwrap();
+        let keyed = settings(&[("STRIPE_SECRET_KEY", "sk_test_abc")]).unwrap();
+
+        let expected: Vec<String> = if cfg!(feature = "emulator") {
+            crate::billing::checkout::EMULATOR_PLANS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(emulated.offered_plans(), expected);
+        assert!(keyed.offered_plans().is_empty());
+        assert_eq!(
+            emulated.billing_page_url(),
+            format!("{}/settings/billing", emulated.app_base_url)
+        );
+    }
+
+    #[test]
     fn the_environment_file_wins_over_the_defaults_and_a_variable_over_both() {
         assert_eq!(settings(&[]).unwrap().host, "127.0.0.1");
         assert_eq!(settings(&production_vars()).unwrap().host, "0.0.0.0");

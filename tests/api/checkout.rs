@@ -598,3 +598,42 @@ async fn a_price_archived_by_webhook_is_no_longer_offered() {
         .await
         .is_empty());
 }
+
+#[actix_rt::test]
+async fn a_checkout_session_id_that_is_not_one_is_400_without_a_stripe_call() {
+    let app = spawn_app().await;
+    app.given().user("user_1").with_customer("cus_1").store();
+
+    for id in ["sub_1", "cs_../../customers/cus_2", ""] {
+        let response = refresh_with_session(&app, &token_for("user_1", None), id).await;
+
+        assert_eq!(response.status(), 400, "{id:?}");
+    }
+    assert!(app
+        .stripe
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty());
+}
+
+#[actix_rt::test]
+async fn an_unpaid_session_on_return_changes_nothing_and_answers_the_status() {
+    let app = spawn_app().await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    Mock::given(method("GET"))
+        .and(path("/v1/checkout/sessions/cs_open"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cs_open", "object": "checkout.session", "mode": "subscription",
+            "status": "open", "customer": "cus_1", "subscription": null,
+        })))
+        .mount(&app.stripe)
+        .await;
+
+    let response = refresh_with_session(&app, &token_for("user_1", None), "cs_open").await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["paid"], false, "{body}");
+    assert_eq!(app.count("subscriptions"), 0);
+}

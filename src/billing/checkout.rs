@@ -11,37 +11,44 @@
 //!   (`active: false`), is a start-up warning naming it, and is not offered.
 //! - **Checkout.** Refused before any Stripe call: a plan not offered, a user
 //!   with a live subscription. The customer is the user's one
-//!   ([`customers::ensure`], as the portal does). Double clicks make one
-//!   session: the request runs under an advisory lock on the user (on the
-//!   lock pool, as the customer's creation), and its `Idempotency-Key` is
-//!   derived from every parameter sent, the user's subscription history and
-//!   their attempt, so the second click's request is Stripe's replay of the
-//!   first's (docs.stripe.com/api/idempotent_requests). A 500 Stripe saved
-//!   under that key (replayed for 24 hours) moves the attempt on, as
-//!   `customer_key_attempt` does for customers.
-//! - **Return.** The session is read from Stripe with its subscription
-//!   expanded, refused unless its customer is the user's, and its
-//!   subscription stored as fetched state under the customer's fetch lock,
-//!   through the same ordering rules as webhooks ([`apply_subscription`]).
+//!   ([`customers::ensure`], as the portal does). Under an advisory lock on
+//!   the user (on the lock pool, as the customer's creation) the user's
+//!   recorded open session ([`users::OpenCheckout`]) settles what happens:
+//!   the same plan gets that session back (double clicks, two tabs, two
+//!   instances: one session); another plan expires it at Stripe first
+//!   (docs.stripe.com/api/checkout/sessions/expire), so two payable sessions
+//!   can never become two subscriptions; one that was paid meanwhile is
+//!   applied and the click answers `already_subscribed`. Only then is a new
+//!   session created and recorded. Its request carries a fresh
+//!   `Idempotency-Key` per click (the transport's), so a 500 Stripe saved
+//!   never replays to the next click.
+//! - **Return.** Only the user's recorded session is applied (any other id is
+//!   refused without a Stripe call), at most once per refresh interval: it
+//!   is read from Stripe with its subscription expanded under the customer's
+//!   fetch lock, refused unless its customer is the user's, and its
+//!   subscription stored as fetched state through the same ordering rules as
+//!   webhooks ([`apply_subscription`]).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use chrono::TimeDelta;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use log::{info, warn};
-use sha2::{Digest, Sha256};
 
 use super::customers::{self, Member};
 use super::plans::{self, Plan};
 use super::refetch::FetchLock;
+use super::refresh;
 use super::summary::{self, BillingSummary};
 use super::sync::apply_subscription;
 use super::{Billing, Error};
 use crate::db::catalogue::{Price, Product};
 use crate::db::schema::{stripe_prices, stripe_products};
 use crate::db::subscriptions::{self, Provenance};
+use crate::db::users::RefreshClaim;
 use crate::db::{self, users, OpenTransaction};
 use crate::ids::{email_problem, CustomerId};
 use crate::stripe::client::{CheckoutRequest, SessionSubscription, StripeFailure};
@@ -163,6 +170,16 @@ async fn resolve_one(billing: &Billing, entry: &str) -> Result<(), Error> {
         );
         return Ok(());
     }
+    // A subscription-mode Checkout sells only recurring prices; a one-time
+    // price would be refused by Stripe on every click (docs.stripe.com/api/checkout/sessions/create#create_checkout_session-mode).
+    if offered.price.recurring.is_none() {
+        warn!(
+            "BILLING_PLANS: the price `{entry}` ({}) is not recurring, so Checkout cannot \
+             subscribe to it: it is not offered",
+            offered.price.id
+        );
+        return Ok(());
+    }
     let price = offered.price;
     let id = price.id.clone();
     db::transaction(&billing.pool, move |conn| {
@@ -273,7 +290,6 @@ pub(crate) async fn create(
     {
         return Err(Error::AlreadySubscribed);
     }
-    let history = subs.len();
     let mut customer = customers::ensure(billing, user.clone()).await?;
     let mut replaced = false;
     loop {
@@ -284,7 +300,7 @@ pub(crate) async fn create(
             success_url: &billing.checkout_return_url,
             cancel_url: &billing.checkout_cancel_url,
         };
-        match create_locked(billing, &request, history).await {
+        match create_locked(billing, &request).await {
             Err(Error::Stripe(StripeFailure::NoSuchCustomer)) if !replaced => {
                 warn!(
                     "Stripe no longer knows customer {customer} of user {}; creating a new one",
@@ -294,77 +310,186 @@ pub(crate) async fn create(
                 replaced = true;
             }
             Err(e) => return Err(e),
-            Ok(url) => {
-                billing.metrics.checkout_sessions.inc();
-                return Ok(url);
-            }
+            Ok(url) => return Ok(url),
         }
     }
 }
 
-/// The session request under the user's checkout lock, with the key of their
-/// current attempt; a failure Stripe saved moves the attempt on.
-async fn create_locked(
-    billing: &Billing,
-    request: &CheckoutRequest<'_>,
-    history: usize,
-) -> Result<String, Error> {
-    let stripe = billing.stripe()?;
+/// What the user's recorded session settled before this click.
+enum Settled {
+    /// The same plan's session, still open: its page.
+    Reuse(String),
+    /// A new session, to record.
+    Created(users::OpenCheckout),
+    /// The recorded session was paid meanwhile (and is now applied).
+    Paid,
+}
+
+/// The session request under the user's checkout lock: the recorded session
+/// settled first, a new one created and recorded only when needed.
+async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Result<String, Error> {
     let mut tx = OpenTransaction::begin(&billing.locks).await?;
     let (id, lock) = (
         request.user_id.clone(),
         format!("billing-checkout:{}", request.user_id),
     );
-    let attempt = tx
+    let (open, live) = tx
         .run_waiting(billing.lock_wait(), move |conn| {
             diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
                 .bind::<Text, _>(lock)
                 .bind::<BigInt, _>(0)
                 .execute(conn)?;
-            users::checkout_key_attempt(conn, &id)
+            // Again under the lock: a click that waited for another may find
+            // the subscription that one's session became.
+            let live = subscriptions::of_user(conn, &id)?
+                .iter()
+                .any(|s| !SubscriptionStatus::parse(&s.status).is_terminal());
+            Ok((users::open_checkout(conn, &id)?, live))
         })
         .await?;
-    let key = idempotency_key(request, history, attempt);
-    match stripe.create_checkout_session(request, &key).await {
-        Ok(url) => {
-            tx.commit().await?;
+    let settled = match live {
+        true => Ok(Settled::Paid),
+        false => settle_and_create(billing, request, open).await,
+    };
+    let record = match &settled {
+        Ok(Settled::Created(open)) => Some(Some(open.clone())),
+        Ok(Settled::Paid) => Some(None),
+        Ok(Settled::Reuse(_)) | Err(_) => None,
+    };
+    let id = request.user_id.clone();
+    let ended = match record {
+        Some(open) => match tx
+            .run(move |conn| users::set_open_checkout(conn, &id, open.as_ref()))
+            .await
+        {
+            Ok(()) => tx.commit().await.map_err(Error::from),
+            Err(e) => Err(e.into()),
+        },
+        None => tx.rollback().await.map_err(Error::from),
+    };
+    match (settled?, ended) {
+        (Settled::Reuse(url), _) => Ok(url),
+        (Settled::Created(open), Ok(())) => {
+            billing.metrics.checkout_sessions.inc();
             info!(
-                "created a Checkout Session for user {} (customer {})",
-                request.user_id, request.customer
+                "created Checkout Session {} for user {} (customer {})",
+                open.session_id, request.user_id, request.customer
             );
-            Ok(url)
+            Ok(open.url)
         }
-        Err(failure) => {
-            let id = request.user_id.clone();
-            let ended = if failure.saved_by_stripe() {
-                // Stripe replays this failure for 24 hours under this key:
-                // the next click makes a new attempt, with a new key.
-                match tx
-                    .run(move |conn| users::next_checkout_key_attempt(conn, &id))
-                    .await
-                {
-                    Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            } else {
-                tx.rollback().await.map_err(|e| e.to_string())
-            };
-            if let Err(e) = ended {
-                warn!("ending the transaction of a failed checkout creation failed: {e}");
-            }
-            Err(failure.into())
+        // Not recorded: the session would be one the next click cannot find
+        // (and could not expire); the click fails rather than hand it out.
+        (Settled::Created(open), Err(e)) => {
+            warn!(
+                "Checkout Session {} of user {} could not be recorded ({e}); not handed out",
+                open.session_id, request.user_id
+            );
+            Err(e)
         }
+        (Settled::Paid, _) => Err(Error::AlreadySubscribed),
     }
 }
 
-/// `checkout-<sha256>-<history>-<attempt>`: the hash covers the exact form
-/// body sent (Stripe refuses a key reused with other parameters), `history`
-/// the user's subscriptions so far (a new purchase after one ended is a new
-/// session), `attempt` the user's checkout attempt. At most 100 ASCII
-/// characters, within Stripe's 255.
-fn idempotency_key(request: &CheckoutRequest<'_>, history: usize, attempt: i32) -> String {
-    let hash = Sha256::digest(request.form().as_bytes());
-    format!("checkout-{}-{history}-{attempt}", hex::encode(hash))
+/// Settles the user's recorded session, then creates a new one if needed.
+async fn settle_and_create(
+    billing: &Billing,
+    request: &CheckoutRequest<'_>,
+    open: Option<users::OpenCheckout>,
+) -> Result<Settled, Error> {
+    let stripe = billing.stripe()?;
+    if let Some(open) = open {
+        let same_plan = open.price == request.price_id;
+        let state = match same_plan {
+            true => read_and_apply(billing, request.customer, &open.session_id).await,
+            false => match stripe.expire_checkout_session(&open.session_id).await {
+                Ok(expired) => Ok(SessionState {
+                    status: expired.status,
+                    url: None,
+                }),
+                // Not open any more: paid (or expired) meanwhile; read it.
+                Err(StripeFailure::Api { status: 400, .. }) => {
+                    read_and_apply(billing, request.customer, &open.session_id).await
+                }
+                Err(other) => Err(other.into()),
+            },
+        };
+        match state {
+            Ok(state) if state.status == "complete" => return Ok(Settled::Paid),
+            Ok(SessionState { status, url }) if status == "open" && same_plan => {
+                return Ok(Settled::Reuse(url.unwrap_or(open.url)))
+            }
+            // Expired, or one Stripe no longer knows: a new one.
+            Ok(_) | Err(Error::Stripe(StripeFailure::Api { status: 404, .. })) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let session = stripe.create_checkout_session(request).await?;
+    Ok(Settled::Created(users::OpenCheckout {
+        url: session.url.unwrap_or_default(),
+        session_id: session.id,
+        price: request.price_id.to_string(),
+    }))
+}
+
+/// A Checkout Session's state as read.
+struct SessionState {
+    status: String,
+    url: Option<String>,
+}
+
+/// Reads the session `session_id` from Stripe under `customer`'s fetch lock
+/// and, when it was paid, stores its subscription as fetched state through
+/// the ordering rules. Refused ([`Error::CheckoutNotYours`]) when the session
+/// or its subscription is another customer's.
+async fn read_and_apply(
+    billing: &Billing,
+    customer: &CustomerId,
+    session_id: &str,
+) -> Result<SessionState, Error> {
+    let stripe = billing.stripe()?;
+    // Held from before the read until what it read is stored, so a
+    // webhook's newer state is never overwritten by this read.
+    let lock = FetchLock::acquire(billing, customer).await?;
+    let read = async {
+        let session = stripe.retrieve_checkout_session(session_id).await?;
+        if session.customer.as_ref() != Some(customer) {
+            warn!("checkout session {session_id} is not for customer {customer}: refused");
+            return Err(Error::CheckoutNotYours);
+        }
+        let state = SessionState {
+            status: session.status,
+            url: session.url,
+        };
+        let sub = match session.subscription {
+            // Not paid (yet): nothing to apply; the webhook will bring it.
+            None => return Ok((state, None)),
+            Some(SessionSubscription::Expanded(sub)) => *sub,
+            Some(SessionSubscription::Id(id)) => stripe.retrieve_subscription(&id).await?,
+        };
+        if &sub.customer_id != customer {
+            return Err(Error::CheckoutNotYours);
+        }
+        Ok((state, Some(sub)))
+    };
+    let (state, sub) = match read.await {
+        Ok(read) => read,
+        Err(e) => {
+            lock.release().await;
+            return Err(e);
+        }
+    };
+    let Some(sub) = sub else {
+        lock.release().await;
+        return Ok(state);
+    };
+    let (rule, clock, started_at) = (billing.rule, billing.clock.clone(), lock.started_at);
+    lock.store(move |conn| {
+        let fetched = Provenance::Fetch { started_at };
+        apply_subscription(conn, &sub, &fetched, rule, clock.now())
+    })
+    .await
+    .map_err(Error::from)?;
+    Ok(state)
 }
 
 /// Whether `id` looks like a Checkout Session id: Stripe's ids are short and
@@ -375,72 +500,63 @@ pub(crate) fn is_session_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Applies the Checkout Session `session_id` the user came back from: read
-/// from Stripe, refused ([`Error::CheckoutNotYours`]) unless its customer is
-/// the user's, its subscription stored as fetched state. Answers the user's
-/// status, as a refresh does.
+/// Applies the Checkout Session `session_id` the user came back from: only
+/// the session recorded for them at create-checkout (any other id is
+/// refused, [`Error::CheckoutNotYours`], without a Stripe call), at most one
+/// Stripe read per [`refresh::MIN_INTERVAL_SECS`] (the refresh's claim), read
+/// and applied by [`read_and_apply`]. Answers the user's status, as a refresh
+/// does.
 pub(crate) async fn apply_on_return(
     billing: &Billing,
     user: Member<'_>,
     session_id: &str,
 ) -> Result<BillingSummary, Error> {
-    let stripe = billing.stripe()?;
-    let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
-    let customer: Option<CustomerId> = db::run(&billing.pool, move |conn| {
-        let row = users::upsert(conn, &id, email.as_deref())?;
-        Ok(row.stripe_customer_id)
+    billing.stripe()?;
+    let now = billing.clock.now();
+    let (id, email, asked) = (
+        user.id.clone(),
+        user.email.map(str::to_owned),
+        session_id.to_owned(),
+    );
+    let claim = db::run(&billing.pool, move |conn| {
+        if email.as_deref().and_then(email_problem).is_none() {
+            users::upsert(conn, &id, email.as_deref())?;
+        }
+        let recorded = users::open_checkout(conn, &id)?;
+        if recorded.is_none_or(|open| open.session_id != asked) {
+            return Ok(None);
+        }
+        users::claim_refresh(
+            conn,
+            &id,
+            now,
+            TimeDelta::seconds(refresh::MIN_INTERVAL_SECS),
+        )
+        .map(Some)
     })
     .await?;
-    // Without a customer, no session can be the user's.
-    let customer = customer.ok_or(Error::CheckoutNotYours)?;
-    let lock = FetchLock::acquire(billing, &customer).await?;
-    let session = match stripe.retrieve_checkout_session(session_id).await {
-        Ok(session) => session,
-        Err(failure) => {
-            lock.release().await;
-            // "No such checkout.session": as much the user's as another's.
-            return Err(match failure {
-                StripeFailure::Api { status: 404, .. } => Error::CheckoutNotYours,
-                other => other.into(),
-            });
-        }
-    };
-    if session.customer.as_ref() != Some(&customer) {
-        lock.release().await;
-        warn!(
-            "user {} came back from checkout session {session_id}, which is not for their \
-             customer {customer}: refused",
-            user.id
-        );
-        return Err(Error::CheckoutNotYours);
-    }
-    let sub = match session.subscription {
-        // Not paid (yet): nothing to apply; the webhook will bring it.
+    match claim {
         None => {
-            lock.release().await;
-            return summary::of_user(billing, user).await;
+            warn!(
+                "user {} came back with checkout session {session_id}, not the one recorded \
+                 for them: refused",
+                user.id
+            );
+            return Err(Error::CheckoutNotYours);
         }
-        Some(SessionSubscription::Expanded(sub)) => *sub,
-        Some(SessionSubscription::Id(id)) => match stripe.retrieve_subscription(&id).await {
-            Ok(sub) => sub,
-            Err(failure) => {
-                lock.release().await;
-                return Err(failure.into());
-            }
-        },
-    };
-    if sub.customer_id != customer {
-        lock.release().await;
-        return Err(Error::CheckoutNotYours);
+        Some(RefreshClaim::Granted(customer)) => {
+            read_and_apply(billing, &customer, session_id).await?;
+            billing.metrics.checkouts_applied.inc();
+        }
+        // A recorded session always has a customer; forgotten meanwhile
+        // (`customer.deleted`): nothing of theirs to read.
+        Some(RefreshClaim::NoCustomer) => {}
+        Some(RefreshClaim::TooSoon { last }) => {
+            return Err(Error::RefreshTooSoon {
+                retry_after_secs: refresh::retry_after(last, now),
+            })
+        }
     }
-    let (rule, clock, started_at) = (billing.rule, billing.clock.clone(), lock.started_at);
-    lock.store(move |conn| {
-        let fetched = Provenance::Fetch { started_at };
-        apply_subscription(conn, &sub, &fetched, rule, clock.now())
-    })
-    .await
-    .map_err(Error::from)?;
-    billing.metrics.checkouts_applied.inc();
     summary::of_user(billing, user).await
 }
 

@@ -109,7 +109,7 @@ async fn read_and_store(billing: &Billing, customer: &CustomerId) -> Result<(), 
 /// Whole seconds until the user's next read may be claimed, 1 to
 /// [`MIN_INTERVAL_SECS`]: a client that waits that long is not refused again
 /// (unless someone else refreshed meanwhile).
-fn retry_after(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
+pub(crate) fn retry_after(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> u64 {
     let interval = TimeDelta::seconds(MIN_INTERVAL_SECS);
     let wait_ms = last.map_or(0, |last| (last + interval - now).num_milliseconds());
     let wait_secs = (wait_ms + 999).div_euclid(1000);

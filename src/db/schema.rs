@@ -80,7 +80,9 @@ diesel::table! {
         updated_at -> Timestamptz,
         refreshed_at -> Nullable<Timestamptz>,
         customer_key_attempt -> Int4,
-        checkout_key_attempt -> Int4,
+        checkout_session_id -> Nullable<Text>,
+        checkout_session_price -> Nullable<Text>,
+        checkout_session_url -> Nullable<Text>,
     }
 }
 

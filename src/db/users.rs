@@ -99,20 +99,48 @@ pub fn next_customer_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryR
         .map(drop)
 }
 
-/// The attempt at creating a Checkout Session the user's next click makes
-/// (its idempotency key ends in it).
-pub fn checkout_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryResult<i32> {
-    users::table
-        .find(id)
-        .select(users::checkout_key_attempt)
-        .get_result(conn)
+/// The user's Checkout Session that may still be open: its id, the price it
+/// sells and its hosted page.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct OpenCheckout {
+    pub session_id: String,
+    pub price: String,
+    pub url: String,
 }
 
-/// Moves the user's Checkout Session creation on to its next attempt, after
-/// Stripe saved a failure under the current one's key.
-pub fn next_checkout_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryResult<()> {
+/// The user's [`OpenCheckout`], if one is recorded.
+pub fn open_checkout(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<OpenCheckout>> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> = users::table
+        .find(id)
+        .select((
+            users::checkout_session_id,
+            users::checkout_session_price,
+            users::checkout_session_url,
+        ))
+        .get_result(conn)
+        .optional()?;
+    Ok(match row {
+        Some((Some(session_id), Some(price), Some(url))) => Some(OpenCheckout {
+            session_id,
+            price,
+            url,
+        }),
+        _ => None,
+    })
+}
+
+/// Records `open` as the user's Checkout Session (`None`: none is open).
+pub fn set_open_checkout(
+    conn: &mut PgConnection,
+    id: &UserId,
+    open: Option<&OpenCheckout>,
+) -> QueryResult<()> {
     diesel::update(users::table.find(id))
-        .set(users::checkout_key_attempt.eq(users::checkout_key_attempt + 1))
+        .set((
+            users::checkout_session_id.eq(open.map(|o| o.session_id.as_str())),
+            users::checkout_session_price.eq(open.map(|o| o.price.as_str())),
+            users::checkout_session_url.eq(open.map(|o| o.url.as_str())),
+        ))
         .execute(conn)
         .map(drop)
 }

@@ -409,6 +409,9 @@ fn route(
                 .ok_or_else(|| StripeApiError::missing("checkout session", id, "id"))?;
             Ok(checkout_session_object(emu, state, session, q))
         }
+        ("POST", ["checkout", "sessions", id, "expire"]) => {
+            expire_checkout_session(emu, state, id, &merged(form, q))
+        }
         ("POST", ["test_helpers", "checkout", "sessions", id, "complete"]) => {
             complete_checkout_session(emu, state, id, q)
         }
@@ -712,6 +715,40 @@ fn checkout_session_object(
         }
     }
     object
+}
+
+/// `POST /v1/checkout/sessions/{id}/expire` (docs.stripe.com/api/checkout/sessions/expire):
+/// an open session can no longer be paid, and `checkout.session.expired` is
+/// sent; a session that is not open (paid, or already expired) is refused
+/// with a 400 and stays as it is.
+fn expire_checkout_session(
+    emu: &Emulator,
+    state: &mut State,
+    id: &str,
+    expand: &Form,
+) -> Result<Value, StripeApiError> {
+    let session = state
+        .checkout_sessions
+        .get(id)
+        .ok_or_else(|| StripeApiError::missing("checkout session", id, "id"))?;
+    let status = checkout_session_object(emu, state, session, expand)["status"].clone();
+    if status != "open" {
+        return Err(StripeApiError::invalid(
+            format!(
+                "Only Checkout Sessions with a status in [\"open\"] can be expired. This \
+                 Checkout Session has a status of {}.",
+                status.as_str().unwrap_or("unknown")
+            ),
+            None,
+        ));
+    }
+    emu.expire_checkout_session(state, id);
+    Ok(checkout_session_object(
+        emu,
+        state,
+        &state.checkout_sessions[id],
+        expand,
+    ))
 }
 
 /// `success_url` or `cancel_url`: an absolute `http(s)` URL, as Stripe

@@ -167,7 +167,7 @@ impl Emulator {
 
     /// An unpaid Checkout Session reaching its `expires_at`: it can no
     /// longer be paid (a 3-D Secure step in progress is dropped with it).
-    fn expire_checkout_session(&self, state: &mut State, id: &str) {
+    pub(super) fn expire_checkout_session(&self, state: &mut State, id: &str) {
         let now = self.now(state);
         let url = self.checkout_url(id);
         let session = state

@@ -24,9 +24,10 @@ use crate::billing::{checkout, refresh, summary};
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct RefreshRequest {
     /// The Checkout Session the user came back from (`session_id` of the page's
-    /// `?from=checkout&session_id=cs_…`): only that session is read from Stripe, and its
-    /// subscription stored, if it belongs to the user's customer (else 403
-    /// `checkout_session_not_yours`). Not limited to one read every 10 s.
+    /// `?from=checkout&session_id=cs_…`): only the session recorded for the user at
+    /// create-checkout is read from Stripe (else 403 `checkout_session_not_yours`, without a
+    /// Stripe call), and its subscription stored if it belongs to the user's customer; one
+    /// read every 10 s at most, as a refresh.
     #[schema(example = "cs_test_a1B2c3")]
     checkout_session_id: Option<String>,
 }
@@ -51,10 +52,10 @@ pub(crate) struct RefreshRequest {
             description = "Required when authenticated by cookie (CSRF protection)")),
     responses(
         (status = 200, description = "Billing status, re-read from Stripe (or stored, for a user without a Stripe customer)", body = StatusResponse),
-        (status = 400, description = "A bearer token and the cookie naming different users", body = ErrorBody),
+
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 400, description = "`invalid_body`: a body that is not a refresh request, or a `checkoutSessionId` that is not a Checkout Session id", body = ErrorBody),
-        (status = 403, description = "Cross-site request refused, or `checkout_session_not_yours`: the Checkout Session is not for the user's Stripe customer (nothing changed)", body = ErrorBody),
+        (status = 400, description = "`invalid_body`: a body that is not a refresh request, or a `checkoutSessionId` that is not a Checkout Session id; or a bearer token and the cookie naming different users", body = ErrorBody),
+        (status = 403, description = "Cross-site request refused, or `checkout_session_not_yours`: the Checkout Session is not the one recorded for the user, or not for their Stripe customer (nothing changed)", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "`refresh_too_soon`: this user's subscriptions were read from Stripe less than 10 s ago; the stored status as `data`",
          body = ErrorWithStatusBody,

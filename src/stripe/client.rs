@@ -636,8 +636,7 @@ pub(crate) struct CheckoutRequest<'a> {
 }
 
 impl CheckoutRequest<'_> {
-    /// The form body, in a fixed order, so that the same parameters are the
-    /// same bytes (what the idempotency key is derived from).
+    /// The form body.
     pub(crate) fn form(&self) -> String {
         url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
@@ -661,11 +660,17 @@ impl CheckoutRequest<'_> {
     }
 }
 
-/// A Checkout Session as read back: whose customer it is, and its
-/// subscription (expanded when Stripe expanded it, else only its id).
+/// A Checkout Session as read back: whose customer it is, its state, its
+/// hosted page and its subscription (expanded when Stripe expanded it, else
+/// only its id).
 #[derive(Debug)]
 pub(crate) struct CheckoutSession {
+    pub(crate) id: String,
     pub(crate) customer: Option<CustomerId>,
+    /// `open`, `complete` or `expired` (docs.stripe.com/api/checkout/sessions/object#checkout_session_object-status).
+    pub(crate) status: String,
+    /// The hosted page; Stripe answers `null` once the session is not open.
+    pub(crate) url: Option<String>,
     pub(crate) subscription: Option<SessionSubscription>,
 }
 
@@ -683,37 +688,27 @@ pub(crate) struct OfferedPrice {
 }
 
 impl StripeGateway {
-    /// Creates the Checkout Session and answers its `url` (the hosted page) and
-    /// id. `key` is the caller's: double clicks must send the same one.
+    /// Creates the Checkout Session. A new click is a new request: the
+    /// transport gives it a fresh idempotency key, kept for its retries;
+    /// double clicks are one session because the caller hands back the
+    /// session it recorded ([`crate::billing::checkout`]).
     pub(crate) async fn create_checkout_session(
         &self,
         request: &CheckoutRequest<'_>,
-        key: &str,
-    ) -> Result<String, StripeFailure> {
-        let key =
-            IdempotencyKey::new(key).map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
+    ) -> Result<CheckoutSession, StripeFailure> {
         let mut builder =
             RequestBuilder::new(stripe_client_core::StripeMethod::Post, "/checkout/sessions");
         builder.body = Some(request.form());
-        let session: Json = self
-            .call(
-                "create_checkout_session",
-                builder,
-                Some(key),
-                Patience::Waiting,
-            )
+        let body: Json = self
+            .call("create_checkout_session", builder, None, Patience::Waiting)
             .await?;
-        match &session {
-            Json::Object(object) => match object.get("url") {
-                Some(Json::String(url)) if !url.is_empty() => Ok(url.clone()),
-                _ => Err(StripeFailure::InvalidResponse(
-                    "the checkout session has no url".into(),
-                )),
-            },
-            _ => Err(StripeFailure::InvalidResponse(
-                "a checkout session is not a JSON object".into(),
-            )),
+        let session = checkout_session_from(body)?;
+        if session.url.is_none() {
+            return Err(StripeFailure::InvalidResponse(
+                "the checkout session has no url".into(),
+            ));
         }
+        Ok(session)
     }
 
     /// `GET /v1/checkout/sessions/{id}?expand[]=subscription`
@@ -722,16 +717,11 @@ impl StripeGateway {
         &self,
         id: &str,
     ) -> Result<CheckoutSession, StripeFailure> {
-        let escaped: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
         let mut builder = RequestBuilder::new(
             stripe_client_core::StripeMethod::Get,
-            format!("/checkout/sessions/{escaped}"),
+            format!("/checkout/sessions/{}", path_segment(id)),
         );
-        builder.query = Some(
-            url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("expand[]", "subscription")
-                .finish(),
-        );
+        builder.query = Some(expand_subscription());
         let body: Json = self
             .call(
                 "retrieve_checkout_session",
@@ -740,32 +730,26 @@ impl StripeGateway {
                 Patience::Waiting,
             )
             .await?;
-        let Json::Object(object) = body else {
-            return Err(StripeFailure::InvalidResponse(
-                "a checkout session is not a JSON object".into(),
-            ));
-        };
-        let customer = match object.get("customer") {
-            Some(Json::String(id)) if !id.is_empty() => Some(CustomerId::from(id.clone())),
-            Some(Json::Object(customer)) => match customer.get("id") {
-                Some(Json::String(id)) if !id.is_empty() => Some(CustomerId::from(id.clone())),
-                _ => None,
-            },
-            _ => None,
-        };
-        let subscription = match object.get("subscription") {
-            Some(Json::String(id)) if !id.is_empty() => {
-                Some(SessionSubscription::Id(SubscriptionId::from(id.clone())))
-            }
-            Some(sub @ Json::Object(_)) => Some(SessionSubscription::Expanded(Box::new(
-                subscription_from(sub)?,
-            ))),
-            _ => None,
-        };
-        Ok(CheckoutSession {
-            customer,
-            subscription,
-        })
+        checkout_session_from(body)
+    }
+
+    /// `POST /v1/checkout/sessions/{id}/expire`
+    /// (docs.stripe.com/api/checkout/sessions/expire): an open session can no
+    /// longer be paid. Stripe refuses a session that is not open (400): the
+    /// caller reads it back to learn whether it was paid.
+    pub(crate) async fn expire_checkout_session(
+        &self,
+        id: &str,
+    ) -> Result<CheckoutSession, StripeFailure> {
+        let mut builder = RequestBuilder::new(
+            stripe_client_core::StripeMethod::Post,
+            format!("/checkout/sessions/{}/expire", path_segment(id)),
+        );
+        builder.body = Some(expand_subscription());
+        let body: Json = self
+            .call("expire_checkout_session", builder, None, Patience::Waiting)
+            .await?;
+        checkout_session_from(body)
     }
 
     /// What a `BILLING_PLANS` entry names: a price id (`price_…`, or an older
@@ -851,6 +835,58 @@ pub(crate) struct EventsPage {
     pub(crate) has_more: bool,
     /// The id to continue after.
     pub(crate) last_id: Option<String>,
+}
+
+/// An id as one path segment: Stripe's ids are URL-safe, and anything else is
+/// escaped rather than allowed to reach another endpoint.
+fn path_segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
+/// `expand[]=subscription`, as a query or a form body.
+fn expand_subscription() -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("expand[]", "subscription")
+        .finish()
+}
+
+/// A Checkout Session object, its subscription through the lenient parser.
+fn checkout_session_from(body: Json) -> Result<CheckoutSession, StripeFailure> {
+    let Json::Object(object) = body else {
+        return Err(StripeFailure::InvalidResponse(
+            "a checkout session is not a JSON object".into(),
+        ));
+    };
+    let text = |name: &str| match object.get(name) {
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    let id = text("id")
+        .ok_or_else(|| StripeFailure::InvalidResponse("a checkout session has no id".into()))?;
+    let customer = match object.get("customer") {
+        Some(Json::String(id)) if !id.is_empty() => Some(CustomerId::from(id.clone())),
+        Some(Json::Object(customer)) => match customer.get("id") {
+            Some(Json::String(id)) if !id.is_empty() => Some(CustomerId::from(id.clone())),
+            _ => None,
+        },
+        _ => None,
+    };
+    let subscription = match object.get("subscription") {
+        Some(Json::String(id)) if !id.is_empty() => {
+            Some(SessionSubscription::Id(SubscriptionId::from(id.clone())))
+        }
+        Some(sub @ Json::Object(_)) => Some(SessionSubscription::Expanded(Box::new(
+            subscription_from(sub)?,
+        ))),
+        _ => None,
+    };
+    Ok(CheckoutSession {
+        id,
+        customer,
+        status: text("status").unwrap_or_default(),
+        url: text("url"),
+        subscription,
+    })
 }
 
 /// A list page's `data` and `has_more` (docs.stripe.com/api/pagination). Only

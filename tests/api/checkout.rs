@@ -15,11 +15,39 @@ use crate::support::*;
 const CHECKOUT_URL_BASE: &str = "https://checkout.stripe.test/c/pay/";
 
 /// Answers `POST /v1/checkout/sessions` with `cs_test_1`, `cs_test_2`, … and, like Stripe,
-/// the first answer again for a repeated `Idempotency-Key`.
+/// the first answer again for a repeated `Idempotency-Key`; `GET /v1/checkout/sessions/{id}`
+/// with the session as created (open), as [`CheckoutSessions::mount`] routes it.
 #[derive(Clone, Default)]
 struct CheckoutSessions {
     created: Arc<AtomicUsize>,
     replies: Arc<Mutex<HashMap<String, Value>>>,
+    sessions: Arc<Mutex<HashMap<String, Value>>>,
+}
+
+impl CheckoutSessions {
+    async fn mount(self, stripe: &MockServer) {
+        Mock::given(method("POST"))
+            .and(path("/v1/checkout/sessions"))
+            .respond_with(self.clone())
+            .mount(stripe)
+            .await;
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::path_regex(
+                "^/v1/checkout/sessions/cs_[a-z_0-9]+$",
+            ))
+            .respond_with(move |request: &Request| {
+                let id = request.url.path().rsplit('/').next().unwrap_or_default();
+                match self.sessions.lock().unwrap().get(id) {
+                    Some(session) => ResponseTemplate::new(200).set_body_json(session.clone()),
+                    None => ResponseTemplate::new(404).set_body_json(json!({"error": {
+                        "type": "invalid_request_error", "code": "resource_missing",
+                        "message": format!("No such checkout.session: '{id}'"),
+                    }})),
+                }
+            })
+            .mount(stripe)
+            .await;
+    }
 }
 
 impl Respond for CheckoutSessions {
@@ -43,6 +71,10 @@ impl Respond for CheckoutSessions {
         if let Some(key) = key {
             replies.insert(key, session.clone());
         }
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(id.clone(), session.clone());
         ResponseTemplate::new(200).set_body_json(session)
     }
 }
@@ -120,11 +152,7 @@ async fn app_offering_plans() -> TestApp {
         .respond_with(CustomerFactory::default())
         .mount(&app.stripe)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/checkout/sessions"))
-        .respond_with(CheckoutSessions::default())
-        .mount(&app.stripe)
-        .await;
+    CheckoutSessions::default().mount(&app.stripe).await;
     app
 }
 
@@ -313,11 +341,11 @@ async fn two_concurrent_clicks_create_one_customer_and_one_session() {
     );
     assert_eq!(app.stripe_requests("POST", "/v1/customers").await.len(), 1);
     let sessions = app.stripe_requests("POST", "/v1/checkout/sessions").await;
-    let keys: std::collections::HashSet<_> = sessions
-        .iter()
-        .map(|r| header(r, "idempotency-key").unwrap().to_string())
-        .collect();
-    assert_eq!(keys.len(), 1, "one key for both clicks");
+    assert_eq!(
+        sessions.len(),
+        1,
+        "the second click gets the session the first recorded"
+    );
 }
 
 #[actix_rt::test]
@@ -333,11 +361,7 @@ async fn after_a_stripe_500_the_next_click_uses_another_idempotency_key() {
         .up_to_n_times(1)
         .mount(&app.stripe)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/v1/checkout/sessions"))
-        .respond_with(CheckoutSessions::default())
-        .mount(&app.stripe)
-        .await;
+    CheckoutSessions::default().mount(&app.stripe).await;
     let token = token_for("user_1", None);
     for _ in 0..300 {
         if !plans(&app, &token).await["data"]["plans"]
@@ -446,11 +470,27 @@ async fn a_cookie_request_without_the_csrf_header_is_refused() {
         .is_empty());
 }
 
+/// What create-checkout records for `user`: their open session.
+fn record_checkout(app: &TestApp, user: &str, session: &str, price: &str) {
+    use diesel::RunQueryDsl;
+    diesel::sql_query(
+        "UPDATE users SET checkout_session_id = $1, checkout_session_price = $2, \
+         checkout_session_url = 'https://checkout.stripe.test/c/pay/' || $1 WHERE id = $3",
+    )
+    .bind::<diesel::sql_types::Text, _>(session)
+    .bind::<diesel::sql_types::Text, _>(price)
+    .bind::<diesel::sql_types::Text, _>(user)
+    .execute(&mut app.db())
+    .unwrap();
+}
+
 #[actix_rt::test]
-async fn another_users_checkout_session_on_return_is_403_and_changes_nothing() {
+async fn another_users_checkout_session_on_return_is_403_without_a_stripe_call() {
     let app = spawn_app().await;
     app.given().user("user_1").with_customer("cus_1").store();
     app.given().user("user_2").with_customer("cus_2").store();
+    record_checkout(&app, "user_1", "cs_of_user_1", "price_starter");
+    record_checkout(&app, "user_2", "cs_of_user_2", "price_starter");
     let sub = current_subscription("sub_2", "cus_2", "active", now() + 86_400);
     Mock::given(method("GET"))
         .and(path("/v1/checkout/sessions/cs_of_user_2"))
@@ -469,12 +509,41 @@ async fn another_users_checkout_session_on_return_is_403_and_changes_nothing() {
     assert_eq!(app.count("subscriptions"), 0);
     assert!(!app.user("user_1").unwrap().paid);
     assert!(!app.user("user_2").unwrap().paid);
+    assert!(
+        app.stripe.received_requests().await.unwrap().is_empty(),
+        "a session not recorded for the user costs no Stripe call"
+    );
+}
+
+/// The recorded session, but Stripe says it belongs to another customer (the
+/// user's customer was replaced meanwhile): refused, nothing stored.
+#[actix_rt::test]
+async fn a_recorded_session_of_another_customer_on_return_is_403_and_changes_nothing() {
+    let app = spawn_app().await;
+    app.given().user("user_1").with_customer("cus_1").store();
+    record_checkout(&app, "user_1", "cs_1", "price_starter");
+    let sub = current_subscription("sub_2", "cus_2", "active", now() + 86_400);
+    Mock::given(method("GET"))
+        .and(path("/v1/checkout/sessions/cs_1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "cs_1", "object": "checkout.session", "mode": "subscription",
+            "status": "complete", "customer": "cus_2", "subscription": sub,
+        })))
+        .mount(&app.stripe)
+        .await;
+
+    let response = refresh_with_session(&app, &token_for("user_1", None), "cs_1").await;
+
+    assert_eq!(response.status(), 403);
+    assert_eq!(app.count("subscriptions"), 0);
+    assert!(!app.user("user_1").unwrap().paid);
 }
 
 #[actix_rt::test]
 async fn the_users_own_checkout_session_on_return_makes_them_paid_at_once() {
     let app = spawn_app().await;
     app.given().user("user_1").with_customer("cus_1").store();
+    record_checkout(&app, "user_1", "cs_of_user_1", "price_starter");
     let sub = current_subscription("sub_1", "cus_1", "active", now() + 86_400);
     Mock::given(method("GET"))
         .and(path("/v1/checkout/sessions/cs_of_user_1"))
@@ -621,6 +690,7 @@ async fn a_checkout_session_id_that_is_not_one_is_400_without_a_stripe_call() {
 async fn an_unpaid_session_on_return_changes_nothing_and_answers_the_status() {
     let app = spawn_app().await;
     app.given().user("user_1").with_customer("cus_1").store();
+    record_checkout(&app, "user_1", "cs_open", "price_starter");
     Mock::given(method("GET"))
         .and(path("/v1/checkout/sessions/cs_open"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -636,4 +706,89 @@ async fn an_unpaid_session_on_return_changes_nothing_and_answers_the_status() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["data"]["paid"], false, "{body}");
     assert_eq!(app.count("subscriptions"), 0);
+}
+
+/// The id of the session a create-checkout answer's URL opens.
+#[cfg(feature = "emulator")]
+async fn session_of(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let url = body["data"]["checkoutUrl"].as_str().unwrap().to_string();
+    url.rsplit('/').next().unwrap().to_string()
+}
+
+/// The emulator's plans, once the start-up read has resolved both.
+#[cfg(feature = "emulator")]
+async fn emulated_plans_resolved(app: &TestApp, token: &str) {
+    for _ in 0..300 {
+        if plans(app, token).await["data"]["plans"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the emulator's two plans were never offered");
+}
+
+/// Two tabs, two plans: two open sessions could become two subscriptions.
+/// The second click expires the first session at Stripe before it opens its
+/// own, so only one can be paid.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn a_click_for_another_plan_expires_the_open_session_so_only_one_can_be_paid() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    emulated_plans_resolved(&app, &token).await;
+
+    let first = session_of(create_checkout(&app, &token, "price_emu_starter_monthly").await).await;
+    let second = session_of(create_checkout(&app, &token, "price_emu_pro_monthly").await).await;
+
+    assert_ne!(first, second);
+    let first_now = emulator_get(&app, &format!("checkout/sessions/{first}")).await;
+    assert_eq!(first_now["status"], "expired", "{first_now}");
+    let (status, refused) = emulator_post(
+        &app,
+        &format!("test_helpers/checkout/sessions/{first}/complete"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "the expired session cannot be paid: {refused}");
+    let second_now = emulator_get(&app, &format!("checkout/sessions/{second}")).await;
+    assert_eq!(second_now["status"], "open", "{second_now}");
+}
+
+/// A session paid in another tab whose webhooks have not arrived: the next
+/// click finds it paid, applies it and answers 409, rather than sell a
+/// second subscription.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn a_session_paid_meanwhile_makes_the_next_click_409_and_the_user_paid() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    account_settings(&app, &[("deliveries", "off")]).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    emulated_plans_resolved(&app, &token).await;
+    let first = session_of(create_checkout(&app, &token, "price_emu_starter_monthly").await).await;
+    let (status, _) = emulator_post(
+        &app,
+        &format!("test_helpers/checkout/sessions/{first}/complete"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    for plan in ["price_emu_pro_monthly", "price_emu_starter_monthly"] {
+        let again = create_checkout(&app, &token, plan).await;
+        assert_eq!(again.status(), 409, "{plan}");
+    }
+
+    assert!(
+        app.user("user_1").unwrap().paid,
+        "applied without a webhook"
+    );
+    let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
+    assert_eq!(emulated_subscriptions(&app, &customer).await.len(), 1);
 }

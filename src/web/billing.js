@@ -368,7 +368,11 @@
     lastLoadedAt = Date.now();
     showIdentity(result.kind === 'ok' ? result.data : null);
     if (result.kind === 'ok' && result.data.paid) renderPaid(result.data, result.stale);
-    else if (result.kind === 'ok') { renderUnpaid(result.data, result.stale); loadPlans(seq, signal); }
+    else if (result.kind === 'ok') {
+      renderUnpaid(result.data, result.stale);
+      if (hasEndedOrNone(result.data)) loadPlans(seq, signal);
+      else showFixSubscription();
+    }
     else if (result.kind === 'signed-out') { render('signed-out'); announce('You are signed out.'); }
     else { render('error'); announce(''); } // the error card is role="alert" and speaks for itself
 
@@ -462,6 +466,21 @@
 
   // The unpaid card's plan list: each offered plan with its price, said as the status says a plan
   // ("Pro · $29.00 per month"), and a Subscribe button; without plans, the contact message.
+  // A subscription Stripe has not ended (past due after the grace, unpaid, incomplete, paused)
+  // still exists: the service refuses a second one (409 already_subscribed), so instead of plans
+  // the page sends the user to the portal ("Billing history") to fix it. Stripe's ended statuses:
+  // canceled and incomplete_expired (docs.stripe.com/billing/subscriptions/overview).
+  const ENDED_STATUSES = ['canceled', 'incomplete_expired'];
+
+  function hasEndedOrNone(data) {
+    return !data.status || ENDED_STATUSES.includes(data.status);
+  }
+
+  function showFixSubscription() {
+    const note = root.querySelector('[data-plans] [data-field="fix-subscription"]');
+    if (note) note.hidden = false;
+  }
+
   async function loadPlans(seq, signal) {
     let plans = null;
     try {

@@ -1551,6 +1551,75 @@ async fn former_customer(app: &TestApp, user: &str) {
     assert_eq!(delivered.status(), 200);
 }
 
+/// The service offering the Pro plan (`price_pro_monthly`, $29 a month), which the fake Stripe
+/// knows before the service starts and reads it.
+async fn app_offering_pro() -> TestApp {
+    let stripe = wiremock::MockServer::start().await;
+    let mut price = price_object("price_pro_monthly", "prod_pro", 2900);
+    price["product"] = product_object("prod_pro", "Pro");
+    Mock::given(method("GET"))
+        .and(path("/v1/prices/price_pro_monthly"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(price))
+        .mount(&stripe)
+        .await;
+    let mut app = spawn_app_with(|vars| {
+        vars.insert("BILLING_PLANS".into(), "price_pro_monthly".into());
+        vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
+        vars.insert("STRIPE_API_BASE".into(), stripe.uri());
+    })
+    .await;
+    app.stripe = stripe;
+    mount_working_stripe(&app.stripe).await;
+    app
+}
+
+/// A subscription that still exists but grants no access (`unpaid` after its failed renewals):
+/// the service refuses a second one (409 `already_subscribed`), so the page offers no plan and
+/// sends the user to the portal to fix the one they have.
+#[actix_rt::test]
+async fn an_unpaid_subscription_is_fixed_in_the_portal_and_no_plan_is_offered() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = app_offering_pro().await;
+    paid_user(&app, "user_1", false).await;
+    let sub = current_subscription("sub_user_1", "cus_user_1", "unpaid", now() + 86_400);
+    let delivered = app
+        .deliver(&event(
+            "evt_user_1_unpaid",
+            "customer.subscription.updated",
+            now() + 1,
+            sub,
+        ))
+        .await;
+    assert_eq!(delivered.status(), 200);
+
+    browser.sign_in(&app, "user_1").await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("unpaid").await;
+    browser
+        .client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(
+            r#"[data-field="fix-subscription"]:not([hidden])"#,
+        ))
+        .await
+        .unwrap();
+
+    let page = browser.text("main#billing").await;
+    assert!(page.contains("Billing history"), "{page}");
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("[data-checkout-plan]"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "{page}"
+    );
+}
+
 /// The same busy and error states as "Manage Subscription", and the portal opens without a flow.
 #[actix_rt::test]
 async fn billing_history_waits_for_stripe_then_shows_its_failure_and_can_be_clicked_again() {
@@ -1666,23 +1735,7 @@ async fn a_refused_subscribe_shows_its_error_and_no_plans_means_contact_us() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    // The fake Stripe knows the price before the service starts and reads it.
-    let stripe = wiremock::MockServer::start().await;
-    let mut price = price_object("price_pro_monthly", "prod_pro", 2900);
-    price["product"] = product_object("prod_pro", "Pro");
-    Mock::given(method("GET"))
-        .and(path("/v1/prices/price_pro_monthly"))
-        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(price))
-        .mount(&stripe)
-        .await;
-    let mut app = spawn_app_with(|vars| {
-        vars.insert("BILLING_PLANS".into(), "price_pro_monthly".into());
-        vars.insert("STRIPE_MAX_NETWORK_RETRIES".into(), "0".into());
-        vars.insert("STRIPE_API_BASE".into(), stripe.uri());
-    })
-    .await;
-    app.stripe = stripe;
-    mount_working_stripe(&app.stripe).await;
+    let app = app_offering_pro().await;
     Mock::given(method("POST"))
         .and(path("/v1/checkout/sessions"))
         .respond_with(stripe_error(400, "invalid_request_error", None, "bad"))

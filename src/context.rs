@@ -85,6 +85,7 @@ pub async fn build(
         pool,
         locks,
         creations: Default::default(),
+        checkouts: Default::default(),
         stripe,
         rule,
         clock,

@@ -328,6 +328,8 @@ enum Settled {
 /// The session request under the user's checkout lock: the recorded session
 /// settled first, a new one created and recorded only when needed.
 async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Result<String, Error> {
+    // Clicks of one user wait here, holding no connection, for the one ahead.
+    let _turn = billing.checkouts.turn(request.user_id).await;
     let mut tx = OpenTransaction::begin(&billing.locks).await?;
     let (id, lock) = (
         request.user_id.clone(),
@@ -545,8 +547,10 @@ pub(crate) async fn apply_on_return(
             return Err(Error::CheckoutNotYours);
         }
         Some(RefreshClaim::Granted(customer)) => {
-            read_and_apply(billing, &customer, session_id).await?;
-            billing.metrics.checkouts_applied.inc();
+            let state = read_and_apply(billing, &customer, session_id).await?;
+            if state.status == "complete" {
+                billing.metrics.checkouts_applied.inc();
+            }
         }
         // A recorded session always has a customer; forgotten meanwhile
         // (`customer.deleted`): nothing of theirs to read.

@@ -30,14 +30,11 @@
 //! A `STRIPE_SECRET_KEY` of the other test/live mode than the stored customer
 //! is a configuration error, never a reason to replace the customer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-
 use diesel::sql_types::{BigInt, Text};
 use diesel::{OptionalExtension, RunQueryDsl};
 use log::{info, warn};
-use tokio::sync::{Mutex as Turn, OwnedMutexGuard};
 
+use super::turns::Turns;
 use super::{sync, Billing, Error};
 use crate::db::{users, DbError, OpenTransaction};
 use crate::ids::{email_problem, CustomerId, UserId};
@@ -198,35 +195,11 @@ async fn create_locked(
 /// clicks wait for their turn behind the first, holding nothing, then take
 /// the answer it left; they ask Stripe themselves only when it left none (its
 /// request was cancelled, or failed in a way that says nothing about theirs).
-/// A user's entry goes away with the last click waiting on it.
-#[derive(Clone, Default)]
-pub struct Creations(Arc<Mutex<HashMap<UserId, Weak<Flight>>>>);
-
-/// One user's creation: whose turn it is, and the answer it left.
-type Flight = Turn<Option<Answer>>;
-
-impl Creations {
-    async fn turn(&self, user: &UserId) -> OwnedMutexGuard<Option<Answer>> {
-        let turn = {
-            // Poisoned only by a panic elsewhere; the map is still sound.
-            let mut flights = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            flights.retain(|_, flight| flight.strong_count() > 0);
-            match flights.get(user).and_then(Weak::upgrade) {
-                Some(turn) => turn,
-                None => {
-                    let turn = Arc::new(Flight::new(None));
-                    flights.insert(user.clone(), Arc::downgrade(&turn));
-                    turn
-                }
-            }
-        };
-        turn.lock_owned().await
-    }
-}
+pub type Creations = Turns<Option<Answer>>;
 
 /// What a creation answered, for the clicks that waited on it.
 #[derive(Debug, Clone)]
-enum Answer {
+pub enum Answer {
     Customer(CustomerId),
     Stripe(StripeFailure),
     DatabaseUnavailable(String),

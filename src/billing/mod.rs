@@ -43,6 +43,7 @@ pub mod status;
 pub mod summary;
 pub mod sweep;
 pub mod sync;
+pub mod turns;
 pub mod webhook;
 pub mod webhook_health;
 
@@ -65,6 +66,9 @@ pub struct Billing {
     pub locks: PgPool,
     /// The customer creations in flight in this instance.
     pub creations: customers::Creations,
+    /// The create-checkout clicks in flight in this instance, one at a time
+    /// per user.
+    pub checkouts: turns::Turns<()>,
     /// None only without a key and without the emulator.
     pub stripe: Option<StripeGateway>,
     pub rule: PaidRule,

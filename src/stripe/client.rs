@@ -753,7 +753,8 @@ impl StripeGateway {
     }
 
     /// What a `BILLING_PLANS` entry names: a price id (`price_…`, or an older
-    /// `plan_…`) is retrieved, anything else is a lookup key
+    /// `plan_…`) is retrieved; anything else, or such an id Stripe does not
+    /// have, is a lookup key
     /// (`GET /v1/prices?lookup_keys[]=…&expand[]=data.product`,
     /// docs.stripe.com/api/prices/list). `Ok(None)`: Stripe has no such price.
     /// A background read.
@@ -761,8 +762,10 @@ impl StripeGateway {
         &self,
         entry: &str,
     ) -> Result<Option<OfferedPrice>, StripeFailure> {
-        let body = if entry.starts_with("price_") || entry.starts_with("plan_") {
-            match self
+        let looks_like_an_id = entry.starts_with("price_") || entry.starts_with("plan_");
+        let by_id = match looks_like_an_id {
+            false => None,
+            true => match self
                 .json(
                     "retrieve_price",
                     &RetrievePriceWithProduct(entry),
@@ -770,28 +773,34 @@ impl StripeGateway {
                 )
                 .await
             {
-                Ok(body) => body,
-                // "No such price" (docs.stripe.com/error-codes#resource-missing);
-                // any other answer says nothing of the price, and is retried.
+                Ok(body) => Some(body),
+                // "No such price" (docs.stripe.com/error-codes#resource-missing):
+                // it may be a lookup key that starts like an id (`price_pro`).
+                // Any other answer says nothing of the price, and is retried.
                 Err(StripeFailure::Api {
                     status: 404, code, ..
-                }) if code == "resource_missing" => return Ok(None),
+                }) if code == "resource_missing" => None,
                 Err(other) => return Err(other),
-            }
-        } else {
-            let mut builder = RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/prices");
-            builder.query = Some(
-                url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("lookup_keys[]", entry)
-                    .append_pair("expand[]", "data.product")
-                    .finish(),
-            );
-            let page: Json = self
-                .call("list_prices", builder, None, Patience::Background)
-                .await?;
-            match list_page(page)?.0.into_iter().next() {
-                Some(price) => price,
-                None => return Ok(None),
+            },
+        };
+        let body = match by_id {
+            Some(body) => body,
+            None => {
+                let mut builder =
+                    RequestBuilder::new(stripe_client_core::StripeMethod::Get, "/prices");
+                builder.query = Some(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("lookup_keys[]", entry)
+                        .append_pair("expand[]", "data.product")
+                        .finish(),
+                );
+                let page: Json = self
+                    .call("list_prices", builder, None, Patience::Background)
+                    .await?;
+                match list_page(page)?.0.into_iter().next() {
+                    Some(price) => price,
+                    None => return Ok(None),
+                }
             }
         };
         let price = parse_price(miniserde::json::to_string(&body).as_bytes())

@@ -170,14 +170,24 @@ async fn plans(app: &TestApp, token: &str) -> Value {
 
 /// The plans once the start-up resolution has stored the two valid ones.
 async fn resolved_plans(app: &TestApp, token: &str) -> Value {
+    plans_offered(app, token, 2).await
+}
+
+/// The plans once the start-up resolution has stored `count` of them; a test
+/// whose plans never resolve fails here, saying so (30 s: the resolution's
+/// reads are loopback round trips).
+async fn plans_offered(app: &TestApp, token: &str, count: usize) -> Value {
     for _ in 0..300 {
         let body = plans(app, token).await;
-        if body["data"]["plans"].as_array().unwrap().len() >= 2 {
+        if body["data"]["plans"]
+            .as_array()
+            .is_some_and(|p| p.len() >= count)
+        {
             return body;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("the offered plans were never resolved");
+    panic!("{count} offered plan(s) were never resolved");
 }
 
 async fn create_checkout(app: &TestApp, token: &str, plan: &str) -> reqwest::Response {
@@ -363,16 +373,7 @@ async fn after_a_stripe_500_the_next_click_uses_another_idempotency_key() {
         .await;
     CheckoutSessions::default().mount(&app.stripe).await;
     let token = token_for("user_1", None);
-    for _ in 0..300 {
-        if !plans(&app, &token).await["data"]["plans"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    plans_offered(&app, &token, 1).await;
 
     let first = create_checkout(&app, &token, "price_starter").await;
     let second = create_checkout(&app, &token, "price_starter").await;
@@ -429,16 +430,7 @@ async fn stripe_failures_of_create_checkout_map_like_create_portals() {
             .mount(&app.stripe)
             .await;
         let token = token_for("user_1", None);
-        for _ in 0..300 {
-            if !plans(&app, &token).await["data"]["plans"]
-                .as_array()
-                .unwrap()
-                .is_empty()
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        plans_offered(&app, &token, 1).await;
 
         let response = create_checkout(&app, &token, "price_starter").await;
 
@@ -576,17 +568,7 @@ async fn through_the_emulator_a_paid_checkout_is_applied_on_return_with_webhooks
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("deliveries", "off")]).await;
     let token = token_for("user_1", Some("ada@example.com"));
-    for _ in 0..300 {
-        if plans(&app, &token).await["data"]["plans"]
-            .as_array()
-            .unwrap()
-            .len()
-            == 2
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    plans_offered(&app, &token, 2).await;
     let offered = plans(&app, &token).await;
     assert_eq!(offered["data"]["plans"][1]["id"], "price_emu_pro_monthly");
     assert_eq!(counter(&app, "checkout_sessions_created_total").await, 0.0);
@@ -717,21 +699,6 @@ async fn session_of(response: reqwest::Response) -> String {
     url.rsplit('/').next().unwrap().to_string()
 }
 
-/// The emulator's plans, once the start-up read has resolved both.
-#[cfg(feature = "emulator")]
-async fn emulated_plans_resolved(app: &TestApp, token: &str) {
-    for _ in 0..300 {
-        if plans(app, token).await["data"]["plans"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2)
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the emulator's two plans were never offered");
-}
-
 /// Two tabs, two plans: two open sessions could become two subscriptions.
 /// The second click expires the first session at Stripe before it opens its
 /// own, so only one can be paid.
@@ -740,7 +707,7 @@ async fn emulated_plans_resolved(app: &TestApp, token: &str) {
 async fn a_click_for_another_plan_expires_the_open_session_so_only_one_can_be_paid() {
     let app = spawn_emulated_app_with(|_| {}).await;
     let token = token_for("user_1", Some("ada@example.com"));
-    emulated_plans_resolved(&app, &token).await;
+    plans_offered(&app, &token, 2).await;
 
     let first = session_of(create_checkout(&app, &token, "price_emu_starter_monthly").await).await;
     let second = session_of(create_checkout(&app, &token, "price_emu_pro_monthly").await).await;
@@ -769,7 +736,7 @@ async fn a_session_paid_meanwhile_makes_the_next_click_409_and_the_user_paid() {
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("deliveries", "off")]).await;
     let token = token_for("user_1", Some("ada@example.com"));
-    emulated_plans_resolved(&app, &token).await;
+    plans_offered(&app, &token, 2).await;
     let first = session_of(create_checkout(&app, &token, "price_emu_starter_monthly").await).await;
     let (status, _) = emulator_post(
         &app,
@@ -791,4 +758,25 @@ async fn a_session_paid_meanwhile_makes_the_next_click_409_and_the_user_paid() {
     );
     let customer = app.user("user_1").unwrap().stripe_customer_id.unwrap();
     assert_eq!(emulated_subscriptions(&app, &customer).await.len(), 1);
+}
+
+/// A lookup key that starts like a price id (`price_pro`): Stripe has no
+/// price of that id, so it is looked up as a key, and offered.
+#[actix_rt::test]
+async fn a_lookup_key_that_looks_like_a_price_id_is_still_offered() {
+    // Known to the fake Stripe before the service starts and reads it.
+    let stripe = MockServer::start().await;
+    stripe_lacks_price(&stripe, "price_pro").await;
+    stripe_has_lookup_key(&stripe, "price_pro", "price_1Pro", "Pro", 2900).await;
+    let app = spawn_app_with(|vars| {
+        vars.insert("BILLING_PLANS".into(), "price_pro".into());
+        vars.insert("STRIPE_API_BASE".into(), stripe.uri());
+    })
+    .await;
+    let token = token_for("user_1", None);
+
+    let offered = plans_offered(&app, &token, 1).await;
+
+    assert_eq!(offered["data"]["plans"][0]["id"], "price_pro");
+    assert_eq!(offered["data"]["plans"][0]["name"], "Pro");
 }

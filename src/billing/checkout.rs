@@ -51,7 +51,9 @@ use crate::db::subscriptions::{self, Provenance};
 use crate::db::users::RefreshClaim;
 use crate::db::{self, users, OpenTransaction};
 use crate::ids::{email_problem, CustomerId};
-use crate::stripe::client::{CheckoutRequest, SessionSubscription, StripeFailure};
+use crate::stripe::client::{
+    CheckoutRequest, CheckoutSession, SessionSubscription, StripeFailure, StripeGateway,
+};
 use crate::stripe::status::SubscriptionStatus;
 
 /// What the emulator offers when `BILLING_PLANS` is unset: its seeded prices,
@@ -321,8 +323,14 @@ enum Settled {
     Reuse(String),
     /// A new session, to record.
     Created(users::OpenCheckout),
-    /// The recorded session was paid meanwhile (and is now applied).
-    Paid,
+    /// A live subscription is stored (`session: None`; `forget`: the
+    /// recorded session, expired now, is forgotten), or the recorded session
+    /// was paid meanwhile (its id: applied once the lock is let go, and kept
+    /// recorded, for its own tab's return and for the next click to re-read).
+    Paid {
+        session: Option<String>,
+        forget: bool,
+    },
 }
 
 /// The session request under the user's checkout lock: the recorded session
@@ -349,14 +357,23 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
             Ok((users::open_checkout(conn, &id)?, live))
         })
         .await?;
-    let settled = match live {
-        true => Ok(Settled::Paid),
-        false => settle_and_create(billing, request, open).await,
+    let settled = match (live, open) {
+        (true, None) => Ok(Settled::Paid {
+            session: None,
+            forget: false,
+        }),
+        // A subscription from elsewhere (the Dashboard, the app's own
+        // Checkout): the recorded session must not stay payable.
+        (true, Some(open)) => Ok(Settled::Paid {
+            session: None,
+            forget: expire_quietly(billing, &open.session_id).await,
+        }),
+        (false, open) => settle_and_create(billing, request, open).await,
     };
     let record = match &settled {
         Ok(Settled::Created(open)) => Some(Some(open.clone())),
-        Ok(Settled::Paid) => Some(None),
-        Ok(Settled::Reuse(_)) | Err(_) => None,
+        Ok(Settled::Paid { forget: true, .. }) => Some(None),
+        Ok(Settled::Reuse(_) | Settled::Paid { forget: false, .. }) | Err(_) => None,
     };
     let id = request.user_id.clone();
     let ended = match record {
@@ -388,7 +405,27 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
             );
             Err(e)
         }
-        (Settled::Paid, _) => Err(Error::AlreadySubscribed),
+        (Settled::Paid { session: None, .. }, _) => Err(Error::AlreadySubscribed),
+        // Applied after the checkout lock's connection is back in the lock
+        // pool: the fetch lock takes one of its own, and a click holding two
+        // at once could starve the pool under a burst of users. The session
+        // stays recorded, so should this fail the next click tries again.
+        (
+            Settled::Paid {
+                session: Some(session),
+                ..
+            },
+            _,
+        ) => {
+            if let Err(e) = read_and_apply(billing, request.customer, &session).await {
+                warn!(
+                    "Checkout Session {session} of user {} was paid; storing its subscription \
+                     failed ({e}): its webhook or the next refresh will",
+                    request.user_id
+                );
+            }
+            Err(Error::AlreadySubscribed)
+        }
     }
 }
 
@@ -402,29 +439,87 @@ async fn settle_and_create(
     if let Some(open) = open {
         let same_plan = open.price == request.price_id;
         let state = match same_plan {
-            true => read_and_apply(billing, request.customer, &open.session_id).await,
+            true => stripe.retrieve_checkout_session(&open.session_id).await,
             false => match stripe.expire_checkout_session(&open.session_id).await {
-                Ok(expired) => Ok(SessionState {
-                    status: expired.status,
-                    url: None,
-                }),
                 // Not open any more: paid (or expired) meanwhile; read it.
                 Err(StripeFailure::Api { status: 400, .. }) => {
-                    read_and_apply(billing, request.customer, &open.session_id).await
+                    stripe.retrieve_checkout_session(&open.session_id).await
                 }
-                Err(other) => Err(other.into()),
+                other => other,
             },
         };
-        match state {
-            Ok(state) if state.status == "complete" => return Ok(Settled::Paid),
-            Ok(SessionState { status, url }) if status == "open" && same_plan => {
-                return Ok(Settled::Reuse(url.unwrap_or(open.url)))
+        let session = match state {
+            Ok(session) => session,
+            // One Stripe no longer knows (a test-mode reset): a new one.
+            Err(StripeFailure::Api { status: 404, .. }) => {
+                return create_new(stripe, request).await
             }
-            // Expired, or one Stripe no longer knows: a new one.
-            Ok(_) | Err(Error::Stripe(StripeFailure::Api { status: 404, .. })) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
+        };
+        // The session of a customer the user no longer has (replaced since):
+        // never handed out, never counted as theirs; expired, then a new one.
+        if session.customer.as_ref() != Some(request.customer) {
+            if session.status == "open" {
+                expire_quietly(billing, &open.session_id).await;
+            }
+            return create_new(stripe, request).await;
+        }
+        return match session.status.as_str() {
+            // Paid, and its subscription still runs: no second one. One that
+            // has ended since (cancelled in the portal) is no reason to refuse.
+            "complete" if subscription_runs(&session) => Ok(Settled::Paid {
+                session: Some(open.session_id),
+                forget: false,
+            }),
+            "complete" | "expired" => create_new(stripe, request).await,
+            "open" if same_plan => Ok(Settled::Reuse(session.url.unwrap_or(open.url))),
+            // Still open after the expiry was refused, or a state Stripe has
+            // added since: creating another could leave two payable.
+            other => Err(StripeFailure::InvalidResponse(format!(
+                "the user's open Checkout Session {} could not be expired (status `{other}`)",
+                open.session_id
+            ))
+            .into()),
+        };
+    }
+    create_new(stripe, request).await
+}
+
+/// Whether a paid session's subscription still runs (an id only, not
+/// expanded: assumed to).
+fn subscription_runs(session: &CheckoutSession) -> bool {
+    match &session.subscription {
+        Some(SessionSubscription::Expanded(sub)) => !sub.status.is_terminal(),
+        Some(SessionSubscription::Id(_)) => true,
+        None => false,
+    }
+}
+
+/// Expires `session` at Stripe, best effort; answers whether it was open and
+/// is expired now. Not open (400: paid or expired already) or unknown (404)
+/// is said by `false` without a warning: a paid one stays recorded, for its
+/// own tab's return.
+async fn expire_quietly(billing: &Billing, session: &str) -> bool {
+    let Ok(stripe) = billing.stripe() else {
+        return false;
+    };
+    match stripe.expire_checkout_session(session).await {
+        Ok(_) => true,
+        Err(StripeFailure::Api {
+            status: 400 | 404, ..
+        }) => false,
+        Err(e) => {
+            warn!("Checkout Session {session} could not be expired ({e}); it stays recorded");
+            false
         }
     }
+}
+
+/// A new session, to record.
+async fn create_new(
+    stripe: &StripeGateway,
+    request: &CheckoutRequest<'_>,
+) -> Result<Settled, Error> {
     let session = stripe.create_checkout_session(request).await?;
     Ok(Settled::Created(users::OpenCheckout {
         url: session.url.unwrap_or_default(),
@@ -436,7 +531,6 @@ async fn settle_and_create(
 /// A Checkout Session's state as read.
 struct SessionState {
     status: String,
-    url: Option<String>,
 }
 
 /// Reads the session `session_id` from Stripe under `customer`'s fetch lock
@@ -460,7 +554,6 @@ async fn read_and_apply(
         }
         let state = SessionState {
             status: session.status,
-            url: session.url,
         };
         let sub = match session.subscription {
             // Not paid (yet): nothing to apply; the webhook will bring it.

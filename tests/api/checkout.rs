@@ -780,3 +780,43 @@ async fn a_lookup_key_that_looks_like_a_price_id_is_still_offered() {
     assert_eq!(offered["data"]["plans"][0]["id"], "price_pro");
     assert_eq!(offered["data"]["plans"][0]["name"], "Pro");
 }
+
+/// Paid through the page, then cancelled in the portal: the recorded session
+/// is complete, but its subscription has ended, so the next Subscribe opens a
+/// new session rather than answer `already_subscribed`.
+#[cfg(feature = "emulator")]
+#[actix_rt::test]
+async fn a_user_who_paid_then_cancelled_can_subscribe_again() {
+    let app = spawn_emulated_app_with(|_| {}).await;
+    let token = token_for("user_1", Some("ada@example.com"));
+    plans_offered(&app, &token, 2).await;
+    let first = session_of(create_checkout(&app, &token, "price_emu_pro_monthly").await).await;
+    let (status, paid) = emulator_post(
+        &app,
+        &format!("test_helpers/checkout/sessions/{first}/complete"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{paid}");
+    let subscription = paid["subscription"].as_str().unwrap().to_string();
+    let cancelled = app
+        .client
+        .delete(app.url(&format!("/stripe-emulator/v1/subscriptions/{subscription}")))
+        .bearer_auth("sk_test_emulator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    eventually("the cancellation is delivered", || {
+        app.count("subscriptions WHERE status = 'canceled'") == 1
+    })
+    .await;
+    assert!(!app.user("user_1").unwrap().paid);
+
+    let again = create_checkout(&app, &token, "price_emu_pro_monthly").await;
+
+    assert_eq!(again.status(), 200);
+    let second = session_of(again).await;
+    assert_ne!(first, second);
+}

@@ -814,10 +814,7 @@ async fn back_from_checkout_the_page_shows_paid_before_any_webhook() {
     };
     let app = spawn_emulated_app_with(|_| {}).await;
     account_settings(&app, &[("deliveries", "off")]).await;
-    browser.open_billing(&app).await;
-    browser.wait_for_state("signed-out").await;
-    click(&browser, "#demo-sign-in").await;
-    browser.wait_for_state("unpaid").await;
+    demo_sign_in(&browser, &app).await;
     browser
         .client
         .wait()
@@ -844,6 +841,16 @@ async fn back_from_checkout_the_page_shows_paid_before_any_webhook() {
     browser.close().await;
 }
 
+/// Signed out, the page offers the demo sign-in (emulator only); after it, the demo user is
+/// unpaid.
+#[cfg(feature = "emulator")]
+async fn demo_sign_in(browser: &Browser, app: &TestApp) {
+    browser.open_billing(app).await;
+    browser.wait_for_state("signed-out").await;
+    click(browser, "#demo-sign-in").await;
+    browser.wait_for_state("unpaid").await;
+}
+
 /// Issue 19: the declining card leaves the user unpaid, with Stripe's message on the checkout
 /// page; back on the billing page (Checkout's back link is the cancel URL), still unpaid.
 #[cfg(feature = "emulator")]
@@ -853,10 +860,7 @@ async fn a_declined_card_at_checkout_leaves_the_user_unpaid() {
         return;
     };
     let app = spawn_emulated_app_with(|_| {}).await;
-    browser.open_billing(&app).await;
-    browser.wait_for_state("signed-out").await;
-    click(&browser, "#demo-sign-in").await;
-    browser.wait_for_state("unpaid").await;
+    demo_sign_in(&browser, &app).await;
 
     subscribe_on_the_page(&browser, "4000 0000 0000 0002").await;
 
@@ -894,10 +898,7 @@ async fn the_zero_config_loop_subscribe_manage_cancel_and_return_works_offline()
     let app = spawn_emulated_app_with(|_| {}).await;
 
     // Signed out: the demo sign-in is offered.
-    browser.open_billing(&app).await;
-    browser.wait_for_state("signed-out").await;
-    click(&browser, "#demo-sign-in").await;
-    browser.wait_for_state("unpaid").await;
+    demo_sign_in(&browser, &app).await;
     assert!(!browser.has("#manage-subscription").await);
     browser.screenshot("demo-unpaid").await;
 

@@ -462,6 +462,25 @@ async fn a_cookie_request_without_the_csrf_header_is_refused() {
         .is_empty());
 }
 
+/// `GET /v1/checkout/sessions/{id}` answers the session: `status`, `customer`, and its
+/// `subscription` (expanded, or null).
+async fn stripe_has_session(
+    app: &TestApp,
+    id: &str,
+    status: &str,
+    customer: &str,
+    subscription: Value,
+) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/checkout/sessions/{id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": id, "object": "checkout.session", "mode": "subscription",
+            "status": status, "customer": customer, "subscription": subscription,
+        })))
+        .mount(&app.stripe)
+        .await;
+}
+
 /// What create-checkout records for `user`: their open session.
 fn record_checkout(app: &TestApp, user: &str, session: &str, price: &str) {
     use diesel::RunQueryDsl;
@@ -484,14 +503,7 @@ async fn another_users_checkout_session_on_return_is_403_without_a_stripe_call()
     record_checkout(&app, "user_1", "cs_of_user_1", "price_starter");
     record_checkout(&app, "user_2", "cs_of_user_2", "price_starter");
     let sub = current_subscription("sub_2", "cus_2", "active", now() + 86_400);
-    Mock::given(method("GET"))
-        .and(path("/v1/checkout/sessions/cs_of_user_2"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "cs_of_user_2", "object": "checkout.session", "mode": "subscription",
-            "status": "complete", "customer": "cus_2", "subscription": sub,
-        })))
-        .mount(&app.stripe)
-        .await;
+    stripe_has_session(&app, "cs_of_user_2", "complete", "cus_2", sub).await;
 
     let response = refresh_with_session(&app, &token_for("user_1", None), "cs_of_user_2").await;
 
@@ -515,14 +527,7 @@ async fn a_recorded_session_of_another_customer_on_return_is_403_and_changes_not
     app.given().user("user_1").with_customer("cus_1").store();
     record_checkout(&app, "user_1", "cs_1", "price_starter");
     let sub = current_subscription("sub_2", "cus_2", "active", now() + 86_400);
-    Mock::given(method("GET"))
-        .and(path("/v1/checkout/sessions/cs_1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "cs_1", "object": "checkout.session", "mode": "subscription",
-            "status": "complete", "customer": "cus_2", "subscription": sub,
-        })))
-        .mount(&app.stripe)
-        .await;
+    stripe_has_session(&app, "cs_1", "complete", "cus_2", sub).await;
 
     let response = refresh_with_session(&app, &token_for("user_1", None), "cs_1").await;
 
@@ -537,14 +542,7 @@ async fn the_users_own_checkout_session_on_return_makes_them_paid_at_once() {
     app.given().user("user_1").with_customer("cus_1").store();
     record_checkout(&app, "user_1", "cs_of_user_1", "price_starter");
     let sub = current_subscription("sub_1", "cus_1", "active", now() + 86_400);
-    Mock::given(method("GET"))
-        .and(path("/v1/checkout/sessions/cs_of_user_1"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "cs_of_user_1", "object": "checkout.session", "mode": "subscription",
-            "status": "complete", "customer": "cus_1", "subscription": sub,
-        })))
-        .mount(&app.stripe)
-        .await;
+    stripe_has_session(&app, "cs_of_user_1", "complete", "cus_1", sub).await;
 
     let response = refresh_with_session(&app, &token_for("user_1", None), "cs_of_user_1").await;
 
@@ -673,14 +671,7 @@ async fn an_unpaid_session_on_return_changes_nothing_and_answers_the_status() {
     let app = spawn_app().await;
     app.given().user("user_1").with_customer("cus_1").store();
     record_checkout(&app, "user_1", "cs_open", "price_starter");
-    Mock::given(method("GET"))
-        .and(path("/v1/checkout/sessions/cs_open"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "cs_open", "object": "checkout.session", "mode": "subscription",
-            "status": "open", "customer": "cus_1", "subscription": null,
-        })))
-        .mount(&app.stripe)
-        .await;
+    stripe_has_session(&app, "cs_open", "open", "cus_1", Value::Null).await;
 
     let response = refresh_with_session(&app, &token_for("user_1", None), "cs_open").await;
 

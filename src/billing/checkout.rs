@@ -591,7 +591,7 @@ async fn read_and_apply(
 /// URL-safe; anything else is refused before it reaches a URL.
 pub(crate) fn is_session_id(id: &str) -> bool {
     id.starts_with("cs_")
-        && id.len() <= 255
+        && (4..=255).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 

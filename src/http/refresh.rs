@@ -28,7 +28,7 @@ pub(crate) struct RefreshRequest {
     /// create-checkout is read from Stripe (else 403 `checkout_session_not_yours`, without a
     /// Stripe call), and its subscription stored if it belongs to the user's customer; one
     /// read every 10 s at most, as a refresh.
-    #[schema(example = "cs_test_a1B2c3")]
+    #[schema(example = "cs_test_a1B2c3", pattern = "^cs_[A-Za-z0-9_]{1,252}$")]
     checkout_session_id: Option<String>,
 }
 

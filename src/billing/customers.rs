@@ -30,8 +30,7 @@
 //! A `STRIPE_SECRET_KEY` of the other test/live mode than the stored customer
 //! is a configuration error, never a reason to replace the customer.
 
-use diesel::sql_types::{BigInt, Text};
-use diesel::{OptionalExtension, RunQueryDsl};
+use diesel::OptionalExtension;
 use log::{info, warn};
 
 use super::turns::Turns;
@@ -114,10 +113,7 @@ async fn create_locked(
     let (id, key) = (user_id.clone(), format!("billing-customer:{user_id}"));
     let (current, attempt) = tx
         .run_waiting(billing.lock_wait(), move |conn| {
-            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
-                .bind::<Text, _>(key)
-                .bind::<BigInt, _>(0)
-                .execute(conn)?;
+            crate::db::advisory_xact_lock(conn, &key)?;
             users::customer_and_key_attempt(conn, &id)
         })
         .await?;

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
 use log::{info, warn};
 
 use super::customers::{self, Member};
@@ -285,7 +286,10 @@ pub(crate) async fn create(
     if !on_sale {
         return Err(Error::UnknownPlan);
     }
-    if any_live(&subs) {
+    if subs
+        .iter()
+        .any(|s| !SubscriptionStatus::parse(&s.status).is_terminal())
+    {
         return Err(Error::AlreadySubscribed);
     }
     let mut customer = customers::ensure(billing, user.clone()).await?;
@@ -311,13 +315,6 @@ pub(crate) async fn create(
             Ok(url) => return Ok(url),
         }
     }
-}
-
-/// Whether any of `subs` is a subscription Stripe has not ended: a user with
-/// one is refused a second (409 `already_subscribed`).
-fn any_live(subs: &[subscriptions::Subscription]) -> bool {
-    subs.iter()
-        .any(|s| !SubscriptionStatus::parse(&s.status).is_terminal())
 }
 
 /// What the user's recorded session settled before this click.
@@ -348,10 +345,15 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
     );
     let (open, live) = tx
         .run_waiting(billing.lock_wait(), move |conn| {
-            db::advisory_xact_lock(conn, &lock)?;
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind::<Text, _>(lock)
+                .bind::<BigInt, _>(0)
+                .execute(conn)?;
             // Again under the lock: a click that waited for another may find
             // the subscription that one's session became.
-            let live = any_live(&subscriptions::of_user(conn, &id)?);
+            let live = subscriptions::of_user(conn, &id)?
+                .iter()
+                .any(|s| !SubscriptionStatus::parse(&s.status).is_terminal());
             Ok((users::open_checkout(conn, &id)?, live))
         })
         .await?;

@@ -30,7 +30,8 @@
 //! A `STRIPE_SECRET_KEY` of the other test/live mode than the stored customer
 //! is a configuration error, never a reason to replace the customer.
 
-use diesel::OptionalExtension;
+use diesel::sql_types::{BigInt, Text};
+use diesel::{OptionalExtension, RunQueryDsl};
 use log::{info, warn};
 
 use super::turns::Turns;
@@ -113,7 +114,10 @@ async fn create_locked(
     let (id, key) = (user_id.clone(), format!("billing-customer:{user_id}"));
     let (current, attempt) = tx
         .run_waiting(billing.lock_wait(), move |conn| {
-            crate::db::advisory_xact_lock(conn, &key)?;
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind::<Text, _>(key)
+                .bind::<BigInt, _>(0)
+                .execute(conn)?;
             users::customer_and_key_attempt(conn, &id)
         })
         .await?;

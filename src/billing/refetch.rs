@@ -13,6 +13,8 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Text};
+use diesel::RunQueryDsl;
 
 use super::sync::{self, Fetched, Outcome};
 use super::{Billing, Error};
@@ -36,7 +38,10 @@ impl FetchLock {
         let mut tx = OpenTransaction::begin(&billing.locks).await?;
         let key = format!("billing-fetch:{customer_id}");
         tx.run_waiting(billing.lock_wait(), move |conn| {
-            crate::db::advisory_xact_lock(conn, &key)
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind::<Text, _>(key)
+                .bind::<BigInt, _>(0)
+                .execute(conn)
         })
         .await?;
         Ok(Self {

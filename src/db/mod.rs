@@ -294,18 +294,6 @@ impl DbError {
     }
 }
 
-/// Takes the transaction-scoped advisory lock named `key` (released at the
-/// transaction's end): what keeps one user's customer creation, checkout, or
-/// one customer's Stripe re-read from crossing another instance's.
-pub fn advisory_xact_lock(conn: &mut PgConnection, key: &str) -> diesel::QueryResult<()> {
-    use diesel::sql_types::{BigInt, Text};
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
-        .bind::<Text, _>(key)
-        .bind::<BigInt, _>(0)
-        .execute(conn)
-        .map(drop)
-}
-
 /// Runs `f` with a pooled connection on the blocking thread pool, again on
 /// the next connection when the first one turns out dead (see
 /// `PgPool::on_live_connection`). That is safe because everything run here

@@ -64,13 +64,13 @@ fn jwt(c: &mut Criterion) {
     let secret = SecretString::from("bench-secret-0123456789abcdef0123456789");
     let token = issue_token(
         &secret,
-        &Claims {
-            sub: "user_42".into(),
-            email: Some("ada@example.com".into()),
-            exp: chrono::Utc::now().timestamp() + 3600,
-        },
+        &Claims::user(
+            "user_42",
+            chrono::Utc::now().timestamp() + 3600,
+            Some("ada@example.com".into()),
+        ),
     );
-    let verifier = JwtVerifier::new(&secret);
+    let verifier = JwtVerifier::new(&secret, &["owner".to_owned(), "admin".to_owned()]);
     c.bench_function("jwt check (HS256)", |b| {
         b.iter(|| verifier.verify(black_box(&token)).unwrap())
     });

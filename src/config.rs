@@ -146,6 +146,8 @@ pub const SETTINGS: &[Setting] = &[
         "`bpc_…` portal configuration id (else your default configuration)"),
     secret_env("AUTH_JWT_SECRET",
         "HS256 secret shared with your app; in production at least 32 bytes, and not the development default, one character or a shorter string repeated, nor fewer than 8 different characters"),
+    file_or_env("BILLING_MANAGER_ROLES", Some("owner,admin"),
+        "comma-separated `org_role` values whose members may open an organisation's portal and subscribe it (others get `403 not_billing_manager` but read its status); compared exactly; see [Organisations and features](#organisations-and-features)"),
     secret_env("CLIENT_REFERENCE_SECRET",
         "key of signed `client_reference_id`s (see [Linking a checkout to a user](#linking-a-checkout-to-a-user)); unset: derived from `AUTH_JWT_SECRET`; at least 32 bytes in production"),
     file_or_env("BILLING_PAST_DUE_GRACE_DAYS", Some("14"),
@@ -178,8 +180,8 @@ const RETIRED: &[(&str, &str)] = &[(
      0 = none, default 14): unset it and set that",
 )];
 
-/// `BILLING_PLANS` as a list: each comma-separated entry trimmed, empty ones and repeats
-/// dropped, the order kept.
+/// `BILLING_PLANS` (or `BILLING_MANAGER_ROLES`) as a list: each comma-separated entry
+/// trimmed, empty ones and repeats dropped, the order kept.
 fn split_plans(value: &str) -> Vec<String> {
     let mut plans: Vec<String> = Vec::new();
     for plan in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -439,6 +441,7 @@ struct Raw {
     stripe_webhook_refetch: bool,
     stripe_portal_configuration: Option<String>,
     billing_plans: Option<String>,
+    billing_manager_roles: String,
     stripe_catchup_interval_secs: u64,
     stripe_read_budget_per_sec: u32,
     billing_past_due_grace_days: u32,
@@ -469,6 +472,9 @@ pub struct Settings {
     pub auth_jwt_secret: SecretString,
     /// `CLIENT_REFERENCE_SECRET`; `None`: a key derived from `auth_jwt_secret`.
     pub client_reference_secret: Option<SecretString>,
+    /// `BILLING_MANAGER_ROLES`: the `org_role`s that may manage an
+    /// organisation's billing, trimmed, without empty entries.
+    pub billing_manager_roles: Vec<String>,
     /// How long a `past_due` subscription keeps access, counted from when it
     /// became past due (`BILLING_PAST_DUE_GRACE_DAYS`).
     pub billing_past_due_grace_days: u32,
@@ -1025,6 +1031,7 @@ impl Settings {
             },
             auth_jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(DEV_JWT_SECRET)),
             client_reference_secret,
+            billing_manager_roles: split_plans(&raw.billing_manager_roles),
             billing_past_due_grace_days: raw.billing_past_due_grace_days,
             billing_collection_paused_is_paid: raw.billing_collection_paused_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),

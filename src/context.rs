@@ -13,7 +13,7 @@ use crate::billing::reference::ReferenceKey;
 use crate::billing::{Billing, PaidRule};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::db::{self, users};
+use crate::db::{self, accounts};
 use crate::metrics::Metrics;
 use crate::stripe::budget::ReadBudget;
 use crate::stripe::client::{StripeGateway, StripeMode};
@@ -48,7 +48,7 @@ pub async fn build(
         let pool = db::build_pool(&db_settings)?;
         let locks = db::build_lock_pool(&db_settings)?;
         // The paid rule may have changed since the flags were stored.
-        let changed = users::recompute_all_paid(&mut **pool.get()?, &rule.at(start))
+        let changed = accounts::recompute_all_paid(&mut **pool.get()?, &rule.at(start))
             .context("Failed to recompute paid flags")?;
         if changed > 0 {
             info!("paid rule changed: recomputed {changed} users' paid flag");

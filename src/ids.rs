@@ -3,7 +3,7 @@
 //! takes a customer and a user cannot be called with the two swapped.
 //!
 //! Each is text in Postgres (diesel maps it directly) and in JSON. Ids the
-//! app hands us ([`UserId`]; organisation ids later) are validated by one rule,
+//! app hands us ([`UserId`], [`OrgId`]) are validated by one rule,
 //! [`check_app_id`]: they come from the app's token or from Stripe metadata.
 //! Stripe's ids are taken as Stripe sends them.
 
@@ -94,7 +94,7 @@ macro_rules! stripe_id {
 }
 
 /// An id the app hands us: a text id made only by its `parse`, which applies
-/// [`check_app_id`]. An organisation id, when there is one, is one more line.
+/// [`check_app_id`].
 macro_rules! app_id {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         text_id!($(#[$doc])* $name);
@@ -108,12 +108,95 @@ macro_rules! app_id {
     };
 }
 
-app_id!(
-    /// The app's user id (`sub`), as [`check_app_id`] allows. Made only by
-    /// [`UserId::parse`].
-    UserId,
-    "user id"
+text_id!(
+    /// The app's user id (`sub`), as [`check_app_id`] allows, and not
+    /// beginning with [`ORG_PREFIX`] (that names an organisation's account).
+    /// Made only by [`UserId::parse`].
+    UserId
 );
+
+impl UserId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        check_app_id("user id", s)?;
+        if s.starts_with(ORG_PREFIX) {
+            return Err(format!(
+                "user id begins with `{ORG_PREFIX}`, which names an organisation's account"
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+}
+
+app_id!(
+    /// The app's organisation id (the token's `org_id`), as [`check_app_id`]
+    /// allows. Made only by [`OrgId::parse`].
+    OrgId,
+    "organisation id"
+);
+
+/// What an organisation's [`AccountId`] begins with, before the app's id.
+pub const ORG_PREFIX: &str = "org:";
+
+text_id!(
+    /// The billable entity: the key of its row in `accounts`, its customer
+    /// and subscriptions. A user's account is keyed by the user id itself (so
+    /// every row from before organisations keeps its key); an organisation's
+    /// by `org:<org id>`, which no user id may begin with. Made by
+    /// [`AccountId::user`], [`AccountId::organization`] or
+    /// [`AccountId::parse`].
+    AccountId
+);
+
+/// Who an account bills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    User,
+    Organization,
+}
+
+impl AccountKind {
+    /// `user` or `organization`: `accounts.kind` and the status's
+    /// `account.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Organization => "organization",
+        }
+    }
+}
+
+impl AccountId {
+    pub fn user(user: &UserId) -> Self {
+        Self(user.0.clone())
+    }
+
+    pub fn organization(org: &OrgId) -> Self {
+        Self(format!("{ORG_PREFIX}{org}"))
+    }
+
+    /// A stored or signed account key: `org:<org id>` or a user id, each
+    /// checked by its own rule.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.strip_prefix(ORG_PREFIX) {
+            Some(org) => OrgId::parse(org).map(|org| Self::organization(&org)),
+            None => UserId::parse(s).map(|user| Self::user(&user)),
+        }
+    }
+
+    pub fn kind(&self) -> AccountKind {
+        if self.0.starts_with(ORG_PREFIX) {
+            AccountKind::Organization
+        } else {
+            AccountKind::User
+        }
+    }
+
+    /// The app's own id of what is billed: the organisation id without the
+    /// prefix, or the user id.
+    pub fn app_id(&self) -> &str {
+        self.0.strip_prefix(ORG_PREFIX).unwrap_or(&self.0)
+    }
+}
 stripe_id!(
     /// A Stripe customer, `cus_…`.
     CustomerId
@@ -203,6 +286,23 @@ pub fn email_problem(email: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_organisations_account_key_is_its_id_behind_the_org_prefix_which_no_user_id_may_take() {
+        let org = AccountId::parse("org:acme").unwrap();
+        assert_eq!(org.kind(), AccountKind::Organization);
+        assert_eq!(org.app_id(), "acme");
+        assert_eq!(org, AccountId::organization(&OrgId::parse("acme").unwrap()));
+
+        let user = AccountId::parse("user_1").unwrap();
+        assert_eq!((user.kind(), user.app_id()), (AccountKind::User, "user_1"));
+        assert!(UserId::parse("org:acme").is_err());
+        assert!(
+            AccountId::parse("org:").is_err(),
+            "an empty organisation id"
+        );
+        assert!(AccountId::parse("org:ac\u{202e}me").is_err());
+    }
 
     #[test]
     fn emails_stripe_accepts_pass_and_the_ones_it_refuses_say_why() {

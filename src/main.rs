@@ -20,7 +20,7 @@ use billing_portal::config::Settings;
 use billing_portal::context::{self, StripeTarget};
 use billing_portal::db;
 use billing_portal::http::auth::{issue_token, Claims};
-use billing_portal::ids::UserId;
+use billing_portal::ids::AccountId;
 use billing_portal::startup::Application;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -72,12 +72,21 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
+        /// Act for this organisation (`org_id`).
+        #[arg(long)]
+        org_id: Option<String>,
+        /// The user's role in it (`org_role`; see BILLING_MANAGER_ROLES).
+        #[arg(long, requires = "org_id")]
+        org_role: Option<String>,
+        /// The organisation's name (`org_name`).
+        #[arg(long, requires = "org_id")]
+        org_name: Option<String>,
     },
     /// Print the signed `client_reference_id` that links a Payment Link or
     /// pricing table checkout to USER_ID (signed with CLIENT_REFERENCE_SECRET,
     /// else a key derived from AUTH_JWT_SECRET).
     ClientReference {
-        /// The app's user id (`sub`).
+        /// The app's user id (`sub`), or `org:<org id>` for an organisation.
         user_id: String,
     },
     /// Start the local Stripe emulator's demo over: empty its account (kept
@@ -139,11 +148,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Token { sub, email, ttl } => {
+        Command::Token {
+            sub,
+            email,
+            ttl,
+            org_id,
+            org_role,
+            org_name,
+        } => {
             let claims = Claims {
-                sub,
-                email,
-                exp: chrono::Utc::now().timestamp() + ttl,
+                org_id,
+                org_role,
+                org_name,
+                ..Claims::user(sub, chrono::Utc::now().timestamp() + ttl, email)
             };
             println!("{}", issue_token(&settings.auth_jwt_secret, &claims));
             Ok(())
@@ -151,7 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "emulator")]
         Command::EmulatorReset => emulator_reset(&settings),
         Command::ClientReference { user_id } => {
-            let user = UserId::parse(&user_id).map_err(anyhow::Error::msg)?;
+            let user = AccountId::parse(&user_id).map_err(anyhow::Error::msg)?;
             let key = ReferenceKey::from_secrets(
                 settings.client_reference_secret.as_ref(),
                 &settings.auth_jwt_secret,
@@ -212,7 +229,7 @@ fn emulator_reset(settings: &Settings) -> anyhow::Result<()> {
             grace_secs: rule.grace_secs(),
             collection_paused_is_paid: rule.collection_paused_is_paid,
         };
-        let forgotten = db::users::forget_customers(conn, &cleared.customer_ids, &params)?;
+        let forgotten = db::accounts::forget_customers(conn, &cleared.customer_ids, &params)?;
         Ok::<_, diesel::result::Error>((cleared, forgotten))
     })?;
     println!(

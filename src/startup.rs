@@ -104,12 +104,16 @@ impl Application {
             ),
             demo,
             production: settings.app_env == AppEnv::Production,
+            manager_roles: settings.billing_manager_roles.clone(),
         });
         sweep::spawn(state.billing.clone());
         healing::spawn(state.billing.clone(), settings.stripe.catchup_interval);
         checkout::resolve_in_background(&state.billing);
         let metrics = state.billing.metrics.clone();
-        let jwt = web::Data::new(JwtVerifier::new(&settings.auth_jwt_secret));
+        let jwt = web::Data::new(JwtVerifier::new(
+            &settings.auth_jwt_secret,
+            &settings.billing_manager_roles,
+        ));
 
         let fd_limit = raise_fd_limit();
         let max_connections = connection_cap(&settings, fd_limit);

@@ -13,7 +13,7 @@
 //!   with a live subscription. The customer is the user's one
 //!   ([`customers::ensure`], as the portal does). Under an advisory lock on
 //!   the user (on the lock pool, as the customer's creation) the user's
-//!   recorded open session ([`users::OpenCheckout`]) settles what happens:
+//!   recorded open session ([`accounts::OpenCheckout`]) settles what happens:
 //!   the same plan gets that session back (double clicks, two tabs, two
 //!   instances: one session); another plan expires it at Stripe first
 //!   (docs.stripe.com/api/checkout/sessions/expire), so two payable sessions
@@ -45,11 +45,11 @@ use super::refresh;
 use super::summary::{self, BillingSummary};
 use super::sync::apply_subscription;
 use super::{Billing, Error};
+use crate::db::accounts::RefreshClaim;
 use crate::db::catalogue::{Price, Product};
 use crate::db::schema::{stripe_prices, stripe_products};
 use crate::db::subscriptions::{self, Provenance};
-use crate::db::users::RefreshClaim;
-use crate::db::{self, users, OpenTransaction};
+use crate::db::{self, accounts, OpenTransaction};
 use crate::ids::{email_problem, CustomerId};
 use crate::stripe::client::{
     CheckoutRequest, CheckoutSession, SessionSubscription, StripeFailure, StripeGateway,
@@ -268,16 +268,12 @@ pub(crate) async fn create(
     let price_id = billing.offer.price_of(plan).ok_or(Error::UnknownPlan)?;
     billing.stripe()?;
     let refused = user.email.and_then(email_problem);
-    let (id, email, price) = (
-        user.id.clone(),
-        user.email.map(str::to_owned),
-        price_id.clone(),
-    );
+    let (id, known, price) = (user.id.clone(), user.known().to_owned(), price_id.clone());
     // One round trip: the user (recorded, as the portal records them), their
     // subscriptions, and whether the price is still sold.
     let (subs, on_sale) = db::run(&billing.pool, move |conn| {
         if refused.is_none() {
-            users::upsert(conn, &id, email.as_deref())?;
+            accounts::upsert(conn, &id, known.borrow())?;
         }
         let subs = subscriptions::of_user(conn, &id)?;
         Ok((subs, stored_price(conn, &price)?.is_some()))
@@ -298,17 +294,18 @@ pub(crate) async fn create(
         let request = CheckoutRequest {
             customer: &customer,
             price_id: &price_id,
-            user_id: user.id,
+            account: user.id,
             success_url: &billing.checkout_return_url,
             cancel_url: &billing.checkout_cancel_url,
         };
         match create_locked(billing, &request).await {
             Err(Error::Stripe(StripeFailure::NoSuchCustomer)) if !replaced => {
                 warn!(
-                    "Stripe no longer knows customer {customer} of user {}; creating a new one",
+                    "Stripe no longer knows customer {customer} of account {}; creating a new one",
                     user.id
                 );
-                customer = customers::create(billing, user.id, user.email, Some(&customer)).await?;
+                customer =
+                    customers::create(billing, user.id, user.contact(), Some(&customer)).await?;
                 replaced = true;
             }
             Err(e) => return Err(e),
@@ -322,7 +319,7 @@ enum Settled {
     /// The same plan's session, still open: its page.
     Reuse(String),
     /// A new session, to record.
-    Created(users::OpenCheckout),
+    Created(accounts::OpenCheckout),
     /// A live subscription is stored (`session: None`; `forget`: the
     /// recorded session, expired now, is forgotten), or the recorded session
     /// was paid meanwhile (its id: applied once the lock is let go, and kept
@@ -337,11 +334,11 @@ enum Settled {
 /// settled first, a new one created and recorded only when needed.
 async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Result<String, Error> {
     // Clicks of one user wait here, holding no connection, for the one ahead.
-    let _turn = billing.checkouts.turn(request.user_id).await;
+    let _turn = billing.checkouts.turn(request.account).await;
     let mut tx = OpenTransaction::begin(&billing.locks).await?;
     let (id, lock) = (
-        request.user_id.clone(),
-        format!("billing-checkout:{}", request.user_id),
+        request.account.clone(),
+        format!("billing-checkout:{}", request.account),
     );
     let (open, live) = tx
         .run_waiting(billing.lock_wait(), move |conn| {
@@ -354,7 +351,7 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
             let live = subscriptions::of_user(conn, &id)?
                 .iter()
                 .any(|s| !SubscriptionStatus::parse(&s.status).is_terminal());
-            Ok((users::open_checkout(conn, &id)?, live))
+            Ok((accounts::open_checkout(conn, &id)?, live))
         })
         .await?;
     let settled = match (live, open) {
@@ -375,10 +372,10 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
         Ok(Settled::Paid { forget: true, .. }) => Some(None),
         Ok(Settled::Reuse(_) | Settled::Paid { forget: false, .. }) | Err(_) => None,
     };
-    let id = request.user_id.clone();
+    let id = request.account.clone();
     let ended = match record {
         Some(open) => match tx
-            .run(move |conn| users::set_open_checkout(conn, &id, open.as_ref()))
+            .run(move |conn| accounts::set_open_checkout(conn, &id, open.as_ref()))
             .await
         {
             Ok(()) => tx.commit().await.map_err(Error::from),
@@ -392,7 +389,7 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
             billing.metrics.checkout_sessions.inc();
             info!(
                 "created Checkout Session {} for user {} (customer {})",
-                open.session_id, request.user_id, request.customer
+                open.session_id, request.account, request.customer
             );
             Ok(open.url)
         }
@@ -401,7 +398,7 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
         (Settled::Created(open), Err(e)) => {
             warn!(
                 "Checkout Session {} of user {} could not be recorded ({e}); not handed out",
-                open.session_id, request.user_id
+                open.session_id, request.account
             );
             Err(e)
         }
@@ -421,7 +418,7 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
                 warn!(
                     "Checkout Session {session} of user {} was paid; storing its subscription \
                      failed ({e}): its webhook or the next refresh will",
-                    request.user_id
+                    request.account
                 );
             }
             Err(Error::AlreadySubscribed)
@@ -433,7 +430,7 @@ async fn create_locked(billing: &Billing, request: &CheckoutRequest<'_>) -> Resu
 async fn settle_and_create(
     billing: &Billing,
     request: &CheckoutRequest<'_>,
-    open: Option<users::OpenCheckout>,
+    open: Option<accounts::OpenCheckout>,
 ) -> Result<Settled, Error> {
     let stripe = billing.stripe()?;
     if let Some(open) = open {
@@ -521,7 +518,7 @@ async fn create_new(
     request: &CheckoutRequest<'_>,
 ) -> Result<Settled, Error> {
     let session = stripe.create_checkout_session(request).await?;
-    Ok(Settled::Created(users::OpenCheckout {
+    Ok(Settled::Created(accounts::OpenCheckout {
         url: session.url.unwrap_or_default(),
         session_id: session.id,
         price: request.price_id.to_string(),
@@ -608,20 +605,21 @@ pub(crate) async fn apply_on_return(
 ) -> Result<BillingSummary, Error> {
     billing.stripe()?;
     let now = billing.clock.now();
-    let (id, email, asked) = (
+    let refused = user.email.and_then(email_problem);
+    let (id, known, asked) = (
         user.id.clone(),
-        user.email.map(str::to_owned),
+        user.known().to_owned(),
         session_id.to_owned(),
     );
     let claim = db::run(&billing.pool, move |conn| {
-        if email.as_deref().and_then(email_problem).is_none() {
-            users::upsert(conn, &id, email.as_deref())?;
+        if refused.is_none() {
+            accounts::upsert(conn, &id, known.borrow())?;
         }
-        let recorded = users::open_checkout(conn, &id)?;
+        let recorded = accounts::open_checkout(conn, &id)?;
         if recorded.is_none_or(|open| open.session_id != asked) {
             return Ok(None);
         }
-        users::claim_refresh(
+        accounts::claim_refresh(
             conn,
             &id,
             now,

@@ -36,16 +36,48 @@ use log::{info, warn};
 
 use super::turns::Turns;
 use super::{sync, Billing, Error};
-use crate::db::{users, DbError, OpenTransaction};
-use crate::ids::{email_problem, CustomerId, UserId};
+use crate::db::{accounts, DbError, OpenTransaction};
+use crate::ids::{email_problem, AccountId, AccountKind, CustomerId};
 use crate::stripe::client::{StripeFailure, StripeGateway};
 
-/// The signed-in user as the use cases need them: who, and the email their
-/// token carries (kept current on their row and their new customer).
+/// The signed-in user as the use cases need them: the account they act for
+/// (their own, or their organisation's), the email their token carries and
+/// the organisation's name when it carries one.
 #[derive(Debug, Clone)]
 pub struct Member<'a> {
-    pub id: &'a UserId,
+    pub id: &'a AccountId,
     pub email: Option<&'a str>,
+    pub org_name: Option<&'a str>,
+}
+
+impl<'a> Member<'a> {
+    /// What a customer created or replaced for this click carries: the
+    /// user's email; for an organisation, its name and this member's email.
+    pub(crate) fn contact(&self) -> Contact<'a> {
+        Contact {
+            email: self.email,
+            name: match self.id.kind() {
+                AccountKind::User => None,
+                AccountKind::Organization => self.org_name,
+            },
+        }
+    }
+
+    /// What the account's row keeps of this request: a user's email (kept
+    /// current on their row), an organisation's name. An organisation's row
+    /// takes no member's email.
+    pub(crate) fn known(&self) -> accounts::Known<'_> {
+        match self.id.kind() {
+            AccountKind::User => accounts::Known {
+                email: self.email,
+                name: None,
+            },
+            AccountKind::Organization => accounts::Known {
+                email: None,
+                name: self.org_name,
+            },
+        }
+    }
 }
 
 /// The user's Stripe customer, created if they have none (upserting the
@@ -57,19 +89,51 @@ pub async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, E
     if let Some(problem) = user.email.and_then(email_problem) {
         let id = user.id.clone();
         let existing = crate::db::run(&billing.pool, move |conn| {
-            users::customer_id(conn, &id).optional()
+            accounts::customer_id(conn, &id).optional()
         })
         .await?;
         return existing.flatten().ok_or(Error::InvalidEmail(problem));
     }
-    let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
+    let id = user.id.clone();
+    let (email, name) = (
+        user.known().email.map(str::to_owned),
+        user.known().name.map(str::to_owned),
+    );
     let row = crate::db::run(&billing.pool, move |conn| {
-        users::upsert(conn, &id, email.as_deref())
+        let known = accounts::Known {
+            email: email.as_deref(),
+            name: name.as_deref(),
+        };
+        accounts::upsert(conn, &id, known)
     })
     .await?;
     match row.stripe_customer_id {
         Some(customer) => Ok(customer),
-        None => create(billing, &row.id, row.email.as_deref(), None).await,
+        None => create(billing, &row.id, Contact::of(&row, &user), None).await,
+    }
+}
+
+/// What a new customer is created with: the user's email, or for an
+/// organisation its name and the email of the member creating it (Stripe
+/// sends receipts there; the portal lets them change it).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Contact<'a> {
+    pub(crate) email: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
+}
+
+impl<'a> Contact<'a> {
+    pub(crate) fn of(row: &'a accounts::Account, member: &Member<'a>) -> Self {
+        match row.id.kind() {
+            AccountKind::User => Self {
+                email: row.email.as_deref(),
+                name: None,
+            },
+            AccountKind::Organization => Self {
+                email: member.email,
+                name: row.name.as_deref(),
+            },
+        }
     }
 }
 
@@ -79,11 +143,11 @@ pub async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, E
 /// nothing.
 pub(crate) async fn create(
     billing: &Billing,
-    user_id: &UserId,
-    email: Option<&str>,
+    user_id: &AccountId,
+    contact: Contact<'_>,
     stale: Option<&CustomerId>,
 ) -> Result<CustomerId, Error> {
-    if let Some(problem) = email.and_then(email_problem) {
+    if let Some(problem) = contact.email.and_then(email_problem) {
         return Err(Error::InvalidEmail(problem));
     }
     let stripe = billing.stripe()?;
@@ -97,7 +161,7 @@ pub(crate) async fn create(
         // The customer being replaced, or nothing left: this click creates.
         Some(Answer::Customer(_)) | None => {}
     }
-    let result = create_locked(billing, stripe, user_id, email, stale).await;
+    let result = create_locked(billing, stripe, user_id, contact, stale).await;
     *turn = Answer::of(&result);
     result
 }
@@ -106,8 +170,8 @@ pub(crate) async fn create(
 async fn create_locked(
     billing: &Billing,
     stripe: &StripeGateway,
-    user_id: &UserId,
-    email: Option<&str>,
+    user_id: &AccountId,
+    contact: Contact<'_>,
     stale: Option<&CustomerId>,
 ) -> Result<CustomerId, Error> {
     let mut tx = OpenTransaction::begin(&billing.locks).await?;
@@ -118,7 +182,7 @@ async fn create_locked(
                 .bind::<Text, _>(key)
                 .bind::<BigInt, _>(0)
                 .execute(conn)?;
-            users::customer_and_key_attempt(conn, &id)
+            accounts::customer_and_key_attempt(conn, &id)
         })
         .await?;
     if let Some(current) = current.filter(|c| Some(c) != stale) {
@@ -126,7 +190,10 @@ async fn create_locked(
         return Ok(current);
     }
 
-    let customer = match stripe.create_customer(user_id, email, stale, attempt).await {
+    let customer = match stripe
+        .create_customer(user_id, contact, stale, attempt)
+        .await
+    {
         Ok(customer) => customer,
         Err(failure) => {
             let id = user_id.clone();
@@ -134,7 +201,7 @@ async fn create_locked(
                 // Stripe replays this failure for 24 hours under this key:
                 // the next click makes a new attempt, with a new key.
                 match tx
-                    .run(move |conn| users::next_customer_key_attempt(conn, &id))
+                    .run(move |conn| accounts::next_customer_key_attempt(conn, &id))
                     .await
                 {
                     Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
@@ -158,13 +225,13 @@ async fn create_locked(
     let now = billing.clock.now();
     let linked = tx
         .run(move |conn| {
-            if !users::store_customer_id(conn, &id, &created, replacing.as_ref())? {
-                return users::customer_id(conn, &id);
+            if !accounts::store_customer_id(conn, &id, &created, replacing.as_ref())? {
+                return accounts::customer_id(conn, &id);
             }
             // Webhooks may have stored this customer's subscriptions
             // before we knew whose it was.
             if sync::link_subscriptions(conn, &created, &id, rule, now)? > 0 {
-                users::recompute_paid(conn, &id, &rule.at(now))?;
+                accounts::recompute_paid(conn, &id, &rule.at(now))?;
             }
             Ok(Some(created))
         })

@@ -4,11 +4,11 @@
 
 use log::warn;
 
-use super::customers::{self, Member};
+use super::customers::{self, Contact, Member};
 use super::summary::{current_subscription, ends_at};
 use super::{Billing, Error};
 use crate::db::subscriptions::Subscription;
-use crate::db::{self, subscriptions, users};
+use crate::db::{self, accounts, subscriptions};
 use crate::ids::email_problem;
 use crate::stripe::client::{FlowKind, Locale, PortalFlow, StripeFailure};
 use crate::stripe::status::SubscriptionStatus;
@@ -31,14 +31,14 @@ pub(crate) async fn open(
     // sent: the row is only read, and without a customer to open the portal
     // for, the click is refused before any Stripe call.
     let refused = user.email.and_then(email_problem);
-    let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
+    let (id, known) = (user.id.clone(), user.known().to_owned());
     let needs_subscription = options.flow.is_some_and(FlowKind::needs_subscription);
     // One round trip: the user's row, and their subscriptions when the flow
     // acts on one.
     let (row, subs) = db::run(&billing.pool, move |conn| {
         let row = match refused {
-            None => Some(users::upsert(conn, &id, email.as_deref())?),
-            Some(_) => users::find(conn, &id)?,
+            None => Some(accounts::upsert(conn, &id, known.borrow())?),
+            Some(_) => accounts::find(conn, &id)?,
         };
         let subs = match needs_subscription {
             true => subscriptions::of_user(conn, &id)?,
@@ -58,12 +58,12 @@ pub(crate) async fn open(
         .map(|kind| resolve_flow(kind, &subs, billing))
         .transpose()?;
     let (locale, flow) = (options.locale.as_ref(), flow.as_ref());
-    let email = row.email.as_deref();
+    let contact = Contact::of(&row, &user);
     let return_url = &billing.portal_return_url;
 
     let customer = match row.stripe_customer_id.clone() {
         Some(customer) => customer,
-        None => customers::create(billing, &row.id, email, None).await?,
+        None => customers::create(billing, &row.id, contact, None).await?,
     };
     let session = stripe
         .create_portal_session(&customer, return_url, locale, flow)
@@ -71,10 +71,10 @@ pub(crate) async fn open(
     let session = match session {
         Err(StripeFailure::NoSuchCustomer) => {
             warn!(
-                "Stripe no longer knows customer {customer} of user {}; creating a new one",
+                "Stripe no longer knows customer {customer} of account {}; creating a new one",
                 row.id
             );
-            let customer = customers::create(billing, &row.id, email, Some(&customer)).await?;
+            let customer = customers::create(billing, &row.id, contact, Some(&customer)).await?;
             stripe
                 .create_portal_session(&customer, return_url, locale, flow)
                 .await?

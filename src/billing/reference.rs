@@ -17,6 +17,8 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use crate::ids::AccountId;
+#[cfg(test)]
 use crate::ids::UserId;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -62,8 +64,10 @@ impl ReferenceKey {
         Self(keyed(key))
     }
 
-    /// The signed reference for `user`.
-    pub fn sign(&self, user: &UserId) -> String {
+    /// The signed reference for `user`'s account (`org:<id>` for an
+    /// organisation's: Payment Links drop a reference with `:`, so an
+    /// organisation's is for Checkout Sessions the app creates itself).
+    pub fn sign(&self, user: &AccountId) -> String {
         let mut mac = self.0.clone();
         mac.update(user.as_str().as_bytes());
         let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
@@ -72,7 +76,7 @@ impl ReferenceKey {
 
     /// The user a reference was signed for, or `None` when it is not one this
     /// key signed (a bare user id, another user's MAC, another key's).
-    pub fn verify(&self, reference: &str) -> Option<UserId> {
+    pub fn verify(&self, reference: &str) -> Option<AccountId> {
         let split = reference
             .len()
             .checked_sub(MAC_CHARS + SEPARATOR.len_utf8())?;
@@ -83,7 +87,7 @@ impl ReferenceKey {
         }
         let (user, tag) = reference.split_at(split);
         let tag = URL_SAFE_NO_PAD.decode(tag.strip_prefix(SEPARATOR)?).ok()?;
-        let user = UserId::parse(user).ok()?;
+        let user = AccountId::parse(user).ok()?;
         let mut mac = self.0.clone();
         mac.update(user.as_str().as_bytes());
         // Constant time.
@@ -118,8 +122,8 @@ mod tests {
         )
     }
 
-    fn user(id: &str) -> UserId {
-        UserId::parse(id).unwrap()
+    fn user(id: &str) -> AccountId {
+        AccountId::user(&UserId::parse(id).unwrap())
     }
 
     #[test]

@@ -25,8 +25,8 @@ use super::resync::{self, Listed};
 use super::summary::{self, BillingSummary};
 use super::sync::{apply_subscription, customer_deleted};
 use super::{Billing, Error};
+use crate::db::accounts::{self, RefreshClaim};
 use crate::db::subscriptions::Provenance;
-use crate::db::users::{self, RefreshClaim};
 use crate::db::{self};
 use crate::ids::CustomerId;
 use crate::stripe::client::Patience;
@@ -41,11 +41,12 @@ pub(crate) const MIN_INTERVAL_SECS: i64 = 10;
 /// less than [`MIN_INTERVAL_SECS`] ago.
 pub(crate) async fn refresh(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
     let now = billing.clock.now();
-    let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
+    let (id, known) = (user.id.clone(), user.known().to_owned());
     let claim = db::run(&billing.pool, move |conn| {
-        // Records the user (and a changed email), as a status request does.
-        users::upsert(conn, &id, email.as_deref())?;
-        users::claim_refresh(conn, &id, now, TimeDelta::seconds(MIN_INTERVAL_SECS))
+        // Records the account (and a changed email or name), as a status
+        // request does.
+        accounts::upsert(conn, &id, known.borrow())?;
+        accounts::claim_refresh(conn, &id, now, TimeDelta::seconds(MIN_INTERVAL_SECS))
     })
     .await?;
     match claim {

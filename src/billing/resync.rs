@@ -21,7 +21,7 @@ use super::Billing;
 use crate::db::schema;
 use crate::db::subscriptions::{self, Provenance, Subscription};
 use crate::db::{self, DbError, PgPool};
-use crate::ids::{CustomerId, SubscriptionId, UserId};
+use crate::ids::{AccountId, CustomerId, SubscriptionId};
 use crate::stripe::client::{Patience, StripeFailure, StripeGateway};
 use crate::stripe::events::SubscriptionObject;
 
@@ -40,24 +40,24 @@ pub enum Progress<'a> {
         customers: usize,
     },
     Change {
-        user: &'a UserId,
+        user: &'a AccountId,
         subscription: &'a SubscriptionId,
         before: String,
         after: String,
     },
     Failed {
-        user: &'a UserId,
+        user: &'a AccountId,
         customer: &'a CustomerId,
         reason: String,
     },
     Checked {
-        user: &'a UserId,
+        user: &'a AccountId,
         customer: &'a CustomerId,
         subscriptions: usize,
     },
     /// Stripe no longer knows `customer`: it is (or would be) forgotten.
     Forgotten {
-        user: &'a UserId,
+        user: &'a AccountId,
         customer: &'a CustomerId,
     },
 }
@@ -138,7 +138,7 @@ pub async fn resync(
         ..billing.clone()
     };
     let (pool, rule, clock) = (&billing.pool, billing.rule, &billing.clock);
-    let customers = db::run(pool, db::users::with_customers).await?;
+    let customers = db::run(pool, db::accounts::with_customers).await?;
     let mut report = Report {
         customers: customers.len(),
         ..Report::default()

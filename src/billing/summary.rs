@@ -9,7 +9,7 @@ use super::plans::{self, Plan};
 use super::status::{AccessFacts, PaidRule, Reason, SubscriptionStatus};
 use super::{Billing, Error};
 use crate::db::subscriptions::Subscription;
-use crate::db::{self, users};
+use crate::db::{self, accounts};
 
 /// The user's billing status, from Postgres only (never a Stripe call on its
 /// way), judged now rather than read from `users.paid`: an ended grace shows
@@ -18,15 +18,15 @@ use crate::db::{self, users};
 /// the background ([`plans::learn_in_background`]); until then its plan is
 /// what is known, or `None`.
 pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
-    let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
+    let (id, known) = (user.id.clone(), user.known().to_owned());
     let (row, rows) = db::run(&billing.pool, move |conn| {
         // The steady state, a known user whose email is unchanged, is one
         // prepared statement; a new user or a changed email is written first.
-        match users::find_with_subscriptions(conn, &id)? {
-            Some((row, rows)) if email.is_none() || row.email == email => Ok((row, rows)),
+        match accounts::find_with_subscriptions(conn, &id)? {
+            Some((row, rows)) if known.borrow().matches(&row) => Ok((row, rows)),
             _ => {
-                users::insert_or_update(conn, &id, email.as_deref())?;
-                users::find_with_subscriptions(conn, &id)?.ok_or(diesel::result::Error::NotFound)
+                accounts::insert_or_update(conn, &id, known.borrow())?;
+                accounts::find_with_subscriptions(conn, &id)?.ok_or(diesel::result::Error::NotFound)
             }
         }
     })
@@ -38,6 +38,7 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
     let now = billing.clock.now();
     let mut summary = summarize(&subs, billing.rule, now);
     summary.has_customer = row.stripe_customer_id.is_some();
+    summary.account_name = row.name;
     if let Some(i) = current_index(&subs, billing.rule, now) {
         let (price, product) = &catalogue[i];
         summary.plan = plans::plan_of(price.as_ref(), product.as_ref());
@@ -72,6 +73,9 @@ pub(crate) struct BillingSummary {
     /// grants access, a former customer (their invoices and saved payment
     /// methods are in the portal) rather than someone who never bought.
     pub(crate) has_customer: bool,
+    /// The organisation's name as its row keeps it (only [`of_user`] reads
+    /// it); `None` for a user's account.
+    pub(crate) account_name: Option<String>,
 }
 
 fn facts(s: &Subscription) -> (SubscriptionStatus, Option<DateTime<Utc>>, bool) {
@@ -146,6 +150,7 @@ pub(crate) fn summarize(
         synced_at: current.map(|s| s.synced_at),
         plan: None,
         has_customer: false,
+        account_name: None,
     }
 }
 
@@ -160,7 +165,7 @@ mod tests {
         Subscription {
             id: id.into(),
             customer_id: "cus_1".into(),
-            user_id: Some(crate::ids::UserId::parse("u1").unwrap()),
+            user_id: Some(crate::ids::AccountId::parse("u1").unwrap()),
             status: status.into(),
             price_id: Some(format!("price_{id}")),
             product_id: None,

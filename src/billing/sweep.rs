@@ -13,7 +13,7 @@ use diesel::sql_types::{BigInt, Bool};
 use futures_util::future::{select, Either};
 
 use super::Billing;
-use crate::db::{self, users, DbError};
+use crate::db::{self, accounts, DbError};
 
 /// Well inside the promised minute between a grace ending and the flag
 /// following, and cheap: one indexed statement over past-due subscriptions.
@@ -62,7 +62,7 @@ pub async fn sweep_once(billing: &Billing) -> Result<usize, DbError> {
         if !locked {
             return Ok(0);
         }
-        users::recompute_past_due(conn, &rule.at(clock.now()))
+        accounts::recompute_past_due(conn, &rule.at(clock.now()))
     })
     .await
 }

@@ -3,13 +3,14 @@
 //! events (the event row and its effect commit in one transaction), and
 //! [`apply_subscription`] for subscription state from any source.
 //!
-//! Rules: the user for a subscription is the one holding its customer, else
-//! the one named by `metadata.user_id`; unknown customers are stored without a
-//! user, and once a customer is linked all its subscriptions are its holder's
-//! (`metadata.user_id` never keeps one from them). A completed checkout links its
-//! customer only to a user no buyer can have chosen: its `metadata.user_id`,
-//! or a `client_reference_id` signed with [`ReferenceKey`]. A user's paid flag
-//! is recomputed in the same transaction as every change that can move it.
+//! Rules: the account for a subscription is the one holding its customer,
+//! else the one named by its metadata (`org_id`, an organisation's, else
+//! `user_id`); unknown customers are stored without an account, and once a
+//! customer is linked all its subscriptions are its holder's (metadata never
+//! keeps one from them). A completed checkout links its customer only to an
+//! account no buyer can have chosen: its metadata, or a `client_reference_id`
+//! signed with [`ReferenceKey`]. An account's paid flag is recomputed in the
+//! same transaction as every change that can move it.
 //! Price and product events are stored by [`super::plans`], in the same
 //! transaction as their event row.
 
@@ -19,8 +20,8 @@ use diesel::prelude::*;
 use super::plans;
 use super::reference::ReferenceKey;
 use crate::db::subscriptions::{self, Provenance, RuleParams, Stored, SubscriptionState};
-use crate::db::{events, users};
-use crate::ids::{CustomerId, UserId};
+use crate::db::{accounts, events};
+use crate::ids::{AccountId, CustomerId, OrgId, UserId};
 use crate::stripe::events::{CheckoutSessionObject, Event, EventKind, SubscriptionObject};
 
 /// What a delivery did; stored on the event row and counted in metrics.
@@ -196,7 +197,7 @@ pub fn apply_subscription(
 /// The one mapping of a Stripe subscription to the row that stores it.
 pub(crate) fn state_of<'a>(
     sub: &'a SubscriptionObject,
-    user: Option<&'a UserId>,
+    user: Option<&'a AccountId>,
 ) -> SubscriptionState<'a> {
     let pause = sub.pause_collection.as_ref();
     SubscriptionState {
@@ -214,16 +215,31 @@ pub(crate) fn state_of<'a>(
     }
 }
 
-fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<UserId>> {
-    if let Some(holder) = users::find_by_customer(conn, &sub.customer_id)? {
-        if sub
-            .metadata_user_id
-            .as_deref()
-            .is_some_and(|named| holder != named)
+/// The account a Stripe object's metadata names, set server side with the
+/// secret key (a buyer cannot set metadata): `org_id`, an organisation's,
+/// else `user_id`, a user's; each by its own id rule, so `user_id` can never
+/// name an organisation's account.
+fn named_in_metadata(org: Option<&str>, user: Option<&str>) -> Option<Result<AccountId, String>> {
+    match (org, user) {
+        (Some(org), _) => Some(OrgId::parse(org).map(|org| AccountId::organization(&org))),
+        (None, Some(user)) => Some(UserId::parse(user).map(|user| AccountId::user(&user))),
+        (None, None) => None,
+    }
+}
+
+fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<AccountId>> {
+    let named = named_in_metadata(
+        sub.metadata_org_id.as_deref(),
+        sub.metadata_user_id.as_deref(),
+    );
+    if let Some(holder) = accounts::find_by_customer(conn, &sub.customer_id)? {
+        if named
+            .as_ref()
+            .is_some_and(|named| named.as_ref() != Ok(&holder))
         {
-            // Its text is not logged: it may not even be a valid user id.
+            // Its text is not logged: it may not even be a valid id.
             log::warn!(
-                "subscription {}: ignoring metadata.user_id, which names another user than \
+                "subscription {}: ignoring its metadata, which names another account than \
                  {holder}, who holds its customer {}",
                 sub.id,
                 sub.customer_id
@@ -231,14 +247,14 @@ fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Op
         }
         return Ok(Some(holder));
     }
-    match sub.metadata_user_id.as_deref().map(UserId::parse) {
+    match named {
         Some(Ok(user)) => {
-            users::link_customer_if_unset(conn, &user, &sub.customer_id)?;
+            accounts::link_customer_if_unset(conn, &user, &sub.customer_id)?;
             Ok(Some(user))
         }
         Some(Err(reason)) => {
             log::warn!(
-                "subscription {}: ignoring metadata.user_id: {reason}",
+                "subscription {}: ignoring metadata.org_id / user_id: {reason}",
                 sub.id
             );
             Ok(None)
@@ -255,11 +271,11 @@ pub(crate) fn customer_deleted(
     now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
     let mut affected = subscriptions::cancel_all_of_customer(conn, customer_id, as_of)?;
-    affected.extend(users::forget_customer(conn, customer_id)?);
+    affected.extend(accounts::forget_customer(conn, customer_id)?);
     affected.sort();
     affected.dedup();
     for user in affected {
-        users::recompute_paid(conn, &user, &rule.at(now))?;
+        accounts::recompute_paid(conn, &user, &rule.at(now))?;
     }
     Ok(Outcome::Applied)
 }
@@ -268,7 +284,7 @@ pub(crate) fn customer_deleted(
 enum Named<'a> {
     /// Someone holding a secret chose the user: the service's own session
     /// (`metadata.user_id`, set server side) or a signed reference.
-    Vouched(UserId),
+    Vouched(AccountId),
     /// A reference anyone could have typed into a Payment Link's URL.
     Unverified(&'a str),
     Nobody,
@@ -277,10 +293,14 @@ enum Named<'a> {
 fn named_user<'a>(session: &'a CheckoutSessionObject, key: &ReferenceKey) -> Named<'a> {
     // A session created with the secret key carries `metadata.user_id`; a
     // buyer cannot set metadata. Issue 19's create-checkout sets it there.
-    match session.metadata_user_id.as_deref().map(UserId::parse) {
+    let named = named_in_metadata(
+        session.metadata_org_id.as_deref(),
+        session.metadata_user_id.as_deref(),
+    );
+    match named {
         Some(Ok(user)) => return Named::Vouched(user),
         Some(Err(reason)) => log::warn!(
-            "checkout session {}: ignoring metadata.user_id: {reason}",
+            "checkout session {}: ignoring metadata.org_id / user_id: {reason}",
             session.id
         ),
         None => {}
@@ -311,7 +331,7 @@ fn checkout_completed(
             // A checkout for a customer the named user already holds (what an
             // app's own session for a signed-in user sends, as the emulator's
             // demo does) links nothing new.
-            if users::find_by_customer(conn, customer)?.is_some_and(|held| held == reference) {
+            if accounts::find_by_customer(conn, customer)?.is_some_and(|held| held == reference) {
                 return Ok(Outcome::Applied);
             }
             // The reference itself is not logged: the buyer may have chosen it.
@@ -324,10 +344,10 @@ fn checkout_completed(
             return Ok(Outcome::UnverifiedReference);
         }
     };
-    users::link_customer_if_unset(conn, &user, customer)?;
-    if users::find_by_customer(conn, customer)?.as_ref() == Some(&user) {
+    accounts::link_customer_if_unset(conn, &user, customer)?;
+    if accounts::find_by_customer(conn, customer)?.as_ref() == Some(&user) {
         link_subscriptions(conn, customer, &user, rule, now)?;
-        users::recompute_paid(conn, &user, &rule.at(now))?;
+        accounts::recompute_paid(conn, &user, &rule.at(now))?;
     }
     Ok(Outcome::Applied)
 }
@@ -338,14 +358,14 @@ fn checkout_completed(
 pub(crate) fn link_subscriptions(
     conn: &mut PgConnection,
     customer: &CustomerId,
-    user: &UserId,
+    user: &AccountId,
     rule: PaidRule,
     now: DateTime<Utc>,
 ) -> QueryResult<usize> {
     let linked = subscriptions::link_customer(conn, customer, user)?;
     for previous in &linked.previous_holders {
         log::info!("customer {customer}'s subscriptions moved from user {previous} to {user}");
-        users::recompute_paid(conn, previous, &rule.at(now))?;
+        accounts::recompute_paid(conn, previous, &rule.at(now))?;
     }
     Ok(linked.moved)
 }

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::{Mutex as Turn, OwnedMutexGuard};
 
-use crate::ids::UserId;
+use crate::ids::AccountId;
 
 /// The turns in flight, one per user, each holding a `T` left by the last.
-pub struct Turns<T>(Arc<Mutex<HashMap<UserId, Weak<Turn<T>>>>>);
+pub struct Turns<T>(Arc<Mutex<HashMap<AccountId, Weak<Turn<T>>>>>);
 
 impl<T> Clone for Turns<T> {
     fn clone(&self) -> Self {
@@ -29,7 +29,7 @@ impl<T> Default for Turns<T> {
 
 impl<T: Default> Turns<T> {
     /// Waits for `user`'s turn; the guard holds what the previous turn left.
-    pub(crate) async fn turn(&self, user: &UserId) -> OwnedMutexGuard<T> {
+    pub(crate) async fn turn(&self, user: &AccountId) -> OwnedMutexGuard<T> {
         let turn = {
             // Poisoned only by a panic elsewhere; the map is still sound.
             let mut turns = self.0.lock().unwrap_or_else(PoisonError::into_inner);

@@ -8,11 +8,11 @@
 //! functions live in the submodules; they take `&mut PgConnection` and return
 //! `QueryResult<T>`.
 
+pub mod accounts;
 pub mod catalogue;
 pub mod events;
 pub mod schema;
 pub mod subscriptions;
-pub mod users;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

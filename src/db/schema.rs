@@ -1,6 +1,24 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    accounts (id) {
+        id -> Text,
+        email -> Nullable<Text>,
+        stripe_customer_id -> Nullable<Text>,
+        paid -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        refreshed_at -> Nullable<Timestamptz>,
+        customer_key_attempt -> Int4,
+        checkout_session_id -> Nullable<Text>,
+        checkout_session_price -> Nullable<Text>,
+        checkout_session_url -> Nullable<Text>,
+        kind -> Text,
+        name -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     stripe_catchup (id) {
         id -> Bool,
         next_since -> Timestamptz,
@@ -70,29 +88,13 @@ diesel::table! {
     }
 }
 
-diesel::table! {
-    users (id) {
-        id -> Text,
-        email -> Nullable<Text>,
-        stripe_customer_id -> Nullable<Text>,
-        paid -> Bool,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-        refreshed_at -> Nullable<Timestamptz>,
-        customer_key_attempt -> Int4,
-        checkout_session_id -> Nullable<Text>,
-        checkout_session_price -> Nullable<Text>,
-        checkout_session_url -> Nullable<Text>,
-    }
-}
-
-diesel::joinable!(subscriptions -> users (user_id));
+diesel::joinable!(subscriptions -> accounts (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
     stripe_catchup,
     stripe_events,
     stripe_prices,
     stripe_products,
     subscriptions,
-    users,
 );

@@ -7,14 +7,14 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Timestamptz};
 
 use super::schema::subscriptions;
-use crate::ids::{CustomerId, SubscriptionId, UserId};
+use crate::ids::{AccountId, CustomerId, SubscriptionId};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions)]
 pub struct Subscription {
     pub id: SubscriptionId,
     pub customer_id: CustomerId,
-    pub user_id: Option<UserId>,
+    pub user_id: Option<AccountId>,
     pub status: String,
     pub price_id: Option<String>,
     pub product_id: Option<String>,
@@ -33,7 +33,7 @@ pub struct Subscription {
 pub struct SubscriptionState<'a> {
     pub id: &'a SubscriptionId,
     pub customer_id: &'a CustomerId,
-    pub user_id: Option<&'a UserId>,
+    pub user_id: Option<&'a AccountId>,
     pub status: &'a str,
     pub price_id: Option<&'a str>,
     pub product_id: Option<&'a str>,
@@ -173,7 +173,7 @@ pub fn cancel_all_of_customer(
     conn: &mut PgConnection,
     customer_id: &CustomerId,
     as_of: DateTime<Utc>,
-) -> QueryResult<Vec<UserId>> {
+) -> QueryResult<Vec<AccountId>> {
     diesel::update(subscriptions::table.filter(subscriptions::customer_id.eq(customer_id)))
         .set((
             subscriptions::status.eq("canceled"),
@@ -188,7 +188,7 @@ pub fn cancel_all_of_customer(
             subscriptions::updated_at.eq(diesel::dsl::now),
         ))
         .returning(subscriptions::user_id)
-        .get_results::<Option<UserId>>(conn)
+        .get_results::<Option<AccountId>>(conn)
         .map(|users| users.into_iter().flatten().collect())
 }
 
@@ -199,10 +199,10 @@ pub fn cancel_all_of_customer(
 pub fn link_customer(
     conn: &mut PgConnection,
     customer_id: &CustomerId,
-    user_id: &UserId,
+    user_id: &AccountId,
 ) -> QueryResult<Linked> {
     // Locked, so the holders read are the ones the update replaces.
-    let rows: Vec<(SubscriptionId, Option<UserId>)> = subscriptions::table
+    let rows: Vec<(SubscriptionId, Option<AccountId>)> = subscriptions::table
         .filter(subscriptions::customer_id.eq(customer_id))
         .filter(subscriptions::user_id.is_distinct_from(user_id))
         .select((subscriptions::id, subscriptions::user_id))
@@ -215,7 +215,7 @@ pub fn link_customer(
     diesel::update(subscriptions::table.filter(subscriptions::id.eq_any(ids)))
         .set(subscriptions::user_id.eq(user_id))
         .execute(conn)?;
-    let mut previous: Vec<UserId> = rows.iter().filter_map(|(_, user)| user.clone()).collect();
+    let mut previous: Vec<AccountId> = rows.iter().filter_map(|(_, user)| user.clone()).collect();
     previous.sort();
     previous.dedup();
     Ok(Linked {
@@ -229,10 +229,10 @@ pub fn link_customer(
 pub struct Linked {
     pub moved: usize,
     /// Users who held some of those subscriptions before.
-    pub previous_holders: Vec<UserId>,
+    pub previous_holders: Vec<AccountId>,
 }
 
-pub fn of_user(conn: &mut PgConnection, user_id: &UserId) -> QueryResult<Vec<Subscription>> {
+pub fn of_user(conn: &mut PgConnection, user_id: &AccountId) -> QueryResult<Vec<Subscription>> {
     subscriptions::table
         .filter(subscriptions::user_id.eq(user_id))
         .select(Subscription::as_select())
@@ -257,11 +257,11 @@ pub fn drifting(
     overdue: chrono::Duration,
     limit: i64,
 ) -> QueryResult<Vec<Subscription>> {
-    use super::schema::users;
+    use super::schema::accounts;
     let before = now - overdue;
     subscriptions::table
-        .inner_join(users::table)
-        .filter(users::paid)
+        .inner_join(accounts::table)
+        .filter(accounts::paid)
         .filter(subscriptions::status.eq_any(["active", "trialing", "past_due"]))
         .filter(subscriptions::current_period_end.lt(before))
         .filter(

@@ -41,11 +41,11 @@ async fn sign_in(
     check_browser_write(&req, &state.origins)?;
     let token = issue_token(
         &demo.jwt_secret,
-        &Claims {
-            sub: DEMO_USER.into(),
-            email: Some(DEMO_EMAIL.into()),
-            exp: chrono::Utc::now().timestamp() + 8 * 3600,
-        },
+        &Claims::user(
+            DEMO_USER,
+            chrono::Utc::now().timestamp() + 8 * 3600,
+            Some(DEMO_EMAIL.into()),
+        ),
     );
     let cookie = Cookie::build(SESSION_COOKIE, token)
         .path("/")

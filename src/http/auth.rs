@@ -2,7 +2,11 @@
 //! `Authorization: Bearer <jwt>` or the `billing_session` cookie.
 //!
 //! `sub` (the app's user id) and `exp` are required, `email` optional, and
-//! `nbf`, when present, is honoured. Only
+//! `nbf`, when present, is honoured. `org_id`, when present, makes every
+//! billing endpoint act for that organisation's account rather than the
+//! user's own; `org_role` says whether the member may manage its billing
+//! (`BILLING_MANAGER_ROLES`; no role: a plain member) and `org_name` names it
+//! on the page and on its Stripe customer. Only
 //! HS256 is accepted: `none`, RS256 and every other algorithm, a bad signature,
 //! an expired token and a missing `sub` all answer 401. A bearer token and a
 //! cookie naming two different users answer 400 `ambiguous_credentials`.
@@ -23,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ErrorCode};
 use crate::billing::customers::Member;
 use crate::config::Settings;
-use crate::ids::UserId;
+use crate::ids::{check_app_id, AccountId, OrgId, UserId};
 
 pub(crate) const SESSION_COOKIE: &str = "billing_session";
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +36,29 @@ pub struct Claims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// The organisation the user acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    /// The user's role in it (`owner`, `admin`, `member`…: the app's words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_role: Option<String>,
+    /// The organisation's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_name: Option<String>,
+}
+
+impl Claims {
+    /// A user's claims, acting for themselves.
+    pub fn user(sub: impl Into<String>, exp: i64, email: Option<String>) -> Self {
+        Self {
+            sub: sub.into(),
+            exp,
+            email,
+            org_id: None,
+            org_role: None,
+            org_name: None,
+        }
+    }
 }
 
 /// How the credentials arrived; cookie-authenticated writes need CSRF checks.
@@ -41,10 +68,26 @@ pub(crate) enum CredentialSource {
     Cookie,
 }
 
+/// Who a verified token names: the user, and the account they act for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: UserId,
+    pub email: Option<String>,
+    /// The user's own account, or their organisation's (`org_id`).
+    pub account: AccountId,
+    /// `org_role`, for an organisation's account.
+    pub role: Option<String>,
+    /// `org_name`, when it is a name one can show (else ignored).
+    pub org_name: Option<String>,
+    /// Whether they may open the account's portal and subscribe it: always for
+    /// their own account; for an organisation's, a role in
+    /// `BILLING_MANAGER_ROLES`.
+    pub can_manage: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthenticatedUser {
-    pub(crate) id: UserId,
-    pub email: Option<String>,
+    pub(crate) identity: Identity,
     pub(crate) source: CredentialSource,
 }
 
@@ -52,9 +95,25 @@ impl AuthenticatedUser {
     /// The user as the use cases take them.
     pub(crate) fn member(&self) -> Member<'_> {
         Member {
-            id: &self.id,
-            email: self.email.as_deref(),
+            id: &self.identity.account,
+            email: self.identity.email.as_deref(),
+            org_name: self.identity.org_name.as_deref(),
         }
+    }
+
+    /// Refuses a member of an organisation whose role may not manage its
+    /// billing (403 `not_billing_manager`), before anything is created.
+    pub(crate) fn require_manager(&self, roles: &[String]) -> Result<(), ApiError> {
+        if self.identity.can_manage {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(
+            ErrorCode::NotBillingManager,
+            format!(
+                "only members with the role {} can manage this organisation's billing;                  ask one of them",
+                roles.join(" or ")
+            ),
+        ))
     }
 }
 
@@ -62,10 +121,12 @@ impl AuthenticatedUser {
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// `BILLING_MANAGER_ROLES`.
+    manager_roles: Vec<String>,
 }
 
 impl JwtVerifier {
-    pub fn new(secret: &SecretString) -> Self {
+    pub fn new(secret: &SecretString, manager_roles: &[String]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -75,10 +136,11 @@ impl JwtVerifier {
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
+            manager_roles: manager_roles.to_vec(),
         }
     }
 
-    pub fn verify(&self, token: &str) -> Result<(UserId, Option<String>), ApiError> {
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::unauthorized(
@@ -88,10 +150,45 @@ impl JwtVerifier {
                 _ => ApiError::unauthorized(ErrorCode::InvalidToken, "invalid session token"),
             },
         )?;
-        let id = UserId::parse(&data.claims.sub)
+        let claims = data.claims;
+        let user = UserId::parse(&claims.sub)
             .map_err(|reason| ApiError::unauthorized(ErrorCode::InvalidToken, reason))?;
-        let email = data.claims.email.filter(|e| !e.trim().is_empty());
-        Ok((id, email))
+        let email = claims.email.filter(|e| !e.trim().is_empty());
+        let Some(org) = claims.org_id else {
+            return Ok(Identity {
+                account: AccountId::user(&user),
+                user,
+                email,
+                role: None,
+                org_name: None,
+                can_manage: true,
+            });
+        };
+        let org = OrgId::parse(&org).map_err(|reason| {
+            ApiError::unauthorized(
+                ErrorCode::InvalidOrgId,
+                format!("the token's org_id is refused: {reason}"),
+            )
+        })?;
+        // A role the app did not send is a plain member's: nothing is
+        // assumed in the member's favour.
+        let role = claims.org_role.filter(|r| !r.is_empty());
+        let can_manage = role
+            .as_ref()
+            .is_some_and(|r| self.manager_roles.iter().any(|m| m == r));
+        // A name is only shown and sent to Stripe (which keeps 256
+        // characters); one that is not safe to show is left out.
+        let org_name = claims
+            .org_name
+            .filter(|n| !n.trim().is_empty() && check_app_id("organisation name", n).is_ok());
+        Ok(Identity {
+            account: AccountId::organization(&org),
+            user,
+            email,
+            role,
+            org_name,
+            can_manage,
+        })
     }
 }
 
@@ -257,11 +354,11 @@ fn bearer_token(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
 
 /// Who is calling. A bearer token and the session cookie may come together
 /// (a page holding a token in the same browser); when both are valid they
-/// must name the same user. Preferring either one silently is how a link
-/// carrying someone else's token would switch a signed-in user into that
-/// account, so two users are refused instead. A cookie that does not verify
-/// (expired, from an old secret) is no session and does not stand in the way
-/// of a valid bearer token.
+/// must name the same user acting for the same account. Preferring either one
+/// silently is how a link carrying someone else's token would switch a
+/// signed-in user into that account, so two are refused instead. A cookie
+/// that does not verify (expired, from an old secret) is no session and does
+/// not stand in the way of a valid bearer token.
 fn authenticate(req: &HttpRequest, verifier: &JwtVerifier) -> Result<AuthenticatedUser, ApiError> {
     let cookie = req.cookie(SESSION_COOKIE);
     let Some(token) = bearer_token(req)? else {
@@ -271,26 +368,23 @@ fn authenticate(req: &HttpRequest, verifier: &JwtVerifier) -> Result<Authenticat
                 "sign in required: send a Bearer token or the billing_session cookie",
             ));
         };
-        let (id, email) = verifier.verify(cookie.value())?;
         return Ok(AuthenticatedUser {
-            id,
-            email,
+            identity: verifier.verify(cookie.value())?,
             source: CredentialSource::Cookie,
         });
     };
-    let (id, email) = verifier.verify(token)?;
-    if let Some(Ok((cookie_user, _))) = cookie.map(|c| verifier.verify(c.value())) {
-        if cookie_user != id {
+    let identity = verifier.verify(token)?;
+    if let Some(Ok(by_cookie)) = cookie.map(|c| verifier.verify(c.value())) {
+        if by_cookie.user != identity.user || by_cookie.account != identity.account {
             return Err(ApiError::bad_request(
                 ErrorCode::AmbiguousCredentials,
-                "the Authorization header and the billing_session cookie name different users; \
-                 send only one of them",
+                "the Authorization header and the billing_session cookie name different users \
+                 or organisations; send only one of them",
             ));
         }
     }
     Ok(AuthenticatedUser {
-        id,
-        email,
+        identity,
         source: CredentialSource::Bearer,
     })
 }
@@ -314,15 +408,11 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {
-        let claims = Claims {
-            sub: "u1".into(),
-            exp: chrono::Utc::now().timestamp() + 60,
-            email: None,
-        };
+        let claims = Claims::user("u1", chrono::Utc::now().timestamp() + 60, None);
         let token = issue_token(&SecretString::from("secret-a"), &claims);
-        let verifier = JwtVerifier::new(&SecretString::from("secret-b"));
+        let verifier = JwtVerifier::new(&SecretString::from("secret-b"), &[]);
         assert_eq!(verifier.verify(&token).unwrap_err().code(), "invalid_token");
-        let verifier = JwtVerifier::new(&SecretString::from("secret-a"));
-        assert_eq!(verifier.verify(&token).unwrap().0.as_str(), "u1");
+        let verifier = JwtVerifier::new(&SecretString::from("secret-a"), &[]);
+        assert_eq!(verifier.verify(&token).unwrap().user.as_str(), "u1");
     }
 }

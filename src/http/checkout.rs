@@ -118,7 +118,7 @@ pub(crate) struct CheckoutResponse {
         (status = 200, description = "Checkout Session created", body = CheckoutResponse),
         (status = 400, description = "Bad body, a plan not offered (`unknown_plan`), a token email Stripe would refuse (`invalid_email`), or a bearer token and the cookie naming different users", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Cross-site request refused", body = ErrorBody),
+        (status = 403, description = "Cross-site request refused, or `not_billing_manager`: the token acts for an organisation (`org_id`) and its `org_role` is not one of `BILLING_MANAGER_ROLES`", body = ErrorBody),
         (status = 409, description = "`already_subscribed`: the user has a live subscription; Manage Subscription (the portal) changes it", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 502, description = "Stripe failed or timed out (`stripe_error`, `stripe_timeout`, `stripe_unreachable`), or refused the API key (`stripe_auth_failed`)", body = ErrorBody),
@@ -133,6 +133,7 @@ pub(crate) async fn create_checkout(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req, &user, &state.origins)?;
+    user.require_manager(&state.manager_roles)?;
     let request: CreateCheckoutRequest = json_object_body(&req, &body, "checkout request")?
         .ok_or_else(|| {
             ApiError::bad_request(

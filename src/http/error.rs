@@ -35,6 +35,11 @@ pub(crate) enum ErrorCode {
     TokenExpired,
     /// A bearer token and the session cookie name different users.
     AmbiguousCredentials,
+    /// The token's `org_id` is empty, too long or holds a control character.
+    InvalidOrgId,
+    /// A member of an organisation whose role may not manage its billing
+    /// (`BILLING_MANAGER_ROLES`).
+    NotBillingManager,
     CsrfHeaderMissing,
     CrossOriginRequest,
     // Bad requests.
@@ -92,6 +97,8 @@ impl ErrorCode {
             Self::InvalidToken => "invalid_token",
             Self::TokenExpired => "token_expired",
             Self::AmbiguousCredentials => "ambiguous_credentials",
+            Self::InvalidOrgId => "invalid_org_id",
+            Self::NotBillingManager => "not_billing_manager",
             Self::CsrfHeaderMissing => "csrf_header_missing",
             Self::CrossOriginRequest => "cross_origin_request",
             Self::BadRequest => "bad_request",

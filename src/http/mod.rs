@@ -43,6 +43,8 @@ pub struct AppState {
     pub(crate) demo: bool,
     /// `APP_ENV=production`: `/` is a 404 instead of leading to the page.
     pub(crate) production: bool,
+    /// `BILLING_MANAGER_ROLES`, as the status tells members whom to ask.
+    pub(crate) manager_roles: Vec<String>,
 }
 
 /// Portal requests carry at most a tiny JSON body.

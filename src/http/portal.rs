@@ -73,7 +73,7 @@ pub(crate) struct PortalResponse {
         (status = 200, description = "Portal session created", body = PortalResponse),
         (status = 400, description = "Bad body, locale or flow, a token email Stripe would refuse (`invalid_email`), or a bearer token and the cookie naming different users", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
-        (status = 403, description = "Cross-site request refused", body = ErrorBody),
+        (status = 403, description = "Cross-site request refused, or `not_billing_manager`: the token acts for an organisation (`org_id`) and its `org_role` is not one of `BILLING_MANAGER_ROLES`", body = ErrorBody),
         (status = 409, description = "The flow needs a subscription the user does not have", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 502, description = "Stripe failed or timed out (`stripe_error`, `stripe_timeout`, `stripe_unreachable`), refused the API key (`stripe_auth_failed`), or the portal is not configured for this (`portal_not_configured`)", body = ErrorBody),
@@ -88,6 +88,7 @@ pub(crate) async fn create_portal(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     check_same_origin(&req, &user, &state.origins)?;
+    user.require_manager(&state.manager_roles)?;
     let options = parse_body(&req, &body)?;
     let locale = options
         .locale

@@ -84,7 +84,7 @@ pub(crate) async fn refresh_billing(
         None => refresh::refresh(&state.billing, user.member()).await,
     };
     let failure = match read {
-        Ok(summary) => return Ok(status::answer(&user, summary)),
+        Ok(summary) => return Ok(status::answer(&user, &state.manager_roles, summary)),
         // Nothing to fall back on: the session is not the user's.
         Err(crate::billing::Error::CheckoutNotYours) => {
             return Err(crate::billing::Error::CheckoutNotYours.into())
@@ -95,7 +95,7 @@ pub(crate) async fn refresh_billing(
     // shows it rather than an error.
     match summary::of_user(&state.billing, user.member()).await {
         Ok(stored) => {
-            let data = serde_json::to_value(status::data(&user, stored))
+            let data = serde_json::to_value(status::data(&user, &state.manager_roles, stored))
                 .map_err(|e| ApiError::internal(format!("status as JSON: {e}")))?;
             Err(failure.with_data(data))
         }

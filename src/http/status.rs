@@ -12,14 +12,16 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::billing::plans::Plan;
 use crate::billing::summary::{self, BillingSummary};
+use crate::ids::AccountKind;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct StatusData {
-    /// Whom this answers for: the signed-in user's id (the token's `sub`), so a page can always
-    /// show whose billing it is.
+    /// Who is asking: the signed-in user's id (the token's `sub`).
     #[schema(example = "user_1")]
     user_id: String,
+    /// Whose billing this is: the user's own, or the organisation the token's `org_id` names.
+    account: AccountData,
     /// The signed-in user's email from the token, when it carries one.
     #[schema(example = "ada@example.com")]
     email: Option<String>,
@@ -62,6 +64,31 @@ pub(crate) struct StatusData {
     /// or a read from the API); null without a subscription.
     #[schema(format = DateTime, example = "2026-12-05T10:00:00Z")]
     synced_at: Option<String>,
+}
+
+/// The account billed, and what the signed-in user may do with it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Account)]
+pub(crate) struct AccountData {
+    /// `user` (the signed-in user's own billing) or `organization` (the token's `org_id`).
+    #[serde(rename = "type")]
+    #[schema(example = "organization")]
+    kind: &'static str,
+    /// The user id, or the organisation id, as the app knows it.
+    #[schema(example = "org_acme")]
+    id: String,
+    /// The organisation's name, from the token's `org_name` (now or on an earlier request);
+    /// null for a user's own billing and while no token has named it.
+    #[schema(example = "Acme Inc.")]
+    name: Option<String>,
+    /// Whether the signed-in user may open the portal and subscribe: always for their own
+    /// billing; for an organisation's, when their `org_role` is one of `BILLING_MANAGER_ROLES`.
+    can_manage: bool,
+    /// For an organisation's billing: the roles that may manage it (`BILLING_MANAGER_ROLES`), so
+    /// a member who cannot knows whom to ask; empty for a user's own.
+    #[schema(example = json!(["owner", "admin"]))]
+    manager_roles: Vec<String>,
 }
 
 /// A plan as its price and product describe it. Each field is null when not known.
@@ -127,26 +154,46 @@ pub(crate) async fn billing_status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let summary = summary::of_user(&state.billing, user.member()).await?;
-    Ok(answer(&user, summary))
+    Ok(answer(&user, &state.manager_roles, summary))
 }
 
 /// The answer of `GET /billing/status` for `user`, whose status is
 /// `summary`; also `POST /billing/refresh`'s.
-pub(super) fn answer(user: &AuthenticatedUser, summary: BillingSummary) -> HttpResponse {
+pub(super) fn answer(
+    user: &AuthenticatedUser,
+    manager_roles: &[String],
+    summary: BillingSummary,
+) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(StatusResponse {
             message: "billing status",
-            data: data(user, summary),
+            data: data(user, manager_roles, summary),
         })
 }
 
 /// The `data` of [`answer`].
-pub(super) fn data(user: &AuthenticatedUser, summary: BillingSummary) -> StatusData {
+pub(super) fn data(
+    user: &AuthenticatedUser,
+    manager_roles: &[String],
+    summary: BillingSummary,
+) -> StatusData {
     let rfc3339 = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let identity = &user.identity;
+    let kind = identity.account.kind();
     StatusData {
-        user_id: user.id.to_string(),
-        email: user.email.clone(),
+        user_id: identity.user.to_string(),
+        account: AccountData {
+            kind: kind.as_str(),
+            id: identity.account.app_id().to_owned(),
+            name: summary.account_name.clone(),
+            can_manage: identity.can_manage,
+            manager_roles: match kind {
+                AccountKind::User => Vec::new(),
+                AccountKind::Organization => manager_roles.to_vec(),
+            },
+        },
+        email: identity.email.clone(),
         paid: summary.paid,
         reason: summary.reason.as_str(),
         has_customer: summary.has_customer,

@@ -42,7 +42,8 @@ use stripe_types::RangeQueryTs;
 
 pub(crate) use super::transport::Patience;
 use super::transport::{Answer, Transport, TransportOptions, WireError};
-use crate::ids::{CustomerId, SubscriptionId, UserId};
+use crate::billing::customers::Contact;
+use crate::ids::{AccountId, AccountKind, CustomerId, SubscriptionId};
 use crate::metrics::Metrics;
 use crate::stripe::events::{parse_price, parse_subscription, PriceObject, SubscriptionObject};
 
@@ -389,12 +390,12 @@ impl StripeGateway {
     /// rather than Stripe's `idempotency_error`.
     pub(crate) async fn create_customer(
         &self,
-        user_id: &UserId,
-        email: Option<&str>,
+        account: &AccountId,
+        contact: Contact<'_>,
         replacing: Option<&CustomerId>,
         attempt: i32,
     ) -> Result<CustomerId, StripeFailure> {
-        let request = customer_request(user_id, email);
+        let request = customer_request(account, contact);
         let key = IdempotencyKey::new(idempotency_key_for(&request, replacing, attempt))
             .map_err(|e| StripeFailure::InvalidResponse(e.to_string()))?;
         let customer: Json = self
@@ -629,7 +630,7 @@ impl StripeGateway {
 pub(crate) struct CheckoutRequest<'a> {
     pub(crate) customer: &'a CustomerId,
     pub(crate) price_id: &'a str,
-    pub(crate) user_id: &'a UserId,
+    pub(crate) account: &'a AccountId,
     /// Where Stripe sends the buyer after paying, carrying `{CHECKOUT_SESSION_ID}`.
     pub(crate) success_url: &'a str,
     pub(crate) cancel_url: &'a str,
@@ -638,6 +639,7 @@ pub(crate) struct CheckoutRequest<'a> {
 impl CheckoutRequest<'_> {
     /// The form body.
     pub(crate) fn form(&self) -> String {
+        let (key, id) = metadata_of(self.account);
         url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
                 ("mode", "subscription"),
@@ -645,14 +647,12 @@ impl CheckoutRequest<'_> {
                 ("line_items[0][price]", self.price_id),
                 ("line_items[0][quantity]", "1"),
                 // Set server side with the secret key: `billing::sync` trusts
-                // `metadata.user_id` (a buyer cannot set metadata), so the bare
-                // user id is enough as the reference.
-                ("client_reference_id", self.user_id.as_str()),
-                ("metadata[user_id]", self.user_id.as_str()),
-                (
-                    "subscription_data[metadata][user_id]",
-                    self.user_id.as_str(),
-                ),
+                // the metadata (a buyer cannot set metadata), so the bare
+                // account key (`org:<id>` or the user id) is enough as the
+                // reference.
+                ("client_reference_id", self.account.as_str()),
+                (&format!("metadata[{key}]"), id),
+                (&format!("subscription_data[metadata][{key}]"), id),
                 ("success_url", self.success_url),
                 ("cancel_url", self.cancel_url),
             ])
@@ -924,15 +924,27 @@ fn subscription_from(object: &Json) -> Result<SubscriptionObject, StripeFailure>
 
 /// The customer creation request: what `create_customer` sends, and what
 /// its idempotency key is derived from.
-fn customer_request(user_id: &UserId, email: Option<&str>) -> CreateCustomer {
-    let mut request = CreateCustomer::new().metadata(HashMap::from([(
-        "user_id".to_string(),
-        user_id.to_string(),
-    )]));
-    if let Some(email) = email {
+fn customer_request(account: &AccountId, contact: Contact<'_>) -> CreateCustomer {
+    let (key, id) = metadata_of(account);
+    let mut request =
+        CreateCustomer::new().metadata(HashMap::from([(key.to_string(), id.to_string())]));
+    if let Some(email) = contact.email {
         request = request.email(email);
     }
+    if let Some(name) = contact.name {
+        request = request.name(name);
+    }
     request
+}
+
+/// The metadata entry that names the account on its customer, checkout and
+/// subscriptions: `org_id` = the organisation id, or `user_id` = the user id
+/// (what webhooks link a customer by when no account holds it yet).
+pub(crate) fn metadata_of(account: &AccountId) -> (&'static str, &str) {
+    match account.kind() {
+        AccountKind::User => ("user_id", account.app_id()),
+        AccountKind::Organization => ("org_id", account.app_id()),
+    }
 }
 
 /// `customer-<sha256>-<attempt>`, the hash over the replaced customer
@@ -1082,22 +1094,24 @@ impl Locale {
 mod tests {
     use super::*;
 
+    fn account(id: &str) -> AccountId {
+        AccountId::parse(id).unwrap()
+    }
+
     /// The idempotency key `create_customer` sends for these parameters.
     fn customer_idempotency_key(
         user: &str,
         email: Option<&str>,
         replacing: Option<&str>,
     ) -> String {
-        let (user, replacing) = (
-            UserId::parse(user).unwrap(),
-            replacing.map(CustomerId::from),
-        );
-        idempotency_key_for(&customer_request(&user, email), replacing.as_ref(), 0)
+        let (user, replacing) = (account(user), replacing.map(CustomerId::from));
+        let contact = Contact { email, name: None };
+        idempotency_key_for(&customer_request(&user, contact), replacing.as_ref(), 0)
     }
 
     #[test]
     fn a_new_attempt_after_a_saved_failure_gets_another_key() {
-        let request = customer_request(&UserId::parse("u1").unwrap(), None);
+        let request = customer_request(&account("u1"), Contact::default());
         assert_ne!(
             idempotency_key_for(&request, None, 0),
             idempotency_key_for(&request, None, 1)
@@ -1145,23 +1159,49 @@ mod tests {
 
     #[test]
     fn the_idempotency_key_covers_the_email_and_metadata_actually_sent() {
-        let body = customer_request(&UserId::parse("u1").unwrap(), Some("a@example.test"))
+        let contact = Contact {
+            email: Some("a@example.test"),
+            name: None,
+        };
+        let body = customer_request(&account("u1"), contact)
             .build()
             .body
             .unwrap_or_default();
 
-        // The key hashes this body, so whatever it carries is covered.
-        assert!(body.contains("a@example.test"), "{body}");
-        assert!(body.contains("user_id]=u1"), "{body}");
+        // The key hashes this body, so whatever it carries is covered; a
+        // user's body is the one sent before organisations, so the keys of
+        // creations in flight across the upgrade still match.
+        assert_eq!(body, "email=a@example.test&metadata[user_id]=u1");
+    }
+
+    #[test]
+    fn an_organisations_customer_carries_its_org_id_and_name_and_no_user_id() {
+        let contact = Contact {
+            email: Some("ada@example.test"),
+            name: Some("Acme Inc."),
+        };
+        let body = customer_request(&account("org:acme"), contact)
+            .build()
+            .body
+            .unwrap_or_default();
+
+        assert!(body.contains("metadata[org_id]=acme"), "{body}");
+        assert!(body.contains("name=Acme+Inc."), "{body}");
+        assert!(body.contains("email=ada@example.test"), "{body}");
+        assert!(!body.contains("user_id"), "{body}");
     }
 
     #[test]
     fn the_idempotency_key_fits_stripes_limit_for_any_user_id_and_email() {
         let long = "é".repeat(255);
-        let user = UserId::parse(&long).unwrap();
+        let user = account(&long);
         let replacing = CustomerId::from(long.clone());
+        let contact = Contact {
+            email: Some(&long),
+            name: Some(&long),
+        };
         let key = idempotency_key_for(
-            &customer_request(&user, Some(&long)),
+            &customer_request(&user, contact),
             Some(&replacing),
             i32::MAX,
         );

@@ -100,6 +100,8 @@ pub struct SubscriptionObject {
     pub pause_collection: Option<PauseCollection>,
     /// `metadata.user_id` when present and non-empty.
     pub metadata_user_id: Option<String>,
+    /// `metadata.org_id` when present and non-empty (an organisation's subscription).
+    pub metadata_org_id: Option<String>,
 }
 
 /// `pause_collection` of a subscription.
@@ -128,6 +130,8 @@ pub struct CheckoutSessionObject {
     /// `metadata.user_id` when present and non-empty: only whoever created the session with the
     /// secret key can set it.
     pub metadata_user_id: Option<String>,
+    /// `metadata.org_id`, likewise (an organisation's checkout).
+    pub metadata_org_id: Option<String>,
     pub subscription_id: Option<SubscriptionId>,
 }
 
@@ -770,6 +774,7 @@ impl ProductWire {
 #[derive(Deserialize)]
 struct MetadataWire {
     user_id: Option<String>,
+    org_id: Option<String>,
 }
 
 impl SubscriptionWire {
@@ -823,7 +828,8 @@ impl SubscriptionWire {
             cancel_at_period_end: self.cancel_at_period_end.unwrap_or(false),
             cancel_at: self.cancel_at,
             pause_collection: self.pause_collection.and_then(PauseWire::into_domain),
-            metadata_user_id: non_empty(self.metadata.and_then(|m| m.user_id)),
+            metadata_user_id: non_empty(self.metadata.as_ref().and_then(|m| m.user_id.clone())),
+            metadata_org_id: non_empty(self.metadata.and_then(|m| m.org_id)),
         })
     }
 }
@@ -851,7 +857,8 @@ impl CheckoutWire {
             id: non_empty(self.id).ok_or_else(|| missing("checkout session object", &["id"]))?,
             customer_id: non_empty(self.customer).map(CustomerId::from),
             client_reference_id: non_empty(self.client_reference_id),
-            metadata_user_id: non_empty(self.metadata.and_then(|m| m.user_id)),
+            metadata_user_id: non_empty(self.metadata.as_ref().and_then(|m| m.user_id.clone())),
+            metadata_org_id: non_empty(self.metadata.and_then(|m| m.org_id)),
             subscription_id: non_empty(self.subscription).map(SubscriptionId::from),
         })
     }
@@ -1026,6 +1033,7 @@ mod tests {
                     resumes_at: None,
                 }),
                 metadata_user_id: Some("user_42".into()),
+                metadata_org_id: None,
             }
         );
     }
@@ -1186,6 +1194,7 @@ mod tests {
                 customer_id: Some("cus_1".into()),
                 client_reference_id: Some("user_42".into()),
                 metadata_user_id: Some("user_43".into()),
+                metadata_org_id: None,
                 subscription_id: Some("sub_1".into()),
             }
         );

@@ -144,12 +144,38 @@
     return data.email ? data.email + ' (' + data.userId + ')' : data.userId;
   }
 
-  // The header line naming whose billing this is; hidden while no session is known.
+  // The header lines naming who is signed in and, for an organisation, whose billing this is;
+  // hidden while no session is known.
   function showIdentity(data) {
     const line = document.getElementById('signed-in-as');
     if (!line) return;
     if (data) line.querySelector('[data-field="identity"]').textContent = identityText(data);
     line.hidden = !data;
+    const billingFor = document.getElementById('billing-for');
+    const org = data && isOrganization(data) ? data.account : null;
+    if (org) billingFor.querySelector('[data-field="account-name"]').textContent = org.name || org.id;
+    if (billingFor) billingFor.hidden = !org;
+  }
+
+  function isOrganization(data) {
+    return Boolean(data.account) && data.account.type === 'organization';
+  }
+
+  // Whether the signed-in user may open the portal and subscribe: an organisation's billing is
+  // managed only by the roles the service names (account.managerRoles).
+  function canManage(data) {
+    return !data.account || data.account.canManage !== false;
+  }
+
+  // For a member who cannot manage: no portal or Subscribe buttons (the server would answer 403),
+  // and whom to ask instead.
+  function keepManagersOnly(node, data) {
+    if (canManage(data)) return;
+    node.querySelectorAll('[data-portal-actions], [data-manager-only], [data-plans]').forEach((el) => el.remove());
+    const roles = (data.account.managerRoles || []).join(' or ') || 'a billing manager';
+    const name = data.account.name || data.account.id;
+    setField(node, 'managers', 'Only members with the role ' + roles + ' of ' + name + ' can manage its billing. Ask one of them to make changes.');
+    node.querySelector('[data-field="managers"]').hidden = false;
   }
 
   function showNotice(text) {
@@ -250,6 +276,7 @@
       // Already set to end (cancelAt covers both billing modes): there is nothing left to cancel
       // (the server would say 409).
       if (data.cancelAt) node.querySelector('#cancel-subscription')?.remove();
+      keepManagersOnly(node, data);
     });
     announce('Billing status loaded. Subscription ' + (statusWord(data.status) || 'Active').toLowerCase() + '.' + (stale ? STALE_ANNOUNCEMENT : ''));
   }
@@ -273,6 +300,7 @@
       });
       const word = statusWord(data.status);
       setField(node, 'last-status', UNPAID_TEXT[data.reason] || (word && 'Your last subscription is ' + word.toLowerCase() + '.'));
+      keepManagersOnly(node, data);
     });
     announce('No active subscription.' + (stale ? STALE_ANNOUNCEMENT : ''));
   }
@@ -370,7 +398,7 @@
     if (result.kind === 'ok' && result.data.paid) renderPaid(result.data, result.stale);
     else if (result.kind === 'ok') {
       renderUnpaid(result.data, result.stale);
-      if (hasEndedOrNone(result.data)) loadPlans(seq, signal);
+      if (hasEndedOrNone(result.data) && canManage(result.data)) loadPlans(seq, signal);
       else showFixSubscription();
     }
     else if (result.kind === 'signed-out') { render('signed-out'); announce('You are signed out.'); }

@@ -129,11 +129,15 @@ impl Browser {
     }
 
     async fn sign_in_with_email(&self, app: &TestApp, user: &str, email: &str) {
+        self.sign_in_with_token(app, &token_for(user, Some(email)))
+            .await;
+    }
+
+    async fn sign_in_with_token(&self, app: &TestApp, token: &str) {
         // A cookie can only be set for the origin the browser is on.
         self.client.goto(&app.url("/healthz")).await.unwrap();
         // What the host app's Set-Cookie would do (chromedriver refuses
         // cookies for a bare IP through add_cookie).
-        let token = token_for(user, Some(email));
         self.client
             .execute(
                 "document.cookie = 'billing_session=' + arguments[0] + '; path=/; SameSite=Lax'",
@@ -382,6 +386,53 @@ async fn a_subscription_set_to_end_in_flexible_mode_says_when_it_ends() {
     assert!(page.contains("Ends on"), "{page}");
     assert!(!page.contains("Renews on"), "{page}");
     assert!(!browser.has("#cancel-subscription").await);
+    browser.close().await;
+}
+
+#[actix_rt::test]
+async fn an_organisations_page_says_whose_billing_it_is_and_shows_manage_only_to_managers() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    paid_user(&app, "org:acme", false).await;
+
+    browser
+        .sign_in_with_token(
+            &app,
+            &org_token("ada", "acme", Some("owner"), Some("Acme Inc.")),
+        )
+        .await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+    assert_eq!(
+        browser.text("#billing-for").await.trim(),
+        "Billing for Acme Inc."
+    );
+    assert!(browser.has("button#manage-subscription").await);
+
+    browser
+        .sign_in_with_token(
+            &app,
+            &org_token("linus", "acme", Some("member"), Some("Acme Inc.")),
+        )
+        .await;
+    browser.open_billing(&app).await;
+    browser.wait_for_state("paid").await;
+    assert_eq!(
+        browser.text("#billing-for").await.trim(),
+        "Billing for Acme Inc."
+    );
+    assert!(!browser.has("#manage-subscription").await);
+    assert!(!browser.has("[data-portal-flow]").await);
+    let page = browser.text("main#billing").await;
+    assert!(
+        page.contains(
+            "Only members with the role owner or admin of Acme Inc. can manage its billing"
+        ),
+        "{page}"
+    );
+    browser.screenshot("organisation-member").await;
     browser.close().await;
 }
 

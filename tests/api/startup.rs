@@ -106,10 +106,32 @@ fn the_token_command_prints_a_token_the_service_accepts() {
     let token = String::from_utf8(output.stdout).unwrap();
 
     let verifier =
-        billing_portal::http::auth::JwtVerifier::new(&secrecy::SecretString::from(JWT_SECRET));
-    let (id, email) = verifier.verify(token.trim()).unwrap();
-    assert_eq!(id.as_str(), "user_42");
-    assert_eq!(email.as_deref(), Some("a@example.com"));
+        billing_portal::http::auth::JwtVerifier::new(&secrecy::SecretString::from(JWT_SECRET), &[]);
+    let identity = verifier.verify(token.trim()).unwrap();
+    assert_eq!(identity.user.as_str(), "user_42");
+    assert_eq!(identity.account.as_str(), "user_42");
+    assert_eq!(identity.email.as_deref(), Some("a@example.com"));
+}
+
+#[test]
+fn the_token_command_prints_an_organisation_members_token() {
+    let output = binary()
+        .args(["token", "--sub", "user_42", "--org-id", "acme"])
+        .args(["--org-role", "admin", "--org-name", "Acme Inc."])
+        .env("AUTH_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(output.stdout).unwrap();
+
+    let verifier = billing_portal::http::auth::JwtVerifier::new(
+        &secrecy::SecretString::from(JWT_SECRET),
+        &["admin".to_owned()],
+    );
+    let identity = verifier.verify(token.trim()).unwrap();
+    assert_eq!(identity.account.as_str(), "org:acme");
+    assert_eq!(identity.role.as_deref(), Some("admin"));
+    assert_eq!(identity.org_name.as_deref(), Some("Acme Inc."));
+    assert!(identity.can_manage);
 }
 
 /// The refusal a start-up ends with, as `main` prints it.

@@ -121,14 +121,30 @@ pub async fn try_spawn_app_with(
 }
 
 pub fn token_for(sub: &str, email: Option<&str>) -> String {
-    issue_token(
-        &SecretString::from(JWT_SECRET),
-        &Claims {
-            sub: sub.into(),
-            email: email.map(Into::into),
-            exp: chrono::Utc::now().timestamp() + 600,
-        },
-    )
+    token_with(Claims::user(
+        sub,
+        chrono::Utc::now().timestamp() + 600,
+        email.map(Into::into),
+    ))
+}
+
+/// A token acting for organisation `org_id` with `role` (`None`: no
+/// `org_role` claim) and, when given, its name.
+pub fn org_token(sub: &str, org_id: &str, role: Option<&str>, name: Option<&str>) -> String {
+    token_with(Claims {
+        org_id: Some(org_id.into()),
+        org_role: role.map(Into::into),
+        org_name: name.map(Into::into),
+        ..Claims::user(
+            sub,
+            chrono::Utc::now().timestamp() + 600,
+            Some(format!("{sub}@example.test")),
+        )
+    })
+}
+
+pub fn token_with(claims: Claims) -> String {
+    issue_token(&SecretString::from(JWT_SECRET), &claims)
 }
 
 #[derive(Debug, QueryableByName, PartialEq)]

@@ -11,7 +11,7 @@
 //! [`super::events`]) or `billing::sync::apply_subscription`, the paths the service itself uses.
 
 use billing_portal::db;
-use billing_portal::ids::{CustomerId, EventId, UserId};
+use billing_portal::ids::{AccountId, CustomerId, EventId};
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 
@@ -65,10 +65,10 @@ impl UserBuilder<'_> {
 
     pub fn store(self) {
         let mut conn = self.app.db();
-        let id = UserId::parse(&self.id).expect("a valid user id");
-        db::users::upsert(&mut conn, &id, None).expect("user stored");
+        let id = AccountId::parse(&self.id).expect("a valid user id or org:<org id>");
+        db::accounts::upsert(&mut conn, &id, Default::default()).expect("account stored");
         if let Some(customer) = &self.customer {
-            db::users::set_customer_id(&mut conn, &id, &CustomerId::from(customer.as_str()))
+            db::accounts::set_customer_id(&mut conn, &id, &CustomerId::from(customer.as_str()))
                 .expect("customer stored");
         }
     }

@@ -1,46 +1,95 @@
-//! The `users` table: the app's users as identified by their JWT `sub`, their
-//! Stripe customer id and their paid flag.
+//! The `accounts` table: what is billed, a user (keyed by their JWT `sub`) or
+//! an organisation (keyed `org:<org_id>`; see [`AccountId`]), with its Stripe
+//! customer id and its paid flag. `users` and `organizations` are views of it
+//! for apps (the `accounts` migration).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 
 use super::catalogue::{Price, Product};
-use super::schema::{stripe_prices, stripe_products, subscriptions, users};
+use super::schema::{accounts, stripe_prices, stripe_products, subscriptions};
 use super::subscriptions::{RuleParams, Subscription};
-use crate::ids::{CustomerId, UserId};
+use crate::ids::{AccountId, CustomerId};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
-#[diesel(table_name = users)]
-pub struct User {
-    pub id: UserId,
+#[diesel(table_name = accounts)]
+pub struct Account {
+    pub id: AccountId,
+    /// A user account's email, from their token; none for an organisation
+    /// (its members' emails are theirs, not its own).
     pub email: Option<String>,
+    /// An organisation's name, from its members' tokens (`org_name`).
+    pub name: Option<String>,
     pub stripe_customer_id: Option<CustomerId>,
     pub paid: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// Inserts the user on first sight and keeps the email current. The common
-/// case, a known user whose email is unchanged, is one prepared `SELECT`
-/// (Diesel never prepares upserts); an unchanged row is never rewritten.
-pub fn upsert(conn: &mut PgConnection, id: &UserId, email: Option<&str>) -> QueryResult<User> {
-    if let Some(user) = find(conn, id)? {
-        if email.is_none() || user.email.as_deref() == email {
-            return Ok(user);
+/// What a request knows of its account, kept current on the row: a user
+/// account's email, an organisation's name (`None`: unknown, keep the row's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known<'a> {
+    pub email: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+impl Known<'_> {
+    /// Whether `row` already says all this.
+    pub fn matches(&self, row: &Account) -> bool {
+        (self.email.is_none() || row.email.as_deref() == self.email)
+            && (self.name.is_none() || row.name.as_deref() == self.name)
+    }
+}
+
+impl Known<'_> {
+    /// An owned copy, for a closure run on the database's threads.
+    pub fn to_owned(self) -> KnownOwned {
+        KnownOwned {
+            email: self.email.map(str::to_owned),
+            name: self.name.map(str::to_owned),
         }
     }
-    insert_or_update(conn, id, email)
+}
+
+/// [`Known`], owned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownOwned {
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+impl KnownOwned {
+    pub fn borrow(&self) -> Known<'_> {
+        Known {
+            email: self.email.as_deref(),
+            name: self.name.as_deref(),
+        }
+    }
+}
+
+/// Inserts the account on first sight and keeps what the request knows of it
+/// current. The common case, a known account with nothing new, is one
+/// prepared `SELECT` (Diesel never prepares upserts); an unchanged row is
+/// never rewritten.
+pub fn upsert(conn: &mut PgConnection, id: &AccountId, known: Known<'_>) -> QueryResult<Account> {
+    if let Some(account) = find(conn, id)? {
+        if known.matches(&account) {
+            return Ok(account);
+        }
+    }
+    insert_or_update(conn, id, known)
 }
 
 /// The write half of [`upsert`], for a caller that has already read the row
 /// and found it missing or with another email.
 pub fn insert_or_update(
     conn: &mut PgConnection,
-    id: &UserId,
-    email: Option<&str>,
-) -> QueryResult<User> {
-    match upsert_statement(conn, id, email).optional()? {
+    id: &AccountId,
+    known: Known<'_>,
+) -> QueryResult<Account> {
+    match upsert_statement(conn, id, known).optional()? {
         Some(user) => Ok(user),
         // A concurrent first request inserted the row after this statement's
         // snapshot was taken: the conflict made our insert a no-op and the
@@ -51,30 +100,35 @@ pub fn insert_or_update(
 
 fn upsert_statement(
     conn: &mut PgConnection,
-    id: &UserId,
-    email: Option<&str>,
-) -> QueryResult<User> {
+    id: &AccountId,
+    known: Known<'_>,
+) -> QueryResult<Account> {
     diesel::sql_query(
         "WITH up AS ( \
-             INSERT INTO users (id, email) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, updated_at = now() \
-             WHERE EXCLUDED.email IS NOT NULL AND users.email IS DISTINCT FROM EXCLUDED.email \
+             INSERT INTO accounts (id, kind, email, name) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (id) DO UPDATE SET email = COALESCE(EXCLUDED.email, accounts.email), \
+                                            name = COALESCE(EXCLUDED.name, accounts.name), \
+                                            updated_at = now() \
+             WHERE (EXCLUDED.email IS NOT NULL AND accounts.email IS DISTINCT FROM EXCLUDED.email) \
+                OR (EXCLUDED.name IS NOT NULL AND accounts.name IS DISTINCT FROM EXCLUDED.name) \
              RETURNING * \
          ) \
          SELECT * FROM up \
          UNION ALL \
-         SELECT * FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM up)",
+         SELECT * FROM accounts WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM up)",
     )
     .bind::<Text, _>(id)
-    .bind::<Nullable<Text>, _>(email)
+    .bind::<Text, _>(id.kind().as_str())
+    .bind::<Nullable<Text>, _>(known.email)
+    .bind::<Nullable<Text>, _>(known.name)
     .get_result(conn)
 }
 
 /// The user's customer id (the user must exist).
-pub fn customer_id(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<CustomerId>> {
-    users::table
+pub fn customer_id(conn: &mut PgConnection, id: &AccountId) -> QueryResult<Option<CustomerId>> {
+    accounts::table
         .find(id)
-        .select(users::stripe_customer_id)
+        .select(accounts::stripe_customer_id)
         .get_result(conn)
 }
 
@@ -82,19 +136,19 @@ pub fn customer_id(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<C
 /// makes (its idempotency key ends in it).
 pub fn customer_and_key_attempt(
     conn: &mut PgConnection,
-    id: &UserId,
+    id: &AccountId,
 ) -> QueryResult<(Option<CustomerId>, i32)> {
-    users::table
+    accounts::table
         .find(id)
-        .select((users::stripe_customer_id, users::customer_key_attempt))
+        .select((accounts::stripe_customer_id, accounts::customer_key_attempt))
         .get_result(conn)
 }
 
 /// Moves the user's customer creation on to its next attempt, after Stripe
 /// saved a failure under the current one's key.
-pub fn next_customer_key_attempt(conn: &mut PgConnection, id: &UserId) -> QueryResult<()> {
-    diesel::update(users::table.find(id))
-        .set(users::customer_key_attempt.eq(users::customer_key_attempt + 1))
+pub fn next_customer_key_attempt(conn: &mut PgConnection, id: &AccountId) -> QueryResult<()> {
+    diesel::update(accounts::table.find(id))
+        .set(accounts::customer_key_attempt.eq(accounts::customer_key_attempt + 1))
         .execute(conn)
         .map(drop)
 }
@@ -109,13 +163,13 @@ pub struct OpenCheckout {
 }
 
 /// The user's [`OpenCheckout`], if one is recorded.
-pub fn open_checkout(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<OpenCheckout>> {
-    let row: Option<(Option<String>, Option<String>, Option<String>)> = users::table
+pub fn open_checkout(conn: &mut PgConnection, id: &AccountId) -> QueryResult<Option<OpenCheckout>> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> = accounts::table
         .find(id)
         .select((
-            users::checkout_session_id,
-            users::checkout_session_price,
-            users::checkout_session_url,
+            accounts::checkout_session_id,
+            accounts::checkout_session_price,
+            accounts::checkout_session_url,
         ))
         .get_result(conn)
         .optional()?;
@@ -132,14 +186,14 @@ pub fn open_checkout(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option
 /// Records `open` as the user's Checkout Session (`None`: none is open).
 pub fn set_open_checkout(
     conn: &mut PgConnection,
-    id: &UserId,
+    id: &AccountId,
     open: Option<&OpenCheckout>,
 ) -> QueryResult<()> {
-    diesel::update(users::table.find(id))
+    diesel::update(accounts::table.find(id))
         .set((
-            users::checkout_session_id.eq(open.map(|o| o.session_id.as_str())),
-            users::checkout_session_price.eq(open.map(|o| o.price.as_str())),
-            users::checkout_session_url.eq(open.map(|o| o.url.as_str())),
+            accounts::checkout_session_id.eq(open.map(|o| o.session_id.as_str())),
+            accounts::checkout_session_price.eq(open.map(|o| o.price.as_str())),
+            accounts::checkout_session_url.eq(open.map(|o| o.url.as_str())),
         ))
         .execute(conn)
         .map(drop)
@@ -150,17 +204,17 @@ pub fn set_open_checkout(
 /// by other means (a checkout webhook) is kept.
 pub fn store_customer_id(
     conn: &mut PgConnection,
-    id: &UserId,
+    id: &AccountId,
     customer_id: &CustomerId,
     replacing: Option<&CustomerId>,
 ) -> QueryResult<bool> {
-    let free = users::stripe_customer_id
+    let free = accounts::stripe_customer_id
         .is_null()
-        .or(users::stripe_customer_id.eq(replacing));
-    diesel::update(users::table.find(id).filter(free))
+        .or(accounts::stripe_customer_id.eq(replacing));
+    diesel::update(accounts::table.find(id).filter(free))
         .set((
-            users::stripe_customer_id.eq(customer_id),
-            users::updated_at.eq(diesel::dsl::now),
+            accounts::stripe_customer_id.eq(customer_id),
+            accounts::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)
         .map(|stored| stored > 0)
@@ -168,22 +222,22 @@ pub fn store_customer_id(
 
 pub fn set_customer_id(
     conn: &mut PgConnection,
-    id: &UserId,
+    id: &AccountId,
     customer_id: &CustomerId,
 ) -> QueryResult<()> {
-    diesel::update(users::table.find(id))
+    diesel::update(accounts::table.find(id))
         .set((
-            users::stripe_customer_id.eq(customer_id),
-            users::updated_at.eq(diesel::dsl::now),
+            accounts::stripe_customer_id.eq(customer_id),
+            accounts::updated_at.eq(diesel::dsl::now),
         ))
         .execute(conn)
         .map(|_| ())
 }
 
-pub fn find(conn: &mut PgConnection, id: &UserId) -> QueryResult<Option<User>> {
-    users::table
+pub fn find(conn: &mut PgConnection, id: &AccountId) -> QueryResult<Option<Account>> {
+    accounts::table
         .find(id)
-        .select(User::as_select())
+        .select(Account::as_select())
         .first(conn)
         .optional()
 }
@@ -196,10 +250,15 @@ pub type WithPlan = (Subscription, Option<Price>, Option<Product>);
 /// state; `None` for an unknown user.
 pub fn find_with_subscriptions(
     conn: &mut PgConnection,
-    id: &UserId,
-) -> QueryResult<Option<(User, Vec<WithPlan>)>> {
-    type Row = (User, Option<Subscription>, Option<Price>, Option<Product>);
-    let rows: Vec<Row> = users::table
+    id: &AccountId,
+) -> QueryResult<Option<(Account, Vec<WithPlan>)>> {
+    type Row = (
+        Account,
+        Option<Subscription>,
+        Option<Price>,
+        Option<Product>,
+    );
+    let rows: Vec<Row> = accounts::table
         .left_join(subscriptions::table)
         .left_join(
             stripe_prices::table.on(stripe_prices::id.nullable().eq(subscriptions::price_id)),
@@ -207,9 +266,9 @@ pub fn find_with_subscriptions(
         .left_join(
             stripe_products::table.on(stripe_products::id.nullable().eq(subscriptions::product_id)),
         )
-        .filter(users::id.eq(id))
+        .filter(accounts::id.eq(id))
         .select((
-            User::as_select(),
+            Account::as_select(),
             Option::<Subscription>::as_select(),
             Option::<Price>::as_select(),
             Option::<Product>::as_select(),
@@ -231,10 +290,10 @@ pub fn find_with_subscriptions(
 pub fn find_by_customer(
     conn: &mut PgConnection,
     customer_id: &CustomerId,
-) -> QueryResult<Option<UserId>> {
-    users::table
-        .filter(users::stripe_customer_id.eq(customer_id))
-        .select(users::id)
+) -> QueryResult<Option<AccountId>> {
+    accounts::table
+        .filter(accounts::stripe_customer_id.eq(customer_id))
+        .select(accounts::id)
         .first(conn)
         .optional()
 }
@@ -243,13 +302,13 @@ pub fn find_by_customer(
 pub fn forget_customer(
     conn: &mut PgConnection,
     customer_id: &CustomerId,
-) -> QueryResult<Option<UserId>> {
-    diesel::update(users::table.filter(users::stripe_customer_id.eq(customer_id)))
+) -> QueryResult<Option<AccountId>> {
+    diesel::update(accounts::table.filter(accounts::stripe_customer_id.eq(customer_id)))
         .set((
-            users::stripe_customer_id.eq(None::<CustomerId>),
-            users::updated_at.eq(diesel::dsl::now),
+            accounts::stripe_customer_id.eq(None::<CustomerId>),
+            accounts::updated_at.eq(diesel::dsl::now),
         ))
-        .returning(users::id)
+        .returning(accounts::id)
         .get_result(conn)
         .optional()
 }
@@ -275,24 +334,24 @@ pub fn forget_customers(
     ids: &[String],
     rule: &RuleParams,
 ) -> QueryResult<ForgottenCustomers> {
-    let owners: Vec<Option<UserId>> =
+    let owners: Vec<Option<AccountId>> =
         diesel::delete(subscriptions::table.filter(subscriptions::customer_id.eq_any(ids)))
             .returning(subscriptions::user_id)
             .get_results(conn)?;
     let subscriptions = owners.len();
-    let holders: Vec<UserId> =
-        diesel::update(users::table.filter(users::stripe_customer_id.eq_any(ids)))
+    let holders: Vec<AccountId> =
+        diesel::update(accounts::table.filter(accounts::stripe_customer_id.eq_any(ids)))
             .set((
-                users::stripe_customer_id.eq(None::<CustomerId>),
-                users::updated_at.eq(diesel::dsl::now),
+                accounts::stripe_customer_id.eq(None::<CustomerId>),
+                accounts::updated_at.eq(diesel::dsl::now),
             ))
-            .returning(users::id)
+            .returning(accounts::id)
             .get_results(conn)?;
     let forgotten = ForgottenCustomers {
         users: holders.len(),
         subscriptions,
     };
-    let mut concerned: Vec<UserId> = owners.into_iter().flatten().chain(holders).collect();
+    let mut concerned: Vec<AccountId> = owners.into_iter().flatten().chain(holders).collect();
     concerned.sort();
     concerned.dedup();
     for user in &concerned {
@@ -307,19 +366,20 @@ pub fn forget_customers(
 /// through create-portal.
 pub fn link_customer_if_unset(
     conn: &mut PgConnection,
-    id: &UserId,
+    id: &AccountId,
     customer_id: &CustomerId,
 ) -> QueryResult<()> {
     diesel::sql_query(
-        "INSERT INTO users (id, stripe_customer_id) \
-         SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM users WHERE stripe_customer_id = $2) \
-                         THEN NULL ELSE $2 END \
+        "INSERT INTO accounts (id, kind, stripe_customer_id) \
+         SELECT $1, $3, CASE WHEN EXISTS (SELECT 1 FROM accounts WHERE stripe_customer_id = $2) \
+                             THEN NULL ELSE $2 END \
          ON CONFLICT (id) DO UPDATE SET stripe_customer_id = EXCLUDED.stripe_customer_id, \
                                         updated_at = now() \
-         WHERE users.stripe_customer_id IS NULL AND EXCLUDED.stripe_customer_id IS NOT NULL",
+         WHERE accounts.stripe_customer_id IS NULL AND EXCLUDED.stripe_customer_id IS NOT NULL",
     )
     .bind::<Text, _>(id)
     .bind::<Text, _>(customer_id)
+    .bind::<Text, _>(id.kind().as_str())
     .execute(conn)
     .map(|_| ())
 }
@@ -337,7 +397,11 @@ extern "SQL" {
 
 /// Sets the user's paid flag from their subscriptions at `rule.now`. Writes
 /// only when the flag changes.
-pub fn recompute_paid(conn: &mut PgConnection, id: &UserId, rule: &RuleParams) -> QueryResult<()> {
+pub fn recompute_paid(
+    conn: &mut PgConnection,
+    id: &AccountId,
+    rule: &RuleParams,
+) -> QueryResult<()> {
     diesel::select(billing_recompute_paid(
         id,
         rule.now,
@@ -372,13 +436,13 @@ fn recompute_where(
     users_filter: &'static str,
 ) -> QueryResult<usize> {
     diesel::sql_query(format!(
-        "UPDATE users SET paid = p.paid, updated_at = now() \
+        "UPDATE accounts SET paid = p.paid, updated_at = now() \
          FROM (SELECT u.id, EXISTS (SELECT 1 FROM subscriptions s \
                                     WHERE s.user_id = u.id \
                                       AND billing_grants_access(s.status, s.past_due_since, \
                                           s.pause_behavior, $1, $2, $3)) AS paid \
-               FROM users u WHERE {users_filter}) p \
-         WHERE users.id = p.id AND users.paid IS DISTINCT FROM p.paid"
+               FROM accounts u WHERE {users_filter}) p \
+         WHERE accounts.id = p.id AND accounts.paid IS DISTINCT FROM p.paid"
     ))
     .bind::<Timestamptz, _>(rule.now)
     .bind::<BigInt, _>(rule.grace_secs)
@@ -404,30 +468,30 @@ pub enum RefreshClaim {
 /// emulator's test clock, reset by a restart) and does not hold anyone off.
 pub fn claim_refresh(
     conn: &mut PgConnection,
-    id: &UserId,
+    id: &AccountId,
     now: DateTime<Utc>,
     interval: TimeDelta,
 ) -> QueryResult<RefreshClaim> {
-    let free = users::refreshed_at
+    let free = accounts::refreshed_at
         .is_null()
-        .or(users::refreshed_at.le(now - interval))
-        .or(users::refreshed_at.gt(now + interval));
+        .or(accounts::refreshed_at.le(now - interval))
+        .or(accounts::refreshed_at.gt(now + interval));
     let claimed = diesel::update(
-        users::table
+        accounts::table
             .find(id)
-            .filter(users::stripe_customer_id.is_not_null())
+            .filter(accounts::stripe_customer_id.is_not_null())
             .filter(free),
     )
-    .set(users::refreshed_at.eq(now))
-    .returning(users::stripe_customer_id.assume_not_null())
+    .set(accounts::refreshed_at.eq(now))
+    .returning(accounts::stripe_customer_id.assume_not_null())
     .get_result::<CustomerId>(conn)
     .optional()?;
     if let Some(customer) = claimed {
         return Ok(RefreshClaim::Granted(customer));
     }
-    let row: Option<(Option<CustomerId>, Option<DateTime<Utc>>)> = users::table
+    let row: Option<(Option<CustomerId>, Option<DateTime<Utc>>)> = accounts::table
         .find(id)
-        .select((users::stripe_customer_id, users::refreshed_at))
+        .select((accounts::stripe_customer_id, accounts::refreshed_at))
         .first(conn)
         .optional()?;
     Ok(match row {
@@ -437,10 +501,10 @@ pub fn claim_refresh(
 }
 
 /// (user id, customer id) for every user with a Stripe customer.
-pub fn with_customers(conn: &mut PgConnection) -> QueryResult<Vec<(UserId, CustomerId)>> {
-    users::table
-        .filter(users::stripe_customer_id.is_not_null())
-        .order(users::id)
-        .select((users::id, users::stripe_customer_id.assume_not_null()))
+pub fn with_customers(conn: &mut PgConnection) -> QueryResult<Vec<(AccountId, CustomerId)>> {
+    accounts::table
+        .filter(accounts::stripe_customer_id.is_not_null())
+        .order(accounts::id)
+        .select((accounts::id, accounts::stripe_customer_id.assume_not_null()))
         .load(conn)
 }

@@ -13,8 +13,21 @@
 -- function. The rename takes an ACCESS EXCLUSIVE lock until the migration
 -- commits, which is milliseconds whatever the size of the table (measured:
 -- README, "Organisations and features"); `lock_timeout` keeps it from
--- queueing behind a long transaction with every query queued behind it.
-SET LOCAL lock_timeout = '10s';
+-- queueing behind a long transaction with every query queued behind it (the
+-- start-up then fails, saying so, and the next start tries again).
+SET LOCAL lock_timeout = '3s';
+
+-- An organisation's key is `org:<org id>`; a user whose id already begins
+-- with `org:` (allowed before) would share it with that organisation. Such
+-- a database is refused with the reason rather than migrated into a leak.
+-- Checked before the rename, so the scan holds no exclusive lock.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM users WHERE id LIKE 'org:%') THEN
+        RAISE EXCEPTION 'users with an id beginning with "org:" exist; organisations'' accounts are keyed org:<org id>, so rename those users (and their subscriptions.user_id) first';
+    END IF;
+END;
+$$;
 
 ALTER TABLE users RENAME TO accounts;
 ALTER TABLE accounts

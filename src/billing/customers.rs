@@ -52,13 +52,16 @@ pub struct Member<'a> {
 
 impl<'a> Member<'a> {
     /// What a customer created or replaced for this click carries: the
-    /// user's email; for an organisation, its name and this member's email.
+    /// user's email; for an organisation, its name (see [`Contact`]).
     pub(crate) fn contact(&self) -> Contact<'a> {
-        Contact {
-            email: self.email,
-            name: match self.id.kind() {
-                AccountKind::User => None,
-                AccountKind::Organization => self.org_name,
+        match self.id.kind() {
+            AccountKind::User => Contact {
+                email: self.email,
+                name: None,
+            },
+            AccountKind::Organization => Contact {
+                email: None,
+                name: self.org_name,
             },
         }
     }
@@ -113,9 +116,12 @@ pub async fn ensure(billing: &Billing, user: Member<'_>) -> Result<CustomerId, E
     }
 }
 
-/// What a new customer is created with: the user's email, or for an
-/// organisation its name and the email of the member creating it (Stripe
-/// sends receipts there; the portal lets them change it).
+/// What a new customer is created with: the user's email, or an
+/// organisation's name and no email. Not the email of the member who
+/// happens to click: the idempotency key covers the whole request, so after
+/// an answer that never came another manager's click would send another key
+/// and could make a second customer. Checkout asks the buyer for the email
+/// a customer lacks; the portal can set it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Contact<'a> {
     pub(crate) email: Option<&'a str>,
@@ -130,8 +136,8 @@ impl<'a> Contact<'a> {
                 name: None,
             },
             AccountKind::Organization => Self {
-                email: member.email,
-                name: row.name.as_deref(),
+                email: None,
+                name: row.name.as_deref().or(member.org_name),
             },
         }
     }

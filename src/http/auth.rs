@@ -110,8 +110,8 @@ impl AuthenticatedUser {
         Err(ApiError::forbidden(
             ErrorCode::NotBillingManager,
             format!(
-                "only members with the role {} can manage this organisation's billing;                  ask one of them",
-                roles.join(" or ")
+                "only members with the role {} can manage this organisation's billing; ask one of them",
+                if roles.is_empty() { "(none: BILLING_MANAGER_ROLES is empty)".to_owned() } else { roles.join(" or ") }
             ),
         ))
     }

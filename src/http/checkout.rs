@@ -50,8 +50,8 @@ pub(crate) struct PlansResponse {
     tag = "billing",
     responses(
         (status = 200, description = "The offered plans", body = PlansResponse),
-        (status = 400, description = "A bearer token and the cookie name different users", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 400, description = "A bearer token and the cookie name different users or organisations", body = ErrorBody),
+        (status = 401, description = "Not signed in: no token, an invalid or expired one (`invalid_token`, `token_expired`), or an `org_id` that is empty, too long or holds a control character (`invalid_org_id`)", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("bearer_jwt" = []), ("session_cookie" = []))
@@ -116,8 +116,8 @@ pub(crate) struct CheckoutResponse {
             description = "Required when authenticated by cookie (CSRF protection)")),
     responses(
         (status = 200, description = "Checkout Session created", body = CheckoutResponse),
-        (status = 400, description = "Bad body, a plan not offered (`unknown_plan`), a token email Stripe would refuse (`invalid_email`), or a bearer token and the cookie naming different users", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 400, description = "Bad body, a plan not offered (`unknown_plan`), a token email Stripe would refuse (`invalid_email`), or a bearer token and the cookie naming different users or organisations", body = ErrorBody),
+        (status = 401, description = "Not signed in: no token, an invalid or expired one (`invalid_token`, `token_expired`), or an `org_id` that is empty, too long or holds a control character (`invalid_org_id`)", body = ErrorBody),
         (status = 403, description = "Cross-site request refused, or `not_billing_manager`: the token acts for an organisation (`org_id`) and its `org_role` is not one of `BILLING_MANAGER_ROLES`", body = ErrorBody),
         (status = 409, description = "`already_subscribed`: the user has a live subscription; Manage Subscription (the portal) changes it", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),

@@ -52,8 +52,8 @@ pub(crate) struct RefreshRequest {
             description = "Required when authenticated by cookie (CSRF protection)")),
     responses(
         (status = 200, description = "Billing status, re-read from Stripe (or stored, for a user without a Stripe customer)", body = StatusResponse),
-        (status = 400, description = "`invalid_body`: a body that is not a refresh request, or a `checkoutSessionId` that is not a Checkout Session id; or a bearer token and the cookie naming different users", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 400, description = "`invalid_body`: a body that is not a refresh request, or a `checkoutSessionId` that is not a Checkout Session id; or a bearer token and the cookie naming different users or organisations", body = ErrorBody),
+        (status = 401, description = "Not signed in: no token, an invalid or expired one (`invalid_token`, `token_expired`), or an `org_id` that is empty, too long or holds a control character (`invalid_org_id`)", body = ErrorBody),
         (status = 403, description = "Cross-site request refused, or `checkout_session_not_yours`: the Checkout Session is not the one recorded for the user, or not for their Stripe customer (nothing changed)", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "`refresh_too_soon`: this user's subscriptions were read from Stripe less than 10 s ago; the stored status as `data`",

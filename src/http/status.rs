@@ -143,8 +143,8 @@ pub(crate) struct StatusResponse {
     tag = "billing",
     responses(
         (status = 200, description = "Billing status", body = StatusResponse),
-        (status = 400, description = "A bearer token and the cookie name different users", body = ErrorBody),
-        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 400, description = "A bearer token and the cookie name different users or organisations", body = ErrorBody),
+        (status = 401, description = "Not signed in: no token, an invalid or expired one (`invalid_token`, `token_expired`), or an `org_id` that is empty, too long or holds a control character (`invalid_org_id`)", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("bearer_jwt" = []), ("session_cookie" = []))

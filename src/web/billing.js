@@ -157,6 +157,13 @@
     if (billingFor) billingFor.hidden = !org;
   }
 
+  // The same user acting for the same account (their own, or one organisation): a link for another
+  // organisation is a switch, asked about like one for another user.
+  function sameAccount(a, b) {
+    const key = (d) => (d.account ? d.account.type + ':' + d.account.id : '');
+    return a.userId === b.userId && key(a) === key(b);
+  }
+
   function isOrganization(data) {
     return Boolean(data.account) && data.account.type === 'organization';
   }
@@ -373,7 +380,7 @@
         showNotice('The sign-in link you opened is invalid or has expired, so it was not used.');
       } else if (claim.kind === 'error') {
         result = claim;
-      } else if (result.kind === 'signed-out' || claim.data.userId === result.data.userId) {
+      } else if (result.kind === 'signed-out' || sameAccount(claim.data, result.data)) {
         offeredToken = null;
         keepToken(offered);
         if (refresh && result.kind === 'signed-out') {

@@ -69,8 +69,10 @@ const USERS: &str = "SELECT row_to_json(u)::text AS row FROM users u ORDER BY id
 const SUBSCRIPTIONS: &str = "SELECT row_to_json(s)::text AS row FROM subscriptions s ORDER BY id";
 const EVENTS: &str = "SELECT row_to_json(e)::text AS row FROM stripe_events e ORDER BY id";
 
-#[actix_rt::test]
-async fn the_accounts_migration_keeps_every_users_paid_flag_customer_subscriptions_and_events() {
+/// A new database at the schema before the `accounts` migration, every
+/// earlier migration applied as the service applies them: its name, URL and
+/// a connection.
+fn database_before_accounts() -> (String, String, PgConnection) {
     let db_name = format!("billing_migration_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::establish(&format!("{}/postgres", admin_url())).unwrap();
     diesel::sql_query(format!("CREATE DATABASE \"{db_name}\""))
@@ -94,6 +96,12 @@ async fn the_accounts_migration_keeps_every_users_paid_flag_customer_subscriptio
     {
         conn.run_migration(migration.as_ref()).unwrap();
     }
+    (db_name, url, conn)
+}
+
+#[actix_rt::test]
+async fn the_accounts_migration_keeps_every_users_paid_flag_customer_subscriptions_and_events() {
+    let (db_name, url, mut conn) = database_before_accounts();
     conn.batch_execute(TODAYS_ROWS).unwrap();
     let (users, subscriptions, events) = (
         snapshot(&mut conn, USERS),
@@ -141,4 +149,32 @@ async fn the_accounts_migration_keeps_every_users_paid_flag_customer_subscriptio
         app.user("user_6").unwrap().stripe_customer_id.as_deref(),
         Some("cus_6")
     );
+}
+
+#[actix_rt::test]
+async fn a_database_with_a_user_id_beginning_with_org_is_refused_rather_than_migrated_into_a_leak()
+{
+    let (db_name, url, mut conn) = database_before_accounts();
+    conn.batch_execute(
+        "INSERT INTO users (id, stripe_customer_id, paid) VALUES ('org:acme', 'cus_1', true)",
+    )
+    .unwrap();
+
+    let refused = try_spawn_app_with(|vars| {
+        vars.insert("DATABASE_URL".into(), url.clone());
+    })
+    .await;
+
+    let error = format!("{:#}", refused.err().expect("start-up refused"));
+    assert!(error.contains("org:"), "{error}");
+    // Nothing changed: the table is still `users`, with its row.
+    assert_eq!(
+        snapshot(&mut conn, "SELECT id AS row FROM users"),
+        ["org:acme"]
+    );
+    drop(conn);
+    let mut admin = PgConnection::establish(&format!("{}/postgres", admin_url())).unwrap();
+    diesel::sql_query(format!("DROP DATABASE \"{db_name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .unwrap();
 }

@@ -9,7 +9,7 @@ use super::plans::{self, Plan};
 use super::status::{AccessFacts, PaidRule, Reason, SubscriptionStatus};
 use super::{Billing, Error};
 use crate::db::subscriptions::Subscription;
-use crate::db::{self, users};
+use crate::db::{self, entitlements, users};
 
 /// The user's billing status, from Postgres only (never a Stripe call on its
 /// way), judged now rather than read from `users.paid`: an ended grace shows
@@ -19,16 +19,23 @@ use crate::db::{self, users};
 /// what is known, or `None`.
 pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
     let (id, email) = (user.id.clone(), user.email.map(str::to_owned));
-    let (row, rows) = db::run(&billing.pool, move |conn| {
+    let ((row, rows), features) = db::run(&billing.pool, move |conn| {
         // The steady state, a known user whose email is unchanged, is one
         // prepared statement; a new user or a changed email is written first.
-        match users::find_with_subscriptions(conn, &id)? {
-            Some((row, rows)) if email.is_none() || row.email == email => Ok((row, rows)),
+        let found = match users::find_with_subscriptions(conn, &id)? {
+            Some((row, rows)) if email.is_none() || row.email == email => (row, rows),
             _ => {
                 users::insert_or_update(conn, &id, email.as_deref())?;
-                users::find_with_subscriptions(conn, &id)?.ok_or(diesel::result::Error::NotFound)
+                users::find_with_subscriptions(conn, &id)?
+                    .ok_or(diesel::result::Error::NotFound)?
             }
-        }
+        };
+        // Entitlements: the customer's stored features (none without one).
+        let features = match &found.0.stripe_customer_id {
+            Some(customer) => entitlements::features_of(conn, customer)?,
+            None => Vec::new(),
+        };
+        Ok((found, features))
     })
     .await?;
     let (subs, catalogue): (Vec<Subscription>, Vec<_>) = rows
@@ -38,6 +45,7 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
     let now = billing.clock.now();
     let mut summary = summarize(&subs, billing.rule, now);
     summary.has_customer = row.stripe_customer_id.is_some();
+    summary.features = features;
     if let Some(i) = current_index(&subs, billing.rule, now) {
         let (price, product) = &catalogue[i];
         summary.plan = plans::plan_of(price.as_ref(), product.as_ref());
@@ -72,6 +80,9 @@ pub(crate) struct BillingSummary {
     /// grants access, a former customer (their invoices and saved payment
     /// methods are in the portal) rather than someone who never bought.
     pub(crate) has_customer: bool,
+    /// Entitlements: the lookup keys of the customer's active entitlements,
+    /// sorted (see [`super::entitlements`]); empty without a customer.
+    pub(crate) features: Vec<String>,
 }
 
 fn facts(s: &Subscription) -> (SubscriptionStatus, Option<DateTime<Utc>>, bool) {
@@ -146,6 +157,7 @@ pub(crate) fn summarize(
         synced_at: current.map(|s| s.synced_at),
         plan: None,
         has_customer: false,
+        features: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! `QueryResult<T>`.
 
 pub mod catalogue;
+pub mod entitlements;
 pub mod events;
 pub mod schema;
 pub mod subscriptions;

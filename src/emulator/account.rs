@@ -381,6 +381,8 @@ impl Emulator {
     /// Closes the current operation: its events, put in the account's
     /// delivery order, become one batch.
     pub(super) fn end_operation(&self, state: &mut State) {
+        // What the operation did to subscriptions may change entitlements.
+        self.sync_entitlements(state);
         let mut events = std::mem::take(&mut state.outbox);
         if events.is_empty() || !state.settings.deliveries {
             return;

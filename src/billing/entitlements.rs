@@ -25,7 +25,8 @@
 //! records how many reads were asked for when it began; a reason recorded
 //! while it was under way leaves the customer owed another read. In this
 //! instance a customer has at most one background read at a time, and a
-//! reason arriving meanwhile has it run once more ([`Reads`]).
+//! reason arriving meanwhile has it run once more; background reads take
+//! turns, one at a time ([`Reads`]).
 //!
 //! [`StripeGateway::list_active_entitlements`]: crate::stripe::client::StripeGateway::list_active_entitlements
 
@@ -146,8 +147,13 @@ pub(crate) fn refresh_in_background(billing: &Billing, customer: &CustomerId) {
     // the delivery that asked for it.
     tokio::spawn(async move {
         loop {
+            // One background read at a time per instance: each holds a
+            // connection of the lock pool while Stripe answers, and a slow
+            // Stripe must not take them all from refreshes and re-reads.
+            let turn = billing.entitlement_reads.turns.acquire().await;
             billing.read_budget.take().await;
             let read = read(&billing, &customer, Patience::Background, true).await;
+            drop(turn);
             match &read {
                 Ok(_) => billing.read_budget.succeeded(),
                 Err(Error::Stripe(StripeFailure::RateLimited { .. })) => {
@@ -219,16 +225,28 @@ pub async fn heal(billing: &Billing) -> Result<HealReport, Error> {
 }
 
 /// The background reads of this instance: the customers with one under way,
-/// each with whether another was asked for meanwhile. Holds only reads in
-/// flight, so it never grows past them.
-#[derive(Debug, Default)]
-pub struct Reads(Mutex<HashMap<CustomerId, bool>>);
+/// each with whether another was asked for meanwhile (holding only reads in
+/// flight, so it never grows past them), and the one turn to read.
+#[derive(Debug)]
+pub struct Reads {
+    in_flight: Mutex<HashMap<CustomerId, bool>>,
+    turns: tokio::sync::Semaphore,
+}
+
+impl Default for Reads {
+    fn default() -> Self {
+        Self {
+            in_flight: Mutex::default(),
+            turns: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
 
 impl Reads {
     /// Whether a read of `customer` may start now; if one is under way, it
     /// is told to run once more instead.
     fn start(&self, customer: &CustomerId) -> bool {
-        let mut reads = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reads = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         match reads.get_mut(customer) {
             Some(again) => {
                 *again = true;
@@ -243,7 +261,7 @@ impl Reads {
 
     /// The read of `customer` is over: whether to run it once more.
     fn finish(&self, customer: &CustomerId) -> bool {
-        let mut reads = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reads = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         match reads.get_mut(customer) {
             Some(again) if *again => {
                 *again = false;

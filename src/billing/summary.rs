@@ -26,8 +26,7 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
             Some((row, rows)) if email.is_none() || row.email == email => (row, rows),
             _ => {
                 users::insert_or_update(conn, &id, email.as_deref())?;
-                users::find_with_subscriptions(conn, &id)?
-                    .ok_or(diesel::result::Error::NotFound)?
+                users::find_with_subscriptions(conn, &id)?.ok_or(diesel::result::Error::NotFound)?
             }
         };
         // Entitlements: the customer's stored features (none without one).

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use super::{entitlements, plans};
 use super::refetch::apply_event_refetched;
 use super::sync::{self, Outcome};
+use super::{entitlements, plans};
 use super::{Billing, Error};
 use crate::db::{self, events};
 use crate::stripe::client::StripeMode;

@@ -180,8 +180,7 @@ impl Emulator {
         for customer in customers {
             let want = wanted.remove(&customer).unwrap_or_default();
             let have = state.entitlements.remove(&customer).unwrap_or_default();
-            let same = want.len() == have.len()
-                && have.iter().all(|e| want.contains(&e.feature));
+            let same = want.len() == have.len() && have.iter().all(|e| want.contains(&e.feature));
             if !state.customers.contains_key(&customer) {
                 // A deleted customer entitles nobody; Stripe sends nothing.
                 continue;

@@ -1630,4 +1630,29 @@ mod tests {
             Err(EventParseError::NotAnEvent(_))
         ));
     }
+
+    #[test]
+    fn an_entitlement_summary_names_its_customer_and_nothing_of_the_summary_is_trusted() {
+        let body = |object: &str| {
+            format!(
+                r#"{{"id":"evt_1","type":"entitlements.active_entitlement_summary.updated",
+                    "created":1,"data":{{"object":{object}}}}}"#
+            )
+        };
+        let summary = r#"{"object":"entitlements.active_entitlement_summary",
+            "customer":"cus_1","livemode":false,
+            "entitlements":{"object":"list","data":[],"has_more":true}}"#;
+
+        let parsed = parse_event(body(summary).as_bytes()).unwrap();
+        let expanded = parse_event(body(r#"{"customer":{"id":"cus_2"}}"#).as_bytes()).unwrap();
+
+        assert!(matches!(parsed.kind,
+            EventKind::EntitlementSummary { ref customer_id } if customer_id == "cus_1"));
+        assert!(matches!(expanded.kind,
+            EventKind::EntitlementSummary { ref customer_id } if customer_id == "cus_2"));
+        assert!(matches!(
+            parse_event(body(r#"{"customer":""}"#).as_bytes()),
+            Err(EventParseError::NotAnEvent(_))
+        ));
+    }
 }

@@ -221,8 +221,7 @@ async fn entitlements_stripe_could_not_answer_during_a_subscription_event_arrive
     Mock::given(method("GET"))
         .and(path("/v1/events"))
         .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"object": "list", "url": "/v1/events",
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list", "url": "/v1/events",
                                       "has_more": false, "data": []})),
         )
         .mount(&app.stripe)

@@ -107,3 +107,8 @@ pub fn forget(conn: &mut PgConnection, customer: &CustomerId) -> QueryResult<()>
         .execute(conn)
         .map(|_| ())
 }
+
+/// Forgets the customers `ids` (the emulator's, on `emulator-reset`).
+pub fn forget_all(conn: &mut PgConnection, ids: &[String]) -> QueryResult<usize> {
+    diesel::delete(ent::table.filter(ent::customer_id.eq_any(ids))).execute(conn)
+}

@@ -114,6 +114,7 @@ pub async fn build(
             settings.event_retention_days,
         ))),
         plan_reads: Default::default(),
+        entitlement_reads: Default::default(),
         client_reference: ReferenceKey::from_secrets(
             settings.client_reference_secret.as_ref(),
             &settings.auth_jwt_secret,

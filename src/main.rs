@@ -230,6 +230,7 @@ fn emulator_reset(settings: &Settings) -> anyhow::Result<()> {
             collection_paused_is_paid: rule.collection_paused_is_paid,
         };
         let forgotten = db::accounts::forget_customers(conn, &cleared.customer_ids, &params)?;
+        db::entitlements::forget_all(conn, &cleared.customer_ids)?;
         Ok::<_, diesel::result::Error>((cleared, forgotten))
     })?;
     println!(

@@ -6,7 +6,7 @@
 //! - Neither function panics (nor overflows the stack, nor exhausts memory), on any input.
 //! - A parsed event has a non-empty `id` and `type`, and its `type` decides its `kind`.
 //! - Whatever the parsers return as an identifier (subscription, customer, checkout session,
-//!   price, product) is non-empty, and optional ids/metadata/names are `None` rather than
+//!   price, product, an entitlement summary's customer) is non-empty, and optional ids/metadata/names are `None` rather than
 //!   `Some("")`; a price's currency is three lower-case letters and its interval count at least 1.
 //! - Only a body that is valid JSON can parse, and `NotJson` is only reported for a body that
 //!   is not (checked in that direction only: see `check_error`).
@@ -156,6 +156,16 @@ fuzz_target!(|data: &[u8]| {
                         "product.deleted gave a product not deleted"
                     );
                     check_product(product);
+                }
+                EventKind::EntitlementSummary { customer_id } => {
+                    assert_eq!(
+                        event.type_,
+                        "entitlements.active_entitlement_summary.updated"
+                    );
+                    assert!(
+                        !customer_id.as_str().is_empty(),
+                        "an entitlement summary with an empty customer"
+                    );
                 }
                 EventKind::Ignored => {
                     assert!(

@@ -14,6 +14,9 @@
 //! would answer 400) is skipped and counted, an event that fails to apply
 //! stops the run: it is retried next time rather than passed over.
 //!
+//! Then the customers whose entitlements are still owed a read (a delivery's
+//! read that failed) have them read ([`entitlements::heal`]).
+//!
 //! [`super::healing`] runs it at start-up and every
 //! `STRIPE_CATCHUP_INTERVAL_SECS` under one advisory lock, so N instances
 //! do the work once; the `catchup` command runs it once.
@@ -22,7 +25,7 @@ use chrono::{DateTime, Utc};
 
 use super::sync::{self, Outcome};
 use super::webhook;
-use super::Billing;
+use super::{entitlements, Billing};
 use crate::db::{self, events};
 use crate::metrics::Source;
 use crate::stripe::client::StripeFailure;
@@ -61,6 +64,9 @@ pub struct Report {
     pub unchanged: usize,
     /// Events that could not be read (malformed), skipped.
     pub skipped: usize,
+    /// Customers whose entitlements were owed a read and were read
+    /// ([`entitlements::heal`]).
+    pub entitlements_read: usize,
 }
 
 /// What the caller shows as the run goes.
@@ -162,6 +168,21 @@ pub async fn run(
         events::complete_catchup(conn, wanted, next, Utc::now(), applied)
     })
     .await?;
+    // The entitlements a delivery (or one of the events above) asked for and
+    // no read has brought yet: Stripe failed, or a process stopped first.
+    match entitlements::heal(billing).await {
+        Ok(healed) => {
+            report.entitlements_read = healed.read;
+            if healed.read > 0 || healed.failed > 0 {
+                log::info!(
+                    "catch-up: entitlements of {} customers read again, {} failed (tried next run)",
+                    healed.read,
+                    healed.failed
+                );
+            }
+        }
+        Err(e) => log::warn!("catch-up: reading owed entitlements failed (next run): {e}"),
+    }
     Ok(report)
 }
 

@@ -8,6 +8,8 @@
 //!   events, read from Stripe once when missing);
 //! - [`customers`]: the user's one Stripe customer;
 //! - [`portal`]: portal sessions and their deep-link flows;
+//! - [`entitlements`]: each customer's features (Stripe Entitlements), read
+//!   in full from Stripe and stored by customer;
 //! - [`checkout`]: the plans offered (`BILLING_PLANS`), Checkout Sessions for
 //!   unpaid users, and a session applied when the buyer comes back;
 //! - [`webhook`]: receiving one verified Stripe event;
@@ -32,6 +34,7 @@ pub mod catchup;
 pub mod checkout;
 pub mod customers;
 pub mod drift;
+pub mod entitlements;
 pub mod healing;
 pub mod plans;
 pub mod portal;
@@ -112,6 +115,9 @@ pub struct Billing {
     pub catchup_reach: chrono::Duration,
     /// This instance's reads of missing prices (see [`plans`]).
     pub plan_reads: Arc<plans::Reads>,
+    /// This instance's background reads of customers' entitlements (see
+    /// [`entitlements`]).
+    pub entitlement_reads: Arc<entitlements::Reads>,
 }
 
 impl Billing {

@@ -35,8 +35,14 @@ impl FetchLock {
         billing: &Billing,
         customer_id: &CustomerId,
     ) -> Result<Self, DbError> {
+        Self::acquire_named(billing, format!("billing-fetch:{customer_id}")).await
+    }
+
+    /// The lock named `key`: another lock per customer for another kind of
+    /// read (`billing-entitlements:{customer}`), so that reads of one kind
+    /// take turns without waiting on the other kind's.
+    pub(crate) async fn acquire_named(billing: &Billing, key: String) -> Result<Self, DbError> {
         let mut tx = OpenTransaction::begin(&billing.locks).await?;
-        let key = format!("billing-fetch:{customer_id}");
         tx.run_waiting(billing.lock_wait(), move |conn| {
             diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
                 .bind::<Text, _>(key)
@@ -59,6 +65,15 @@ impl FetchLock {
         let value = self.tx.run(store).await?;
         self.tx.commit().await?;
         Ok(value)
+    }
+
+    /// Runs `read` in the locked transaction, keeping the lock.
+    pub(crate) async fn read<T, F>(&mut self, read: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut diesel::PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.tx.run(read).await
     }
 
     /// Gives the lock back without storing anything.

@@ -20,6 +20,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::customers::Member;
+use super::entitlements;
 use super::refetch::FetchLock;
 use super::resync::{self, Listed};
 use super::summary::{self, BillingSummary};
@@ -50,7 +51,15 @@ pub(crate) async fn refresh(billing: &Billing, user: Member<'_>) -> Result<Billi
     })
     .await?;
     match claim {
-        RefreshClaim::Granted(customer) => read_and_store(billing, &customer).await?,
+        RefreshClaim::Granted(customer) => {
+            read_and_store(billing, &customer).await?;
+            // The subscriptions are stored; entitlements Stripe cannot read
+            // now stay as last read (the customer is owed a read if a change
+            // asked for one, which the catch-up makes).
+            if let Err(e) = entitlements::refresh(billing, &customer).await {
+                log::warn!("refresh: customer {customer}'s entitlements not read: {e}");
+            }
+        }
         RefreshClaim::NoCustomer => {}
         RefreshClaim::TooSoon { last } => {
             return Err(Error::RefreshTooSoon {

@@ -7,7 +7,9 @@
 //! A customer Stripe no longer knows (its list answers "No such customer", or
 //! it is empty while Postgres holds subscriptions of it and the customer reads
 //! as deleted) gets what a `customer.deleted` webhook does: its subscriptions
-//! canceled, the customer forgotten, the paid flag recomputed. One customer's
+//! canceled, the customer forgotten, the paid flag recomputed. Each
+//! customer's active entitlements are read again in full too
+//! ([`entitlements`]). One customer's
 //! failure does not stop the others, except a key of the wrong test/live
 //! mode, which would fail every customer the same way and stops the run.
 
@@ -15,6 +17,7 @@ use anyhow::Context as _;
 
 use diesel::prelude::*;
 
+use super::entitlements;
 use super::refetch::FetchLock;
 use super::sync::{apply_subscription, customer_deleted, state_of};
 use super::Billing;
@@ -239,6 +242,19 @@ pub async fn resync(
                 Ok(())
             })
             .await?;
+        }
+        if !dry_run {
+            // Every customer's whole set of entitlements, as for its subscriptions.
+            if let Err(e) = entitlements::refresh_patiently(billing, &customer).await {
+                let reason = format!("reading its entitlements failed: {e}");
+                progress(Progress::Failed {
+                    user: &user,
+                    customer: &customer,
+                    reason: reason.clone(),
+                });
+                report.failures.push((customer, reason));
+                continue;
+            }
         }
         progress(Progress::Checked {
             user: &user,

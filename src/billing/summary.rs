@@ -9,7 +9,7 @@ use super::plans::{self, Plan};
 use super::status::{AccessFacts, PaidRule, Reason, SubscriptionStatus};
 use super::{Billing, Error};
 use crate::db::subscriptions::Subscription;
-use crate::db::{self, accounts};
+use crate::db::{self, accounts, entitlements};
 
 /// The user's billing status, from Postgres only (never a Stripe call on its
 /// way), judged now rather than read from `users.paid`: an ended grace shows
@@ -19,16 +19,24 @@ use crate::db::{self, accounts};
 /// what is known, or `None`.
 pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
     let (id, known) = (user.id.clone(), user.known().to_owned());
-    let (row, rows) = db::run(&billing.pool, move |conn| {
-        // The steady state, a known user whose email is unchanged, is one
-        // prepared statement; a new user or a changed email is written first.
-        match accounts::find_with_subscriptions(conn, &id)? {
-            Some((row, rows)) if known.borrow().matches(&row) => Ok((row, rows)),
+    let ((row, rows), features) = db::run(&billing.pool, move |conn| {
+        // The steady state, a known account with nothing new, is one
+        // prepared statement; a new account or a changed email or name is
+        // written first.
+        let found = match accounts::find_with_subscriptions(conn, &id)? {
+            Some((row, rows)) if known.borrow().matches(&row) => (row, rows),
             _ => {
                 accounts::insert_or_update(conn, &id, known.borrow())?;
-                accounts::find_with_subscriptions(conn, &id)?.ok_or(diesel::result::Error::NotFound)
+                accounts::find_with_subscriptions(conn, &id)?
+                    .ok_or(diesel::result::Error::NotFound)?
             }
-        }
+        };
+        // Entitlements: the customer's stored features (none without one).
+        let features = match &found.0.stripe_customer_id {
+            Some(customer) => entitlements::features_of(conn, customer)?,
+            None => Vec::new(),
+        };
+        Ok((found, features))
     })
     .await?;
     let (subs, catalogue): (Vec<Subscription>, Vec<_>) = rows
@@ -39,6 +47,7 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
     let mut summary = summarize(&subs, billing.rule, now);
     summary.has_customer = row.stripe_customer_id.is_some();
     summary.account_name = row.name;
+    summary.features = features;
     if let Some(i) = current_index(&subs, billing.rule, now) {
         let (price, product) = &catalogue[i];
         summary.plan = plans::plan_of(price.as_ref(), product.as_ref());
@@ -76,6 +85,9 @@ pub(crate) struct BillingSummary {
     /// The organisation's name as its row keeps it (only [`of_user`] reads
     /// it); `None` for a user's account.
     pub(crate) account_name: Option<String>,
+    /// Entitlements: the lookup keys of the customer's active entitlements,
+    /// sorted (see [`super::entitlements`]); empty without a customer.
+    pub(crate) features: Vec<String>,
 }
 
 fn facts(s: &Subscription) -> (SubscriptionStatus, Option<DateTime<Utc>>, bool) {
@@ -151,6 +163,7 @@ pub(crate) fn summarize(
         plan: None,
         has_customer: false,
         account_name: None,
+        features: Vec::new(),
     }
 }
 

@@ -20,7 +20,7 @@ use diesel::prelude::*;
 use super::plans;
 use super::reference::ReferenceKey;
 use crate::db::subscriptions::{self, Provenance, RuleParams, Stored, SubscriptionState};
-use crate::db::{accounts, events};
+use crate::db::{accounts, entitlements, events};
 use crate::ids::{AccountId, CustomerId, OrgId, UserId};
 use crate::stripe::events::{CheckoutSessionObject, Event, EventKind, SubscriptionObject};
 
@@ -139,6 +139,11 @@ pub(crate) fn apply_event(
             }
             EventKind::Price(price) => plans::store_price(conn, price, created)?,
             EventKind::Product(product) => plans::store_product(conn, product, created)?,
+            EventKind::EntitlementSummary { customer_id } => {
+                // Read in full after the delivery (the summary holds ten at most).
+                entitlements::mark_stale(conn, customer_id)?;
+                Outcome::Applied
+            }
             EventKind::Ignored => Outcome::Ignored,
         };
         match outcome {
@@ -188,7 +193,12 @@ pub fn apply_subscription(
         &rule.at(now),
     )?;
     Ok(match stored {
-        Stored::Applied => Outcome::Applied,
+        Stored::Applied => {
+            // A subscription change may change the customer's entitlements:
+            // they are owed a read (`super::entitlements`).
+            entitlements::mark_stale(conn, &sub.customer_id)?;
+            Outcome::Applied
+        }
         Stored::Stale => Outcome::Stale,
         Stored::Undecidable => Outcome::Undecidable,
     })
@@ -272,6 +282,7 @@ pub(crate) fn customer_deleted(
 ) -> QueryResult<Outcome> {
     let mut affected = subscriptions::cancel_all_of_customer(conn, customer_id, as_of)?;
     affected.extend(accounts::forget_customer(conn, customer_id)?);
+    entitlements::forget(conn, customer_id)?;
     affected.sort();
     affected.dedup();
     for user in affected {

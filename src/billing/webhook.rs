@@ -2,13 +2,15 @@
 //! in order ([`super::sync`]), re-reading the subscription from Stripe when
 //! `STRIPE_WEBHOOK_REFETCH` asks for it or when the event cannot be ordered
 //! against the stored state ([`Outcome::Undecidable`]). An event of the other
-//! Stripe mode than the key's is only recorded ([`Outcome::WrongMode`]).
+//! Stripe mode than the key's is only recorded ([`Outcome::WrongMode`]). A
+//! subscription change or an entitlement summary has the customer's
+//! entitlements read in the background ([`entitlements`]).
 
 use std::sync::Arc;
 
-use super::plans;
 use super::refetch::apply_event_refetched;
 use super::sync::{self, Outcome};
+use super::{entitlements, plans};
 use super::{Billing, Error};
 use crate::db::{self, events};
 use crate::stripe::client::StripeMode;
@@ -26,9 +28,19 @@ pub(crate) async fn receive(billing: &Billing, event: Event) -> Result<Outcome, 
             .map(|price| (price, sub.product_id.clone())),
         _ => None,
     };
+    // Whose entitlements a subscription change or a summary event may change.
+    let entitled = match &event.kind {
+        EventKind::Subscription(sub, _) => Some(sub.customer_id.clone()),
+        EventKind::EntitlementSummary { customer_id } => Some(customer_id.clone()),
+        _ => None,
+    };
     let outcome = apply(billing, event).await?;
     if let (Outcome::Applied, Some((price, product))) = (outcome, plan) {
         plans::learn_in_background(billing, &price, product.as_deref());
+    }
+    if let (Outcome::Applied, Some(customer)) = (outcome, entitled) {
+        // Owed since the event's transaction; a failed read is the catch-up's.
+        entitlements::refresh_in_background(billing, &customer);
     }
     Ok(outcome)
 }

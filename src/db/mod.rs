@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod catalogue;
+pub mod entitlements;
 pub mod events;
 pub mod schema;
 pub mod subscriptions;

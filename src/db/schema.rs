@@ -28,6 +28,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    stripe_entitlements (customer_id) {
+        customer_id -> Text,
+        lookup_keys -> Array<Text>,
+        synced_at -> Nullable<Timestamptz>,
+        requested -> Int8,
+        satisfied -> Int8,
+    }
+}
+
+diesel::table! {
     stripe_events (id) {
         id -> Text,
         #[sql_name = "type"]
@@ -93,6 +103,7 @@ diesel::joinable!(subscriptions -> accounts (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     stripe_catchup,
+    stripe_entitlements,
     stripe_events,
     stripe_prices,
     stripe_products,

@@ -347,9 +347,11 @@ impl Emulator {
     fn operate<T>(&self, state: &mut State, f: impl FnOnce(&Self, &mut State) -> T) -> T {
         state.at = Some(self.clock.unix());
         let result = f(self, state);
+        // Still at the operation's instant: what it did to entitlements is
+        // part of it, in the same second.
+        self.end_operation(state);
         state.at = None;
         state.ids_issued = self.counter.load(Ordering::SeqCst);
-        self.end_operation(state);
         result
     }
 
@@ -381,6 +383,8 @@ impl Emulator {
     /// Closes the current operation: its events, put in the account's
     /// delivery order, become one batch.
     pub(super) fn end_operation(&self, state: &mut State) {
+        // What the operation did to subscriptions may change entitlements.
+        self.sync_entitlements(state);
         let mut events = std::mem::take(&mut state.outbox);
         if events.is_empty() || !state.settings.deliveries {
             return;

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::account::{Answer, Emulator, EVENT_RETENTION_SECS};
 use super::billing;
+use super::entitlements;
 use super::model::*;
 use super::objects::*;
 
@@ -470,6 +471,27 @@ fn route(
                 .collect();
             page(items, q, "/v1/events")
         }
+        ("POST", ["entitlements", "features"]) => {
+            emu.create_feature(state, text(form, "name"), text(form, "lookup_key"))
+        }
+        ("GET", ["entitlements", "features"]) => page(
+            entitlements::list_features(state),
+            q,
+            "/v1/entitlements/features",
+        ),
+        ("POST", ["products", id, "features"]) => {
+            emu.attach_feature(state, id, text(form, "entitlement_feature"))
+        }
+        ("GET", ["products", id, "features"]) => page(
+            entitlements::list_product_features(state, id)?,
+            q,
+            &format!("/v1/products/{id}/features"),
+        ),
+        ("GET", ["entitlements", "active_entitlements"]) => page(
+            entitlements::list_active_entitlements(state, q.get("customer"))?,
+            q,
+            "/v1/entitlements/active_entitlements",
+        ),
         ("GET", ["invoices"]) => {
             let items = state
                 .invoices

@@ -342,7 +342,10 @@ mod tests {
                 .unwrap();
         }
         state.at = None;
-        state.outbox.clear();
+        // Ends the operation as the API does (its entitlements worked out),
+        // its events dropped.
+        emu.end_operation(state);
+        state.batches.clear();
         sub.id
     }
 

@@ -19,6 +19,8 @@
 //! - [`account`]: the operations on them, shared by the API and the portal,
 //!   each recording the events Stripe would send; [`objects`] renders them
 //!   in Stripe's JSON shapes;
+//! - [`entitlements`]: product features and each customer's active
+//!   entitlements, with the summary event Stripe sends when they change;
 //! - [`billing`]: what time does to them (renewals, dunning, test clocks);
 //! - [`api`]: Stripe's wire format under `/stripe-emulator/v1/` (form-encoded
 //!   requests, Stripe error objects, `Idempotency-Key`);
@@ -134,6 +136,7 @@ mod api;
 mod billing;
 mod delivery;
 mod demo;
+mod entitlements;
 mod model;
 mod objects;
 mod portal;

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
+use super::entitlements::{ActiveEntitlement, Feature, ProductFeature};
+
 /// Stripe's portal sessions expire after about five minutes without a visit.
 pub(crate) const PORTAL_SESSION_TTL_SECS: i64 = 5 * 60;
 pub(crate) const DAY: i64 = 86_400;
@@ -281,6 +283,13 @@ pub(crate) struct State {
     /// Whether the seeded catalogue's `product.created` and `price.created`
     /// have been emitted (before the account's first customer).
     pub(super) catalogue_announced: bool,
+    /// Features made through the API (the seeded ones are in
+    /// [`super::entitlements`]), by id.
+    pub(crate) features: BTreeMap<String, Feature>,
+    /// Features attached to products through the API, by product.
+    pub(crate) product_features: BTreeMap<String, Vec<ProductFeature>>,
+    /// Each customer's active entitlements, as last worked out.
+    pub(crate) entitlements: BTreeMap<String, Vec<ActiveEntitlement>>,
 }
 
 /// The answer to a request sent with an `Idempotency-Key`, replayed to the

@@ -64,6 +64,11 @@ pub(crate) struct StatusData {
     /// or a read from the API); null without a subscription.
     #[schema(format = DateTime, example = "2026-12-05T10:00:00Z")]
     synced_at: Option<String>,
+    /// The lookup keys of the features the customer is entitled to now (Stripe Entitlements:
+    /// the features of the products of their subscriptions), sorted; empty without a customer.
+    /// Gate a feature on its lookup key being listed.
+    #[schema(example = json!(["advanced_reports", "api_access"]))]
+    features: Vec<String>,
 }
 
 /// The account billed, and what the signed-in user may do with it.
@@ -206,5 +211,6 @@ pub(super) fn data(
         cancel_at: summary.cancel_at.map(rfc3339),
         grace_ends_at: summary.grace_ends_at.map(rfc3339),
         synced_at: summary.synced_at.map(rfc3339),
+        features: summary.features,
     }
 }

@@ -624,6 +624,88 @@ impl StripeGateway {
     }
 }
 
+/// One of a customer's active entitlements
+/// (docs.stripe.com/api/entitlements/active-entitlement/object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ActiveEntitlement {
+    pub(crate) id: String,
+    /// The feature's `lookup_key`: what the app gates on.
+    pub(crate) lookup_key: String,
+}
+
+impl StripeGateway {
+    /// Every active entitlement of `customer`: `GET
+    /// /v1/entitlements/active_entitlements?customer=…&limit=100`, following
+    /// `has_more` and `starting_after` over every page
+    /// (docs.stripe.com/api/entitlements/active-entitlement/list), each page
+    /// retried within `patience`. Never the first ten an
+    /// `entitlements.active_entitlement_summary.updated` event carries.
+    pub(crate) async fn list_active_entitlements(
+        &self,
+        customer: &CustomerId,
+        patience: Patience,
+    ) -> Result<Vec<ActiveEntitlement>, StripeFailure> {
+        let mut all: Vec<ActiveEntitlement> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let query = {
+                // Not held across the await: the serializer is not `Send`.
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query
+                    .append_pair("customer", customer.as_str())
+                    .append_pair("limit", "100");
+                if let Some(after) = &after {
+                    query.append_pair("starting_after", after);
+                }
+                query.finish()
+            };
+            let mut request = RequestBuilder::new(
+                stripe_client_core::StripeMethod::Get,
+                "/entitlements/active_entitlements",
+            );
+            request.query = Some(query);
+            let page: Json = self
+                .call("list_active_entitlements", request, None, patience)
+                .await?;
+            let (data, has_more) = list_page(page)?;
+            for item in &data {
+                all.push(active_entitlement_from(item)?);
+            }
+            let last = all.last().map(|e| e.id.clone());
+            if !has_more || data.is_empty() {
+                return Ok(all);
+            }
+            if last == after {
+                // A page that ends where the one before did would be asked
+                // for again and again.
+                return Err(StripeFailure::InvalidResponse(
+                    "a page of active entitlements did not move past the one before".into(),
+                ));
+            }
+            after = last;
+        }
+    }
+}
+
+/// One active entitlement; `feature` may be an id or expanded, and is not read.
+fn active_entitlement_from(object: &Json) -> Result<ActiveEntitlement, StripeFailure> {
+    let Json::Object(object) = object else {
+        return Err(StripeFailure::InvalidResponse(
+            "an active entitlement is not a JSON object".into(),
+        ));
+    };
+    let text = |name: &str| match object.get(name) {
+        Some(Json::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
+    match (text("id"), text("lookup_key")) {
+        (Some(id), Some(lookup_key)) => Ok(ActiveEntitlement { id, lookup_key }),
+        _ => Err(StripeFailure::InvalidResponse(
+            "an active entitlement has no id or no lookup_key".into(),
+        )),
+    }
+}
+
 /// What `create_checkout_session` sends: a subscription-mode Checkout Session
 /// of one price for the user's customer (docs.stripe.com/api/checkout/sessions/create).
 #[derive(Debug, Clone)]

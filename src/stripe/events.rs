@@ -46,7 +46,7 @@ pub struct Event {
 /// The event types this service acts on: the arms of [`parse_event`]'s
 /// match (a test holds the two together); every other type is
 /// [`EventKind::Ignored`].
-pub const HANDLED_TYPES: [&str; 13] = [
+pub const HANDLED_TYPES: [&str; 14] = [
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
@@ -60,6 +60,7 @@ pub const HANDLED_TYPES: [&str; 13] = [
     "product.created",
     "product.updated",
     "product.deleted",
+    "entitlements.active_entitlement_summary.updated",
 ];
 
 /// What an event means to the service.
@@ -76,6 +77,10 @@ pub enum EventKind {
     Price(PriceObject),
     /// `product.{created,updated,deleted}`.
     Product(ProductObject),
+    /// `entitlements.active_entitlement_summary.updated`: the customer's
+    /// entitlements changed. Only the customer is read: the summary carries
+    /// the first ten entitlements only, so they are read in full from the API.
+    EntitlementSummary { customer_id: CustomerId },
     /// Any other type (including other `customer.subscription.*` types); its object is not read.
     Ignored,
 }
@@ -244,6 +249,15 @@ pub fn parse_event(body: &[u8]) -> Result<Event, EventParseError> {
             let envelope: Envelope<ProductWire> = from_json(body, &head.type_)?;
             let deleted = head.type_ == "product.deleted";
             EventKind::Product(envelope.data.object.into_domain(deleted)?)
+        }
+        "entitlements.active_entitlement_summary.updated" => {
+            let envelope: Envelope<EntitlementSummaryWire> = from_json(body, &head.type_)?;
+            let customer_id = non_empty(envelope.data.object.customer)
+                .ok_or_else(|| missing("active entitlement summary object", &["customer"]))?;
+            too_long("summary `customer`", &customer_id)?;
+            EventKind::EntitlementSummary {
+                customer_id: customer_id.into(),
+            }
         }
         _ => EventKind::Ignored,
     };
@@ -837,6 +851,13 @@ impl SubscriptionWire {
 #[derive(Deserialize)]
 struct CustomerWire {
     id: Option<String>,
+}
+
+/// An `entitlements.active_entitlement_summary`: only its customer is read.
+#[derive(Deserialize)]
+struct EntitlementSummaryWire {
+    #[serde(default, deserialize_with = "expandable_id")]
+    customer: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1615,6 +1636,31 @@ mod tests {
         let json = br#"{"id":"price_1","nickname":"a\u0000b","currency":"usd"}"#;
         assert!(matches!(
             parse_price(json),
+            Err(EventParseError::NotAnEvent(_))
+        ));
+    }
+
+    #[test]
+    fn an_entitlement_summary_names_its_customer_and_nothing_of_the_summary_is_trusted() {
+        let body = |object: &str| {
+            format!(
+                r#"{{"id":"evt_1","type":"entitlements.active_entitlement_summary.updated",
+                    "created":1,"data":{{"object":{object}}}}}"#
+            )
+        };
+        let summary = r#"{"object":"entitlements.active_entitlement_summary",
+            "customer":"cus_1","livemode":false,
+            "entitlements":{"object":"list","data":[],"has_more":true}}"#;
+
+        let parsed = parse_event(body(summary).as_bytes()).unwrap();
+        let expanded = parse_event(body(r#"{"customer":{"id":"cus_2"}}"#).as_bytes()).unwrap();
+
+        assert!(matches!(parsed.kind,
+            EventKind::EntitlementSummary { ref customer_id } if customer_id == "cus_1"));
+        assert!(matches!(expanded.kind,
+            EventKind::EntitlementSummary { ref customer_id } if customer_id == "cus_2"));
+        assert!(matches!(
+            parse_event(body(r#"{"customer":""}"#).as_bytes()),
             Err(EventParseError::NotAnEvent(_))
         ));
     }

@@ -542,6 +542,8 @@ async fn the_pages_checkout_goes_through_checkout_sessions_and_sends_what_checko
     assert_eq!(
         types,
         [
+            // The Pro product has features: the customer's entitlements changed.
+            "entitlements.active_entitlement_summary.updated",
             "checkout.session.completed",
             "customer.subscription.updated",
             "invoice.paid",
@@ -556,7 +558,7 @@ async fn the_pages_checkout_goes_through_checkout_sessions_and_sends_what_checko
         .map(|e| e["created"].as_i64().unwrap())
         .collect();
     assert_eq!(seconds.len(), 1, "all in one second: {seconds:?}");
-    let completed = &events["data"][0]["data"]["object"];
+    let completed = &events["data"][1]["data"]["object"];
     assert_eq!(completed["subscription"], subscription);
     assert_eq!(completed["client_reference_id"], "demo_user");
     assert_eq!(completed["payment_status"], "paid");

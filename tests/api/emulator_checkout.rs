@@ -132,6 +132,8 @@ async fn paying_with_4242_completes_the_session_and_returns_to_the_success_url_w
     assert_eq!(
         types,
         [
+            // The Pro product has features: the customer's entitlements changed.
+            "entitlements.active_entitlement_summary.updated",
             "checkout.session.completed",
             "customer.subscription.updated",
             "invoice.paid",
@@ -143,9 +145,9 @@ async fn paying_with_4242_completes_the_session_and_returns_to_the_success_url_w
         .map(|e| e["created"].as_i64().unwrap())
         .collect();
     assert_eq!(seconds.len(), 1, "{seconds:?}");
-    assert_eq!(purchase[0]["data"]["object"]["id"], id);
+    assert_eq!(purchase[1]["data"]["object"]["id"], id);
     assert_eq!(
-        purchase[0]["data"]["object"]["metadata"]["user_id"],
+        purchase[1]["data"]["object"]["metadata"]["user_id"],
         "user_1"
     );
 }

@@ -6,6 +6,7 @@ mod availability;
 mod browser;
 mod checkout;
 mod edge;
+mod entitlements;
 // These drive the local Stripe emulator, which only the `emulator` feature builds.
 #[cfg(feature = "emulator")]
 mod emulated_billing;

@@ -36,6 +36,8 @@ async fn mount_list(
         None => mock.and(query_param_is_missing("starting_after")),
     };
     mock.respond_with(response).mount(&app.stripe).await;
+    // `sync` reads each customer's entitlements too: these have none.
+    mount_no_entitlements(&app.stripe, customer).await;
 }
 
 /// Stripe holds state our database missed: a cancellation, a new

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use super::app::form;
@@ -122,6 +122,20 @@ pub async fn mount_working_stripe(server: &MockServer) {
         .mount(server)
         .await;
     mount_portal_sessions(server).await;
+}
+
+/// `customer` has no active entitlements
+/// (`GET /v1/entitlements/active_entitlements`, an empty list).
+pub async fn mount_no_entitlements(server: &MockServer, customer: &str) {
+    Mock::given(method("GET"))
+        .and(path("/v1/entitlements/active_entitlements"))
+        .and(query_param("customer", customer))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "data": [], "has_more": false,
+            "url": "/v1/entitlements/active_entitlements"
+        })))
+        .mount(server)
+        .await;
 }
 
 pub async fn mount_portal_sessions(server: &MockServer) {

@@ -95,6 +95,7 @@ diesel::table! {
         previous_attributes -> Nullable<Jsonb>,
         synced_at -> Timestamptz,
         drift_checked_at -> Nullable<Timestamptz>,
+        tie_by_previous -> Bool,
     }
 }
 

@@ -110,6 +110,40 @@ impl State {
     }
 }
 
+/// The events Stripe sends for `states`, the i-th stamped `created[i]`:
+/// `created` for the first, `deleted` for a cancellation, else `updated` with
+/// `previous_attributes` describing the state before. Ids `evt_{tag}_{i}`.
+fn events_of(
+    states: &[State],
+    created: &[i64],
+    base: i64,
+    (id, customer): (&str, &str),
+    tag: &str,
+) -> Vec<Value> {
+    states
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            let object = state.object(id, customer, base);
+            let (type_, previous) = match i {
+                0 => ("customer.subscription.created", json!({})),
+                _ if state.status == "canceled" => ("customer.subscription.deleted", json!({})),
+                _ => (
+                    "customer.subscription.updated",
+                    state.previous(&states[i - 1], id, customer, base),
+                ),
+            };
+            event_with_previous(
+                &format!("evt_{tag}_{i}"),
+                type_,
+                created[i],
+                object,
+                previous,
+            )
+        })
+        .collect()
+}
+
 /// A lifecycle of 2–6 states and the `created` gap before each (mostly 0 s).
 fn lifecycles() -> impl Strategy<Value = (Vec<State>, Vec<i64>)> {
     (
@@ -230,30 +264,13 @@ fn any_delivery_order_with_same_second_ties_and_duplicates_ends_in_stripes_last_
                     format!("user_{stream}_{case}"),
                 );
                 app.given().user(&user).with_customer(&customer).store();
-                let events: Vec<Value> = states
-                    .iter()
-                    .enumerate()
-                    .map(|(i, state)| {
-                        let object = state.object(&id, &customer, base);
-                        let (type_, previous) = match i {
-                            0 => ("customer.subscription.created", json!({})),
-                            _ if state.status == "canceled" => {
-                                ("customer.subscription.deleted", json!({}))
-                            }
-                            _ => (
-                                "customer.subscription.updated",
-                                state.previous(&states[i - 1], &id, &customer, base),
-                            ),
-                        };
-                        event_with_previous(
-                            &format!("evt_{stream}_{case}_{i}"),
-                            type_,
-                            created[i],
-                            object,
-                            previous,
-                        )
-                    })
-                    .collect();
+                let events = events_of(
+                    &states,
+                    &created,
+                    base,
+                    (&id, &customer),
+                    &format!("{stream}_{case}"),
+                );
                 let final_state = states.last().unwrap().object(&id, &customer, base);
                 let delivery: Vec<usize> = if stream == "ordered" {
                     (0..states.len()).collect()
@@ -285,6 +302,142 @@ fn any_delivery_order_with_same_second_ties_and_duplicates_ends_in_stripes_last_
             Ok(())
         })
         .unwrap();
+}
+
+fn with_status(status: &'static str) -> State {
+    State {
+        status,
+        cancel: None,
+        price: 0,
+        paused: false,
+    }
+}
+
+/// Delivers the events of `states` (stamped `created`) in `order` for a new
+/// user and subscription named by `tag`, with a fake Stripe that answers a
+/// re-read with the last state; returns what is stored.
+async fn deliver_lifecycle(
+    app: &TestApp,
+    states: &[State],
+    created: &[i64],
+    order: &[usize],
+    tag: &str,
+) -> Stored {
+    let (id, customer, user) = (
+        format!("sub_{tag}"),
+        format!("cus_{tag}"),
+        format!("user_{tag}"),
+    );
+    app.given().user(&user).with_customer(&customer).store();
+    let base = created[0];
+    let events = events_of(states, created, base, (&id, &customer), tag);
+    let last = states.last().unwrap().object(&id, &customer, base);
+    Mock::given(method("GET"))
+        .and(path(format!("/v1/subscriptions/{id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&last))
+        .mount(&app.stripe)
+        .await;
+    for &i in order {
+        assert_eq!(
+            app.deliver(&events[i]).await.status(),
+            200,
+            "event {i} of {order:?}"
+        );
+    }
+    stored(app, &user, &id)
+}
+
+/// The case the property test found: `trialing` → `paused` → `active` →
+/// `trialing`, the last three in one second, delivered 1, 0, 3, 2. The
+/// `paused` here is the status (`previous_attributes` of each update is
+/// `{"status": <the one before>}`), and the last state equals the first.
+/// When 3 arrives, the stored `paused` came right after a `trialing`, but
+/// that `trialing` was 0, not 3: an equal state is not the same moment.
+#[actix_rt::test]
+async fn a_status_that_comes_back_within_one_second_ends_in_stripes_last_state_when_delivered_out_of_order(
+) {
+    let app = spawn_app().await;
+    let t = now() - 3_000;
+    let states = ["trialing", "paused", "active", "trialing"].map(with_status);
+    let created = [t, t + 4, t + 4, t + 4];
+    let events = events_of(&states, &created, t, ("sub_x", "cus_x"), "x");
+    let previous: Vec<&Value> = events
+        .iter()
+        .map(|e| &e["data"]["previous_attributes"])
+        .collect();
+    assert_eq!(
+        previous,
+        [
+            &json!({}),
+            &json!({"status": "trialing"}),
+            &json!({"status": "paused"}),
+            &json!({"status": "active"})
+        ]
+    );
+
+    let stored = deliver_lifecycle(&app, &states, &created, &[1, 0, 3, 2], "case").await;
+
+    assert_eq!(stored, expected(&states[3]));
+}
+
+/// Every delivery order of three same-second changes that come back to the
+/// state they started from (either way round), as Stripe sends them.
+#[actix_rt::test]
+async fn a_status_that_comes_back_within_one_second_ends_in_stripes_last_state_in_every_delivery_order(
+) {
+    let app = spawn_app().await;
+    let t = now() - 3_000;
+    let created = [t, t + 4, t + 4, t + 4];
+    for (n, lifecycle) in [
+        ["trialing", "paused", "active", "trialing"],
+        ["trialing", "active", "paused", "trialing"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let states = lifecycle.map(with_status);
+        let mut wrong = Vec::new();
+        for (case, order) in permutations(4).iter().enumerate() {
+            let stored =
+                deliver_lifecycle(&app, &states, &created, order, &format!("{n}_{case}")).await;
+            if stored != expected(&states[3]) {
+                wrong.push((order.clone(), stored.0));
+            }
+        }
+        assert_eq!(wrong, [], "{lifecycle:?}: (delivery order, stored status)");
+    }
+}
+
+/// Two changes in one second (a price change, then a cancellation) delivered
+/// the other way round: each event's `previous_attributes` settle the order,
+/// so Stripe is not asked.
+#[actix_rt::test]
+async fn two_changes_in_one_second_are_ordered_by_previous_attributes_without_asking_stripe() {
+    let app = spawn_app().await;
+    let t = now() - 3_000;
+    let active = with_status("active");
+    let repriced = State {
+        price: 1,
+        ..active.clone()
+    };
+    let canceling = State {
+        cancel: Some(true),
+        ..repriced.clone()
+    };
+    let states = [active, repriced, canceling];
+
+    let stored = deliver_lifecycle(&app, &states, &[t, t + 4, t + 4], &[0, 2, 1], "two").await;
+
+    assert_eq!(stored, expected(&states[2]));
+    let reads = app
+        .stripe
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path().starts_with("/v1/subscriptions/"))
+        .count();
+    assert_eq!(reads, 0);
 }
 
 /// A first purchase through Checkout: `customer.subscription.created`

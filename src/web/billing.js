@@ -144,6 +144,12 @@
     return data.email ? data.email + ' (' + data.userId + ')' : data.userId;
   }
 
+  // Who, and for an organisation which one: what a link for another organisation would switch.
+  function accountText(data) {
+    const org = data.account && data.account.type === 'organization' ? data.account : null;
+    return org ? identityText(data) + ' for ' + (org.name || org.id) : identityText(data);
+  }
+
   // The header lines naming who is signed in and, for an organisation, whose billing this is;
   // hidden while no session is known.
   function showIdentity(data) {
@@ -290,10 +296,10 @@
 
   function renderSwitch(current, offered) {
     render('confirm-switch', (node) => {
-      node.querySelector('[data-field="current-user"]').textContent = identityText(current);
-      node.querySelector('[data-field="offered-user"]').textContent = identityText(offered);
+      node.querySelector('[data-field="current-user"]').textContent = accountText(current);
+      node.querySelector('[data-field="offered-user"]').textContent = accountText(offered);
     });
-    announce('The link you opened would sign you in as ' + identityText(offered) + '. You are still signed in as ' + identityText(current) + '.');
+    announce('The link you opened would sign you in as ' + accountText(offered) + '. You are still signed in as ' + accountText(current) + '.');
   }
 
   function renderUnpaid(data, stale = false) {

@@ -41,6 +41,15 @@ async fn create_checkout(app: &TestApp, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// `GET /billing/status` with the credentials `sign` adds: its status and error code.
+async fn status_refusal(
+    app: &TestApp,
+    sign: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> (u16, String) {
+    let request = sign(app.client.get(app.url("/billing/status")));
+    error_code(request.send().await.unwrap()).await
+}
+
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
@@ -268,14 +277,7 @@ async fn an_org_id_that_is_empty_too_long_or_has_control_characters_is_refused_w
     let too_long = "a".repeat(256);
     for org in ["", too_long.as_str(), "acme\u{0}", "ac\u{202e}me"] {
         let token = org_token("ada", org, Some("owner"), None);
-        let response = app
-            .client
-            .get(app.url("/billing/status"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        let (status, code) = error_code(response).await;
+        let (status, code) = status_refusal(&app, |r| r.bearer_auth(token)).await;
         assert_eq!((status, code.as_str()), (401, "invalid_org_id"), "{org:?}");
     }
     assert_eq!(app.count("accounts"), 0);
@@ -285,15 +287,8 @@ async fn an_org_id_that_is_empty_too_long_or_has_control_characters_is_refused_w
 async fn a_user_id_that_would_name_an_organisations_account_is_refused() {
     let app = spawn_app().await;
 
-    let response = app
-        .client
-        .get(app.url("/billing/status"))
-        .bearer_auth(token_for("org:acme", None))
-        .send()
-        .await
-        .unwrap();
+    let (status, code) = status_refusal(&app, |r| r.bearer_auth(token_for("org:acme", None))).await;
 
-    let (status, code) = error_code(response).await;
     assert_eq!((status, code.as_str()), (401, "invalid_token"));
     assert_eq!(app.count("accounts"), 0);
 }
@@ -302,19 +297,14 @@ async fn a_user_id_that_would_name_an_organisations_account_is_refused() {
 async fn a_bearer_token_for_an_organisation_and_a_cookie_for_the_user_are_ambiguous() {
     let app = spawn_app().await;
 
-    let response = app
-        .client
-        .get(app.url("/billing/status"))
-        .bearer_auth(org_token("ada", "acme", Some("owner"), None))
-        .header(
-            "cookie",
-            format!("billing_session={}", token_for("ada", None)),
-        )
-        .send()
-        .await
-        .unwrap();
-
-    let (status, code) = error_code(response).await;
+    let (status, code) = status_refusal(&app, |r| {
+        r.bearer_auth(org_token("ada", "acme", Some("owner"), None))
+            .header(
+                "cookie",
+                format!("billing_session={}", token_for("ada", None)),
+            )
+    })
+    .await;
     assert_eq!((status, code.as_str()), (400, "ambiguous_credentials"));
 }
 

@@ -98,6 +98,10 @@ pub const SETTINGS: &[Setting] = &[
         "connections in this instance's pool"),
     file_or_env("DATABASE_LOCK_POOL_SIZE", Some("4"),
         "connections kept apart, besides the pool, for work that holds a lock while it waits on Stripe (creating a user's Stripe customer, re-reading a subscription); at most this many such waits at once, so a slow Stripe never holds the pool other requests use"),
+    file_or_env("STATUS_CACHE_ENTRIES", Some("100000"),
+        "how many accounts' `GET /billing/status` answers each instance keeps in memory (least recently read dropped first; about 100 bytes each); every change is dropped on every instance through Postgres `LISTEN/NOTIFY` within 80 ms, at once on the instance that made it; 0 turns the cache off (every read goes to Postgres)"),
+    file_or_env("STATUS_CACHE_LISTEN_URL", None,
+        "where the status cache's one listening connection (`LISTEN billing_status`) connects; unset: `DATABASE_URL`. Set it to a direct connection when `DATABASE_URL` goes through PgBouncer in transaction mode, which cannot `LISTEN`"),
     file_or_env("DATABASE_CONNECT_TIMEOUT_SECS", Some("5"),
         "how long to wait for a connection (then 503)"),
     file_or_env("DATABASE_STATEMENT_TIMEOUT_MS", Some("5000"),
@@ -424,8 +428,10 @@ const NO_EMULATOR: &str =
 #[serde(deny_unknown_fields)]
 struct Raw {
     database_url: String,
+    status_cache_listen_url: Option<String>,
     database_pool_size: u32,
     database_lock_pool_size: u32,
+    status_cache_entries: u32,
     database_connect_timeout_secs: u64,
     database_statement_timeout_ms: u64,
     host: String,
@@ -472,6 +478,8 @@ pub struct Settings {
     pub auth_jwt_secret: SecretString,
     /// `CLIENT_REFERENCE_SECRET`; `None`: a key derived from `auth_jwt_secret`.
     pub client_reference_secret: Option<SecretString>,
+    /// `STATUS_CACHE_ENTRIES`: see `billing::status_cache` (0: off).
+    pub status_cache_entries: u32,
     /// `BILLING_MANAGER_ROLES`: the `org_role`s that may manage an
     /// organisation's billing, trimmed, without empty entries.
     pub billing_manager_roles: Vec<String>,
@@ -515,6 +523,8 @@ pub struct MetricsSettings {
 pub struct DatabaseSettings {
     /// May carry a password, hence secret; [`DatabaseSettings::display_target`] is loggable.
     pub url: SecretString,
+    /// `STATUS_CACHE_LISTEN_URL` (secret like `url`); `None`: `url`.
+    pub listen_url: Option<SecretString>,
     pub pool_size: u32,
     /// `DATABASE_LOCK_POOL_SIZE`: see `db::build_lock_pool`.
     pub lock_pool_size: u32,
@@ -775,6 +785,12 @@ impl Settings {
         if raw.database_pool_size == 0 {
             problems.invalid("DATABASE_POOL_SIZE", "must be at least 1");
         }
+        if raw.status_cache_entries > 10_000_000 {
+            problems.invalid(
+                "STATUS_CACHE_ENTRIES",
+                "at most 10000000 (about 1 GB of answers); 0 turns the cache off",
+            );
+        }
         if raw.database_lock_pool_size == 0 {
             problems.invalid(
                 "DATABASE_LOCK_POOL_SIZE",
@@ -996,6 +1012,7 @@ impl Settings {
             app_env,
             database: DatabaseSettings {
                 url: SecretString::from(raw.database_url),
+                listen_url: raw.status_cache_listen_url.map(SecretString::from),
                 pool_size: raw.database_pool_size,
                 lock_pool_size: raw.database_lock_pool_size,
                 connect_timeout: Duration::from_secs(raw.database_connect_timeout_secs.max(1)),
@@ -1032,6 +1049,7 @@ impl Settings {
             auth_jwt_secret: jwt_secret.unwrap_or_else(|| SecretString::from(DEV_JWT_SECRET)),
             client_reference_secret,
             billing_manager_roles: split_plans(&raw.billing_manager_roles),
+            status_cache_entries: raw.status_cache_entries,
             billing_past_due_grace_days: raw.billing_past_due_grace_days,
             billing_collection_paused_is_paid: raw.billing_collection_paused_is_paid,
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs),

@@ -115,6 +115,8 @@ pub async fn build(
         ))),
         plan_reads: Default::default(),
         entitlement_reads: Default::default(),
+        // The server starts its own (startup.rs); commands have none.
+        status_cache: None,
         client_reference: ReferenceKey::from_secrets(
             settings.client_reference_secret.as_ref(),
             &settings.auth_jwt_secret,

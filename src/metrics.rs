@@ -6,7 +6,8 @@
 //! histogram, the database pool in use, same-second ties settled by a
 //! re-read, grace periods ended by the sweep, and how the service heals
 //! itself ([`HealingMetrics`]: events applied by delivery or catch-up, the
-//! catch-up's runs, the drift check's re-reads). One registry per
+//! catch-up's runs, the drift check's re-reads), and the status cache's reads,
+//! size, evictions and listening connection. One registry per
 //! [`Application`](crate::startup::Application), so tests never share one;
 //! counters are per instance, and Prometheus sums instances.
 
@@ -39,6 +40,7 @@ pub struct Metrics {
     pub(crate) tie_refetches: IntCounter,
     pub(crate) grace_expirations: IntCounter,
     pub(crate) healing: HealingMetrics,
+    status_cache: StatusCacheMetrics,
 }
 
 impl Metrics {
@@ -164,6 +166,7 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         let healing = HealingMetrics::register(&registry);
+        let status_cache = StatusCacheMetrics::register(&registry);
         Self {
             registry,
             http_requests,
@@ -180,7 +183,34 @@ impl Metrics {
             tie_refetches,
             grace_expirations,
             healing,
+            status_cache,
         }
+    }
+
+    /// One status read by the cache (`billing::status_cache`): `hit`,
+    /// `miss` or `bypass` (not listening, or not caught up: read from Postgres).
+    pub(crate) fn status_cache_read(&self, outcome: CacheRead) {
+        let m = &self.status_cache;
+        match outcome {
+            CacheRead::Hit => &m.hits,
+            CacheRead::Miss => &m.misses,
+            CacheRead::Bypass => &m.bypasses,
+        }
+        .inc();
+    }
+
+    pub(crate) fn status_cache_entries(&self, entries: usize) {
+        self.status_cache
+            .entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn status_cache_evicted(&self) {
+        self.status_cache.evictions.inc();
+    }
+
+    pub(crate) fn status_cache_listening(&self, listening: bool) {
+        self.status_cache.listening.set(i64::from(listening));
     }
 
     pub(crate) fn stripe_call(&self, operation: &str, outcome: &str, elapsed: Duration) {
@@ -249,6 +279,72 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// How the status cache served one read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheRead {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+/// The status cache (`billing::status_cache`); the counters resolved once,
+/// so a hit costs no label lookup.
+struct StatusCacheMetrics {
+    hits: IntCounter,
+    misses: IntCounter,
+    bypasses: IntCounter,
+    entries: IntGauge,
+    evictions: IntCounter,
+    listening: IntGauge,
+}
+
+impl StatusCacheMetrics {
+    fn register(registry: &Registry) -> Self {
+        let reads = IntCounterVec::new(
+            Opts::new(
+                "status_cache_reads_total",
+                "GET /billing/status (and refresh) answers by how the status cache served them: \
+                 hit (from memory), miss (read from Postgres and kept), bypass (read from \
+                 Postgres: the cache is not listening or not caught up)",
+            ),
+            &["outcome"],
+        )
+        .unwrap();
+        let entries = IntGauge::new(
+            "status_cache_entries",
+            "Accounts whose status answer this instance keeps in memory (at most STATUS_CACHE_ENTRIES)",
+        )
+        .unwrap();
+        let evictions = IntCounter::new(
+            "status_cache_evictions_total",
+            "Status answers dropped to stay within STATUS_CACHE_ENTRIES (least recently read first)",
+        )
+        .unwrap();
+        let listening = IntGauge::new(
+            "status_cache_listening",
+            "1 while the status cache's Postgres connection listens for changes, else 0 \
+             (then every status is read from Postgres)",
+        )
+        .unwrap();
+        for collector in [
+            Box::new(reads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(entries.clone()),
+            Box::new(evictions.clone()),
+            Box::new(listening.clone()),
+        ] {
+            registry.register(collector).expect("unique");
+        }
+        Self {
+            hits: reads.with_label_values(&["hit"]),
+            misses: reads.with_label_values(&["miss"]),
+            bypasses: reads.with_label_values(&["bypass"]),
+            entries,
+            evictions,
+            listening,
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use anyhow::Context;
 use log::{info, warn};
 use secrecy::ExposeSecret;
 
+use crate::billing::status_cache::StatusCache;
 use crate::billing::{checkout, healing, sweep};
 use crate::clock::Clock;
 use crate::config::{AppEnv, Settings};
@@ -89,7 +90,12 @@ impl Application {
         };
         #[cfg(not(feature = "emulator"))]
         let (target, demo) = (StripeTarget::Configured, false);
-        let billing = context::build(&settings, target, clock).await?;
+        let mut billing = context::build(&settings, target, clock).await?;
+        billing.status_cache = StatusCache::start(
+            settings.status_cache_entries,
+            crate::db::listen_url(&settings.database),
+            billing.metrics.clone(),
+        );
         let state = web::Data::new(AppState {
             billing,
             origins: http::auth::OriginPolicy::new(&settings),

@@ -652,6 +652,8 @@ pub(crate) async fn apply_on_return(
             })
         }
     }
+    // Read your writes: this instance's cached answer predates what was just stored.
+    billing.forget_status(user.id);
     summary::of_user(billing, user).await
 }
 

@@ -243,6 +243,8 @@ async fn create_locked(
         })
         .await?;
     tx.commit().await?;
+    // Read your writes: `hasCustomer` (and any subscription linked) changed.
+    billing.forget_status(user_id);
     match linked {
         Some(linked) if linked == customer => {
             info!("created Stripe customer {customer} for user {user_id}");

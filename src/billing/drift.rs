@@ -100,6 +100,9 @@ pub async fn run(billing: &Billing) -> Result<Report, super::Error> {
         })
         .await
         .map_err(super::Error::from)?;
+        if let Some(account) = &row.user_id {
+            billing.forget_status(account);
+        }
         if moved_on {
             log::info!(
                 "drift check: {} of {customer} had no news for over an hour after its period \

@@ -131,6 +131,8 @@ async fn read(
     let (id, stored, started_at) = (customer.clone(), keys.clone(), lock.started_at);
     lock.store(move |conn| entitlements::store(conn, &id, &stored, started_at, seen))
         .await?;
+    // The customer's account is not named here (read your writes).
+    billing.wrote_statuses();
     Ok(Read::Stored(keys))
 }
 

@@ -4,6 +4,8 @@
 //!
 //! - [`status`]: subscription statuses and the paid rule;
 //! - [`summary`]: what a user's billing status is ([`summary::of_user`]);
+//! - [`status_cache`]: those answers kept in memory, dropped by Postgres
+//!   notifications;
 //! - [`plans`]: the names and prices of plans (stored from price and product
 //!   events, read from Stripe once when missing);
 //! - [`customers`]: the user's one Stripe customer;
@@ -43,6 +45,7 @@ pub mod refetch;
 pub mod refresh;
 pub mod resync;
 pub mod status;
+pub mod status_cache;
 pub mod summary;
 pub mod sweep;
 pub mod sync;
@@ -118,11 +121,40 @@ pub struct Billing {
     /// This instance's background reads of customers' entitlements (see
     /// [`entitlements`]).
     pub entitlement_reads: Arc<entitlements::Reads>,
+    /// This instance's status answers in memory (`STATUS_CACHE_ENTRIES`);
+    /// `None` when off, and for commands (only a server keeps one).
+    pub status_cache: Option<Arc<status_cache::StatusCache>>,
 }
 
 impl Billing {
     pub fn stripe(&self) -> Result<&StripeGateway, Error> {
         self.stripe.as_ref().ok_or(Error::StripeNotConfigured)
+    }
+
+    /// After this instance changed `account`'s status: its next status read
+    /// is the change's, here at once (the notification reaches the other
+    /// instances).
+    pub(crate) fn forget_status(&self, account: &crate::ids::AccountId) {
+        if let Some(cache) = &self.status_cache {
+            cache.forget(account.as_str());
+        }
+    }
+
+    /// After an event's transaction: what it changed, dropped here at once.
+    pub(crate) fn touched(&self, touched: &sync::Touched) {
+        match touched {
+            sync::Touched::Nothing => {}
+            sync::Touched::Account(account) => self.forget_status(account),
+            sync::Touched::Unknown => self.wrote_statuses(),
+        }
+    }
+
+    /// After this instance changed accounts it does not name (a catch-up, a
+    /// customer deleted, a checkout linked): see [`status_cache::StatusCache::wrote`].
+    pub(crate) fn wrote_statuses(&self) {
+        if let Some(cache) = &self.status_cache {
+            cache.wrote();
+        }
     }
 
     /// [`Billing::lock_timeout_ms`] as a duration.

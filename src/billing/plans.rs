@@ -34,7 +34,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(600);
 /// name when neither the product's name nor the price's nickname is, an
 /// amount for a price without one (tiered, customer-chosen), an interval for
 /// a one-time price.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Plan {
     /// The product's name, else the price's nickname.
     pub(crate) name: Option<String>,

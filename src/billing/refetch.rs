@@ -96,10 +96,12 @@ pub(crate) async fn apply_event_refetched(
         // Nothing to re-read: only subscription events are ever undecidable.
         let (rule, clock) = (billing.rule, billing.clock.clone());
         let key = billing.client_reference.clone();
-        return Ok(crate::db::run(&billing.pool, move |conn| {
+        let (outcome, touched) = crate::db::run(&billing.pool, move |conn| {
             sync::apply_event(conn, &event, None, &key, rule, clock.now())
         })
-        .await?);
+        .await?;
+        billing.touched(&touched);
+        return Ok(outcome);
     };
     let stripe = billing.stripe()?;
     let lock = FetchLock::acquire(billing, &payload.customer_id).await?;
@@ -116,7 +118,9 @@ pub(crate) async fn apply_event_refetched(
     };
     let (rule, clock) = (billing.rule, billing.clock.clone());
     let key = billing.client_reference.clone();
-    Ok(lock
+    let (outcome, touched) = lock
         .store(move |conn| sync::apply_event(conn, &event, Some(&fresh), &key, rule, clock.now()))
-        .await?)
+        .await?;
+    billing.touched(&touched);
+    Ok(outcome)
 }

@@ -67,6 +67,8 @@ pub(crate) async fn refresh(billing: &Billing, user: Member<'_>) -> Result<Billi
             })
         }
     }
+    // Read your writes: this instance's cached answer predates what was just stored.
+    billing.forget_status(user.id);
     summary::of_user(billing, user).await
 }
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub use crate::stripe::status::SubscriptionStatus;
 
 /// Why a user is or is not paid: a stable code apps and the page can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     Active,
     Trialing,

@@ -16,9 +16,19 @@ use crate::db::{self, accounts, entitlements};
 /// at once. Records the user (and a changed email) on the way. A current
 /// subscription whose price or product is not stored yet has them read in
 /// the background ([`plans::learn_in_background`]); until then its plan is
-/// what is known, or `None`.
+/// what is known, or `None`. Served from memory when this instance's
+/// [`StatusCache`](super::status_cache::StatusCache) has it.
 pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<BillingSummary, Error> {
-    let (id, known) = (user.id.clone(), user.known().to_owned());
+    let known = user.known();
+    let cache = billing.status_cache.as_ref();
+    if let Some(cached) =
+        cache.and_then(|c| c.get(user.id, known.email, known.name, billing.clock.now()))
+    {
+        return Ok(cached);
+    }
+    // Registered before the read: a change notified meanwhile is not stored over.
+    let fill = cache.map(|c| c.fill(user.id));
+    let (id, known) = (user.id.clone(), known.to_owned());
     let ((row, rows), features) = db::run(&billing.pool, move |conn| {
         // The steady state, a known account with nothing new, is one
         // prepared statement; a new account or a changed email or name is
@@ -48,6 +58,7 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
     summary.has_customer = row.stripe_customer_id.is_some();
     summary.account_name = row.name;
     summary.features = features;
+    let mut complete = true;
     if let Some(i) = current_index(&subs, billing.rule, now) {
         let (price, product) = &catalogue[i];
         summary.plan = plans::plan_of(price.as_ref(), product.as_ref());
@@ -55,9 +66,34 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
         let missing = price.is_none() || (sub.product_id.is_some() && product.is_none());
         if let (true, Some(price)) = (missing, &sub.price_id) {
             plans::learn_in_background(billing, price, sub.product_id.as_deref());
+            // Not kept: the next read asks for the plan again.
+            complete = false;
         }
     }
+    if let (Some(fill), true) = (fill, complete) {
+        fill.store(
+            &summary,
+            row.email.as_deref(),
+            changes_by_itself_at(&subs, billing.rule, now),
+        );
+    }
     Ok(summary)
+}
+
+/// The first moment after `now` at which time alone changes the status of
+/// an account with these subscriptions: the end of a past-due grace (the
+/// only part of [`PaidRule::judge`] that reads the clock; which subscription
+/// is current follows from it). `None`: only a change does.
+pub(crate) fn changes_by_itself_at(
+    subs: &[Subscription],
+    rule: PaidRule,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    subs.iter()
+        .filter(|s| s.status == SubscriptionStatus::PastDue.as_str())
+        .filter_map(|s| s.past_due_since.map(|since| rule.grace_ends_at(since)))
+        .filter(|ends| *ends > now)
+        .min()
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -97,54 +97,67 @@ pub(crate) fn apply_event(
     key: &ReferenceKey,
     rule: PaidRule,
     now: DateTime<Utc>,
-) -> QueryResult<Outcome> {
+) -> QueryResult<(Outcome, Touched)> {
     let created = timestamp(event.created).unwrap_or(DateTime::UNIX_EPOCH);
+    let applied = Outcome::Applied.as_str();
     let result = conn.transaction(|conn| {
-        if !events::claim(
-            conn,
-            &event.id,
-            &event.type_,
-            created,
-            Outcome::Applied.as_str(),
-        )? {
-            return Ok(Outcome::Duplicate);
-        }
-        let outcome = match &event.kind {
-            EventKind::Subscription(payload, previous) => match fresh {
-                Some(fresh) => apply_subscription(
+        let (outcome, touched) = match &event.kind {
+            EventKind::Subscription(payload, previous) => {
+                // The claim and the customer's holder in one round trip.
+                let Some(holder) = events::claim_with_holder(
                     conn,
-                    &fresh.subscription,
-                    &Provenance::Fetch {
-                        started_at: fresh.started_at,
-                    },
-                    rule,
-                    now,
-                )?,
-                None => apply_subscription(
-                    conn,
-                    payload,
-                    &Provenance::Event {
-                        created,
-                        previous: &previous.0,
-                    },
-                    rule,
-                    now,
-                )?,
-            },
-            EventKind::CustomerDeleted { customer_id } => {
-                customer_deleted(conn, customer_id, created, rule, now)?
+                    &event.id,
+                    &event.type_,
+                    created,
+                    applied,
+                    &payload.customer_id,
+                )?
+                else {
+                    return Ok((Outcome::Duplicate, Touched::Nothing));
+                };
+                let (sub, provenance) = match fresh {
+                    Some(fresh) => (
+                        &fresh.subscription,
+                        Provenance::Fetch {
+                            started_at: fresh.started_at,
+                        },
+                    ),
+                    None => (
+                        payload,
+                        Provenance::Event {
+                            created,
+                            previous: &previous.0,
+                        },
+                    ),
+                };
+                let user = user_for_held(conn, sub, holder)?;
+                let outcome =
+                    apply_subscription_as(conn, sub, user.as_ref(), &provenance, rule, now)?;
+                (outcome, user.map_or(Touched::Nothing, Touched::Account))
             }
-            EventKind::CheckoutCompleted(session) => {
-                checkout_completed(conn, session, key, rule, now)?
+            kind => {
+                if !events::claim(conn, &event.id, &event.type_, created, applied)? {
+                    return Ok((Outcome::Duplicate, Touched::Nothing));
+                }
+                let outcome = match kind {
+                    EventKind::CustomerDeleted { customer_id } => {
+                        customer_deleted(conn, customer_id, created, rule, now)?
+                    }
+                    EventKind::CheckoutCompleted(session) => {
+                        checkout_completed(conn, session, key, rule, now)?
+                    }
+                    EventKind::Price(price) => plans::store_price(conn, price, created)?,
+                    EventKind::Product(product) => plans::store_product(conn, product, created)?,
+                    EventKind::EntitlementSummary { customer_id } => {
+                        // Read in full after the delivery (the summary holds ten at most).
+                        entitlements::mark_stale(conn, customer_id)?;
+                        Outcome::Applied
+                    }
+                    EventKind::Ignored => Outcome::Ignored,
+                    EventKind::Subscription(..) => unreachable!("matched above"),
+                };
+                (outcome, Touched::Unknown)
             }
-            EventKind::Price(price) => plans::store_price(conn, price, created)?,
-            EventKind::Product(product) => plans::store_product(conn, product, created)?,
-            EventKind::EntitlementSummary { customer_id } => {
-                // Read in full after the delivery (the summary holds ten at most).
-                entitlements::mark_stale(conn, customer_id)?;
-                Outcome::Applied
-            }
-            EventKind::Ignored => Outcome::Ignored,
         };
         match outcome {
             // Unclaim the event: it is applied for real once re-read.
@@ -152,12 +165,27 @@ pub(crate) fn apply_event(
             Outcome::Applied => {}
             other => events::set_outcome(conn, &event.id, other.as_str())?,
         }
-        Ok(outcome)
+        Ok((outcome, touched))
     });
     match result {
-        Err(diesel::result::Error::RollbackTransaction) => Ok(Outcome::Undecidable),
+        Err(diesel::result::Error::RollbackTransaction) => {
+            Ok((Outcome::Undecidable, Touched::Nothing))
+        }
+        Ok((outcome, _)) if outcome != Outcome::Applied => Ok((outcome, Touched::Nothing)),
         other => other,
     }
+}
+
+/// Whose billing status an applied event may have changed, for this
+/// instance's status cache to drop at once (read your writes); the other
+/// instances hear it from Postgres (`billing::status_cache`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Touched {
+    Nothing,
+    Account(AccountId),
+    /// Some accounts, not named here (a customer deleted, a checkout linked,
+    /// a plan renamed): rare.
+    Unknown,
 }
 
 /// Records a verified event that must change nothing, with `outcome`
@@ -185,13 +213,21 @@ pub fn apply_subscription(
     rule: PaidRule,
     now: DateTime<Utc>,
 ) -> QueryResult<Outcome> {
-    let user = user_for(conn, sub)?;
-    let stored = subscriptions::store(
-        conn,
-        &state_of(sub, user.as_ref()),
-        provenance,
-        &rule.at(now),
-    )?;
+    let holder = accounts::find_by_customer(conn, &sub.customer_id)?;
+    let user = user_for_held(conn, sub, holder)?;
+    apply_subscription_as(conn, sub, user.as_ref(), provenance, rule, now)
+}
+
+/// [`apply_subscription`] for the account `user_for_held` found.
+fn apply_subscription_as(
+    conn: &mut PgConnection,
+    sub: &SubscriptionObject,
+    user: Option<&AccountId>,
+    provenance: &Provenance<'_>,
+    rule: PaidRule,
+    now: DateTime<Utc>,
+) -> QueryResult<Outcome> {
+    let stored = subscriptions::store(conn, &state_of(sub, user), provenance, &rule.at(now))?;
     Ok(match stored {
         Stored::Applied => {
             // A subscription change may change the customer's entitlements:
@@ -237,12 +273,19 @@ fn named_in_metadata(org: Option<&str>, user: Option<&str>) -> Option<Result<Acc
     }
 }
 
-fn user_for(conn: &mut PgConnection, sub: &SubscriptionObject) -> QueryResult<Option<AccountId>> {
+/// The account a subscription belongs to: `holder`, the account holding its
+/// customer (looked up by the caller), else the one its metadata names, which
+/// is then linked to the customer.
+fn user_for_held(
+    conn: &mut PgConnection,
+    sub: &SubscriptionObject,
+    holder: Option<AccountId>,
+) -> QueryResult<Option<AccountId>> {
     let named = named_in_metadata(
         sub.metadata_org_id.as_deref(),
         sub.metadata_user_id.as_deref(),
     );
-    if let Some(holder) = accounts::find_by_customer(conn, &sub.customer_id)? {
+    if let Some(holder) = holder {
         if named
             .as_ref()
             .is_some_and(|named| named.as_ref() != Ok(&holder))

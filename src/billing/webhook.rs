@@ -88,10 +88,11 @@ async fn apply(billing: &Billing, mut event: Event) -> Result<Outcome, Error> {
     let event = Arc::new(event);
     let (rule, clock, payload) = (billing.rule, billing.clock.clone(), event.clone());
     let key = billing.client_reference.clone();
-    let outcome = db::run(&billing.pool, move |conn| {
+    let (outcome, touched) = db::run(&billing.pool, move |conn| {
         sync::apply_event(conn, &payload, None, &key, rule, clock.now())
     })
     .await?;
+    billing.touched(&touched);
     if outcome != Outcome::Undecidable {
         return Ok(outcome);
     }

@@ -5,8 +5,10 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use diesel::sql_types::{Bool, Nullable, Text, Timestamptz};
+
 use super::schema::stripe_events;
-use crate::ids::EventId;
+use crate::ids::{AccountId, CustomerId, EventId};
 
 /// Claims the event id for this transaction. `false` means another delivery
 /// already recorded it (or is recording it: the insert waits on that
@@ -28,6 +30,40 @@ pub fn claim(
         .on_conflict_do_nothing()
         .execute(conn)
         .map(|inserted| inserted == 1)
+}
+
+/// [`claim`], and the account holding `customer` (as [`super::accounts::find_by_customer`]
+/// reads it), in one statement: one round trip fewer for every subscription
+/// event. `None` when the event was already claimed.
+pub fn claim_with_holder(
+    conn: &mut PgConnection,
+    id: &EventId,
+    type_: &str,
+    created: DateTime<Utc>,
+    outcome: &str,
+    customer: &CustomerId,
+) -> QueryResult<Option<Option<AccountId>>> {
+    #[derive(QueryableByName)]
+    struct Claim {
+        #[diesel(sql_type = Bool)]
+        claimed: bool,
+        #[diesel(sql_type = Nullable<Text>)]
+        holder: Option<AccountId>,
+    }
+    let claim: Claim = diesel::sql_query(
+        "WITH claimed AS ( \
+             INSERT INTO stripe_events (id, type, stripe_created_at, outcome) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM claimed) AS claimed, \
+                (SELECT id FROM accounts WHERE stripe_customer_id = $5 LIMIT 1) AS holder",
+    )
+    .bind::<Text, _>(id)
+    .bind::<Text, _>(type_)
+    .bind::<Timestamptz, _>(created)
+    .bind::<Text, _>(outcome)
+    .bind::<Text, _>(customer)
+    .get_result(conn)?;
+    Ok(claim.claimed.then_some(claim.holder))
 }
 
 pub fn set_outcome(conn: &mut PgConnection, id: &EventId, outcome: &str) -> QueryResult<()> {

@@ -500,6 +500,22 @@ fn connection_url(settings: &DatabaseSettings) -> String {
     )
 }
 
+/// Where the status cache's listener connects (`STATUS_CACHE_LISTEN_URL`,
+/// else `DATABASE_URL`), with the same client timeouts as every connection:
+/// a silent server breaks its heartbeat within them.
+pub fn listen_url(settings: &DatabaseSettings) -> String {
+    openssl_sys::init();
+    with_client_timeouts(
+        settings
+            .listen_url
+            .as_ref()
+            .unwrap_or(&settings.url)
+            .expose_secret(),
+        settings.connect_timeout,
+        settings.statement_timeout,
+    )
+}
+
 /// The main pool: `DATABASE_POOL_SIZE` connections for every request.
 pub fn build_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     pool_of(settings, settings.pool_size, settings.pool_size.min(2))

@@ -1,0 +1,14 @@
+DROP TRIGGER billing_status_product_changed ON stripe_products;
+DROP TRIGGER billing_status_product_written ON stripe_products;
+DROP TRIGGER billing_status_price_changed ON stripe_prices;
+DROP TRIGGER billing_status_price_written ON stripe_prices;
+DROP FUNCTION billing_notify_everyone();
+DROP TRIGGER billing_status_entitlements_changed ON stripe_entitlements;
+DROP TRIGGER billing_status_entitlements_written ON stripe_entitlements;
+DROP FUNCTION billing_notify_entitlements();
+DROP TRIGGER billing_status_subscription_changed ON subscriptions;
+DROP TRIGGER billing_status_subscription_written ON subscriptions;
+DROP FUNCTION billing_notify_subscription();
+DROP TRIGGER billing_status_account_changed ON accounts;
+DROP TRIGGER billing_status_account_written ON accounts;
+DROP FUNCTION billing_notify_account();

@@ -58,7 +58,7 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
     summary.has_customer = row.stripe_customer_id.is_some();
     summary.account_name = row.name;
     summary.features = features;
-    let mut complete = true;
+    let mut valid_until = changes_by_itself_at(&subs, billing.rule, now);
     if let Some(i) = current_index(&subs, billing.rule, now) {
         let (price, product) = &catalogue[i];
         summary.plan = plans::plan_of(price.as_ref(), product.as_ref());
@@ -66,19 +66,22 @@ pub(crate) async fn of_user(billing: &Billing, user: Member<'_>) -> Result<Billi
         let missing = price.is_none() || (sub.product_id.is_some() && product.is_none());
         if let (true, Some(price)) = (missing, &sub.price_id) {
             plans::learn_in_background(billing, price, sub.product_id.as_deref());
-            // Not kept: the next read asks for the plan again.
-            complete = false;
+            // Kept a minute at most, so that a read that failed is asked for
+            // again; one that succeeds stores the price, which drops every
+            // answer (the `status_notify` migration).
+            let retry = now + chrono::TimeDelta::seconds(PLAN_RETRY_SECS);
+            valid_until = Some(valid_until.map_or(retry, |t| t.min(retry)));
         }
     }
-    if let (Some(fill), true) = (fill, complete) {
-        fill.store(
-            &summary,
-            row.email.as_deref(),
-            changes_by_itself_at(&subs, billing.rule, now),
-        );
+    if let Some(fill) = fill {
+        fill.store(&summary, row.email.as_deref(), valid_until);
     }
     Ok(summary)
 }
+
+/// How long an answer whose plan is not stored yet is kept in the status
+/// cache before the plan is asked for again.
+const PLAN_RETRY_SECS: i64 = 60;
 
 /// The first moment after `now` at which time alone changes the status of
 /// an account with these subscriptions: the end of a past-due grace (the

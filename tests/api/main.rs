@@ -33,6 +33,7 @@ mod portal;
 mod refresh;
 mod scale;
 mod startup;
+mod status_cache;
 mod stripe_client;
 mod support;
 mod webhooks;

@@ -115,6 +115,10 @@ pub async fn try_spawn_app_with(
         settings,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // Well under the service's 5 s keep-alive: a connection the
+            // server may be closing is never reused (on a starved machine a
+            // POST raced that close and failed with IncompleteMessage).
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
             .build()
             .unwrap(),
     })

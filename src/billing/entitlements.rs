@@ -129,10 +129,20 @@ async fn read(
     keys.sort();
     keys.dedup();
     let (id, stored, started_at) = (customer.clone(), keys.clone(), lock.started_at);
-    lock.store(move |conn| entitlements::store(conn, &id, &stored, started_at, seen))
+    let changed = lock
+        .store(move |conn| {
+            let before = entitlements::features_of(conn, &id)?;
+            entitlements::store(conn, &id, &stored, started_at, seen)?;
+            match before == stored {
+                true => Ok(None),
+                false => crate::db::accounts::find_by_customer(conn, &id),
+            }
+        })
         .await?;
-    // The customer's account is not named here (read your writes).
-    billing.wrote_statuses();
+    // Read your writes: the holder's status shows the new set here at once.
+    if let Some(account) = changed {
+        billing.forget_status(&account);
+    }
     Ok(Read::Stored(keys))
 }
 

@@ -288,6 +288,9 @@ impl StatusCache {
     /// processed a heartbeat sent after now, so this instance reads its own
     /// write, whichever account it was.
     pub(crate) fn wrote(&self) {
+        // Under the lock, as in `heard`: a heartbeat sent before this must
+        // never raise `fresh_until` after it was lowered here.
+        let _inner = self.lock();
         let now = self.since_origin(Instant::now());
         self.wrote_at.fetch_max(now, Ordering::AcqRel);
         // The heartbeat that proves the listener caught up is sent after
@@ -297,6 +300,7 @@ impl StatusCache {
 
     /// The listener processed the heartbeat it sent at `sent`.
     fn heard(&self, sent: Instant) {
+        let _inner = self.lock();
         let sent = self.since_origin(sent);
         if sent < self.wrote_at.load(Ordering::Acquire) {
             return; // sent before a local write: says nothing about it

@@ -6,7 +6,7 @@
 //! - [`http`]: routes, handlers, authentication, error answers, OpenAPI;
 //! - [`billing`]: the use cases;
 //! - [`db`], [`stripe`]: infrastructure;
-//! - [`ids`], [`clock`], [`config`], [`metrics`]: shared by all;
+//! - [`ids`], [`clock`], [`config`], [`metrics`], [`memory`]: shared by all;
 //! - `emulator` (cargo feature, on by default): a stand-in for Stripe for
 //!   development, beside the service.
 
@@ -19,6 +19,7 @@ pub mod db;
 pub mod emulator;
 pub mod http;
 pub mod ids;
+pub mod memory;
 pub mod metrics;
 pub mod startup;
 pub mod stripe;

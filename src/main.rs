@@ -99,6 +99,7 @@ enum Command {
 
 #[actix_rt::main]
 async fn main() {
+    billing_portal::memory::limit_arenas();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if let Err(err) = run(Cli::parse()).await {
         // One line a person can act on; libpq's messages span several.

@@ -78,6 +78,9 @@ pub const FRESHNESS: Duration = Duration::from_millis(80);
 /// How often the listener reads what Postgres sent (diesel offers no way to
 /// wait on the socket): the notification latency when idle.
 const POLL: Duration = Duration::from_millis(2);
+/// Notifications read at once after which the memory libpq took for them is
+/// given back.
+const BURST: usize = 1_000;
 /// How long the listener waits before connecting again after a failure, at
 /// most (doubling from 50 ms).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -574,8 +577,10 @@ fn session(
             seq += 1;
             next_beat = now + HEARTBEAT;
         }
+        let mut heard = 0_usize;
         for notification in conn.notifications_iter() {
             let notification = notification?;
+            heard += 1;
             if notification.channel == beats {
                 let Ok(beat) = notification.payload.parse::<u64>() else {
                     continue;
@@ -596,6 +601,11 @@ fn session(
             }
         }
         drop(c);
+        if heard >= BURST {
+            // libpq queued each one (a bulk change: a `sync`, a migration):
+            // megabytes the allocator would otherwise keep.
+            crate::memory::give_back();
+        }
         std::thread::sleep(POLL);
     }
 }

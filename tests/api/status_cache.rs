@@ -136,21 +136,39 @@ async fn apply(app: &TestApp, k: i64, base: i64) -> Instant {
     Instant::now()
 }
 
+/// `GET /billing/status` of the instance at `base_url`.
+async fn status_at(app: &TestApp, base_url: &str, token: &str) -> Value {
+    app.client
+        .get(format!("{base_url}/billing/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A paid user, and a second instance whose listening connection alone
+/// goes through `proxy` (its pool reads Postgres directly, so it keeps
+/// answering whatever the proxy does), answering change 0 from memory.
+async fn listening_through(proxy: &TcpProxy) -> (TestApp, Instance, String, i64) {
+    let app = spawn_app().await;
+    let base = base_period_end();
+    let token = paid_user(&app, base).await;
+    let listen =
+        format!("{}/{}", admin_url(), app.db_name).replace(":5432/", &format!(":{}/", proxy.port));
+    let other = Instance::start_logging(&app, &[("STATUS_CACHE_LISTEN_URL", &listen)]).await;
+    until_cached(&app, &other.base, &token, 0, base).await;
+    (app, other, token, base)
+}
+
 /// Waits (bounded) until `base_url` answers change `k` from memory: the
 /// cache holds it and is listening.
 async fn until_cached(app: &TestApp, base_url: &str, token: &str, k: i64, base: i64) {
     for _ in 0..200 {
         let before = hits(&app.client, base_url).await;
-        let status: Value = app
-            .client
-            .get(format!("{base_url}/billing/status"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = status_at(app, base_url, token).await;
         if change_seen(&status, base) == k && hits(&app.client, base_url).await > before {
             return;
         }
@@ -210,16 +228,8 @@ async fn a_change_through_one_instance_is_answered_by_the_other_within_100_ms_at
 
 #[actix_rt::test]
 async fn with_its_listening_connection_stalled_an_instance_never_answers_older_than_the_bound() {
-    let app = spawn_app().await;
-    let base = base_period_end();
-    let token = paid_user(&app, base).await;
-    // Only B's listening connection goes through the proxy: its pool reads
-    // Postgres directly, so B keeps answering.
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let listen =
-        format!("{}/{}", admin_url(), app.db_name).replace(":5432/", &format!(":{}/", proxy.port));
-    let other = Instance::start_logging(&app, &[("STATUS_CACHE_LISTEN_URL", &listen)]).await;
-    until_cached(&app, &other.base, &token, 0, base).await;
+    let (app, other, token, base) = listening_through(&proxy).await;
 
     // Postgres stops answering the listener, without closing anything: no
     // notification, no error, only silence.
@@ -250,14 +260,8 @@ async fn with_its_listening_connection_stalled_an_instance_never_answers_older_t
 
 #[actix_rt::test]
 async fn with_its_listening_connection_cut_an_instance_reads_postgres_until_it_listens_again() {
-    let app = spawn_app().await;
-    let base = base_period_end();
-    let token = paid_user(&app, base).await;
     let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let listen =
-        format!("{}/{}", admin_url(), app.db_name).replace(":5432/", &format!(":{}/", proxy.port));
-    let other = Instance::start_logging(&app, &[("STATUS_CACHE_LISTEN_URL", &listen)]).await;
-    until_cached(&app, &other.base, &token, 0, base).await;
+    let (app, other, token, base) = listening_through(&proxy).await;
 
     proxy.cut();
     for _ in 0..200 {
@@ -276,16 +280,7 @@ async fn with_its_listening_connection_cut_an_instance_reads_postgres_until_it_l
         "what was cached may miss changes: dropped"
     );
     apply(&app, 1, base).await;
-    let status: Value = app
-        .client
-        .get(format!("{}/billing/status", other.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_at(&app, &other.base, &token).await;
     assert_eq!(change_seen(&status, base), 1, "read from Postgres");
 
     proxy.restore();
@@ -314,16 +309,7 @@ async fn an_operators_sql_reaches_every_instances_answer() {
     for base_url in [&other.base, &app.address] {
         let mut seen = String::new();
         for _ in 0..100 {
-            let status: Value = app
-                .client
-                .get(format!("{base_url}/billing/status"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let status = status_at(&app, base_url, &token).await;
             seen = status["data"]["status"].as_str().unwrap().to_owned();
             if seen == "canceled" {
                 break;

@@ -10,9 +10,10 @@
 
 /// Caps glibc's malloc arenas at one per core (at least two). Call first in
 /// `main`, before other threads allocate.
+/// An operator's `MALLOC_ARENA_MAX` wins.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(2);
         // SAFETY: mallopt only sets an allocator parameter; 0 means refused,

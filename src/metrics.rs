@@ -307,8 +307,9 @@ impl StatusCacheMetrics {
             Opts::new(
                 "status_cache_reads_total",
                 "GET /billing/status (and refresh) answers by how the status cache served them: \
-                 hit (from memory), miss (read from Postgres and kept), bypass (read from \
-                 Postgres: the cache is not listening or not caught up)",
+                 hit (from memory), miss (read from Postgres, and kept unless it changed \
+                 meanwhile), bypass (read from Postgres: the cache is not listening or not \
+                 caught up)",
             ),
             &["outcome"],
         )

@@ -9,10 +9,28 @@
 -- their prices and products, and its customer's features (stripe_entitlements.lookup_keys).
 -- `paid` is not in it (the status judges the rule itself), so the sweep's and every other
 -- recompute of that column notify nothing. Updates notify only when a column changed, so an
--- upsert that rewrites a row as it was costs nothing.
+-- upsert that rewrites a row as it was costs nothing. Not covered: writes with
+-- session_replication_role = replica (pg_restore, logical replication) or with the triggers
+-- disabled; restart the instances after those.
+
+-- Linking an account to a customer and writing that customer's features are serialized on the
+-- customer (a transaction-scoped advisory lock, taken here after a link and, before the row, by
+-- billing_lock_entitlements): otherwise an entitlements store could look for the customer's
+-- holder before a concurrent link commits, notify nobody, and commit after a status read that
+-- saw the link but the old features, which would then be kept until the next change. Always the
+-- customer lock before the entitlements row, so the two cannot deadlock.
+CREATE FUNCTION billing_status_customer_lock(customer text) RETURNS void LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('billing-status-customer:' || customer, 0))
+$$;
 
 CREATE FUNCTION billing_notify_account() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.stripe_customer_id IS NOT NULL
+       AND NEW.stripe_customer_id IS DISTINCT FROM OLD.stripe_customer_id THEN
+        PERFORM billing_status_customer_lock(NEW.stripe_customer_id);
+    ELSIF TG_OP = 'INSERT' AND NEW.stripe_customer_id IS NOT NULL THEN
+        PERFORM billing_status_customer_lock(NEW.stripe_customer_id);
+    END IF;
     IF TG_OP <> 'INSERT' THEN
         PERFORM pg_notify('billing_status', OLD.id);
     END IF;
@@ -55,6 +73,21 @@ CREATE TRIGGER billing_status_subscription_changed
 
 -- Features are stored by customer: the accounts holding it (at most one) are notified.
 -- Recording that a read is owed (`requested`, `satisfied`) changes no answer.
+CREATE FUNCTION billing_lock_entitlements() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Waits for a link of this customer in flight (see billing_status_customer_lock); the
+    -- holder lookup of billing_notify_entitlements, a later statement, then sees it.
+    PERFORM billing_status_customer_lock(COALESCE(NEW.customer_id, OLD.customer_id));
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER billing_status_entitlements_lock
+    BEFORE INSERT OR UPDATE OR DELETE ON stripe_entitlements
+    FOR EACH ROW EXECUTE FUNCTION billing_lock_entitlements();
+
 CREATE FUNCTION billing_notify_entitlements() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('billing_status', a.id)
@@ -99,3 +132,21 @@ CREATE TRIGGER billing_status_product_changed
     FOR EACH ROW
     WHEN ((OLD.id, OLD.name, OLD.deleted) IS DISTINCT FROM (NEW.id, NEW.name, NEW.deleted))
     EXECUTE FUNCTION billing_notify_everyone();
+
+-- TRUNCATE fires no row trigger: every answer goes.
+CREATE FUNCTION billing_notify_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('billing_status', '*');
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER billing_status_accounts_truncated AFTER TRUNCATE ON accounts
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+CREATE TRIGGER billing_status_subscriptions_truncated AFTER TRUNCATE ON subscriptions
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+CREATE TRIGGER billing_status_entitlements_truncated AFTER TRUNCATE ON stripe_entitlements
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+CREATE TRIGGER billing_status_prices_truncated AFTER TRUNCATE ON stripe_prices
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+CREATE TRIGGER billing_status_products_truncated AFTER TRUNCATE ON stripe_products
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();

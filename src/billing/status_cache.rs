@@ -110,6 +110,8 @@ struct Inner {
     shapes_kept: usize,
     /// The reads in flight, by account.
     reading: HashMap<CompactString, Reading>,
+    /// How many reads began so far: each read's number (`Fill::ticket`).
+    fills: u64,
     /// Bumped whenever everything is dropped.
     epoch: u64,
 }
@@ -117,8 +119,9 @@ struct Inner {
 #[derive(Default)]
 struct Reading {
     readers: u32,
-    /// A notification for the account arrived during the read.
-    dropped: bool,
+    /// Reads numbered below this began before a notification for the
+    /// account arrived: they store nothing (later ones may).
+    stale_below: u64,
 }
 
 /// One account's answer: 40 bytes beside its key.
@@ -156,6 +159,8 @@ pub(crate) struct Fill {
     cache: Arc<StatusCache>,
     key: CompactString,
     epoch: u64,
+    /// This read's number, in the order reads began.
+    ticket: u64,
     done: bool,
 }
 
@@ -190,6 +195,7 @@ impl StatusCache {
                     shapes: HashSet::new(),
                     shapes_kept: 0,
                     reading: HashMap::new(),
+                    fills: 0,
                     epoch: 0,
                 }),
                 fresh_until: AtomicU64::new(0),
@@ -225,13 +231,16 @@ impl StatusCache {
         org_name: Option<&str>,
         now: DateTime<Utc>,
     ) -> Option<BillingSummary> {
-        if !self.fresh() {
-            self.metrics.status_cache_read(CacheRead::Bypass);
-            return None;
-        }
         let email_hash = email.map(|e| self.hash(Some(e)));
         let found = {
             let mut inner = self.lock();
+            // Checked under the lock, after any wait for it (`heard` and
+            // `wrote` take it too): the answer is as fresh as this check.
+            if !self.fresh() {
+                drop(inner);
+                self.metrics.status_cache_read(CacheRead::Bypass);
+                return None;
+            }
             inner.answers.get(account.as_str()).and_then(|c| {
                 let valid = c
                     .valid_until
@@ -253,15 +262,17 @@ impl StatusCache {
     /// [`Fill::store`] (or dropped: nothing stored).
     pub(crate) fn fill(self: &Arc<Self>, account: &AccountId) -> Fill {
         let key = CompactString::from(account.as_str());
-        let epoch = {
+        let (epoch, ticket) = {
             let mut inner = self.lock();
             inner.reading.entry(key.clone()).or_default().readers += 1;
-            inner.epoch
+            inner.fills += 1;
+            (inner.epoch, inner.fills)
         };
         Fill {
             cache: self.clone(),
             key,
             epoch,
+            ticket,
             done: false,
         }
     }
@@ -270,8 +281,11 @@ impl StatusCache {
     pub(crate) fn forget(&self, account: &str) {
         let mut inner = self.lock();
         inner.answers.remove(account);
+        let begun = inner.fills;
         if let Some(reading) = inner.reading.get_mut(account) {
-            reading.dropped = true;
+            // Every read of it begun so far; one that begins after this reads
+            // a snapshot that has the change.
+            reading.stale_below = begun + 1;
         }
         self.metrics.status_cache_entries(inner.answers.len());
     }
@@ -343,7 +357,7 @@ impl StatusCache {
         let dropped = match inner.reading.get_mut(fill.key.as_str()) {
             Some(reading) => {
                 reading.readers -= 1;
-                let dropped = reading.dropped;
+                let dropped = fill.ticket < reading.stale_below;
                 if reading.readers == 0 {
                     inner.reading.remove(fill.key.as_str());
                 }
@@ -513,7 +527,7 @@ fn listen(cache: Weak<StatusCache>, url: String) {
     let mut backoff = Duration::from_millis(50);
     let mut failing = false;
     loop {
-        match session(&cache, &url, &mut backoff) {
+        match session(&cache, &url, &mut backoff, &mut failing) {
             Ok(Ended::Stopped) => return,
             Err(e) => {
                 let Some(c) = cache.upgrade() else { return };
@@ -539,6 +553,7 @@ fn session(
     cache: &Weak<StatusCache>,
     url: &str,
     backoff: &mut Duration,
+    failing: &mut bool,
 ) -> Result<Ended, Box<dyn std::error::Error>> {
     let mut conn = PgConnection::establish(url)?;
     conn.batch_execute(&format!(
@@ -554,7 +569,10 @@ fn session(
         Some(c) => c.listening(),
         None => return Ok(Ended::Stopped),
     }
-    log::info!("status cache: listening on {CHANNEL}");
+    match std::mem::take(failing) {
+        true => log::warn!("status cache: listening on {CHANNEL} again"),
+        false => log::info!("status cache: listening on {CHANNEL}"),
+    }
     *backoff = Duration::from_millis(50);
     let mut seq: u64 = 0;
     let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
@@ -650,11 +668,17 @@ mod tests {
         }
     }
 
-    /// A cache whose listener just heard a heartbeat.
+    /// An hour from now: a heartbeat "sent" then keeps answers fresh for the
+    /// whole test, however slowly it runs.
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// A cache whose listener heard a heartbeat that keeps it fresh.
     fn listening(capacity: u32) -> (Arc<StatusCache>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let cache = StatusCache::new(capacity, metrics.clone()).unwrap();
-        cache.heard(Instant::now());
+        cache.heard(later());
         (cache, metrics)
     }
 
@@ -697,15 +721,17 @@ mod tests {
         store(&cache, "u1", &paid());
         assert_eq!(get(&cache, "u1"), None, "never heard: not listening");
 
-        cache.heard(Instant::now());
-        assert!(get(&cache, "u1").is_some());
-        // Sleeping longer (a loaded machine) changes nothing: it is as old or older.
+        // A heartbeat sent FRESHNESS ago (the cache is older than that; a
+        // slower machine only makes it older).
         std::thread::sleep(FRESHNESS);
+        cache.heard(Instant::now() - FRESHNESS);
         assert_eq!(
             get(&cache, "u1"),
             None,
             "a heartbeat sent FRESHNESS ago is too old"
         );
+        cache.heard(later());
+        assert!(get(&cache, "u1").is_some());
         let text = metrics.render();
         assert!(text.contains("billing_portal_status_cache_reads_total{outcome=\"bypass\"} 2"));
         assert!(text.contains("billing_portal_status_cache_reads_total{outcome=\"hit\"} 1"));
@@ -722,6 +748,24 @@ mod tests {
         // The next read stores.
         store(&cache, "u1", &paid());
         assert_eq!(get(&cache, "u1"), Some(paid()));
+    }
+
+    #[test]
+    fn a_read_that_began_after_the_notification_stores_though_an_older_one_is_in_flight() {
+        let (cache, _) = listening(10);
+        let old = cache.fill(&account("u1"));
+        cache.forget("u1");
+        store(&cache, "u1", &paid()); // began after the change: its snapshot has it
+
+        assert_eq!(get(&cache, "u1"), Some(paid()));
+        let mut before = paid();
+        before.status = Some("past_due".into());
+        old.store(&before, Some("a@example.com"), None);
+        assert_eq!(
+            get(&cache, "u1"),
+            Some(paid()),
+            "the older read stored nothing"
+        );
     }
 
     #[test]
@@ -802,7 +846,7 @@ mod tests {
         assert_eq!(get(&cache, "u1"), None);
         cache.heard(before);
         assert_eq!(get(&cache, "u1"), None, "sent before the write");
-        cache.heard(Instant::now());
+        cache.heard(later());
         assert_eq!(get(&cache, "u1"), Some(paid()));
     }
 

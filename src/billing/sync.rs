@@ -130,10 +130,24 @@ pub(crate) fn apply_event(
                         },
                     ),
                 };
+                // The statement's snapshot may predate a link that committed
+                // while its insert waited on another delivery of this event:
+                // an unheld customer is looked up again (rare: a new customer).
+                let holder = match holder {
+                    Some(holder) => Some(holder),
+                    None => accounts::find_by_customer(conn, &payload.customer_id)?,
+                };
+                let linking = holder.is_none();
                 let user = user_for_held(conn, sub, holder)?;
                 let outcome =
                     apply_subscription_as(conn, sub, user.as_ref(), &provenance, rule, now)?;
-                (outcome, user.map_or(Touched::Nothing, Touched::Account))
+                let touched = match (linking, user) {
+                    // Linking may change an answer whatever the outcome.
+                    (true, _) => Touched::Unknown,
+                    (false, Some(user)) if outcome == Outcome::Applied => Touched::Account(user),
+                    (false, _) => Touched::Nothing,
+                };
+                (outcome, touched)
             }
             kind => {
                 if !events::claim(conn, &event.id, &event.type_, created, applied)? {
@@ -156,7 +170,14 @@ pub(crate) fn apply_event(
                     EventKind::Ignored => Outcome::Ignored,
                     EventKind::Subscription(..) => unreachable!("matched above"),
                 };
-                (outcome, Touched::Unknown)
+                // A summary only records that a read is owed, and what was not
+                // applied (an ignored type, a stale price) changed nothing.
+                let touched = match (kind, outcome) {
+                    (EventKind::EntitlementSummary { .. }, _) => Touched::Nothing,
+                    (_, Outcome::Applied) => Touched::Unknown,
+                    _ => Touched::Nothing,
+                };
+                (outcome, touched)
             }
         };
         match outcome {
@@ -171,7 +192,6 @@ pub(crate) fn apply_event(
         Err(diesel::result::Error::RollbackTransaction) => {
             Ok((Outcome::Undecidable, Touched::Nothing))
         }
-        Ok((outcome, _)) if outcome != Outcome::Applied => Ok((outcome, Touched::Nothing)),
         other => other,
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::RunQueryDsl;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::*;
 
@@ -318,6 +318,86 @@ async fn an_operators_sql_reaches_every_instances_answer() {
         }
         assert_eq!(seen, "canceled", "{base_url}");
     }
+}
+
+/// Polls `base_url`'s status (bounded) until `check` holds; its last answer.
+async fn until_answered(
+    app: &TestApp,
+    base_url: &str,
+    token: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = status_at(app, base_url, token).await;
+        if check(&status["data"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    status
+}
+
+/// Each table an answer is made of, changed by plain SQL (no instance
+/// involved): the other instance's cached answer follows. Without a trigger
+/// on one of them, that answer would stay as cached until evicted.
+#[actix_rt::test]
+async fn every_table_an_answer_is_made_of_notifies_the_other_instance() {
+    let app = spawn_app().await;
+    let base = base_period_end();
+    let t = now() - 2_000;
+    for (id, type_, object) in [
+        (
+            "evt_product",
+            "product.created",
+            product_object("prod_pro", "Pro"),
+        ),
+        (
+            "evt_price",
+            "price.created",
+            price_object("price_pro_monthly", "prod_pro", 2900),
+        ),
+    ] {
+        assert_eq!(
+            app.deliver(&event(id, type_, t, object)).await.status(),
+            200
+        );
+    }
+    let token = paid_user(&app, base).await;
+    let other = Instance::start(&app).await;
+    until_cached(&app, &other.base, &token, 0, base).await;
+    let sql = |statement: &str| {
+        diesel::sql_query(statement).execute(&mut app.db()).unwrap();
+    };
+
+    sql("UPDATE stripe_products SET name = 'Pro Plus' WHERE id = 'prod_pro'");
+    let status = until_answered(&app, &other.base, &token, |d| {
+        d["plan"]["name"] == "Pro Plus"
+    })
+    .await;
+    assert_eq!(status["data"]["plan"]["name"], "Pro Plus", "products");
+
+    sql("UPDATE stripe_prices SET unit_amount = 3900 WHERE id = 'price_pro_monthly'");
+    let status = until_answered(&app, &other.base, &token, |d| d["plan"]["amount"] == 3900).await;
+    assert_eq!(status["data"]["plan"]["amount"], 3900, "prices");
+
+    sql(
+        "INSERT INTO stripe_entitlements (customer_id, lookup_keys) VALUES ('cus_1', '{sso}') \
+         ON CONFLICT (customer_id) DO UPDATE SET lookup_keys = EXCLUDED.lookup_keys",
+    );
+    let status = until_answered(&app, &other.base, &token, |d| {
+        d["features"] == json!(["sso"])
+    })
+    .await;
+    assert_eq!(status["data"]["features"], json!(["sso"]), "entitlements");
+
+    sql("UPDATE accounts SET stripe_customer_id = NULL WHERE id = 'user_1'");
+    let status = until_answered(&app, &other.base, &token, |d| d["hasCustomer"] == false).await;
+    assert_eq!(status["data"]["hasCustomer"], false, "accounts");
+
+    sql("TRUNCATE subscriptions");
+    let status = until_answered(&app, &other.base, &token, |d| d["status"].is_null()).await;
+    assert_eq!(status["data"]["status"], Value::Null, "a truncated table");
 }
 
 #[actix_rt::test]

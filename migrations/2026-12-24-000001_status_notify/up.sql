@@ -13,24 +13,8 @@
 -- session_replication_role = replica (pg_restore, logical replication) or with the triggers
 -- disabled; restart the instances after those.
 
--- Linking an account to a customer and writing that customer's features are serialized on the
--- customer (a transaction-scoped advisory lock, taken here after a link and, before the row, by
--- billing_lock_entitlements): otherwise an entitlements store could look for the customer's
--- holder before a concurrent link commits, notify nobody, and commit after a status read that
--- saw the link but the old features, which would then be kept until the next change. Always the
--- customer lock before the entitlements row, so the two cannot deadlock.
-CREATE FUNCTION billing_status_customer_lock(customer text) RETURNS void LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended('billing-status-customer:' || customer, 0))
-$$;
-
 CREATE FUNCTION billing_notify_account() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.stripe_customer_id IS NOT NULL
-       AND NEW.stripe_customer_id IS DISTINCT FROM OLD.stripe_customer_id THEN
-        PERFORM billing_status_customer_lock(NEW.stripe_customer_id);
-    ELSIF TG_OP = 'INSERT' AND NEW.stripe_customer_id IS NOT NULL THEN
-        PERFORM billing_status_customer_lock(NEW.stripe_customer_id);
-    END IF;
     IF TG_OP <> 'INSERT' THEN
         PERFORM pg_notify('billing_status', OLD.id);
     END IF;
@@ -72,27 +56,19 @@ CREATE TRIGGER billing_status_subscription_changed
     EXECUTE FUNCTION billing_notify_subscription();
 
 -- Features are stored by customer: the accounts holding it (at most one) are notified.
--- Recording that a read is owed (`requested`, `satisfied`) changes no answer.
-CREATE FUNCTION billing_lock_entitlements() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    -- Waits for a link of this customer in flight (see billing_status_customer_lock); the
-    -- holder lookup of billing_notify_entitlements, a later statement, then sees it.
-    PERFORM billing_status_customer_lock(COALESCE(NEW.customer_id, OLD.customer_id));
-    IF TG_OP = 'DELETE' THEN
-        RETURN OLD;
-    END IF;
-    RETURN NEW;
-END $$;
-
-CREATE TRIGGER billing_status_entitlements_lock
-    BEFORE INSERT OR UPDATE OR DELETE ON stripe_entitlements
-    FOR EACH ROW EXECUTE FUNCTION billing_lock_entitlements();
-
+-- Recording that a read is owed (`requested`, `satisfied`) changes no answer. When no account
+-- holds the customer as this transaction sees it, every answer goes (`*`): a link committing
+-- concurrently could otherwise let a status read see the link with the old features after
+-- this lookup, and keep them until the next change. Features change rarely, and rarer still
+-- for a customer nobody holds.
 CREATE FUNCTION billing_notify_entitlements() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('billing_status', a.id)
     FROM accounts a
     WHERE a.stripe_customer_id IN (OLD.customer_id, NEW.customer_id);
+    IF NOT FOUND THEN
+        PERFORM pg_notify('billing_status', '*');
+    END IF;
     RETURN NULL;
 END $$;
 

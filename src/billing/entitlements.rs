@@ -135,13 +135,16 @@ async fn read(
             entitlements::store(conn, &id, &stored, started_at, seen)?;
             match before == stored {
                 true => Ok(None),
-                false => crate::db::accounts::find_by_customer(conn, &id),
+                false => crate::db::accounts::find_by_customer(conn, &id).map(Some),
             }
         })
         .await?;
-    // Read your writes: the holder's status shows the new set here at once.
-    if let Some(account) = changed {
-        billing.forget_status(&account);
+    // Read your writes: the holder's status shows the new set here at once
+    // (a customer nobody holds made the trigger drop every answer).
+    match changed {
+        None => {}
+        Some(Some(account)) => billing.forget_status(&account),
+        Some(None) => billing.wrote_statuses(),
     }
     Ok(Read::Stored(keys))
 }

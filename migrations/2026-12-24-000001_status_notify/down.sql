@@ -3,7 +3,6 @@ DROP TRIGGER billing_status_prices_truncated ON stripe_prices;
 DROP TRIGGER billing_status_entitlements_truncated ON stripe_entitlements;
 DROP TRIGGER billing_status_subscriptions_truncated ON subscriptions;
 DROP TRIGGER billing_status_accounts_truncated ON accounts;
-DROP FUNCTION billing_notify_truncated();
 DROP TRIGGER billing_status_product_changed ON stripe_products;
 DROP TRIGGER billing_status_product_written ON stripe_products;
 DROP TRIGGER billing_status_price_changed ON stripe_prices;

@@ -110,19 +110,14 @@ CREATE TRIGGER billing_status_product_changed
     EXECUTE FUNCTION billing_notify_everyone();
 
 -- TRUNCATE fires no row trigger: every answer goes.
-CREATE FUNCTION billing_notify_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('billing_status', '*');
-    RETURN NULL;
-END $$;
 
 CREATE TRIGGER billing_status_accounts_truncated AFTER TRUNCATE ON accounts
-    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_everyone();
 CREATE TRIGGER billing_status_subscriptions_truncated AFTER TRUNCATE ON subscriptions
-    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_everyone();
 CREATE TRIGGER billing_status_entitlements_truncated AFTER TRUNCATE ON stripe_entitlements
-    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_everyone();
 CREATE TRIGGER billing_status_prices_truncated AFTER TRUNCATE ON stripe_prices
-    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_everyone();
 CREATE TRIGGER billing_status_products_truncated AFTER TRUNCATE ON stripe_products
-    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_truncated();
+    FOR EACH STATEMENT EXECUTE FUNCTION billing_notify_everyone();

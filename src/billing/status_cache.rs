@@ -98,7 +98,6 @@ pub struct StatusCache {
     wrote_at: AtomicU64,
     origin: Instant,
     hasher: RandomState,
-    capacity: u32,
     metrics: Arc<Metrics>,
 }
 
@@ -202,7 +201,6 @@ impl StatusCache {
                 wrote_at: AtomicU64::new(0),
                 origin: Instant::now(),
                 hasher: RandomState::new(),
-                capacity,
                 metrics,
             })
         })
@@ -354,21 +352,11 @@ impl StatusCache {
         let cached = Cached::of(summary, self.hash(email), valid_until);
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let dropped = match inner.reading.get_mut(fill.key.as_str()) {
-            Some(reading) => {
-                reading.readers -= 1;
-                let dropped = fill.ticket < reading.stale_below;
-                if reading.readers == 0 {
-                    inner.reading.remove(fill.key.as_str());
-                }
-                dropped
-            }
-            None => true,
-        };
+        let current = inner.end(fill);
         let Some((shape, email, times, valid_until)) = cached else {
             return; // a time outside what is stored compactly: not cached
         };
-        if dropped || fill.epoch != inner.epoch {
+        if !current {
             return;
         }
         let shape = match inner.shapes.get(&shape) {
@@ -379,8 +367,8 @@ impl StatusCache {
                 shape
             }
         };
-        let evicts = inner.answers.len() >= self.capacity as usize
-            && inner.answers.peek(fill.key.as_str()).is_none();
+        let full = inner.answers.len() >= inner.answers.limiter().max_length() as usize;
+        let evicts = full && inner.answers.peek(fill.key.as_str()).is_none();
         inner.answers.insert(
             fill.key.clone(),
             Cached {
@@ -402,19 +390,25 @@ impl StatusCache {
         self.metrics.status_cache_entries(inner.answers.len());
     }
 
-    fn release(&self, fill: &Fill) {
-        let mut inner = self.lock();
-        if let Some(reading) = inner.reading.get_mut(fill.key.as_str()) {
-            reading.readers -= 1;
-            if reading.readers == 0 {
-                inner.reading.remove(fill.key.as_str());
-            }
-        }
-    }
-
     #[cfg(test)]
     fn shapes(&self) -> usize {
         self.lock().shapes.len()
+    }
+}
+
+impl Inner {
+    /// Ends `fill`'s read: whether what it read is still current (no
+    /// notification for its account since it began, nothing emptied).
+    fn end(&mut self, fill: &Fill) -> bool {
+        let Some(reading) = self.reading.get_mut(fill.key.as_str()) else {
+            return false;
+        };
+        reading.readers -= 1;
+        let stale = fill.ticket < reading.stale_below;
+        if reading.readers == 0 {
+            self.reading.remove(fill.key.as_str());
+        }
+        !stale && fill.epoch == self.epoch
     }
 }
 
@@ -435,9 +429,10 @@ impl Fill {
 }
 
 impl Drop for Fill {
+    /// A read abandoned (an error, a cancelled request) stores nothing.
     fn drop(&mut self) {
         if !self.done {
-            self.cache.release(self);
+            self.cache.lock().end(self);
         }
     }
 }
@@ -516,11 +511,6 @@ impl Shape {
 
 // ------------------------------------------------------------------ listener
 
-enum Ended {
-    /// The cache was dropped: the thread ends.
-    Stopped,
-}
-
 /// The listener thread: connects, listens, and keeps connecting again after
 /// failures (backing off up to [`MAX_BACKOFF`]) until the cache is dropped.
 fn listen(cache: Weak<StatusCache>, url: String) {
@@ -528,7 +518,8 @@ fn listen(cache: Weak<StatusCache>, url: String) {
     let mut failing = false;
     loop {
         match session(&cache, &url, &mut backoff, &mut failing) {
-            Ok(Ended::Stopped) => return,
+            // The cache was dropped: the thread ends.
+            Ok(()) => return,
             Err(e) => {
                 let Some(c) = cache.upgrade() else { return };
                 c.deaf();
@@ -548,13 +539,14 @@ fn listen(cache: Weak<StatusCache>, url: String) {
     }
 }
 
-/// One connection's life. Resets `backoff` once listening.
+/// One connection's life: `Ok` once the cache is dropped, `Err` when the
+/// connection fails. Resets `backoff` once listening.
 fn session(
     cache: &Weak<StatusCache>,
     url: &str,
     backoff: &mut Duration,
     failing: &mut bool,
-) -> Result<Ended, Box<dyn std::error::Error>> {
+) -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = PgConnection::establish(url)?;
     conn.batch_execute(&format!(
         "SET application_name = 'billing-portal status listener'; LISTEN {CHANNEL}"
@@ -567,7 +559,7 @@ fn session(
     conn.batch_execute(&format!("LISTEN {beats}"))?;
     match cache.upgrade() {
         Some(c) => c.listening(),
-        None => return Ok(Ended::Stopped),
+        None => return Ok(()),
     }
     match std::mem::take(failing) {
         true => log::warn!("status cache: listening on {CHANNEL} again"),
@@ -579,7 +571,7 @@ fn session(
     let mut next_beat = Instant::now();
     loop {
         let Some(c) = cache.upgrade() else {
-            return Ok(Ended::Stopped);
+            return Ok(());
         };
         let now = Instant::now();
         if now >= next_beat {

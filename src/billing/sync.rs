@@ -141,11 +141,12 @@ pub(crate) fn apply_event(
                 let user = user_for_held(conn, sub, holder)?;
                 let outcome =
                     apply_subscription_as(conn, sub, user.as_ref(), &provenance, rule, now)?;
-                let touched = match (linking, user) {
-                    // Linking may change an answer whatever the outcome.
-                    (true, _) => Touched::Unknown,
-                    (false, Some(user)) if outcome == Outcome::Applied => Touched::Account(user),
-                    (false, _) => Touched::Nothing,
+                let touched = match user {
+                    // The account it belongs to; one just linked to the
+                    // customer changed whatever the outcome. None: stored
+                    // unlinked, in no account's answer.
+                    Some(user) if linking || outcome == Outcome::Applied => Touched::Account(user),
+                    _ => Touched::Nothing,
                 };
                 (outcome, touched)
             }

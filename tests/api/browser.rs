@@ -277,21 +277,9 @@ async fn paid_user(app: &TestApp, user: &str, cancel_at_period_end: bool) {
         .user(user)
         .with_customer(&format!("cus_{user}"))
         .store();
-    for (id, type_, object) in [
-        (
-            "evt_product",
-            "product.created",
-            product_object("prod_pro", "Pro"),
-        ),
-        (
-            "evt_price",
-            "price.created",
-            price_object("price_pro_monthly", "prod_pro", 2900),
-        ),
-    ] {
-        // Delivered once per test app, whichever paid user comes first.
-        let response = app.deliver(&event(id, type_, now() - 3600, object)).await;
-        assert_eq!(response.status(), 200);
+    // Delivered once per test app, whichever paid user comes first.
+    for plan_event in pro_plan_events(now() - 3600) {
+        assert_eq!(app.deliver(&plan_event).await.status(), 200);
     }
     let mut sub = current_subscription(
         &format!("sub_{user}"),

@@ -609,14 +609,7 @@ async fn through_the_emulator_a_paid_checkout_is_applied_on_return_with_webhooks
 /// `billing_portal_<name>` as `/metrics` answers it now.
 #[cfg(feature = "emulator")]
 async fn counter(app: &TestApp, name: &str) -> f64 {
-    let text = app.get_text("/metrics").await;
-    let series = format!("billing_portal_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .unwrap_or_else(|| panic!("no {series}in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+    metric_at(&app.client, &app.address, name).await
 }
 
 #[actix_rt::test]

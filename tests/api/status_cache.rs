@@ -101,27 +101,8 @@ fn stale_for(samples: &[(Instant, i64)], k: i64, at: Instant) -> Duration {
         .unwrap_or_default()
 }
 
-/// `billing_portal_<series>` as the instance at `base_url` answers it now.
-async fn metric(client: &reqwest::Client, base_url: &str, series: &str) -> f64 {
-    let text = client
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let prefix = format!("billing_portal_{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix}in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 async fn hits(client: &reqwest::Client, base_url: &str) -> f64 {
-    metric(
+    metric_at(
         client,
         base_url,
         r#"status_cache_reads_total{outcome="hit"}"#,
@@ -265,17 +246,17 @@ async fn with_its_listening_connection_cut_an_instance_reads_postgres_until_it_l
 
     proxy.cut();
     for _ in 0..200 {
-        if metric(&app.client, &other.base, "status_cache_listening").await == 0.0 {
+        if metric_at(&app.client, &other.base, "status_cache_listening").await == 0.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        metric(&app.client, &other.base, "status_cache_listening").await,
+        metric_at(&app.client, &other.base, "status_cache_listening").await,
         0.0
     );
     assert_eq!(
-        metric(&app.client, &other.base, "status_cache_entries").await,
+        metric_at(&app.client, &other.base, "status_cache_entries").await,
         0.0,
         "what was cached may miss changes: dropped"
     );
@@ -287,7 +268,7 @@ async fn with_its_listening_connection_cut_an_instance_reads_postgres_until_it_l
     apply(&app, 2, base).await;
     until_cached(&app, &other.base, &token, 2, base).await;
     assert_eq!(
-        metric(&app.client, &other.base, "status_cache_listening").await,
+        metric_at(&app.client, &other.base, "status_cache_listening").await,
         1.0
     );
 }
@@ -346,22 +327,8 @@ async fn every_table_an_answer_is_made_of_notifies_the_other_instance() {
     let app = spawn_app().await;
     let base = base_period_end();
     let t = now() - 2_000;
-    for (id, type_, object) in [
-        (
-            "evt_product",
-            "product.created",
-            product_object("prod_pro", "Pro"),
-        ),
-        (
-            "evt_price",
-            "price.created",
-            price_object("price_pro_monthly", "prod_pro", 2900),
-        ),
-    ] {
-        assert_eq!(
-            app.deliver(&event(id, type_, t, object)).await.status(),
-            200
-        );
+    for plan_event in pro_plan_events(t) {
+        assert_eq!(app.deliver(&plan_event).await.status(), 200);
     }
     let token = paid_user(&app, base).await;
     let other = Instance::start(&app).await;
@@ -428,7 +395,7 @@ async fn with_status_cache_entries_0_every_answer_is_read_from_postgres() {
     }
     assert_eq!(hits(&app.client, &app.address).await, 0.0);
     assert_eq!(
-        metric(&app.client, &app.address, "status_cache_entries").await,
+        metric_at(&app.client, &app.address, "status_cache_entries").await,
         0.0
     );
 }

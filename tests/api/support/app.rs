@@ -124,6 +124,26 @@ pub async fn try_spawn_app_with(
     })
 }
 
+/// `billing_portal_<series>` (with its labels, if any) as the instance at
+/// `base_url` answers `/metrics` now.
+pub async fn metric_at(client: &reqwest::Client, base_url: &str, series: &str) -> f64 {
+    let text = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("billing_portal_{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 pub fn token_for(sub: &str, email: Option<&str>) -> String {
     token_with(Claims::user(
         sub,

@@ -70,6 +70,25 @@ pub fn product_object(id: &str, name: &str) -> Value {
     })
 }
 
+/// The events that store the plan the fixture subscriptions are on: product
+/// `prod_pro` ("Pro") and its price `price_pro_monthly` (29.00), at `created`.
+pub fn pro_plan_events(created: i64) -> [Value; 2] {
+    [
+        event(
+            "evt_product",
+            "product.created",
+            created,
+            product_object("prod_pro", "Pro"),
+        ),
+        event(
+            "evt_price",
+            "price.created",
+            created,
+            price_object("price_pro_monthly", "prod_pro", 2900),
+        ),
+    ]
+}
+
 pub fn event(id: &str, type_: &str, created: i64, object: Value) -> Value {
     json!({
         "id": id, "object": "event", "type": type_, "created": created,
